@@ -1,0 +1,76 @@
+"""create_app(): the API routers under /api, the static dashboard at /, and JSON error handlers."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .config import get_settings
+from .db import upgrade_database
+from .routes import jobs, meta, networks, results
+
+log = logging.getLogger("toroid.api")
+FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+
+
+def plotly_js() -> Path:
+    """plotly.js as shipped inside the plotly Python package: the dashboard works offline."""
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def create_app(migrate: bool = True) -> FastAPI:
+    settings = get_settings()
+    settings.ensure_dirs()
+    if migrate:
+        upgrade_database()
+    app = FastAPI(title="Toroid", version="0.1.0",
+                  description="Explorer of the error landscapes of trained neural networks.")
+
+    @app.middleware("http")
+    async def limit_upload_size(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if request.method in ("POST", "PUT", "PATCH") and length and length.isdigit():
+            # multipart overhead on top of the weights file itself
+            if int(length) > settings.max_upload_bytes + 1024 * 1024:
+                return JSONResponse({"detail": f"request body larger than the limit of "
+                                               f"{settings.max_upload_bytes} bytes"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_handler(_request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_handler(_request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crash_handler(_request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+
+    for router in (meta.router, networks.router, jobs.router, results.router):
+        app.include_router(router, prefix="/api")
+
+    @app.get("/vendor/plotly.min.js", include_in_schema=False)
+    def plotly_bundle() -> FileResponse:
+        return FileResponse(plotly_js(), media_type="application/javascript",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    app.mount("/", StaticFiles(directory=FRONTEND, html=True), name="frontend")
+    return app

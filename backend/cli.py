@@ -1,0 +1,256 @@
+"""The `toroid` command: run the service or a worker, and drive a running service from the shell."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+DEMO_TAG = "demo"
+
+
+def _worker_cmd(queues: str, concurrency: int, name: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, "-c", str(concurrency),
+            "-n", f"{name}@{socket.gethostname()}", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+
+
+def seed_demo() -> list[int]:
+    """Queue the training of a few small MLPs on digits, unless the demo networks exist already."""
+    from sqlalchemy import select
+
+    from backend import jobs
+    from backend.db import new_session
+    from backend.models import Job
+    from workers.landscape import train
+
+    runs = [("sgd", s) for s in (0, 1, 2)] + [(o, 0) for o in ("rsgd", "adv") if o in train.OPTIMIZERS]
+    submitted = []
+    with new_session() as s:
+        if s.scalars(select(Job).where(Job.kind == "train")).first() is not None:
+            return []
+        for optimizer, seed in runs:
+            params: dict[str, Any] = {"architecture": {"kind": "mlp", "hidden": [32, 32]}, "dataset": "digits",
+                                      "optimizer": optimizer, "epochs": 30, "seed": seed,
+                                      "name": f"demo-{optimizer}-{seed}", "tags": [DEMO_TAG, optimizer]}
+            submitted.append(jobs.submit(s, "train", params).id)
+    return submitted
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from backend.app import create_app
+    from backend.config import get_settings
+    from backend.db import upgrade_database
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade_database()
+    worker = None
+    if not args.no_worker:
+        log = open(settings.home / "worker.log", "ab")
+        worker = subprocess.Popen(_worker_cmd("gpu,cpu", settings.worker_concurrency, "embedded"),
+                                  stdout=log, stderr=subprocess.STDOUT)
+        print(f"worker started (pid {worker.pid}); log: {settings.home / 'worker.log'}", flush=True)
+    try:
+        if args.demo:
+            ids = seed_demo()
+            if ids:
+                print(f"demo: training {len(ids)} small networks on digits (jobs {ids})", flush=True)
+        print(f"Toroid at http://{args.host}:{args.port}  (data in {settings.home})", flush=True)
+        uvicorn.run(create_app(migrate=False), host=args.host, port=args.port, log_level="warning")
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from backend.config import get_settings
+    from backend.db import upgrade_database
+
+    if args.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
+    get_settings().ensure_dirs()
+    upgrade_database()
+    name = args.name or (f"gpu{args.gpu}" if args.gpu is not None else "worker")
+    return subprocess.call(_worker_cmd(args.queues, args.concurrency, name))
+
+
+# ---- client commands ---------------------------------------------------------------------------
+
+def _client(args):
+    from backend.client import Client
+
+    return Client(args.url)
+
+
+def _wait(client, job: dict, quiet: bool = False) -> dict:
+    from tqdm import tqdm
+
+    if job["status"] == "succeeded":
+        return job
+    with tqdm(total=100, desc=f"job {job['id']} ({job['kind']})", unit="%", disable=quiet,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
+        def show(j):
+            bar.n = round(100 * j["progress"])
+            bar.set_postfix_str(j["message"][:60])
+            bar.refresh()
+        return client.wait(job, on_progress=show)
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_networks(args) -> int:
+    nets = _client(args).networks()
+    if args.json:
+        _print(nets)
+        return 0
+    print(f"{'id':>4}  {'name':<24} {'architecture':<28} {'dataset':<10} {'train err':>9} {'test err':>9}")
+    for n in nets:
+        fmt = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+        print(f"{n['id']:>4}  {n['name'][:24]:<24} {json.dumps(n['architecture'])[:28]:<28} {n['dataset']:<10} "
+              f"{fmt(n['train_error']):>9} {fmt(n['test_error']):>9}")
+    return 0
+
+
+def _run_job(args, kind: str, params: dict) -> int:
+    client = _client(args)
+    job = client.submit(kind, **params)
+    if args.no_wait:
+        _print(job)
+        return 0
+    job = _wait(client, job, quiet=args.quiet)
+    _print(job["result"] if args.result_only else job)
+    return 0
+
+
+def cmd_train(args) -> int:
+    params = {"architecture": json.loads(args.arch), "dataset": args.dataset, "optimizer": args.optimizer,
+              "epochs": args.epochs, "seed": args.seed}
+    if args.name:
+        params["name"] = args.name
+    for item in args.param or []:
+        key, _, value = item.partition("=")
+        params[key] = json.loads(value)
+    return _run_job(args, "train", params)
+
+
+def cmd_path(args) -> int:
+    return _run_job(args, "path", {"a": args.a, "b": args.b, "type": args.type, "points": args.points})
+
+
+def cmd_job(args) -> int:
+    params = json.loads(args.params) if args.params else {}
+    return _run_job(args, args.kind, params)
+
+
+def cmd_upload(args) -> int:
+    net = _client(args).upload(args.file, name=args.name or os.path.basename(args.file),
+                               architecture=json.loads(args.arch), dataset=args.dataset,
+                               tags=args.tag or [])
+    _print(net)
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    _print(_client(args).jobs())
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    _print(_client(args).cancel(args.job))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="toroid", description="Toroid: explore the error landscapes of trained networks.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="start the API and a Celery worker beside it")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--demo", action="store_true", help="train a few small networks on digits to explore")
+    s.add_argument("--no-worker", action="store_true", help="start only the API (workers run elsewhere)")
+    s.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("worker", help="start only a Celery worker")
+    w.add_argument("--queues", default="gpu,cpu")
+    w.add_argument("--concurrency", type=int, default=1)
+    w.add_argument("--gpu", type=int, default=None, help="GPU index this worker uses (sets CUDA_VISIBLE_DEVICES)")
+    w.add_argument("--name", default=None)
+    w.set_defaults(func=cmd_worker)
+
+    def client_parser(name: str, help: str, func, job: bool = False):
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--url", default=None, help="service URL (default $TOROID_URL or http://127.0.0.1:8000)")
+        if job:
+            c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
+            c.add_argument("--quiet", action="store_true", help="no progress bar")
+            c.add_argument("--result-only", action="store_true", help="print only the result")
+        c.set_defaults(func=func)
+        return c
+
+    c = client_parser("networks", "list stored networks", cmd_networks)
+    c.add_argument("--json", action="store_true")
+    c = client_parser("train", "train a network (a train job) and wait for it", cmd_train, job=True)
+    c.add_argument("--arch", default='{"kind": "mlp", "hidden": [32, 32]}', help="architecture spec as JSON")
+    c.add_argument("--dataset", default="digits")
+    c.add_argument("--optimizer", default="sgd")
+    c.add_argument("--epochs", type=int, default=20)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--name", default=None)
+    c.add_argument("--param", action="append", help="more optimizer parameters as KEY=JSON, e.g. lr=0.05")
+    c = client_parser("path", "error along a path between networks A and B", cmd_path, job=True)
+    c.add_argument("a", type=int)
+    c.add_argument("b", type=int)
+    c.add_argument("--type", default="linear")
+    c.add_argument("--points", type=int, default=11)
+    c = client_parser("job", "submit any job kind with JSON params and wait", cmd_job, job=True)
+    c.add_argument("kind")
+    c.add_argument("params", nargs="?", default="{}")
+    c = client_parser("upload", "upload a weights file (.safetensors or .pt state_dict)", cmd_upload)
+    c.add_argument("file")
+    c.add_argument("--arch", required=True, help="architecture spec as JSON")
+    c.add_argument("--dataset", default="digits")
+    c.add_argument("--name", default=None)
+    c.add_argument("--tag", action="append")
+    client_parser("jobs", "list recent jobs", cmd_jobs)
+    c = client_parser("cancel", "cancel a job", cmd_cancel)
+    c.add_argument("job", type=int)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # client errors: one readable line, not a traceback
+        from backend.client import ApiError
+
+        if isinstance(exc, (ApiError,)):
+            print(f"error: {exc.detail}", file=sys.stderr)
+            return 1
+        import httpx
+
+        if isinstance(exc, httpx.ConnectError):
+            print(f"error: cannot reach the service at {getattr(args, 'url', None) or 'http://127.0.0.1:8000'}; "
+                  "is `toroid serve` running?", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""A small Python client of the REST API, for scripts and notebooks (plain dicts and lists, no pandas).
+
+    from backend.client import Client
+    c = Client("http://127.0.0.1:8000")
+    a = c.upload(model.state_dict(), name="run-1", architecture={"kind": "mlp", "hidden": [64, 64]})
+    job = c.wait(c.submit("path", a=a["id"], b=b["id"], type="linear", points=11))
+    print(job["result"]["barrier"])
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from typing import Any, Callable
+
+import httpx
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, detail: Any):
+        super().__init__(f"{status}: {detail}")
+        self.status, self.detail = status, detail
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
+        self.url = (url or os.environ.get("TOROID_URL") or "http://127.0.0.1:8000").rstrip("/")
+        headers = {}
+        token = token or os.environ.get("TOROID_TOKEN")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kw) -> Any:
+        r = self.http.request(method, "/api" + path, **kw)
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise ApiError(r.status_code, detail)
+        if r.status_code == 204:
+            return None
+        if r.headers.get("content-type", "").startswith("application/json"):
+            return r.json()
+        return r.content
+
+    # networks
+    def networks(self, **filters) -> list[dict]:
+        return self._call("GET", "/networks", params=filters)
+
+    def network(self, network_id: int) -> dict:
+        return self._call("GET", f"/networks/{network_id}")
+
+    def upload(self, weights, name: str, architecture: dict, dataset: str = "digits", *,
+               dataset_options: dict | None = None, tags: list[str] | None = None, filename: str | None = None) -> dict:
+        """Upload a state dict (tensors are sent as safetensors) or the bytes / path of a weights file."""
+        if isinstance(weights, dict):
+            from safetensors.torch import save
+
+            blob, filename = save({k: v.detach().cpu().contiguous() for k, v in weights.items()}), "weights.safetensors"
+        elif isinstance(weights, (str, os.PathLike)):
+            filename = filename or os.path.basename(str(weights))
+            with open(weights, "rb") as f:
+                blob = f.read()
+        else:
+            blob = bytes(weights)
+            filename = filename or "weights.safetensors"
+        meta = {"name": name, "architecture": architecture, "dataset": dataset,
+                "dataset_options": dataset_options or {}, "tags": tags or []}
+        return self._call("POST", "/networks", files={"file": (filename, io.BytesIO(blob))},
+                          data={"meta": json.dumps(meta)})
+
+    def weights(self, network_id: int) -> dict:
+        from safetensors.torch import load
+
+        return load(self._call("GET", f"/networks/{network_id}/weights"))
+
+    def delete(self, network_id: int) -> None:
+        self._call("DELETE", f"/networks/{network_id}")
+
+    # jobs
+    def submit(self, kind: str, **params) -> dict:
+        return self._call("POST", "/jobs", json={"kind": kind, "params": params})
+
+    def job(self, job_id: int) -> dict:
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def jobs(self, **filters) -> list[dict]:
+        return self._call("GET", "/jobs", params=filters)
+
+    def cancel(self, job_id: int) -> dict:
+        return self._call("DELETE", f"/jobs/{job_id}")
+
+    def wait(self, job: dict | int, timeout: float = 3600, poll: float = 0.3,
+             on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Wait for a job to end; returns it (with its result). Raises ApiError if it failed."""
+        job_id = job if isinstance(job, int) else job["id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.job(job_id)
+            if on_progress:
+                on_progress(current)
+            if current["status"] in ("succeeded", "failed", "cancelled"):
+                if current["status"] == "failed":
+                    raise ApiError(422, f"job {job_id} failed: {current['error']}")
+                return current
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {current['status']} after {timeout} s")
+            time.sleep(poll)
+
+    def result(self, result_id: int) -> dict:
+        return self._call("GET", f"/results/{result_id}")

@@ -1,0 +1,67 @@
+"""One Settings object, read from the environment (TOROID_* variables) — the only place configuration lives."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOROID_", extra="ignore")
+
+    # All state of the embedded default lives under this folder: database, weight store, broker files.
+    home: Path = Field(default_factory=lambda: Path.home() / ".toroid")
+    # SQLAlchemy URL; empty means SQLite at <home>/toroid.db. Example: postgresql://user@host/db
+    database_url: str = ""
+    # Celery broker; empty means kombu's filesystem transport under <home>/broker (no server needed).
+    broker_url: str = ""
+    # Folder holding MNIST / Fashion-MNIST / CIFAR in torchvision's layout (never downloaded).
+    data_root: Path | None = None
+    # Largest accepted weights upload, in bytes (413 above it).
+    max_upload_bytes: int = 256 * 1024 * 1024
+    # Worker processes started by `toroid serve` beside the API.
+    worker_concurrency: int = 1
+    # Hard time limit of one job, in seconds (it fails with a clear message past it).
+    job_time_limit: int = 6 * 3600
+
+    @property
+    def store_dir(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url or f"sqlite:///{self.home / 'toroid.db'}"
+        # Plain postgresql:// URLs use psycopg 3 (the driver the project installs).
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.celery_broker_url.startswith("filesystem://")
+
+    @property
+    def dataset_root(self) -> Path:
+        return self.data_root or (self.home / "data")
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.store_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        if self.embedded_broker:
+            for sub in ("queue", "processed"):
+                (self.broker_dir / sub).mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

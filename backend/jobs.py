@@ -1,0 +1,191 @@
+"""Job submission: validate a job's parameters, compute its cache key, answer from cache or enqueue.
+
+Each job kind has a validator here (what the API accepts) and a runner in workers/tasks.py (what a
+worker computes). A request never computes a landscape: it validates, enqueues and answers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Callable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from workers.landscape import SCIENCE_VERSION, data, nets, train
+
+from .models import Job, Network, Result, utcnow
+
+
+class JobError(ValueError):
+    """Parameters a job cannot run with; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# Keys of a job's params that hold network ids; in the cache key they are replaced by content.
+NETWORK_KEYS = ("a", "b", "network", "networks")
+
+
+def _int(params: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = params.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise JobError(f"'{key}' must be an integer between {lo} and {hi}, got {value!r}")
+    return value
+
+
+def _unknown(params: dict[str, Any], allowed: set[str], kind: str) -> None:
+    extra = sorted(set(params) - allowed)
+    if extra:
+        raise JobError(f"unknown parameter(s) {extra} for a {kind} job; allowed: {sorted(allowed)}")
+
+
+def get_network(session: Session, network_id: Any, role: str = "network") -> Network:
+    if not isinstance(network_id, int) or isinstance(network_id, bool):
+        raise JobError(f"'{role}' must be a network id (an integer), got {network_id!r}")
+    net = session.get(Network, network_id)
+    if net is None:
+        raise JobError(f"network {network_id} ('{role}') does not exist", status=404)
+    return net
+
+
+def check_same_setting(a: Network, b: Network) -> None:
+    """Two networks can be compared only with the same architecture on the same data."""
+    if a.architecture != b.architecture:
+        raise JobError(
+            f"networks {a.id} and {b.id} have different architectures "
+            f"({json.dumps(a.architecture)} vs {json.dumps(b.architecture)}); paths and distances need the same one"
+        )
+    if a.dataset != b.dataset or a.dataset_options != b.dataset_options:
+        raise JobError(
+            f"networks {a.id} and {b.id} were trained on different data sets "
+            f"({a.dataset} {a.dataset_options} vs {b.dataset} {b.dataset_options})"
+        )
+
+
+# ---- validators: (session, params) -> (normalised params, input network ids, queue) -------------
+
+TRAIN_KEYS = {"architecture", "dataset", "dataset_options", "optimizer", "name", "tags", "visibility"}
+
+
+def validate_train(session: Session, params: dict[str, Any]) -> tuple[dict, list[int], str]:
+    try:
+        spec = nets.normalize_spec(params.get("architecture"))
+    except nets.SpecError as exc:
+        raise JobError(f"architecture: {exc}") from None
+    name = params.get("dataset", "digits")
+    try:
+        options = data.normalize_options(name, params.get("dataset_options"))
+    except data.DatasetError as exc:
+        raise JobError(f"dataset: {exc}") from None
+    optimizer = params.get("optimizer", "sgd")
+    opt_params = {k: v for k, v in params.items() if k not in TRAIN_KEYS}
+    try:
+        opt_params = train.normalize_params(optimizer, opt_params)
+    except ValueError as exc:
+        raise JobError(f"optimizer: {exc}") from None
+    net_name = params.get("name") or f"{spec['kind']}-{optimizer}-seed{opt_params.get('seed', 0)}"
+    if not isinstance(net_name, str) or len(net_name) > 200:
+        raise JobError("'name' must be a string of at most 200 characters")
+    tags = params.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and len(t) <= 50 for t in tags):
+        raise JobError("'tags' must be a list of short strings")
+    out = {"architecture": spec, "dataset": name, "dataset_options": options, "optimizer": optimizer,
+           "name": net_name, "tags": tags, **opt_params}
+    return out, [], "gpu"
+
+
+PATH_TYPES = ("linear",)
+
+
+def validate_path(session: Session, params: dict[str, Any]) -> tuple[dict, list[int], str]:
+    _unknown(params, {"a", "b", "type", "points"}, "path")
+    a = get_network(session, params.get("a"), "a")
+    b = get_network(session, params.get("b"), "b")
+    check_same_setting(a, b)
+    kind = params.get("type", "linear")
+    if kind not in PATH_TYPES:
+        raise JobError(f"unknown path type {kind!r}; known: {', '.join(PATH_TYPES)}")
+    points = _int(params, "points", 11, 2, 201)
+    return {"a": a.id, "b": b.id, "type": kind, "points": points}, [a.id, b.id], "gpu"
+
+
+def validate_evaluate(session: Session, params: dict[str, Any]) -> tuple[dict, list[int], str]:
+    _unknown(params, {"network"}, "evaluate")
+    net = get_network(session, params.get("network"))
+    return {"network": net.id}, [net.id], "cpu"
+
+
+VALIDATORS: dict[str, Callable[[Session, dict[str, Any]], tuple[dict, list[int], str]]] = {
+    "train": validate_train,
+    "path": validate_path,
+    "evaluate": validate_evaluate,
+}
+
+
+# ---- cache key ------------------------------------------------------------------------------
+
+def _describe(session: Session, network_id: int) -> dict[str, Any]:
+    net = session.get(Network, network_id)
+    return {"weights": net.weights_hash, "architecture": net.architecture,
+            "dataset": net.dataset, "dataset_options": net.dataset_options}
+
+
+def cache_key(session: Session, kind: str, params: dict[str, Any]) -> str:
+    """Hash of kind + normalised params (network ids replaced by their content) + science version."""
+    material = {}
+    for key, value in params.items():
+        if key in NETWORK_KEYS:
+            value = [_describe(session, v) for v in value] if isinstance(value, list) else _describe(session, value)
+        material[key] = value
+    blob = json.dumps({"kind": kind, "params": material, "version": SCIENCE_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _cached_result(session: Session, kind: str, key: str) -> Job | None:
+    done = session.scalars(
+        select(Job).where(Job.cache_key == key, Job.kind == kind, Job.status == "succeeded",
+                          Job.result_id.is_not(None)).order_by(Job.id.desc()).limit(1)
+    ).first()
+    if done is None:
+        return None
+    result = session.get(Result, done.result_id)
+    # A result that names a network (train, canonicalize, ...) is valid only while that network exists.
+    network_id = (result.data or {}).get("network_id") if result else None
+    if result is None or (network_id is not None and session.get(Network, network_id) is None):
+        return None
+    return done
+
+
+def submit(session: Session, kind: str, params: dict[str, Any], owner: str = "local") -> Job:
+    """Validate, then answer from cache or create the job and enqueue it. Commits."""
+    if kind not in VALIDATORS:
+        raise JobError(f"unknown job kind {kind!r}; known: {', '.join(sorted(VALIDATORS))}")
+    if not isinstance(params, dict):
+        raise JobError("'params' must be a JSON object")
+    params, inputs, queue = VALIDATORS[kind](session, params)
+    key = cache_key(session, kind, params)
+    hit = _cached_result(session, kind, key)
+    if hit is not None:
+        now = utcnow()
+        job = Job(kind=kind, params=params, inputs=inputs, status="succeeded", progress=1.0,
+                  message=f"answered from the cache (same as job {hit.id})", owner=owner, cache_key=key,
+                  cached_from=hit.id, result_id=hit.result_id, queue=queue, created_at=now, started_at=now,
+                  finished_at=now)
+        session.add(job)
+        session.commit()
+        return job
+    job = Job(kind=kind, params=params, inputs=inputs, status="queued", message="queued", owner=owner,
+              cache_key=key, queue=queue)
+    session.add(job)
+    session.commit()
+    enqueue(job)
+    return job
+
+
+def enqueue(job: Job) -> None:
+    from workers.app import get_celery
+
+    get_celery().send_task(f"toroid.{job.kind}", args=[job.id], queue=job.queue)

@@ -1,0 +1,103 @@
+"""Jobs: submit (validated, cached or enqueued), list, read, cancel, follow progress."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from .. import jobs
+from ..db import get_db, new_session
+from ..models import FINAL_STATES, Job, Result, utcnow
+from ..schemas import JobIn, JobOut
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def job_out(db: Session, job: Job, with_result: bool = True) -> JobOut:
+    result = None
+    if with_result and job.result_id is not None:
+        row = db.get(Result, job.result_id)
+        result = row.data if row else None
+    return JobOut(id=job.id, kind=job.kind, params=job.params, inputs=job.inputs, status=job.status,
+                  progress=job.progress, message=job.message, error=job.error, owner=job.owner,
+                  cached=job.cached_from is not None, cached_from=job.cached_from, result_id=job.result_id,
+                  result=result, created_at=job.created_at, started_at=job.started_at,
+                  finished_at=job.finished_at)
+
+
+def get_or_404(db: Session, job_id: int) -> Job:
+    job = db.get(Job, job_id)
+    if job is None:
+        raise HTTPException(404, f"job {job_id} does not exist")
+    return job
+
+
+@router.post("", response_model=JobOut, status_code=202)
+def submit_job(body: JobIn, db: Session = Depends(get_db)) -> JobOut:
+    try:
+        job = jobs.submit(db, body.kind, body.params)
+    except jobs.JobError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return job_out(db, job)
+
+
+@router.get("", response_model=list[JobOut])
+def list_jobs(
+    db: Session = Depends(get_db),
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+) -> list[JobOut]:
+    stmt = select(Job).order_by(Job.id.desc())
+    if status:
+        stmt = stmt.where(Job.status == status)
+    if kind:
+        stmt = stmt.where(Job.kind == kind)
+    return [job_out(db, j, with_result=False) for j in db.scalars(stmt.limit(limit))]
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def read_job(job_id: int, db: Session = Depends(get_db)) -> JobOut:
+    return job_out(db, get_or_404(db, job_id))
+
+
+@router.delete("/{job_id}", response_model=JobOut)
+def cancel_job(job_id: int, db: Session = Depends(get_db)) -> JobOut:
+    """Cancel a queued or running job. The worker notices at its next progress report."""
+    job = get_or_404(db, job_id)
+    res = db.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
+                     .values(status="cancelled", message="cancelled", finished_at=utcnow()))
+    db.commit()
+    if res.rowcount == 0:
+        raise HTTPException(409, f"job {job_id} already ended ({job.status}); nothing to cancel")
+    db.refresh(job)
+    return job_out(db, job)
+
+
+@router.get("/{job_id}/events")
+async def job_events(job_id: int, db: Session = Depends(get_db)) -> StreamingResponse:
+    """Server-sent events: one ``data: {job}`` line each time the job's progress or state changes."""
+    get_or_404(db, job_id)
+
+    async def stream():
+        last = None
+        while True:
+            with new_session() as s:
+                job = s.get(Job, job_id)
+                if job is None:
+                    return
+                payload = job_out(s, job, with_result=job.status in FINAL_STATES).model_dump_json()
+                status = job.status
+            if payload != last:
+                yield f"data: {payload}\n\n"
+                last = payload
+            if status in FINAL_STATES:
+                return
+            await asyncio.sleep(0.3)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

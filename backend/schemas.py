@@ -1,0 +1,79 @@
+"""Request and response bodies of the REST API (pydantic), shared by the routes."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class NetworkMeta(BaseModel):
+    """The ``meta`` JSON part of a network upload."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    architecture: dict[str, Any]
+    dataset: str = "digits"
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    visibility: Literal["private", "lab"] = "lab"
+
+
+class NetworkPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    tags: list[str] | None = Field(default=None, max_length=50)
+    visibility: Literal["private", "lab"] | None = None
+
+
+class NetworkOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    owner: str
+    visibility: str
+    architecture: dict[str, Any]
+    dataset: str
+    dataset_options: dict[str, Any]
+    source: dict[str, Any]
+    tags: list[str]
+    train_error: float | None
+    test_error: float | None
+    train_loss: float | None
+    test_loss: float | None
+    history: list[dict[str, Any]]
+    weights_hash: str
+    n_params: int
+    created_at: datetime
+
+
+class JobIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    params: dict[str, Any]
+    inputs: list[int]
+    status: str
+    progress: float
+    message: str
+    error: str | None
+    owner: str
+    cached: bool
+    cached_from: int | None
+    result_id: int | None
+    result: dict[str, Any] | None = None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ResultOut(BaseModel):
+    id: int
+    kind: str
+    data: dict[str, Any]
+    created_at: datetime

@@ -1,0 +1,58 @@
+"""The Celery application. Broker and queues come from backend.config.
+
+Embedded default: kombu's filesystem transport under TOROID_HOME (no server). Lab server: Redis.
+Queues: ``gpu`` for heavy jobs (training, paths, flatness), ``cpu`` for light ones.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from backend.config import get_settings
+
+QUEUES = ("gpu", "cpu")
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("toroid", broker=settings.celery_broker_url, include=["workers.tasks"])
+    conf: dict = dict(
+        task_ignore_result=True,  # the database is the truth: results are written there by the task
+        task_acks_late=True,  # a job whose worker dies is delivered again
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
+        task_default_queue="cpu",
+        task_default_exchange="cpu",
+        task_default_routing_key="cpu",
+        task_time_limit=settings.job_time_limit + 60,
+        task_soft_time_limit=settings.job_time_limit,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    if settings.embedded_broker:
+        settings.ensure_dirs()
+        queue_dir = str(settings.broker_dir / "queue")
+        conf["broker_transport_options"] = {
+            "data_folder_in": queue_dir,
+            "data_folder_out": queue_dir,
+            "processed_folder": str(settings.broker_dir / "processed"),
+            "store_processed": False,
+            "control_folder": str(settings.broker_dir / "control"),
+        }
+    else:
+        # Redis: a job not acknowledged within the visibility timeout is delivered again.
+        conf["broker_transport_options"] = {"visibility_timeout": settings.job_time_limit + 600}
+    app.conf.update(conf)
+    return app
+
+
+@lru_cache
+def get_celery() -> Celery:
+    """The application for the current settings (tests clear this cache when they switch settings)."""
+    return make_celery()
+
+
+celery_app = get_celery()  # what `celery -A workers.app worker` loads

@@ -1,0 +1,15 @@
+"""The science of Toroid: plain torch + numpy + scipy, importable without the web service or Celery.
+
+Modules (see ../shared/SCIENCE.md for the method):
+- nets:      architectures from a JSON spec, and their unit structure
+- data:      datasets as tensors (bundled digits, local torchvision folders, synthetic)
+- evaluate:  error and loss of one or many parameter points
+- paths:     distances and paths between networks
+- symmetry:  canonical forms, alignment
+- flatness:  local energy
+- train:     samplers of minimizers
+"""
+
+# Version of the science code: part of every job's cache key. Bump it whenever a change to this
+# package can change a result, so that cached results computed by older code are not reused.
+SCIENCE_VERSION = "1"
