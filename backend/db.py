@@ -76,5 +76,7 @@ def upgrade_database() -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", get_settings().sqlalchemy_url.replace("%", "%%"))
     with get_engine().begin() as connection:
+        if connection.dialect.name == "postgresql":  # API and workers may start together: one migrates
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7243507)")
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")

@@ -75,7 +75,11 @@ def load_network(session: Session, network_id: int) -> tuple[Network, torch.nn.M
         raise ValueError(f"network {network_id} no longer exists")
     data = load_data(net.dataset, net.dataset_options)
     model = nets.build(net.architecture, data.input_shape, data.n_classes)
-    state = store.get(net.weights_hash)
+    try:
+        state = store.get(net.weights_hash)
+    except FileNotFoundError:
+        raise ValueError(f"the weights of network {net.id} are missing from the weight store "
+                         f"({net.weights_hash}); restore the store from a backup or delete the network") from None
     nets.load_weights(model, state)
     return net, model, model.state_dict(), data
 

@@ -1,0 +1,42 @@
+"""The `toroid` command line against a running `toroid serve`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from safetensors.torch import save
+
+from .helpers import random_state
+
+TOROID = str(Path(sys.executable).parent / "toroid")
+
+
+def toroid(server, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([TOROID, *args, "--url", server["url"]], capture_output=True, text=True, timeout=300)
+
+
+def test_upload_list_path_from_the_shell(server, tmp_path):
+    spec = {"kind": "mlp", "hidden": [16]}
+    ids = []
+    for seed in (31, 32):
+        f = tmp_path / f"w{seed}.safetensors"
+        f.write_bytes(save(random_state(spec, seed)))
+        out = toroid(server, "upload", str(f), "--arch", json.dumps(spec), "--name", f"cli-{seed}")
+        assert out.returncode == 0, out.stderr
+        ids.append(json.loads(out.stdout)["id"])
+    listing = toroid(server, "networks")
+    assert listing.returncode == 0 and "cli-31" in listing.stdout and "cli-32" in listing.stdout
+    out = toroid(server, "path", str(ids[0]), str(ids[1]), "--points", "3", "--result-only")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["t"] == [0.0, 0.5, 1.0] and len(result["train_error"]) == 3
+    assert "100%" in out.stderr  # the progress bar reached its end
+
+
+def test_clear_errors_from_the_shell(server):
+    out = toroid(server, "path", "999999", "999998")
+    assert out.returncode == 1 and "network 999999" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([TOROID, "networks", "--url", "http://127.0.0.1:9"], capture_output=True, text=True)
+    assert out.returncode == 1 and "cannot reach the service" in out.stderr
