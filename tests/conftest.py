@@ -250,8 +250,13 @@ def page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     p = context.new_page()
     errors: list[str] = []
-    p.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    # An API answering 4xx is a legitimate answer the page shows in words (Chromium still logs it as
+    # "Failed to load resource"); a page asset that fails to load is a bug.
+    p.on("console", lambda m: errors.append(m.text) if m.type == "error"
+         and not m.text.startswith("Failed to load resource: the server responded with a status of 4") else None)
     p.on("pageerror", lambda e: errors.append(str(e)))
+    p.on("response", lambda r: errors.append(f"{r.status} for {r.url}")
+         if r.status >= 400 and "/api/" not in r.url else None)
     outside: list[str] = []
     p.on("request", lambda r: outside.append(r.url) if not r.url.startswith(server["url"]) and not r.url.startswith("data:") else None)
     yield p

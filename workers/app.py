@@ -40,6 +40,7 @@ def make_celery() -> Celery:
             "data_folder_out": queue_dir,
             "processed_folder": str(settings.broker_dir / "processed"),
             "store_processed": False,
+            "polling_interval": 0.2,  # seconds between looks at the queue folder
             "control_folder": str(settings.broker_dir / "control"),
         }
     else:
