@@ -1,7 +1,9 @@
 """create_app(): the API routers under /api, the static dashboard at /, and JSON error handlers."""
 from __future__ import annotations
 
+import asyncio
 import logging
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -10,9 +12,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import jobs
 from .config import get_settings
-from .db import upgrade_database
-from .routes import jobs, meta, networks, results
+from .db import new_session, upgrade_database
+from .routes import jobs as jobs_routes
+from .routes import meta, networks, results
 
 log = logging.getLogger("toroid.api")
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
@@ -33,13 +37,40 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def create_app(migrate: bool = True) -> FastAPI:
+async def _reconcile_forever(every: float) -> None:
+    """Re-send lost jobs and re-queue those whose worker died (backend.jobs.reconcile)."""
+    first = True
+    while True:
+        try:
+            with new_session() as session:
+                done = await asyncio.to_thread(jobs.reconcile, session, first)
+            if done["requeued"] or (done["resent"] and not first):
+                log.warning("reconciler: re-queued %s, re-sent %s", done["requeued"], done["resent"])
+        except Exception:  # noqa: BLE001 - the database or broker may be briefly away; try again later
+            log.exception("reconciler pass failed")
+        first = False
+        if every <= 0:
+            return
+        await asyncio.sleep(every)
+
+
+def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile: bool = True) -> FastAPI:
+    """The service. ``require_auth`` None follows TOROID_AUTH ("on" requires a token)."""
     settings = get_settings()
     settings.ensure_dirs()
     if migrate:
         upgrade_database()
-    app = FastAPI(title="Toroid", version="0.1.0",
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        task = asyncio.create_task(_reconcile_forever(settings.reconcile_every)) if reconcile else None
+        yield
+        if task is not None:
+            task.cancel()
+
+    app = FastAPI(title="Toroid", version="0.1.0", lifespan=lifespan,
                   description="Explorer of the error landscapes of trained neural networks.")
+    app.state.require_auth = settings.auth == "on" if require_auth is None else require_auth
 
     @app.middleware("http")
     async def limit_upload_size(request: Request, call_next):
@@ -64,7 +95,7 @@ def create_app(migrate: bool = True) -> FastAPI:
         log.exception("unhandled error")
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
-    for router in (meta.router, networks.router, jobs.router, results.router):
+    for router in (meta.router, networks.router, jobs_routes.router, results.router):
         app.include_router(router, prefix="/api")
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)

@@ -62,7 +62,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if ids:
                 print(f"demo: training {len(ids)} small networks on digits (jobs {ids})", flush=True)
         print(f"Toroid at http://{args.host}:{args.port}  (data in {settings.home})", flush=True)
-        uvicorn.run(create_app(migrate=False), host=args.host, port=args.port, log_level="warning")
+        require_auth = settings.auth == "on" or (settings.auth == "auto" and not _loopback(args.host))
+        if require_auth:
+            print("authentication is required (API tokens: `toroid user add NAME`)", flush=True)
+        elif not _loopback(args.host):
+            print(f"WARNING: listening on {args.host} without authentication (TOROID_AUTH=off)", flush=True)
+        uvicorn.run(create_app(migrate=False, require_auth=require_auth), host=args.host, port=args.port,
+                    log_level="warning")
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
@@ -70,6 +76,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 worker.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 worker.kill()
+    return 0
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from backend import auth
+    from backend.db import new_session, upgrade_database
+    from backend.models import User
+
+    upgrade_database()
+    with new_session() as s:
+        try:
+            if args.action == "add":
+                user, token = auth.create_user(s, args.name, admin=args.admin)
+                print(f"user {user.name} added{' (admin)' if user.is_admin else ''}. API token (shown once, keep it):")
+                print(token)
+            elif args.action == "token":
+                print(auth.new_token(s, args.name))
+            else:
+                for u in s.scalars(select(User).order_by(User.id)):
+                    print(f"{u.name}{'  (admin)' if u.is_admin else ''}")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from backend import jobs
+    from backend.db import new_session, upgrade_database
+
+    upgrade_database()
+    with new_session() as s:
+        _print(jobs.reconcile(s, resend_all=True))
     return 0
 
 
@@ -90,7 +142,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _client(args):
     from backend.client import Client
 
-    return Client(args.url)
+    return Client(args.url, token=getattr(args, "token", None))
 
 
 def _wait(client, job: dict, quiet: bool = False) -> dict:
@@ -191,9 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--name", default=None)
     w.set_defaults(func=cmd_worker)
 
+    u = sub.add_parser("user", help="manage users and API tokens (on the server machine)")
+    u.add_argument("action", choices=["add", "token", "list"], help="add a user, make a new token, list users")
+    u.add_argument("name", nargs="?", default="")
+    u.add_argument("--admin", action="store_true", help="the user may read and delete everything")
+    u.set_defaults(func=cmd_user)
+
+    r = sub.add_parser("reconcile", help="send queued jobs to the broker again, re-queue jobs of dead workers")
+    r.set_defaults(func=cmd_reconcile)
+
     def client_parser(name: str, help: str, func, job: bool = False):
         c = sub.add_parser(name, help=help)
         c.add_argument("--url", default=None, help="service URL (default $TOROID_URL or http://127.0.0.1:8000)")
+        c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
         if job:
             c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
             c.add_argument("--quiet", action="store_true", help="no progress bar")

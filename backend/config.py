@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +26,18 @@ class Settings(BaseSettings):
     worker_concurrency: int = 1
     # Hard time limit of one job, in seconds (it fails with a clear message past it).
     job_time_limit: int = 6 * 3600
+    # Authentication: "auto" requires a token whenever `toroid serve` listens beyond loopback;
+    # "on" always; "off" never (single-user machine).
+    auth: Literal["auto", "on", "off"] = "auto"
+    # Per-user limits (an admin may set others per user): unfinished jobs, stored weight bytes.
+    max_running_jobs: int = 20
+    max_stored_bytes: int = 20 * 1024**3
+    # A running job whose worker has not been heard from for this long is handed to another worker.
+    heartbeat_timeout: float = 60.0
+    # Queued jobs are sent to the broker again after this long (a wiped broker loses nothing).
+    resend_after: float = 600.0
+    # Seconds between two passes of the reconciler in the API process (0: only at start).
+    reconcile_every: float = 15.0
 
     @property
     def store_dir(self) -> Path:

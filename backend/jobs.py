@@ -9,11 +9,12 @@ import hashlib
 import json
 from typing import Any, Callable
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from workers.landscape import SCIENCE_VERSION, data, nets, train
 
+from .auth import Principal, local_principal
 from .models import Job, Network, Result, utcnow
 
 
@@ -42,11 +43,11 @@ def _unknown(params: dict[str, Any], allowed: set[str], kind: str) -> None:
         raise JobError(f"unknown parameter(s) {extra} for a {kind} job; allowed: {sorted(allowed)}")
 
 
-def get_network(session: Session, network_id: Any, role: str = "network") -> Network:
+def get_network(session: Session, network_id: Any, role: str, user: Principal) -> Network:
     if not isinstance(network_id, int) or isinstance(network_id, bool):
         raise JobError(f"'{role}' must be a network id (an integer), got {network_id!r}")
     net = session.get(Network, network_id)
-    if net is None:
+    if net is None or not user.can_read(net):
         raise JobError(f"network {network_id} ('{role}') does not exist", status=404)
     return net
 
@@ -65,12 +66,12 @@ def check_same_setting(a: Network, b: Network) -> None:
         )
 
 
-# ---- validators: (session, params) -> (normalised params, input network ids, queue) -------------
+# ---- validators: (session, params, user) -> (normalised params, input network ids, queue) -------
 
 TRAIN_KEYS = {"architecture", "dataset", "dataset_options", "optimizer", "name", "tags", "visibility"}
 
 
-def validate_train(session: Session, params: dict[str, Any]) -> tuple[dict, list[int], str]:
+def validate_train(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
     try:
         spec = nets.normalize_spec(params.get("architecture"))
     except nets.SpecError as exc:
@@ -92,18 +93,21 @@ def validate_train(session: Session, params: dict[str, Any]) -> tuple[dict, list
     tags = params.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) and len(t) <= 50 for t in tags):
         raise JobError("'tags' must be a list of short strings")
+    visibility = params.get("visibility", "lab")
+    if visibility not in ("lab", "private"):
+        raise JobError("'visibility' must be 'lab' or 'private'")
     out = {"architecture": spec, "dataset": name, "dataset_options": options, "optimizer": optimizer,
-           "name": net_name, "tags": tags, **opt_params}
+           "name": net_name, "tags": tags, "visibility": visibility, **opt_params}
     return out, [], "gpu"
 
 
 PATH_TYPES = ("linear",)
 
 
-def validate_path(session: Session, params: dict[str, Any]) -> tuple[dict, list[int], str]:
+def validate_path(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
     _unknown(params, {"a", "b", "type", "points"}, "path")
-    a = get_network(session, params.get("a"), "a")
-    b = get_network(session, params.get("b"), "b")
+    a = get_network(session, params.get("a"), "a", user)
+    b = get_network(session, params.get("b"), "b", user)
     check_same_setting(a, b)
     kind = params.get("type", "linear")
     if kind not in PATH_TYPES:
@@ -112,13 +116,13 @@ def validate_path(session: Session, params: dict[str, Any]) -> tuple[dict, list[
     return {"a": a.id, "b": b.id, "type": kind, "points": points}, [a.id, b.id], "gpu"
 
 
-def validate_evaluate(session: Session, params: dict[str, Any]) -> tuple[dict, list[int], str]:
+def validate_evaluate(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
     _unknown(params, {"network"}, "evaluate")
-    net = get_network(session, params.get("network"))
+    net = get_network(session, params.get("network"), "network", user)
     return {"network": net.id}, [net.id], "cpu"
 
 
-VALIDATORS: dict[str, Callable[[Session, dict[str, Any]], tuple[dict, list[int], str]]] = {
+VALIDATORS: dict[str, Callable[[Session, dict[str, Any], Principal], tuple[dict, list[int], str]]] = {
     "train": validate_train,
     "path": validate_path,
     "evaluate": validate_evaluate,
@@ -144,48 +148,113 @@ def cache_key(session: Session, kind: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _cached_result(session: Session, kind: str, key: str) -> Job | None:
-    done = session.scalars(
-        select(Job).where(Job.cache_key == key, Job.kind == kind, Job.status == "succeeded",
-                          Job.result_id.is_not(None)).order_by(Job.id.desc()).limit(1)
-    ).first()
+def _cached_result(session: Session, kind: str, key: str, user: Principal) -> Job | None:
+    """The newest finished job with this key that ``user`` may read (and whose named network still exists)."""
+    stmt = select(Job).where(Job.cache_key == key, Job.kind == kind, Job.status == "succeeded",
+                             Job.result_id.is_not(None))
+    if not user.is_admin:
+        stmt = stmt.where(or_(Job.visibility == "lab", Job.owner == user.name))
+    done = session.scalars(stmt.order_by(Job.id.desc()).limit(1)).first()
     if done is None:
         return None
     result = session.get(Result, done.result_id)
-    # A result that names a network (train, canonicalize, ...) is valid only while that network exists.
+    # A result that names a network (train, canonicalize, ...) is valid only while that network exists
+    # and the asker may read it.
     network_id = (result.data or {}).get("network_id") if result else None
-    if result is None or (network_id is not None and session.get(Network, network_id) is None):
+    if result is None:
         return None
+    if network_id is not None:
+        net = session.get(Network, network_id)
+        if net is None or not user.can_read(net):
+            return None
     return done
 
 
-def submit(session: Session, kind: str, params: dict[str, Any], owner: str = "local") -> Job:
+def unfinished_jobs(session: Session, owner: str) -> int:
+    return int(session.scalar(select(func.count(Job.id)).where(Job.owner == owner,
+                                                                 Job.status.in_(("queued", "running")))))
+
+
+def submit(session: Session, kind: str, params: dict[str, Any], user: Principal | None = None,
+           visibility: str | None = None, check_quota: bool = True) -> Job:
     """Validate, then answer from cache or create the job and enqueue it. Commits."""
+    user = user or local_principal()
     if kind not in VALIDATORS:
         raise JobError(f"unknown job kind {kind!r}; known: {', '.join(sorted(VALIDATORS))}")
     if not isinstance(params, dict):
         raise JobError("'params' must be a JSON object")
-    params, inputs, queue = VALIDATORS[kind](session, params)
+    params, inputs, queue = VALIDATORS[kind](session, params, user)
+    if visibility is None:  # a job on a private network is private; a train job follows its network
+        private = params.get("visibility") == "private" or any(
+            session.get(Network, i).visibility == "private" for i in inputs)
+        visibility = "private" if private else "lab"
     key = cache_key(session, kind, params)
-    hit = _cached_result(session, kind, key)
+    hit = _cached_result(session, kind, key, user)
     if hit is not None:
         now = utcnow()
         job = Job(kind=kind, params=params, inputs=inputs, status="succeeded", progress=1.0,
-                  message=f"answered from the cache (same as job {hit.id})", owner=owner, cache_key=key,
-                  cached_from=hit.id, result_id=hit.result_id, queue=queue, created_at=now, started_at=now,
-                  finished_at=now)
+                  message=f"answered from the cache (same as job {hit.id})", owner=user.name, visibility=visibility,
+                  cache_key=key, cached_from=hit.id, result_id=hit.result_id, queue=queue, created_at=now,
+                  started_at=now, finished_at=now)
         session.add(job)
         session.commit()
         return job
-    job = Job(kind=kind, params=params, inputs=inputs, status="queued", message="queued", owner=owner,
-              cache_key=key, queue=queue)
+    if check_quota and unfinished_jobs(session, user.name) >= user.max_running_jobs:
+        raise JobError(f"{user.name} has {user.max_running_jobs} unfinished jobs, the limit; wait for some to end "
+                       "or cancel them", status=429)
+    job = Job(kind=kind, params=params, inputs=inputs, status="queued", message="queued", owner=user.name,
+              visibility=visibility, cache_key=key, queue=queue)
     session.add(job)
     session.commit()
-    enqueue(job)
+    enqueue(session, job)
     return job
 
 
-def enqueue(job: Job) -> None:
+def enqueue(session: Session, job: Job) -> None:
+    """Send the job to its queue and note when. A lost message is re-sent by ``reconcile``."""
     from workers.app import get_celery
 
     get_celery().send_task(f"toroid.{job.kind}", args=[job.id], queue=job.queue)
+    session.execute(update(Job).where(Job.id == job.id).values(sent_at=utcnow()))
+    session.commit()
+
+
+def reconcile(session: Session, resend_all: bool = False) -> dict[str, list[int]]:
+    """Make the broker agree with the database, which is the truth.
+
+    - a running job whose worker has not reported for ``heartbeat_timeout`` seconds (killed, machine
+      lost) goes back to queued and is sent again;
+    - a queued job last sent more than ``resend_after`` seconds ago (or never) is sent again: after a
+      broker restart or wipe nothing queued is lost. A duplicate message is harmless: only one
+      worker can move a job from queued to running.
+    ``resend_all`` (at service start) sends every queued job again at once.
+    """
+    from datetime import timedelta
+
+    from .config import get_settings
+
+    settings = get_settings()
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.heartbeat_timeout)
+    requeued = []
+    for job in session.scalars(select(Job).where(Job.status == "running")).all():
+        beat = job.heartbeat_at or job.started_at
+        if beat is not None and beat.tzinfo is None:
+            beat = beat.replace(tzinfo=now.tzinfo)
+        if beat is None or beat < stale:
+            res = session.execute(update(Job).where(Job.id == job.id, Job.status == "running",
+                                                    Job.attempts == job.attempts)
+                                  .values(status="queued", message="its worker was lost; queued again", sent_at=None))
+            session.commit()
+            if res.rowcount == 1:
+                requeued.append(job.id)
+    resend_before = now - timedelta(seconds=settings.resend_after)
+    resent = []
+    for job in session.scalars(select(Job).where(Job.status == "queued").order_by(Job.id)).all():
+        sent = job.sent_at
+        if sent is not None and sent.tzinfo is None:
+            sent = sent.replace(tzinfo=now.tzinfo)
+        if resend_all or sent is None or sent < resend_before or job.id in requeued:
+            enqueue(session, job)
+            resent.append(job.id)
+    return {"requeued": requeued, "resent": resent}

@@ -49,8 +49,9 @@ class NetworkOut(BaseModel):
 
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: str
+    kind: str = Field(max_length=40)
     params: dict[str, Any] = Field(default_factory=dict)
+    visibility: Literal["private", "lab"] | None = None  # default: private if any input network is
 
 
 class JobOut(BaseModel):
@@ -63,6 +64,7 @@ class JobOut(BaseModel):
     message: str
     error: str | None
     owner: str
+    visibility: str
     cached: bool
     cached_from: int | None
     result_id: int | None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import traceback
 from functools import lru_cache
@@ -36,15 +37,15 @@ class JobCancelled(Exception):
 
 class Reporter:
     """progress(fraction, message): writes to the job row at most every ``interval`` seconds and
-    raises JobCancelled once the job has been cancelled."""
+    raises JobCancelled once the job was cancelled (or handed to another attempt)."""
 
-    def __init__(self, job_id: int, start: float = 0.0, span: float = 1.0, interval: float = 0.5):
-        self.job_id, self.start, self.span, self.interval = job_id, start, span, interval
+    def __init__(self, job_id: int, attempt: int, start: float = 0.0, span: float = 1.0, interval: float = 0.5):
+        self.job_id, self.attempt, self.start, self.span, self.interval = job_id, attempt, start, span, interval
         self._last = 0.0
 
     def sub(self, start: float, span: float) -> "Reporter":
         """A reporter for a sub-task occupying [start, start + span] of this one's range."""
-        return Reporter(self.job_id, self.start + start * self.span, span * self.span, self.interval)
+        return Reporter(self.job_id, self.attempt, self.start + start * self.span, span * self.span, self.interval)
 
     def __call__(self, fraction: float, message: str) -> None:
         now = time.monotonic()
@@ -53,11 +54,35 @@ class Reporter:
         self._last = now
         value = min(max(self.start + fraction * self.span, 0.0), 1.0)
         with new_session() as s:
-            res = s.execute(update(Job).where(Job.id == self.job_id, Job.status == "running")
-                            .values(progress=value, message=message[:500]))
+            res = s.execute(update(Job).where(*_mine(self.job_id, self.attempt))
+                            .values(progress=value, message=message[:500], heartbeat_at=utcnow()))
             s.commit()
             if res.rowcount == 0:
                 raise JobCancelled()
+
+
+def _mine(job_id: int, attempt: int):
+    """SQL conditions: the job is still running as this attempt (not cancelled, not handed over)."""
+    return Job.id == job_id, Job.status == "running", Job.attempts == attempt
+
+
+class Heartbeat(threading.Thread):
+    """Tells the database every few seconds that this attempt's worker is alive, even in long steps
+    without progress reports; the reconciler re-queues jobs whose heartbeat stops."""
+
+    def __init__(self, job_id: int, attempt: int, every: float):
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.job_id, self.attempt, self.every = job_id, attempt, every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                with new_session() as s:
+                    s.execute(update(Job).where(*_mine(self.job_id, self.attempt)).values(heartbeat_at=utcnow()))
+                    s.commit()
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
+                log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
 
 
 @lru_cache(maxsize=4)
@@ -81,7 +106,8 @@ def load_network(session: Session, network_id: int) -> tuple[Network, torch.nn.M
         raise ValueError(f"the weights of network {net.id} are missing from the weight store "
                          f"({net.weights_hash}); restore the store from a backup or delete the network") from None
     nets.load_weights(model, state)
-    return net, model, model.state_dict(), data
+    # a copy: the model is reused to evaluate other points, which overwrites its own tensors
+    return net, model, {k: v.detach().clone() for k, v in model.state_dict().items()}, data
 
 
 # ---- runners: (session, job, progress) -> JSON result ---------------------------------------
@@ -146,29 +172,36 @@ RUNNERS: dict[str, Callable[[Session, Job, Reporter], dict[str, Any]]] = {
 
 # ---- the task wrapper -------------------------------------------------------------------------
 
-def _claim(job_id: int) -> bool:
-    """queued/running -> running; False when the job is gone or already final."""
+def _claim(job_id: int) -> int | None:
+    """queued -> running, atomically; returns this attempt's number, or None when another worker has
+    the job or it has ended (a duplicate or late message is then simply dropped)."""
     with new_session() as s:
-        res = s.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
-                        .values(status="running", started_at=utcnow(), attempts=Job.attempts + 1,
-                                message="started", progress=0.0))
+        res = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                        .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(),
+                                attempts=Job.attempts + 1, message="started", progress=0.0))
         s.commit()
-        return res.rowcount == 1
+        if res.rowcount != 1:
+            return None
+        return s.get(Job, job_id).attempts
 
 
-def _fail(job_id: int, error: str) -> None:
+def _fail(job_id: int, attempt: int, error: str) -> None:
     with new_session() as s:
-        s.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+        s.execute(update(Job).where(*_mine(job_id, attempt))
                   .values(status="failed", error=error[:4000], message="failed", finished_at=utcnow()))
         s.commit()
 
 
 def execute(job_id: int) -> str:
     """Run job ``job_id`` once; returns its final status (or 'skipped')."""
-    if not _claim(job_id):
-        log.info("job %s is not queued or running any more; skipped", job_id)
+    attempt = _claim(job_id)
+    if attempt is None:
+        log.info("job %s is not queued (taken, cancelled or ended); message dropped", job_id)
         return "skipped"
-    progress = Reporter(job_id)
+    settings = get_settings()
+    heartbeat = Heartbeat(job_id, attempt, every=max(min(settings.heartbeat_timeout / 4, 10.0), 0.5))
+    heartbeat.start()
+    progress = Reporter(job_id, attempt)
     session = new_session()
     try:
         job = session.get(Job, job_id)
@@ -176,10 +209,11 @@ def execute(job_id: int) -> str:
         row = Result(kind=job.kind, data=result)
         session.add(row)
         session.flush()
-        res = session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+        # result, new rows and the final state in one transaction, only if this attempt still owns the job
+        res = session.execute(update(Job).where(*_mine(job_id, attempt))
                               .values(status="succeeded", progress=1.0, message="done", result_id=row.id,
                                       finished_at=utcnow()))
-        if res.rowcount != 1:  # cancelled at the last moment: keep nothing
+        if res.rowcount != 1:
             session.rollback()
             return "cancelled"
         session.commit()
@@ -189,19 +223,20 @@ def execute(job_id: int) -> str:
         return "cancelled"
     except SoftTimeLimitExceeded:
         session.rollback()
-        _fail(job_id, f"the job ran past its time limit of {get_settings().job_time_limit} s and was stopped")
+        _fail(job_id, attempt, f"the job ran past its time limit of {settings.job_time_limit} s and was stopped")
         return "failed"
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
         session.rollback()
         log.warning("job %s failed: %s", job_id, exc)
-        _fail(job_id, f"{type(exc).__name__}: {exc}")
+        _fail(job_id, attempt, f"{type(exc).__name__}: {exc}")
         return "failed"
     except Exception as exc:  # noqa: BLE001 - a job must end in a final state whatever happens
         session.rollback()
         log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
-        _fail(job_id, f"internal error ({type(exc).__name__}: {exc}); see the worker log")
+        _fail(job_id, attempt, f"internal error ({type(exc).__name__}: {exc}); see the worker log")
         return "failed"
     finally:
+        heartbeat.stopped.set()
         session.close()
 
 

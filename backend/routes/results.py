@@ -8,8 +8,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from sqlalchemy import select
+
+from ..auth import Principal, current_user
 from ..db import get_db
-from ..models import Result
+from ..models import Job, Result
 from ..schemas import ResultOut
 
 router = APIRouter(prefix="/results", tags=["results"])
@@ -31,9 +34,12 @@ def curves_csv(data: dict) -> str:
 
 
 @router.get("/{result_id}", response_model=ResultOut)
-def read_result(result_id: int, format: str = Query("json", pattern="^(json|csv)$"), db: Session = Depends(get_db)):
+def read_result(result_id: int, format: str = Query("json", pattern="^(json|csv)$"), db: Session = Depends(get_db),
+                user: Principal = Depends(current_user)):
     row = db.get(Result, result_id)
-    if row is None:
+    # a result is readable through any job that produced or reused it and that the asker may read
+    readable = row is not None and any(user.can_read(j) for j in db.scalars(select(Job).where(Job.result_id == result_id)))
+    if not readable:
         raise HTTPException(404, f"result {result_id} does not exist")
     if format == "csv":
         return Response(curves_csv(row.data), media_type="text/csv",

@@ -182,6 +182,15 @@ def normalize_options(name: str, options: dict[str, Any] | None) -> dict[str, An
     return out
 
 
+def shape_of(name: str, options: dict[str, Any] | None = None) -> tuple[tuple[int, ...], int]:
+    """Input shape and number of classes of a data set with these options, without loading it."""
+    options = normalize_options(name, options)
+    if name == "hmm":
+        return (options["N"],), 2
+    n_classes = 2 if options.get("labels") == "parity" else DATASETS[name]["n_classes"]
+    return tuple(DATASETS[name]["input_shape"]), n_classes
+
+
 # ----------------------------------------------------------------------------------------------
 # Where the files live
 

@@ -1,22 +1,59 @@
-"""Architectures built from a JSON spec.
+"""Architectures built from a JSON spec, and their unit structure.
 
 A spec is a small dict such as ``{"kind": "mlp", "hidden": [64, 64]}``. ``normalize_spec`` validates
 it and fills in defaults (so that two specs that build the same network compare equal), ``build``
-turns it into a ``torch.nn.Module`` for a data set's input shape and number of classes.
+turns it into a ``torch.nn.Module`` for a data set's input shape and number of classes, and
+``unit_structure`` says which axes of which state_dict tensors belong to one hidden unit (git
+re-basin style), so that normalising, aligning and interpolating are written once, in symmetry.py
+and paths.py, for every architecture.
+
+Every architecture is first written as a *plan*: a list of layers with weights (``_Layer``) and of
+weightless stages ("flatten", "gap", "vote", "two_class"). ``build`` and ``unit_structure`` both read
+the plan, so each architecture is described exactly once.
+
+Choices the paper leaves open [ours]:
+- LeNet: each conv is followed by ReLU and a 2x2 max-pool (Caffe's LeNet layout), padding 2 by
+  default ("same" for 5x5) so that 8x8 digits work; max-pools use ``ceil_mode`` so that a 1x1 map
+  stays 1x1. VGG: BatchNorm after every conv, convs without bias (BatchNorm absorbs it), global
+  average pooling and one linear layer on top, so any input size from 1x1 up builds.
+- Binary nets have no biases and no BatchNorm. Forward weights are sign(latent) with sign(0) = +1,
+  so they are always +-1; activations are ``torch.sign`` (sign(0) = 0, which keeps the flip symmetry
+  exact). Pre-activations are divided by sqrt(fan_in) (a positive factor, so no sign changes) to keep
+  them O(1) for the straight-through estimator (gradient of sign(x) taken as 1 for |x| <= 1, of the
+  weight binarisation as 1). Layers with latent weights carry ``is_binary = True``.
+- Committee machine: K hidden sign units, output weights fixed to 1 (no tensor at all), score
+  s = sum_k sign(h_k) / sqrt(K), logits [-s, s] (class 1 when a majority of units says +1; a tie
+  s = 0 predicts class 0). Only for 2 classes.
+- Perceptron: for 2 classes one binary unit with score s = sign(w).x / sqrt(d) and logits [-s, s],
+  as in the paper; for C > 2 classes C binary units (one score per class).
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from math import prod
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class SpecError(ValueError):
     """An architecture spec that cannot be built; the message says what is wrong."""
 
+
+class WeightsError(ValueError):
+    """Weights that do not fit an architecture, or that hold NaN / infinite values."""
+
+
+BN_EPS = 1e-5  # epsilon of every BatchNorm built here (symmetry.py needs it to rescale running_var exactly)
+
+VGG_CONFIGS = {  # channels of each conv; "M" = 2x2 max-pool
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+}
 
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "mlp": {
@@ -28,15 +65,81 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         },
         "example": {"kind": "mlp", "hidden": [64, 64]},
     },
+    "lenet": {
+        "description": "LeNet-like convnet (paper: conv 20 5x5, conv 50 5x5, each with ReLU and 2x2 max-pool, "
+        "dense 500, linear output). Needs image inputs (channels, height, width).",
+        "params": {
+            "channels": {"type": "list[int]", "default": [20, 50], "help": "output channels of each conv layer"},
+            "dense": {"type": "list[int]", "default": [500], "help": "widths of the hidden dense layers"},
+            "kernel": {"type": "int", "default": 5, "help": "conv kernel size"},
+            "padding": {"type": "int", "default": 2, "help": "conv zero padding (2 keeps 5x5 convs 'same', so 8x8 inputs work)"},
+            "batchnorm": {"type": "bool", "default": False, "help": "BatchNorm after each hidden layer"},
+            "bias": {"type": "bool", "default": True, "help": "biases in every layer"},
+        },
+        "example": {"kind": "lenet", "channels": [20, 50], "dense": [500]},
+    },
+    "vgg": {
+        "description": "VGG with BatchNorm (conv-BN-ReLU blocks, 2x2 max-pools), global average pooling and a "
+        "linear output layer. Made for 32x32 images; builds for any image size.",
+        "params": {
+            "config": {"type": "str", "default": "vgg16", "help": "one of " + ", ".join(VGG_CONFIGS)},
+            "width": {"type": "float", "default": 1.0, "help": "multiplier of every conv's channels (e.g. 0.0625 for a tiny net)"},
+        },
+        "example": {"kind": "vgg", "config": "vgg16", "width": 0.25},
+    },
+    "binary_mlp": {
+        "description": "Fully connected network with +-1 weights and sign activations (BinaryNet training: "
+        "latent real weights, straight-through estimator); binary output layer, no biases.",
+        "params": {
+            "hidden": {"type": "list[int]", "default": [1001, 1001, 1001], "help": "hidden layer widths"},
+        },
+        "example": {"kind": "binary_mlp", "hidden": [256, 256]},
+    },
+    "binary_conv": {
+        "description": "Binary convnet: binary convs, each followed by 2x2 max-pool and sign, then binary dense "
+        "sign layers and a binary output layer; no biases. Needs image inputs.",
+        "params": {
+            "channels": {"type": "list[int]", "default": [20, 50], "help": "output channels of each conv layer"},
+            "dense": {"type": "list[int]", "default": [2001, 2001, 2001], "help": "widths of the hidden dense layers"},
+            "kernel": {"type": "int", "default": 5, "help": "conv kernel size"},
+            "padding": {"type": "int", "default": 2, "help": "conv zero padding"},
+        },
+        "example": {"kind": "binary_conv", "channels": [20, 50], "dense": [501, 501]},
+    },
+    "committee": {
+        "description": "Committee machine: one hidden layer of K binary sign units whose votes are summed with "
+        "output weights fixed to 1; logits [-s, s] with s = sum of votes / sqrt(K). Two classes only.",
+        "params": {
+            "hidden": {"type": "int", "default": 101, "help": "number K of hidden units (odd avoids ties)"},
+        },
+        "example": {"kind": "committee", "hidden": 101},
+    },
+    "perceptron": {
+        "description": "Binary perceptron: a single layer of +-1 weights, no bias. Two classes: one unit, logits "
+        "[-s, s]; more classes: one unit per class.",
+        "params": {},
+        "example": {"kind": "perceptron"},
+    },
 }
 
 
-def _positive_int_list(value: Any, name: str) -> list[int]:
-    if not isinstance(value, list) or not value or not all(
+# --------------------------------------------------------------------------------------------------
+# Spec validation
+
+
+def _positive_int_list(value: Any, name: str, allow_empty: bool = False) -> list[int]:
+    if not isinstance(value, list) or (not value and not allow_empty) or not all(
         isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in value
     ):
-        raise SpecError(f"'{name}' must be a non-empty list of positive integers (at most 65536), got {value!r}")
+        what = "a list" if allow_empty else "a non-empty list"
+        raise SpecError(f"'{name}' must be {what} of positive integers (at most 65536), got {value!r}")
     return list(value)
+
+
+def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise SpecError(f"'{name}' must be an integer between {lo} and {hi}, got {value!r}")
+    return value
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -52,42 +155,303 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     kind = spec.get("kind")
     if kind not in ARCHITECTURES:
         raise SpecError(f"unknown architecture kind {kind!r}; known kinds: {', '.join(sorted(ARCHITECTURES))}")
-    allowed = set(ARCHITECTURES[kind]["params"]) | {"kind"}
-    unknown = sorted(set(spec) - allowed)
-    if unknown:
-        raise SpecError(f"unknown parameter(s) {unknown} for architecture {kind!r}; allowed: {sorted(allowed - {'kind'})}")
-    out: dict[str, Any] = {"kind": kind}
     params = ARCHITECTURES[kind]["params"]
-    if kind == "mlp":
-        out["hidden"] = _positive_int_list(spec.get("hidden", params["hidden"]["default"]), "hidden")
-        out["batchnorm"] = _bool(spec.get("batchnorm", False), "batchnorm")
-        out["bias"] = _bool(spec.get("bias", True), "bias")
+    unknown = sorted(set(spec) - set(params) - {"kind"})
+    if unknown:
+        raise SpecError(f"unknown parameter(s) {unknown} for architecture {kind!r}; allowed: {sorted(params)}")
+    get = lambda name: spec.get(name, params[name]["default"])  # noqa: E731
+    out: dict[str, Any] = {"kind": kind}
+    if kind in ("mlp", "binary_mlp"):
+        out["hidden"] = _positive_int_list(get("hidden"), "hidden")
+    if kind in ("lenet", "binary_conv"):
+        out["channels"] = _positive_int_list(get("channels"), "channels")
+        out["dense"] = _positive_int_list(get("dense"), "dense", allow_empty=True)
+        out["kernel"] = _int(get("kernel"), "kernel", 1, 15)
+        out["padding"] = _int(get("padding"), "padding", 0, out["kernel"])
+    if kind in ("mlp", "lenet"):
+        out["batchnorm"] = _bool(get("batchnorm"), "batchnorm")
+        out["bias"] = _bool(get("bias"), "bias")
+    if kind == "vgg":
+        if get("config") not in VGG_CONFIGS:
+            raise SpecError(f"'config' must be one of {sorted(VGG_CONFIGS)}, got {get('config')!r}")
+        width = get("width")
+        if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width <= 4:
+            raise SpecError(f"'width' must be a number in (0, 4], got {width!r}")
+        out["config"], out["width"] = get("config"), float(width)
+    if kind == "committee":
+        out["hidden"] = _int(get("hidden"), "hidden", 1, 65536)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Plans: each architecture written once
+
+
+@dataclass
+class _Layer:
+    """One layer with weights in a plan. ``act is None`` marks the (linear) output layer."""
+
+    name: str  # module name = state_dict prefix
+    kind: str  # "conv" | "dense"
+    width: int  # output units (a conv's output channels); 0 = n_classes, filled in by build
+    act: str | None  # "relu" | "sign" | None
+    bias: bool = True
+    bn: str | None = None  # name of the BatchNorm module after the layer
+    binary: bool = False
+    pool: bool = False  # 2x2 max-pool after the activation
+    kernel: int = 0
+    padding: int = 0
+
+
+def _plan(spec: dict[str, Any], n_classes: int | None = None) -> list[_Layer | str]:
+    """The architecture as a list of layers and weightless stages; n_classes=None for names only."""
+    kind = spec["kind"]
+    plan: list[_Layer | str] = []
+    if kind in ("mlp", "binary_mlp"):
+        binary = kind == "binary_mlp"
+        plan.append("flatten")
+        for i, h in enumerate(spec["hidden"], start=1):
+            plan.append(_Layer(f"fc{i}", "dense", h, "sign" if binary else "relu", bias=spec.get("bias", False),
+                               bn=f"bn{i}" if spec.get("batchnorm") else None, binary=binary))
+        plan.append(_Layer("out", "dense", 0, None, bias=spec.get("bias", False), binary=binary))
+    elif kind in ("lenet", "binary_conv"):
+        binary = kind == "binary_conv"
+        act, bias, bn = ("sign", False, False) if binary else ("relu", spec["bias"], spec["batchnorm"])
+        for i, c in enumerate(spec["channels"], start=1):
+            plan.append(_Layer(f"conv{i}", "conv", c, act, bias=bias, bn=f"conv{i}_bn" if bn else None,
+                               binary=binary, pool=True, kernel=spec["kernel"], padding=spec["padding"]))
+        plan.append("flatten")
+        for i, h in enumerate(spec["dense"], start=1):
+            plan.append(_Layer(f"fc{i}", "dense", h, act, bias=bias, bn=f"fc{i}_bn" if bn else None, binary=binary))
+        plan.append(_Layer("out", "dense", 0, None, bias=bias, binary=binary))
+    elif kind == "vgg":
+        i = 0
+        for item in VGG_CONFIGS[spec["config"]]:
+            if item == "M":
+                plan[-1].pool = True  # type: ignore[union-attr]
+                continue
+            i += 1
+            plan.append(_Layer(f"conv{i}", "conv", max(1, round(item * spec["width"])), "relu", bias=False,
+                               bn=f"bn{i}", kernel=3, padding=1))
+        plan += ["gap", "flatten", _Layer("out", "dense", 0, None)]
+    elif kind == "committee":
+        if n_classes is not None and n_classes != 2:
+            raise SpecError(f"a committee machine classifies 2 classes; this data set has {n_classes}")
+        plan += ["flatten", _Layer("hidden", "dense", spec["hidden"], "sign", bias=False, binary=True), "vote", "two_class"]
+    elif kind == "perceptron":
+        plan += ["flatten", _Layer("out", "dense", 1 if n_classes == 2 else 0, None, bias=False, binary=True)]
+        if n_classes == 2:
+            plan.append("two_class")
+    return plan
+
+
+# --------------------------------------------------------------------------------------------------
+# Binary layers
+
+
+class _SignWeight(torch.autograd.Function):
+    """+-1 weights (sign(0) = +1); straight-through gradient (identity)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(w):
+        return torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _SignAct(torch.autograd.Function):
+    """torch.sign forward; straight-through gradient 1 for |x| <= 1 (hardtanh), 0 elsewhere."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.sign(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+def binarize(w: torch.Tensor) -> torch.Tensor:
+    """The +-1 weights a binary layer uses in its forward pass."""
+    return _SignWeight.apply(w)
+
+
+class BinaryLinear(nn.Linear):
+    is_binary = True  # train.py clamps the latent weights of such modules to [-1, 1]
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__(n_in, n_out, bias=False)
+
+    def forward(self, x):
+        return F.linear(x, binarize(self.weight)) / math.sqrt(self.in_features)
+
+
+class BinaryConv2d(nn.Conv2d):
+    is_binary = True
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, padding: int):
+        super().__init__(c_in, c_out, kernel, padding=padding, bias=False)
+
+    def forward(self, x):
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        return self._conv_forward(x, binarize(self.weight), None) / math.sqrt(fan_in)
+
+
+class Sign(nn.Module):
+    def forward(self, x):
+        return _SignAct.apply(x)
+
+
+class Vote(nn.Module):
+    """Committee output with weights fixed to 1: (n, K) signs -> (n, 1) score sum / sqrt(K)."""
+
+    def forward(self, x):
+        return x.sum(dim=1, keepdim=True) / math.sqrt(x.shape[1])
+
+
+class TwoClass(nn.Module):
+    """(n, 1) score s -> (n, 2) logits [-s, s]."""
+
+    def forward(self, s):
+        return torch.cat([-s, s], dim=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building
 
 
 def build(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """Build the network of ``spec`` for inputs of ``input_shape`` (no batch axis) and ``n_classes`` outputs."""
     spec = normalize_spec(spec)
-    if spec["kind"] == "mlp":
-        return _mlp(spec, int(prod(input_shape)), n_classes)
-    raise SpecError(f"no builder for {spec['kind']!r}")  # pragma: no cover - normalize_spec guards
+    input_shape = tuple(int(s) for s in input_shape)
+    if not isinstance(n_classes, int) or n_classes < 2:
+        raise SpecError(f"a classifier needs at least 2 classes, got {n_classes!r}")
+    plan = _plan(spec, n_classes)
+    if any(isinstance(s, _Layer) and s.kind == "conv" for s in plan) and len(input_shape) != 3:
+        raise SpecError(f"architecture {spec['kind']!r} needs image inputs (channels, height, width); "
+                        f"this data set's inputs have shape {list(input_shape)}")
+    modules: OrderedDict[str, nn.Module] = OrderedDict()
+    shape = input_shape  # shape of the activations flowing through, no batch axis
+    for step in plan:
+        if step == "flatten":
+            modules["flatten"], shape = nn.Flatten(), (prod(shape),)
+        elif step == "gap":
+            modules["gap"], shape = nn.AdaptiveAvgPool2d(1), (shape[0], 1, 1)
+        elif step == "vote":
+            modules["vote"], shape = Vote(), (1,)
+        elif step == "two_class":
+            modules["two_class"], shape = TwoClass(), (2,)
+        elif step.kind == "conv":
+            c, h, w = shape
+            k, p = step.kernel, step.padding
+            h, w = h + 2 * p - k + 1, w + 2 * p - k + 1
+            if h < 1 or w < 1:
+                raise SpecError(f"input of shape {list(input_shape)} is too small for layer {step.name} "
+                                f"(kernel {k}, padding {p}); use more padding or fewer conv layers")
+            conv = BinaryConv2d(c, step.width, k, p) if step.binary else nn.Conv2d(c, step.width, k, padding=p, bias=step.bias)
+            modules[step.name], shape = conv, (step.width, h, w)
+            _add_activation(modules, step)
+            if step.pool:
+                modules[f"{step.name}_pool"] = nn.MaxPool2d(2, ceil_mode=True)
+                shape = (step.width, -(-h // 2), -(-w // 2))
+            if step.binary and step.act:  # binary convs: max-pool then sign
+                modules[f"{step.name}_act"] = Sign()
+        else:  # dense
+            width = step.width or n_classes
+            modules[step.name] = BinaryLinear(shape[0], width) if step.binary else nn.Linear(shape[0], width, bias=step.bias)
+            shape = (width,)
+            _add_activation(modules, step)
+            if step.binary and step.act:
+                modules[f"{step.name}_act"] = Sign()
+    return nn.Sequential(modules)
 
 
-def _mlp(spec: dict[str, Any], n_in: int, n_classes: int) -> nn.Sequential:
-    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
-    width = n_in
-    for i, h in enumerate(spec["hidden"], start=1):
-        layers[f"fc{i}"] = nn.Linear(width, h, bias=spec["bias"])
-        if spec["batchnorm"]:
-            layers[f"bn{i}"] = nn.BatchNorm1d(h)
-        layers[f"act{i}"] = nn.ReLU()
-        width = h
-    layers["out"] = nn.Linear(width, n_classes, bias=spec["bias"])
-    return nn.Sequential(layers)
+def _add_activation(modules: OrderedDict[str, nn.Module], step: _Layer) -> None:
+    """BatchNorm and ReLU of a real layer (binary layers add their sign after pooling)."""
+    if step.bn:
+        modules[step.bn] = (nn.BatchNorm2d if step.kind == "conv" else nn.BatchNorm1d)(step.width, eps=BN_EPS)
+    if step.act == "relu":
+        modules[step.name.replace("fc", "act") if step.name.startswith("fc") else f"{step.name}_act"] = nn.ReLU()
 
 
-class WeightsError(ValueError):
-    """Weights that do not fit an architecture, or that hold NaN / infinite values."""
+# --------------------------------------------------------------------------------------------------
+# Unit structure (git re-basin style)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The units of one layer, described by state_dict names.
+
+    Unit k owns row k (axis 0) of ``weight`` (its incoming weights; a conv filter flattened to
+    in_channels*kh*kw), entry k of ``bias`` and of the BatchNorm tensors ``{bn}.weight``, ``{bn}.bias``,
+    ``{bn}.running_mean``, ``{bn}.running_var``, and, for a hidden layer, a block of the axis ``axis`` of
+    each tensor in ``outgoing`` (the next layer's input axis). The block size is that axis' length
+    divided by the number of units: 1 between dense layers or between convs (whose kernel axes are
+    separate), h*w when a conv's channel c feeds a dense layer through a flatten (entries c*h*w ...
+    (c+1)*h*w - 1). ``flip``: flipping the sign of a unit (incoming and outgoing) is a symmetry (binary
+    sign units with an outgoing layer and no max-pool).
+    """
+
+    weight: str
+    bias: str | None = None
+    bn: str | None = None
+    outgoing: tuple[tuple[str, int], ...] = ()
+    flip: bool = False
+
+    def bn_names(self) -> list[str]:
+        if not self.bn:
+            return []
+        return [f"{self.bn}.{t}" for t in ("weight", "bias", "running_mean", "running_var")]
+
+
+@dataclass(frozen=True)
+class Structure:
+    hidden: tuple[Layer, ...]  # layers 1..L-1 in forward order; each has its own permutation and scales
+    output: Layer | None  # never permuted; None when the output is fixed (committee)
+    binary: bool
+
+
+def unit_structure(spec: dict[str, Any]) -> Structure:
+    """Which tensors and axes belong to each unit of ``spec``'s network (read from the same plan as ``build``)."""
+    spec = normalize_spec(spec)
+    layers = [s for s in _plan(spec) if isinstance(s, _Layer)]
+    output = layers[-1] if layers[-1].act is None else None
+    hidden = layers[:-1] if output is not None else layers
+    described = []
+    for i, lay in enumerate(hidden):
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        described.append(Layer(
+            weight=f"{lay.name}.weight",
+            bias=f"{lay.name}.bias" if lay.bias else None,
+            bn=lay.bn,
+            outgoing=((f"{nxt.name}.weight", 1),) if nxt is not None else (),
+            flip=lay.binary and lay.act == "sign" and not lay.pool and nxt is not None,
+        ))
+    out = Layer(weight=f"{output.name}.weight", bias=f"{output.name}.bias" if output.bias else None) if output else None
+    return Structure(hidden=tuple(described), output=out, binary=any(s.binary for s in layers))
+
+
+def is_binary(spec: dict[str, Any]) -> bool:
+    return unit_structure(spec).binary
+
+
+# --------------------------------------------------------------------------------------------------
+# Weights
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -1,25 +1,326 @@
-"""Paths between two networks of one architecture (SCIENCE.md section 3)."""
+"""Distances and paths between two networks of one architecture (SCIENCE.md section 3).
+
+Path types (``PATH_TYPES``):
+- "linear": (1 - t) a + t b on the raw parameters (every float tensor, BN running stats included).
+- "linear_aligned": the same with b aligned to a first (symmetry.align), raw scales kept.
+- "geodesic": both canonical (symmetry.canonical_form), b aligned, slerp per hidden unit on its unit
+  sphere and on the whole output weight matrix (radius sqrt(H_L)), one x for all; every other float
+  tensor (biases, BN affine parameters and statistics) linear [ours]. Where an angle is below 1e-6 the
+  normalised linear combination replaces the slerp. Real-valued networks only.
+- "hamming" (binary networks): from sign(a) to sign(align(a, b)), flipping the differing weights in
+  a random order (a shortest path in Hamming space); ``path_result`` averages ``orders`` seeded orders.
+BatchNorm statistics along a path: bn="recompute" (default [ours]: recomputed on the training inputs
+at every point, endpoints included) or bn="interpolate" (the path's own interpolation of them).
+The single-bend path is not implemented here yet.
+"""
 from __future__ import annotations
 
-from typing import Iterator
+import math
+from typing import Any, Callable, Iterator
 
 import torch
+
+from . import nets, symmetry
+from .evaluate import evaluate_states, has_batchnorm
+
+State = dict[str, torch.Tensor]
+Progress = Callable[[float, str], None]
+
+PATH_TYPES: dict[str, str] = {
+    "linear": "straight line between the raw networks",
+    "linear_aligned": "straight line after aligning b's hidden units to a's (raw scales kept)",
+    "geodesic": "geodesic on the product of spheres between the canonical forms, b aligned (real networks)",
+    "hamming": "random shortest paths in Hamming space between the aligned sign patterns, averaged over orders (binary networks)",
+}
+BN_MODES = ("recompute", "interpolate")
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+SLERP_MIN_ANGLE = 1e-6
+
+
+class PathError(ValueError):
+    """Inputs a path or distance cannot be computed for; the message says why."""
+
+
+class IncompatibleError(PathError):
+    """Two networks that cannot be compared (different architectures, binary vs real)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks
+
+
+def compatible(spec_a: dict[str, Any], spec_b: dict[str, Any]) -> dict[str, Any]:
+    """The common normalised spec of two networks, or ``IncompatibleError`` saying how they differ."""
+    a, b = nets.normalize_spec(spec_a), nets.normalize_spec(spec_b)
+    if a == b:
+        return a
+    binary_a, binary_b = nets.is_binary(a), nets.is_binary(b)
+    if binary_a != binary_b:
+        which = (a, b) if binary_a else (b, a)
+        raise IncompatibleError(f"cannot compare a binary network ({which[0]['kind']!r}) with a real-valued one "
+                                f"({which[1]['kind']!r}): paths and distances need two networks of one architecture")
+    if a["kind"] != b["kind"]:
+        raise IncompatibleError(f"different architectures {a['kind']!r} and {b['kind']!r}: paths and distances need "
+                                "two networks of one architecture")
+    diff = "; ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k])
+    raise IncompatibleError(f"both networks are {a['kind']!r} but their parameters differ ({diff}): paths and "
+                            "distances need two networks of one architecture")
+
+
+def check_path_type(spec: dict[str, Any], type: str) -> None:
+    """Raise ``PathError`` if path ``type`` does not exist or does not apply to ``spec``'s networks."""
+    if type not in PATH_TYPES:
+        raise PathError(f"unknown path type {type!r}; known: {', '.join(PATH_TYPES)}")
+    s = nets.unit_structure(spec)
+    if type == "geodesic" and s.binary:
+        raise PathError("a binary network has no geodesic path (its weights are +-1); use the 'hamming' path type")
+    if type == "geodesic" and not s.hidden:
+        raise PathError("a geodesic path needs a network with at least one hidden layer")
+    if type == "hamming" and not s.binary:
+        raise PathError("'hamming' paths are for binary networks; for real-valued ones use 'linear', "
+                        "'linear_aligned' or 'geodesic'")
+
+
+# --------------------------------------------------------------------------------------------------
+# Distances
+
+
+def _float64(state: State) -> State:
+    return {k: v.detach().double() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def compared_names(state: State) -> list[str]:
+    """Tensors counted by per-parameter distances: every float tensor except BatchNorm running statistics
+    (i.e. the weights and biases of all layers and BatchNorm's affine gamma and beta: the model's parameters)."""
+    return [k for k, v in state.items() if v.is_floating_point() and not k.endswith(BN_BUFFERS)]
+
+
+def per_parameter_distance(a: State, b: State) -> float:
+    """||a - b|| / sqrt(N) over ``compared_names`` (N = their total number of entries), in float64."""
+    names = compared_names(a)
+    sq = sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in names)
+    n = sum(a[k].numel() for k in names)
+    return math.sqrt(sq / max(n, 1))
+
+
+def angles(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+    """Angle between rows of v1 and v2 (float64), phi = 2 atan2(||v1 - v2||, ||v1 + v2||) (accurate near 0)
+    for rows of equal norm; rows are first scaled to unit norm."""
+    v1, v2 = v1.double(), v2.double()
+    u1 = v1 / v1.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    u2 = v2 / v2.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    return 2 * torch.atan2((u1 - u2).norm(dim=-1), (u1 + u2).norm(dim=-1))
+
+
+def _spheres(s: nets.Structure, state: State) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, rows) for every sphere of the product: each hidden layer's units (one row each, radius 1)
+    and the whole output weight matrix (one row, radius sqrt(H_L))."""
+    for layer in s.hidden:
+        yield layer.weight, state[layer.weight].flatten(1)
+    if s.output is not None:
+        yield s.output.weight, state[s.output.weight].reshape(1, -1)
+
+
+def geodesic_distance(spec: dict[str, Any], state_a: State, state_b: State) -> float:
+    """D between the canonical forms of two networks as given (no alignment):
+    D^2 = sum over hidden units of phi_k^2 + H_L phi_L^2. Real-valued networks only."""
+    s = nets.unit_structure(spec)
+    if s.binary:
+        raise PathError("geodesic distances are defined for real-valued networks only")
+    a = symmetry.canonical_form(spec, _float64(state_a))
+    b = symmetry.canonical_form(spec, _float64(state_b))
+    d2 = 0.0
+    for (name, ra), (_, rb) in zip(_spheres(s, a), _spheres(s, b)):
+        phi = angles(ra, rb)
+        weight = a[name].shape[0] if s.output is not None and name == s.output.weight else 1
+        d2 += weight * float((phi**2).sum())
+    return math.sqrt(d2)
+
+
+def distances(spec: dict[str, Any], state_a: State, state_b: State) -> dict[str, Any]:
+    """The paper's distances (Fig. 5) between two networks of ``spec``.
+
+    Per-parameter Euclidean distances ||a - b|| / sqrt(N) over ``compared_names`` (weights and biases of
+    every layer plus BatchNorm gamma/beta, not BatchNorm running statistics): "raw", "aligned" (b aligned
+    to a), "normalized" (both canonical), "normalized_aligned"; "geodesic" D between the canonical forms
+    after alignment (None for binary nets); binary nets also "hamming" (fraction of differing +-1
+    weights after alignment) and "hamming_unaligned". For binary nets "normalized*" compare canonical
+    (+-1) forms and "raw"/"aligned" the latent weights.
+    """
+    spec = nets.normalize_spec(spec)
+    s = nets.unit_structure(spec)
+    a, b = _float64(state_a), _float64(state_b)
+    b_al = symmetry.align(spec, a, b)
+    na, nb, nb_al = (symmetry.canonical_form(spec, x) for x in (a, b, b_al))
+    out: dict[str, Any] = {
+        "n_parameters": sum(a[k].numel() for k in compared_names(a)),
+        "raw": per_parameter_distance(a, b),
+        "aligned": per_parameter_distance(a, b_al),
+        "normalized": per_parameter_distance(na, nb),
+        "normalized_aligned": per_parameter_distance(na, nb_al),
+        "geodesic": None if s.binary else geodesic_distance(spec, na, nb_al),
+    }
+    if s.binary:
+        sa, sb, sb_al = (symmetry.binarized(spec, x) for x in (a, b, b_al))
+        names = [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+        n = sum(sa[k].numel() for k in names)
+        out["hamming"] = sum(int((sa[k] != sb_al[k]).sum()) for k in names) / n
+        out["hamming_unaligned"] = sum(int((sa[k] != sb[k]).sum()) for k in names) / n
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Paths (iterators of state dicts)
 
 
 def positions(points: int) -> list[float]:
     """``points`` evenly spaced positions in [0, 1], both ends included."""
-    if points < 2:
-        raise ValueError("a path needs at least 2 points")
+    if not isinstance(points, int) or isinstance(points, bool) or points < 2:
+        raise PathError(f"a path needs an integer number of points, at least 2, got {points!r}")
     return [i / (points - 1) for i in range(points)]
 
 
-def linear_path(
-    state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor], ts: list[float]
-) -> Iterator[dict[str, torch.Tensor]]:
+def linear_path(state_a: State, state_b: State, ts: list[float]) -> Iterator[State]:
     """Straight line (1 - t) a + t b between raw parameter vectors; integer buffers are taken from a."""
     for t in ts:
         point = {}
         for name, a in state_a.items():
             b = state_b[name]
-            point[name] = torch.lerp(a, b, t) if a.is_floating_point() else a.clone()
+            point[name] = torch.lerp(a, b.to(a.dtype), t) if a.is_floating_point() else a.clone()
         yield point
+
+
+def slerp_rows(v1: torch.Tensor, v2: torch.Tensor, t: float) -> torch.Tensor:
+    """Slerp of each row of v1 (H, d) towards the same row of v2, in float64. Rows of equal norm stay on their
+    sphere; below SLERP_MIN_ANGLE the normalised linear combination (norm (1-t)|v1| + t|v2|) is used."""
+    v1, v2 = v1.double(), v2.double()
+    phi = angles(v1, v2)[:, None]  # (H, 1)
+    use_slerp = phi > SLERP_MIN_ANGLE
+    sin_phi = torch.where(use_slerp, torch.sin(phi), torch.ones_like(phi))
+    slerp = (torch.sin((1 - t) * phi) * v1 + torch.sin(t * phi) * v2) / sin_phi
+    lin = (1 - t) * v1 + t * v2
+    target = (1 - t) * v1.norm(dim=1, keepdim=True) + t * v2.norm(dim=1, keepdim=True)
+    lin_norm = lin.norm(dim=1, keepdim=True)
+    lin = torch.where(lin_norm > 0, lin * target / lin_norm.clamp_min(1e-300), lin)
+    return torch.where(use_slerp, slerp, lin)
+
+
+def geodesic_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[float]) -> Iterator[State]:
+    """Points of the geodesic between canonical(a) and canonical(align(a, b)) at positions ``ts``."""
+    check_path_type(nets.normalize_spec(spec), "geodesic")
+    s = nets.unit_structure(spec)
+    a = symmetry.canonical_form(spec, state_a)
+    b = symmetry.canonical_form(spec, symmetry.align(spec, state_a, state_b))
+    sphere_a, sphere_b = dict(_spheres(s, a)), dict(_spheres(s, b))
+    for t, point in zip(ts, linear_path(a, b, ts)):  # biases, BN parameters and statistics: linear
+        for name in sphere_a:
+            if t in (0.0, 1.0):  # the ends exactly
+                point[name] = (a if t == 0.0 else b)[name].clone()
+            else:
+                rows = slerp_rows(sphere_a[name], sphere_b[name], t)
+                point[name] = rows.reshape(a[name].shape).to(a[name].dtype)
+        yield point
+
+
+def hamming_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[float],
+                 generator: torch.Generator | None = None) -> Iterator[State]:
+    """One random shortest path in Hamming space from sign(a) to sign(align(a, b)): at position t the first
+    round(t * m) of the m differing weights (in a random order) are flipped."""
+    check_path_type(nets.normalize_spec(spec), "hamming")
+    s = nets.unit_structure(spec)
+    a = symmetry.binarized(spec, state_a)
+    b = symmetry.binarized(spec, symmetry.align(spec, state_a, state_b))
+    names = [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+    va = torch.cat([a[k].reshape(-1) for k in names])  # (N,) +-1
+    vb = torch.cat([b[k].reshape(-1) for k in names]).to(va.dtype)
+    differ = torch.nonzero(va != vb).flatten()
+    order = differ[torch.randperm(len(differ), generator=generator)]
+    for t in ts:
+        v = va.clone()
+        flip = order[: round(t * len(order))]
+        v[flip] = vb[flip]
+        point, offset = dict(a), 0
+        for k in names:
+            n = a[k].numel()
+            point[k] = v[offset : offset + n].reshape(a[k].shape)
+            offset += n
+        yield point
+
+
+def path_states(spec: dict[str, Any], state_a: State, state_b: State, type: str, ts: list[float],
+                generator: torch.Generator | None = None) -> Iterator[State]:
+    """The states of a path of ``type`` at positions ``ts`` (one random order for "hamming")."""
+    check_path_type(nets.normalize_spec(spec), type)
+    if type == "linear":
+        return linear_path(state_a, state_b, ts)
+    if type == "linear_aligned":
+        return linear_path(state_a, symmetry.align(spec, state_a, state_b), ts)
+    if type == "geodesic":
+        return geodesic_path(spec, state_a, state_b, ts)
+    return hamming_path(spec, state_a, state_b, ts, generator)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a worker calls
+
+
+def path_result(
+    spec: dict[str, Any],
+    data: Any,
+    state_a: State,
+    state_b: State,
+    type: str = "linear",
+    points: int = 11,
+    bn: str = "recompute",
+    orders: int = 5,
+    seed: int = 0,
+    progress: Progress | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """Train/test error and loss along a path between two networks of ``spec`` on ``data`` (a data.Dataset).
+
+    Returns a JSON-ready dict: "type", "t", "train_error", "test_error", "train_loss", "test_loss",
+    "barrier" (max train error along the path), "barrier_excess" (barrier minus the mean of the two
+    endpoints' train errors), "distances" (see ``distances``), "bn" (the BatchNorm mode, None without
+    BatchNorm), and for "hamming" paths "orders" and the spread "train_error_std", "test_error_std" of
+    the per-order curves (the curves, and so the barrier, are those of the mean over orders). Raises ``PathError`` for
+    a path type that does not apply, ``nets.SpecError`` / ``nets.WeightsError`` for a bad spec or weights.
+    """
+    spec = nets.normalize_spec(spec)
+    check_path_type(spec, type)
+    if bn not in BN_MODES:
+        raise PathError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
+    if not isinstance(orders, int) or isinstance(orders, bool) or orders < 1:
+        raise PathError(f"'orders' must be a positive integer, got {orders!r}")
+    ts = positions(points)
+    model = nets.build(spec, data.input_shape, data.n_classes).to(dtype)
+    nets.check_state_dict(model, state_a)
+    nets.check_state_dict(model, state_b)
+    with_bn = has_batchnorm(model)
+    splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
+    bn_data = data.x_train if with_bn and bn == "recompute" else None
+    runs = orders if type == "hamming" else 1
+    gen = torch.Generator().manual_seed(seed)
+    curves = []
+    for r in range(runs):
+
+        def report(fraction: float, message: str, r: int = r) -> None:
+            if progress is not None:
+                progress((r + fraction) / runs, message if runs == 1 else f"order {r + 1}/{runs}: {message}")
+
+        states = path_states(spec, state_a, state_b, type, ts, gen)
+        curves.append(evaluate_states(model, states, splits, progress=report, total=len(ts), bn_data=bn_data))
+    out: dict[str, Any] = {"type": type, "t": ts, "bn": bn if with_bn else None}
+    for split in ("train", "test"):
+        for what in ("error", "loss"):
+            stacked = torch.tensor([c[split][what] for c in curves], dtype=torch.float64)  # (runs, points)
+            out[f"{split}_{what}"] = stacked.mean(dim=0).tolist()
+            if type == "hamming" and what == "error":
+                out[f"{split}_error_std"] = stacked.std(dim=0, unbiased=False).tolist()
+    train = out["train_error"]
+    out["barrier"] = max(train)
+    out["barrier_excess"] = max(train) - (train[0] + train[-1]) / 2
+    out["distances"] = distances(spec, state_a, state_b)
+    if type == "hamming":
+        out["orders"] = orders
+    return out

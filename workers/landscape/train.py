@@ -1,67 +1,473 @@
-"""Samplers of minimizers (SCIENCE.md section 5)."""
+"""Samplers of minimizers (SCIENCE.md section 5): SGD, RSGD, ADV, Adam, SAM, Entropy-SGD.
+
+``train(model, data, optimizer, **params)`` trains ``model`` in place and returns its training curve,
+one dict per epoch: epoch, train_error, train_loss, test_error, test_loss, lr, phase ("train", or
+"pretrain" for ADV's first phase) and sampler-specific entries (RSGD: replica_distance and gamma;
+Entropy-SGD: gamma; ADV's pre-training: adversarial_error, the error on the pre-training set).
+``OPTIMIZERS`` lists the samplers and their parameters; ``normalize_params`` fills in the defaults.
+
+Common to all samplers: cross-entropy, minibatches of a fresh random order each epoch (seeded), the
+learning rate cosine-annealed per epoch down to 0 at ``epochs``, no weight decay, and an early stop
+after the first epoch whose training error is at most ``target_error`` (the paper trains until it is
+below 1%). Binary networks (modules with ``is_binary = True``) are trained the BinaryNet way: the
+optimizer moves their real latent weights, which are clamped to [-1, 1] after every update.
+Parameters with ``requires_grad=False`` are never touched. The progress callback is called at the
+start, after every epoch and about every second in between; an exception it raises stops training at
+once, the model gets its initial weights back and the exception propagates.
+"""
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any, Callable
+import time
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import Dataset
-from .evaluate import error_and_loss
+from .data import Dataset, validate_params
+from .evaluate import error_and_loss, recalibrate_bn
 
 Progress = Callable[[float, str], None]
+
+
+class TrainError(ValueError):
+    """An unknown optimizer or bad training parameters; the message says what is wrong."""
+
+
+def _p(kind: str, default: Any, help: str, **limits: Any) -> dict[str, Any]:
+    return {"type": kind, "default": default, "help": help, **limits}
+
+
+_COMMON = {
+    "epochs": _p("int", 20, "number of passes over the training set (the paper: up to 300)", min=1, max=100_000),
+    "batch_size": _p("int", 128, "minibatch size", min=1, max=1_000_000),
+    "seed": _p("int", 0, "seed of the minibatch order (and of every random draw of the sampler)", min=0),
+    "target_error": _p("float", None, "stop after the first epoch with training error at most this (e.g. 0.01)",
+                       nullable=True, min=0.0, max=1.0),
+}
+
+
+def _sgd_params(lr: float, momentum: float) -> dict[str, Any]:
+    return {**_COMMON,
+            "lr": _p("float", lr, "initial learning rate (cosine-annealed to 0)", min=0.0, max=100.0),
+            "momentum": _p("float", momentum, "Nesterov momentum (0: none)", min=0.0, max=0.999)}
+
 
 OPTIMIZERS: dict[str, dict[str, Any]] = {
     "sgd": {
         "description": "SGD with Nesterov momentum and a cosine-annealed learning rate (the paper's SGD).",
+        "params": _sgd_params(0.02, 0.9),
+    },
+    "rsgd": {
+        "description": "Replicated SGD (Pittorino et al. 2021): y replicas, each with its own minibatches, pulled "
+                       "towards their centre with a coupling gamma that grows geometrically; the result is the centre.",
         "params": {
-            "epochs": {"type": "int", "default": 20},
-            "lr": {"type": "float", "default": 0.02},
-            "momentum": {"type": "float", "default": 0.9},
-            "batch_size": {"type": "int", "default": 128},
-            "seed": {"type": "int", "default": 0},
+            **_sgd_params(0.05, 0.9),
+            "replicas": _p("int", 5, "number y of replicas", min=2, max=64),
+            "gamma0": _p("float", 0.01, "initial coupling", min=0.0, max=1e6),
+            "gamma1": _p("float", 0.5, "growth of the coupling per epoch: gamma = gamma0 (1 + gamma1)^t, t in epochs",
+                         min=0.0, max=100.0),
+        },
+    },
+    "adv": {
+        "description": "Adversarial initialisation (Liu et al. 2020): pre-train on the training set plus copies with "
+                       "random labels and a fraction of pixels zeroed, then plain SGD on the clean set.",
+        "params": {
+            **_sgd_params(0.02, 0.0),
+            "pretrain_epochs": _p("int", 20, "epochs of pre-training on the adversarial set", min=0, max=100_000),
+            "pretrain_lr": _p("float", 0.02, "learning rate of the pre-training (cosine-annealed)", min=0.0, max=100.0),
+            "pretrain_momentum": _p("float", 0.9, "Nesterov momentum of the pre-training", min=0.0, max=0.999),
+            "copies": _p("int", 1, "number of randomly labelled copies of the training set", min=1, max=100),
+            "zero_fraction": _p("float", 0.1, "fraction of pixels zeroed in each copy", min=0.0, max=1.0),
+        },
+    },
+    "adam": {
+        "description": "Adam with a cosine-annealed learning rate.",
+        "params": {
+            **_COMMON,
+            "lr": _p("float", 0.001, "initial learning rate (cosine-annealed to 0)", min=0.0, max=100.0),
+            "momentum": _p("float", 0.9, "Adam's beta1", min=0.0, max=0.999),
+            "beta2": _p("float", 0.999, "Adam's beta2", min=0.0, max=0.999999),
+        },
+    },
+    "sam": {
+        "description": "Sharpness-aware minimisation (Foret et al. 2021) on top of the paper's SGD: each step uses "
+                       "the gradient at the worst point of radius rho around the weights.",
+        "params": {**_sgd_params(0.02, 0.9), "rho": _p("float", 0.05, "radius of the perturbation", min=0.0, max=100.0)},
+    },
+    "entropy_sgd": {
+        "description": "Entropy-SGD (Chaudhari et al. 2017): an inner Langevin loop of L minibatches explores around "
+                       "the weights; the weights then move towards the loop's running average.",
+        "params": {
+            **_sgd_params(1.0, 0.9),
+            "L": _p("int", 5, "Langevin steps (minibatches) per weight update", min=1, max=1000),
+            "inner_lr": _p("float", 0.1, "step size of the Langevin loop", min=0.0, max=100.0),
+            "gamma0": _p("float", 0.03, "initial coupling of the Langevin loop to the weights", min=0.0, max=1e6),
+            "gamma1": _p("float", 0.03, "growth of the coupling per epoch (scoping): gamma = gamma0 (1 + gamma1)^t, "
+                                        "t in epochs", min=0.0, max=100.0),
+            "noise": _p("float", 1e-4, "scale of the Langevin noise", min=0.0, max=100.0),
+            "alpha": _p("float", 0.75, "weight of the old value in the running average", min=0.0, max=0.999),
         },
     },
 }
 
 
-def train(
-    model: nn.Module,
-    data: Dataset,
-    optimizer: str = "sgd",
-    *,
-    epochs: int = 20,
-    lr: float = 0.02,
-    momentum: float = 0.9,
-    batch_size: int = 128,
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> list[dict[str, float]]:
-    """Train ``model`` in place; return the training curve (one dict per epoch)."""
-    if optimizer != "sgd":
-        raise ValueError(f"unknown optimizer {optimizer!r}")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0)
+def normalize_params(optimizer: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate a sampler's parameters and return them with every default filled in."""
+    if optimizer not in OPTIMIZERS:
+        raise TrainError(f"unknown optimizer {optimizer!r}; known: {', '.join(sorted(OPTIMIZERS))}")
+    return validate_params(OPTIMIZERS[optimizer]["params"], params, f"optimizer {optimizer!r}", TrainError)
+
+
+def train(model: nn.Module, data: Dataset, optimizer: str = "sgd", *, progress: Progress | None = None,
+          **params: Any) -> list[dict[str, Any]]:
+    """Train ``model`` in place with sampler ``optimizer``; return the training curve (one dict per epoch)."""
+    p = normalize_params(optimizer, params)
+    if not any(q.requires_grad for q in model.parameters()):
+        raise TrainError("the model has no trainable parameters")
+    initial = copy.deepcopy(model.state_dict())
+    total = p["epochs"] + (p["pretrain_epochs"] if optimizer == "adv" else 0)
+    report = _Reporter(progress, total)
+    try:
+        report(0.0, f"starting {optimizer}")
+        return _SAMPLERS[optimizer](model, data, p, report)
+    except BaseException:
+        model.load_state_dict(initial)  # nothing half-done stays behind
+        raise
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared machinery
+
+class _Reporter:
+    """Progress over ``total`` epochs: always at epoch ends, at most every ``every`` seconds in between."""
+
+    def __init__(self, progress: Progress | None, total: int, every: float = 1.0):
+        self.progress, self.total, self.every = progress, max(total, 1), every
+        self.done, self.last = 0, time.monotonic()
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self.progress is not None:
+            self.progress(min(max(fraction, 0.0), 1.0), message)
+        self.last = time.monotonic()
+
+    def tick(self, within_epoch: float, label: str) -> None:
+        if self.progress is not None and time.monotonic() - self.last >= self.every:
+            self((self.done + within_epoch) / self.total, f"{label}: {100 * within_epoch:.0f}% of the epoch")
+
+    def epoch(self, message: str) -> None:
+        self.done += 1
+        self(self.done / self.total, message)
+
+
+def _trainable(model: nn.Module) -> list[torch.Tensor]:
+    return [q for q in model.parameters() if q.requires_grad]
+
+
+def _binary_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Latent weights of binary layers (``is_binary = True``), which BinaryNet keeps in [-1, 1]."""
+    return [m.weight for m in model.modules()
+            if getattr(m, "is_binary", False) and isinstance(getattr(m, "weight", None), torch.Tensor)
+            and m.weight.requires_grad]
+
+
+@torch.no_grad()
+def _clamp(weights: list[torch.Tensor]) -> None:
+    for w in weights:
+        w.clamp_(-1.0, 1.0)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _on_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs on the model's device in its dtype (float64 models train too), labels on its device."""
+    q = next(model.parameters())
+    return x.to(device=q.device, dtype=q.dtype), y.to(q.device)
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator, streams: int = 1) -> Iterator[list[torch.Tensor]]:
+    """One epoch of minibatches: ``streams`` independent random orders, read in step."""
+    orders = [torch.randperm(n, generator=gen) for _ in range(streams)]
+    for i in range(0, n, batch_size):
+        yield [order[i : i + batch_size] for order in orders]
+
+
+def _geometric(gamma0: float, gamma1: float, t: float) -> float:
+    """gamma0 (1 + gamma1)^t, saturating at about 1e300 instead of overflowing."""
+    return gamma0 * math.exp(min(t * math.log1p(gamma1), 690.0))
+
+
+def _sgd_optimizer(params: list[torch.Tensor], lr: float, momentum: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0)
+
+
+def _fit(model: nn.Module, data: Dataset, p: dict[str, Any], report: _Reporter, opt: torch.optim.Optimizer,
+         step: Callable[[list[torch.Tensor]], None], *, n: int, epochs: int, streams: int = 1,
+         phase: str = "train", after_epoch: Callable[[], dict[str, Any]] | None = None,
+         stop_at_target: bool = True, seed_offset: int = 0,
+         train_modules: list[nn.Module] | None = None) -> list[dict[str, Any]]:
+    """The epoch loop of every sampler: ``step(batch_indices)`` makes one update (one index tensor per
+    stream); after each epoch ``after_epoch`` runs (and adds entries), the learning rate is annealed and
+    ``model`` is evaluated. ``train_modules`` (default: the model) are put in train mode each epoch."""
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
-    n = len(data.y_train)
-    history = []
+    gen = torch.Generator().manual_seed(p["seed"] + seed_offset)
+    device = _device(model)
+    x_train, y_train = _on_model(model, data.x_train, data.y_train)
+    x_test, y_test = _on_model(model, data.x_test, data.y_test)
+    n_steps = math.ceil(n / p["batch_size"])
+    label = "pre-training" if phase == "pretrain" else "training"
+    history: list[dict[str, Any]] = []
     for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
-            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        lr = opt.param_groups[0]["lr"]
+        for m in train_modules or [model]:
+            m.train()
+        for k, idx in enumerate(_batches(n, p["batch_size"], gen, streams)):
+            step([i.to(device) for i in idx])
+            report.tick((k + 1) / n_steps, f"{label} epoch {epoch + 1}/{epochs}")
+        extra = after_epoch() if after_epoch else {}
         sched.step()
-        train_err, train_loss = error_and_loss(model, data.x_train, data.y_train)
-        test_err, test_loss = error_and_loss(model, data.x_test, data.y_test)
-        history.append({"epoch": epoch + 1, "train_error": train_err, "train_loss": train_loss,
-                        "test_error": test_err, "test_loss": test_loss})
-        if progress is not None:
-            progress((epoch + 1) / epochs,
-                     f"epoch {epoch + 1}/{epochs}: train error {100 * train_err:.2f}%, test error {100 * test_err:.2f}%")
+        train_err, train_loss = error_and_loss(model, x_train, y_train)
+        test_err, test_loss = error_and_loss(model, x_test, y_test)
+        history.append({"epoch": epoch + 1, "phase": phase, "train_error": train_err, "train_loss": train_loss,
+                        "test_error": test_err, "test_loss": test_loss, "lr": lr, **extra})
+        report.epoch(f"{label} epoch {epoch + 1}/{epochs}: train error {100 * train_err:.2f}%, "
+                     f"test error {100 * test_err:.2f}%")
+        if stop_at_target and p["target_error"] is not None and train_err <= p["target_error"]:
+            break
     return history
+
+
+def _gradient_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                   binary: list[torch.Tensor]) -> Callable[[list[torch.Tensor]], None]:
+    def step(idx: list[torch.Tensor]) -> None:
+        loss = F.cross_entropy(model(x[idx[0]]), y[idx[0]])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _clamp(binary)
+    return step
+
+
+# ----------------------------------------------------------------------------------------------
+# Samplers
+
+def _train_sgd(model, data, p, report):
+    opt = _sgd_optimizer(_trainable(model), p["lr"], p["momentum"])
+    x, y = _on_model(model, data.x_train, data.y_train)
+    step = _gradient_step(model, opt, x, y, _binary_weights(model))
+    return _fit(model, data, p, report, opt, step, n=len(y), epochs=p["epochs"])
+
+
+def _train_adam(model, data, p, report):
+    opt = torch.optim.Adam(_trainable(model), lr=p["lr"], betas=(p["momentum"], p["beta2"]))
+    x, y = _on_model(model, data.x_train, data.y_train)
+    step = _gradient_step(model, opt, x, y, _binary_weights(model))
+    return _fit(model, data, p, report, opt, step, n=len(y), epochs=p["epochs"])
+
+
+def _train_sam(model, data, p, report):
+    """SAM: gradient g at w; e = rho g / ||g|| (one norm over all trainable parameters); the update uses
+    the gradient at w + e (Foret et al. 2021, with the paper's SGD as base optimizer)."""
+    params = _trainable(model)
+    opt = _sgd_optimizer(params, p["lr"], p["momentum"])
+    binary = _binary_weights(model)
+    x, y = _on_model(model, data.x_train, data.y_train)
+
+    def step(idx):
+        xb, yb = x[idx[0]], y[idx[0]]
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xb), yb).backward()
+        with torch.no_grad():
+            grads = [q.grad if q.grad is not None else torch.zeros_like(q) for q in params]
+            norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item()
+            shifts = [p["rho"] * g / (norm + 1e-12) for g in grads]
+            for q, e in zip(params, shifts):
+                q.add_(e)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xb), yb).backward()
+        with torch.no_grad():
+            for q, e in zip(params, shifts):
+                q.sub_(e)
+        opt.step()
+        _clamp(binary)
+
+    return _fit(model, data, p, report, opt, step, n=len(y), epochs=p["epochs"])
+
+
+def adversarial_set(data: Dataset, *, copies: int = 1, zero_fraction: float = 0.1,
+                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """ADV's pre-training set: the clean training set followed by ``copies`` copies with labels drawn
+    uniformly at random and ``zero_fraction`` of the pixels of every image set to 0.
+
+    [ours] Inputs are already standardised, so 0 is the mean pixel value; a "pixel" is one spatial
+    position of an image (all its channels are zeroed together) or one input of a flat input vector;
+    exactly round(zero_fraction * pixels) pixels per image, at random positions.
+    Returns (x, y) of sizes (1 + copies) * n_train.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x, y = data.x_train, data.y_train
+    n = len(y)
+    image = x.dim() == 4  # (n, C, H, W)
+    n_pixels = x[0, 0].numel() if image else x[0].numel()
+    k = round(zero_fraction * n_pixels)
+    xs, ys = [x], [y]
+    for _ in range(copies):
+        keep = torch.ones(n, n_pixels, dtype=x.dtype)
+        if k > 0:
+            where = torch.rand(n, n_pixels, generator=gen).topk(k, dim=1).indices
+            keep.scatter_(1, where, 0.0)
+        keep = keep.view(n, 1, *x.shape[2:]) if image else keep.view(n, *x.shape[1:])
+        xs.append(x * keep.to(x.device))
+        ys.append(torch.randint(data.n_classes, (n,), generator=gen).to(y.device))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _train_adv(model, data, p, report):
+    """ADV: pre-training on ``adversarial_set`` (SGD, pretrain_lr, Nesterov pretrain_momentum, cosine), then
+    SGD with ``lr`` and ``momentum`` on the clean set. [ours] momentum defaults to 0 in the clean phase,
+    the vanilla SGD with which Liu et al. reach bad minima; pre-training uses momentum to fit faster."""
+    binary = _binary_weights(model)
+    history: list[dict[str, Any]] = []
+    if p["pretrain_epochs"] > 0:
+        x_adv, y_adv = adversarial_set(data, copies=p["copies"], zero_fraction=p["zero_fraction"], seed=p["seed"])
+        x_adv, y_adv = _on_model(model, x_adv, y_adv)
+        opt = _sgd_optimizer(_trainable(model), p["pretrain_lr"], p["pretrain_momentum"])
+        step = _gradient_step(model, opt, x_adv, y_adv, binary)
+
+        def adversarial_error():
+            return {"adversarial_error": error_and_loss(model, x_adv, y_adv)[0]}
+
+        history += _fit(model, data, p, report, opt, step, n=len(y_adv), epochs=p["pretrain_epochs"],
+                        phase="pretrain", after_epoch=adversarial_error, stop_at_target=False, seed_offset=1)
+    opt = _sgd_optimizer(_trainable(model), p["lr"], p["momentum"])
+    x, y = _on_model(model, data.x_train, data.y_train)
+    step = _gradient_step(model, opt, x, y, binary)
+    return history + _fit(model, data, p, report, opt, step, n=len(y), epochs=p["epochs"])
+
+
+def _train_rsgd(model, data, p, report):
+    """Replicated SGD. Energy: mean_a [L(w_a) + gamma ||w_a - c||^2] with c = mean_a w_a (the minimiser of the
+    coupling over c). Each replica takes its own minibatches; all replicas start from the model's weights.
+
+    [ours] Each step is an SGD step on L (Nesterov momentum), then the exact flow of the coupling over the
+    same step size: w_a - c <- (w_a - c) exp(-2 gamma lr), which leaves c unchanged and cannot overshoot
+    however large gamma grows. gamma = gamma0 (1 + gamma1)^t with t the epochs elapsed (fractional, updated
+    every step), so the schedule does not depend on the data set size. After every epoch ``model`` is set
+    to the centre (float buffers averaged, BatchNorm statistics then recomputed on the training set) and
+    evaluated; the history adds ``replica_distance`` (mean_a ||w_a - c||) and ``gamma``.
+    """
+    x, y = _on_model(model, data.x_train, data.y_train)
+    replicas = [copy.deepcopy(model) for _ in range(p["replicas"])]
+    trainable = [name for name, q in model.named_parameters() if q.requires_grad]
+    rep_params = [[dict(r.named_parameters())[name] for r in replicas] for name in trainable]  # per tensor, per replica
+    opt = _sgd_optimizer([q for group in rep_params for q in group], p["lr"], p["momentum"])
+    binary = [w for r in replicas for w in _binary_weights(r)]
+    steps_per_epoch = math.ceil(len(y) / p["batch_size"])
+    state = {"step": 0, "gamma": p["gamma0"]}
+
+    def step(idx):
+        loss = sum(F.cross_entropy(r(x[i]), y[i]) for r, i in zip(replicas, idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["gamma"] = _geometric(p["gamma0"], p["gamma1"], state["step"] / steps_per_epoch)
+        shrink = math.exp(-2 * state["gamma"] * opt.param_groups[0]["lr"])
+        with torch.no_grad():
+            for group in rep_params:
+                centre = torch.stack(group).mean(dim=0)
+                for q in group:
+                    q.sub_(centre).mul_(shrink).add_(centre)
+        _clamp(binary)
+        state["step"] += 1
+
+    def to_centre():
+        with torch.no_grad():
+            distance = 0.0
+            states = [r.state_dict() for r in replicas]
+            centre = {}
+            for key, value in model.state_dict().items():
+                stacked = torch.stack([s[key] for s in states])
+                centre[key] = stacked.double().mean(dim=0).to(value.dtype) if value.is_floating_point() else states[0][key]
+            model.load_state_dict(centre)
+            for a in range(len(replicas)):
+                distance += math.sqrt(sum(float(((group[a].double() - centre[name].double()) ** 2).sum())
+                                          for name, group in zip(trainable, rep_params)))
+        recalibrate_bn(model, x)
+        return {"replica_distance": distance / len(replicas), "gamma": state["gamma"]}
+
+    return _fit(model, data, p, report, opt, step, n=len(y), epochs=p["epochs"], streams=p["replicas"],
+                after_epoch=to_centre, train_modules=replicas)
+
+
+def _train_entropy_sgd(model, data, p, report):
+    """Entropy-SGD. With x the weights: x' starts at x and takes L Langevin steps on minibatches: a step
+    x' <- x' - inner_lr grad L(x') + sqrt(2 inner_lr) noise N(0, 1), then the coupling gamma/2 ||x' - x||^2
+    (x' - x <- (x' - x) exp(-gamma inner_lr), its exact flow: stable however large gamma grows), while
+    mu <- alpha mu + (1 - alpha) x' (mu starts at x); then x takes an optimizer step along x - mu. As in
+    Chaudhari et al.'s code the outer gradient is x - mu (not gamma (x - mu)): lr = 1 without momentum
+    would move x to mu; the default adds Nesterov momentum 0.9, with the cosine annealing of every sampler.
+    [ours] gamma = gamma0 (1 + gamma1)^t with t in epochs, as for RSGD (Chaudhari et al. count weight
+    updates, with gamma1 = 1e-3); L = 5 by default (they use 20); the inner step size stays constant; an
+    epoch is one pass of the Langevin loop over the data (so an epoch costs what SGD's does); a loop cut
+    short by the end of the epoch still ends with its weight update; the noise comes from a generator
+    seeded with seed.
+    """
+    device = _device(model)
+    params = _trainable(model)
+    opt = _sgd_optimizer(params, p["lr"], p["momentum"])
+    binary = _binary_weights(model)
+    x, y = _on_model(model, data.x_train, data.y_train)
+    noise_gen = torch.Generator(device=device).manual_seed(p["seed"] + 2)
+    anchor = [q.detach().clone() for q in params]  # x
+    mean = [q.detach().clone() for q in params]  # mu
+    steps_per_epoch = math.ceil(len(y) / p["batch_size"])
+    state = {"inner": 0, "step": 0, "gamma": p["gamma0"]}
+
+    def outer_update():
+        with torch.no_grad():
+            for q, a, m in zip(params, anchor, mean):
+                q.copy_(a)
+                q.grad = a - m
+        opt.step()
+        _clamp(binary)
+        with torch.no_grad():
+            for q, a, m in zip(params, anchor, mean):
+                a.copy_(q)
+                m.copy_(q)
+        state["inner"] = 0
+
+    def step(idx):
+        gamma = state["gamma"] = _geometric(p["gamma0"], p["gamma1"], state["step"] / steps_per_epoch)
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x[idx[0]]), y[idx[0]]).backward()
+        with torch.no_grad():
+            scale = math.sqrt(2 * p["inner_lr"]) * p["noise"]
+            pull = math.exp(-gamma * p["inner_lr"])
+            for q, a in zip(params, anchor):
+                if q.grad is not None:
+                    q.sub_(p["inner_lr"] * q.grad)
+                if scale > 0:
+                    q.add_(scale * torch.randn(q.shape, generator=noise_gen, device=device, dtype=q.dtype))
+                q.sub_(a).mul_(pull).add_(a)
+            _clamp(binary)
+            for q, m in zip(params, mean):
+                m.mul_(p["alpha"]).add_(q, alpha=1 - p["alpha"])
+        state["inner"] += 1
+        state["step"] += 1
+        if state["inner"] == p["L"]:
+            outer_update()
+
+    def finish_loop():
+        if state["inner"] > 0:
+            outer_update()
+        return {"gamma": state["gamma"]}
+
+    return _fit(model, data, p, report, opt, step, n=len(y), epochs=p["epochs"], after_epoch=finish_loop)
+
+
+_SAMPLERS = {"sgd": _train_sgd, "rsgd": _train_rsgd, "adv": _train_adv, "adam": _train_adam, "sam": _train_sam,
+             "entropy_sgd": _train_entropy_sgd}

@@ -1,0 +1,90 @@
+"""Users, API tokens and who may see what.
+
+A token is shown once when it is made; the database keeps only its SHA-256. Scripts send
+``Authorization: Bearer <token>``; the dashboard asks for the token once and keeps it in the browser.
+Without authentication (the single-user default on 127.0.0.1) every request acts as ``local``, an admin.
+Private networks, jobs and results are visible to their owner and to admins only; others get 404.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .config import get_settings
+from .db import get_db
+from .models import User
+
+LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    is_admin: bool
+    max_running_jobs: int
+    max_stored_bytes: int
+
+    def can_read(self, obj) -> bool:
+        return getattr(obj, "visibility", "lab") == "lab" or obj.owner == self.name or self.is_admin
+
+    def can_write(self, obj) -> bool:
+        return obj.owner == self.name or self.is_admin
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(session: Session, name: str, admin: bool = False) -> tuple[User, str]:
+    """Add a user; returns it with its token (shown once, never stored)."""
+    if not name or len(name) > 100 or not all(c.isalnum() or c in "-_.@" for c in name):
+        raise ValueError("a user name is 1-100 letters, digits or -_.@")
+    if session.scalar(select(User).where(User.name == name)) is not None:
+        raise ValueError(f"user {name!r} exists already; use `toroid user token {name}` for a new token")
+    token = secrets.token_urlsafe(32)
+    user = User(name=name, is_admin=admin, token_hash=hash_token(token))
+    session.add(user)
+    session.commit()
+    return user, token
+
+
+def new_token(session: Session, name: str) -> str:
+    user = session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise ValueError(f"no user {name!r}")
+    token = secrets.token_urlsafe(32)
+    user.token_hash = hash_token(token)
+    session.commit()
+    return token
+
+
+def principal_of(user: User) -> Principal:
+    s = get_settings()
+    return Principal(user.name, user.is_admin, user.max_running_jobs or s.max_running_jobs,
+                     user.max_stored_bytes or s.max_stored_bytes)
+
+
+def local_principal() -> Principal:
+    s = get_settings()
+    return Principal(LOCAL, True, s.max_running_jobs, s.max_stored_bytes)
+
+
+def current_user(request: Request, db: Session = Depends(get_db)) -> Principal:
+    """FastAPI dependency: who is asking (401 when a token is required and missing or wrong)."""
+    header = request.headers.get("authorization", "")
+    if not getattr(request.app.state, "require_auth", False) and not header:
+        return local_principal()
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(401, "this server requires an API token: send 'Authorization: Bearer <token>' "
+                                 "(an admin makes one with `toroid user add NAME`)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    user = db.scalar(select(User).where(User.token_hash == hash_token(token.strip())))
+    if user is None:
+        raise HTTPException(401, "unknown or revoked API token", headers={"WWW-Authenticate": "Bearer"})
+    return principal_of(user)

@@ -1,0 +1,196 @@
+"""Samplers: each one fits the digits; RSGD's replicas collapse onto their centre; ADV pre-trains on
+randomly labelled, partly zeroed copies; BinaryNet clamping; early stop; determinism; cancel; errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workers.landscape import data as D
+from workers.landscape import nets, train as T
+from workers.landscape.evaluate import error_and_loss
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks on a shared 2-core machine: one thread is faster and steadier than several."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return D.load_dataset("digits")
+
+
+def mlp(ds, hidden=(64,), seed=0):
+    torch.manual_seed(seed)
+    return nets.build({"kind": "mlp", "hidden": list(hidden)}, ds.input_shape, ds.n_classes)
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("optimizer", sorted(T.OPTIMIZERS))
+def test_every_sampler_fits_the_digits(digits, optimizer):
+    model = mlp(digits)
+    start = error_and_loss(model, digits.x_train, digits.y_train)[0]
+    history = T.train(model, digits, optimizer, epochs=40, batch_size=32, target_error=0.005)
+    final = error_and_loss(model, digits.x_train, digits.y_train)[0]
+    assert start > 0.5 and final < 0.01, (optimizer, start, final)
+    assert history[-1]["train_error"] == final  # the stored model is the one evaluated last
+    assert history[-1]["phase"] == "train" and history[-1]["epoch"] < 40  # stopped early at the target
+    assert history[-1]["test_error"] < 0.1
+
+
+def test_history_without_target_runs_all_epochs(digits):
+    model = mlp(digits)
+    history = T.train(model, digits, epochs=3)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert set(history[0]) >= {"epoch", "train_error", "train_loss", "test_error", "test_loss", "lr"}
+    assert history[0]["lr"] == pytest.approx(0.02) and history[1]["lr"] < history[0]["lr"]  # cosine
+
+
+def test_rsgd_replicas_collapse_onto_the_centre(digits):
+    coupled = T.train(mlp(digits), digits, "rsgd", epochs=30)
+    dist = [h["replica_distance"] for h in coupled]
+    assert max(dist) > 0.05  # the replicas did move apart (own minibatches)
+    assert dist[-1] < 0.02 * max(dist)
+    assert coupled[-1]["gamma"] > 100 * coupled[0]["gamma"]
+    # control: without coupling nothing pulls them back
+    free = [h["replica_distance"] for h in T.train(mlp(digits), digits, "rsgd", epochs=30, gamma0=0.0)]
+    assert free[-1] > 0.5 * max(free) and free[-1] > 20 * dist[-1]
+
+
+def test_rsgd_result_is_the_centre_of_the_replicas(digits):
+    """With y = 2 replicas at distance d from their mean, the model is their centre; the history evaluates it."""
+    model = mlp(digits)
+    history = T.train(model, digits, "rsgd", epochs=2, replicas=2, gamma0=0.0)
+    assert history[-1]["replica_distance"] > 0
+    assert error_and_loss(model, digits.x_train, digits.y_train)[0] == history[-1]["train_error"]
+
+
+def test_adversarial_set_has_random_labels_and_zeroed_pixels(digits):
+    x, y = T.adversarial_set(digits, copies=2, zero_fraction=0.1, seed=0)
+    n = len(digits.y_train)
+    assert len(y) == 3 * n
+    assert torch.equal(x[:n], digits.x_train) and torch.equal(y[:n], digits.y_train)
+    clean = digits.x_train != 0
+    for c in (1, 2):
+        xc, yc = x[c * n : (c + 1) * n], y[c * n : (c + 1) * n]
+        changed = float((yc != digits.y_train).float().mean())
+        assert abs(changed - (1 - 1 / digits.n_classes)) < 0.04
+        assert torch.bincount(yc, minlength=10).min() > 0.06 * n  # uniform over the 10 classes
+        zeroed = float(((xc == 0) & clean).sum() / clean.sum())
+        assert 0.08 < zeroed < 0.12
+        untouched = xc != 0
+        assert torch.equal(xc[untouched], digits.x_train[untouched])
+    assert not torch.equal(y[n : 2 * n], y[2 * n :])  # copies differ
+
+
+def test_adv_pretrains_on_the_random_labels(digits, monkeypatch):
+    seen = {}
+    real = T.adversarial_set
+
+    def spy(data, **kw):
+        seen["x"], seen["y"] = real(data, **kw)
+        seen["kw"] = kw
+        return seen["x"], seen["y"]
+
+    monkeypatch.setattr(T, "adversarial_set", spy)
+    model = mlp(digits)
+    history = T.train(model, digits, "adv", epochs=2, pretrain_epochs=3)
+    n = len(digits.y_train)
+    assert seen["kw"] == {"copies": 1, "zero_fraction": 0.1, "seed": 0}
+    assert len(seen["y"]) == 2 * n
+    assert float((seen["y"][n:] != digits.y_train).float().mean()) > 0.85
+    assert [h["phase"] for h in history] == ["pretrain"] * 3 + ["train"] * 2
+    # a network pre-trained on half-random labels errs on the adversarial set far more than on the clean one
+    pre = history[2]
+    assert pre["adversarial_error"] > pre["train_error"] + 0.2
+
+
+def test_binary_network_latent_weights_are_clamped(digits):
+    ds = D.load_dataset("digits", {"labels": "parity"})
+    for optimizer in ("sgd", "adam"):
+        torch.manual_seed(0)
+        model = nets.build({"kind": "binary_mlp", "hidden": [128]}, ds.input_shape, ds.n_classes)
+        binary = [m.weight.detach() for m in model.modules() if getattr(m, "is_binary", False)]
+        assert binary
+        start = error_and_loss(model, ds.x_train, ds.y_train)[0]
+        T.train(model, ds, optimizer, epochs=10, batch_size=32, lr=5.0 if optimizer == "sgd" else 0.05)
+        assert all(float(w.abs().max()) <= 1.0 for w in binary)
+        assert all(float((w.abs() == 1).float().mean()) > 0.01 for w in binary)  # the clamp was needed
+        final = error_and_loss(model, ds.x_train, ds.y_train)[0]
+        assert start > 0.3 and final < 0.03, (optimizer, start, final)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rsgd", "entropy_sgd", "sam"])
+def test_frozen_parameters_are_left_alone(digits, optimizer):
+    model = mlp(digits)
+    model.fc1.weight.requires_grad_(False)
+    frozen = model.fc1.weight.clone()
+    bias = model.fc1.bias.clone()
+    T.train(model, digits, optimizer, epochs=2)
+    assert torch.equal(model.fc1.weight, frozen)
+    assert not torch.equal(model.fc1.bias, bias)
+
+
+def test_seeded_and_deterministic(digits):
+    runs = []
+    for seed in (0, 0, 1):
+        model = mlp(digits)
+        T.train(model, digits, "entropy_sgd", epochs=2, seed=seed)
+        runs.append(state(model))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rsgd", "adv"])
+def test_cancel_stops_at_once_and_restores_the_weights(digits, optimizer):
+    model = mlp(digits)
+    initial = state(model)
+    forwards = []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    calls = []
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(fraction, message):
+        calls.append((fraction, message))
+        if len(calls) == 3:  # the second epoch has just ended
+            calls.append(len(forwards))
+            raise Cancelled("job cancelled")
+
+    with pytest.raises(Cancelled):
+        T.train(model, digits, optimizer, epochs=50, progress=progress)
+    assert len(forwards) == calls[-1]  # not one more forward pass after the exception
+    assert calls[0] == (0.0, f"starting {optimizer}") and "epoch 2/" in calls[2][1]
+    assert 0 < calls[1][0] < calls[2][0] < 0.1
+    assert all(torch.equal(v, initial[k]) for k, v in model.state_dict().items())  # nothing half-done is left
+
+
+def test_unknown_optimizer_and_bad_parameters(digits):
+    with pytest.raises(T.TrainError, match="unknown optimizer 'lbfgs'.*known: adam, adv, entropy_sgd, rsgd, sam, sgd"):
+        T.normalize_params("lbfgs", {})
+    for optimizer, params, word in [("sgd", {"lr": -1}, "'lr'"), ("sgd", {"rho": 0.1}, "rho"),
+                                    ("rsgd", {"replicas": 1}, "'replicas'"), ("sgd", {"epochs": "10"}, "'epochs'"),
+                                    ("sam", {"target_error": 2}, "'target_error'"), ("adam", {"beta2": 1.0}, "beta2")]:
+        with pytest.raises(T.TrainError, match=word):
+            T.normalize_params(optimizer, params)
+    assert issubclass(T.TrainError, ValueError)
+    p = T.normalize_params("rsgd", {"epochs": 3})
+    assert p["epochs"] == 3 and p["lr"] == 0.05 and p["replicas"] == 5 and p["batch_size"] == 128
+    assert p["target_error"] is None
+    model = mlp(digits)
+    before = state(model)
+    with pytest.raises(T.TrainError, match="momentun"):
+        T.train(model, digits, "sgd", momentun=0.9)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    for name, entry in T.OPTIMIZERS.items():  # every parameter is described with a default
+        assert entry["description"]
+        assert all({"type", "default", "help"} <= set(p) for p in entry["params"].values()), name
+        assert T.normalize_params(name, None) == {k: v["default"] for k, v in entry["params"].items()}
