@@ -12,7 +12,7 @@ from typing import Any, Callable
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from workers.landscape import SCIENCE_VERSION, data, nets, train
+from workers.landscape import SCIENCE_VERSION, data, nets, paths, train
 
 from .auth import Principal, local_principal
 from .models import Job, Network, Result, utcnow
@@ -53,17 +53,30 @@ def get_network(session: Session, network_id: Any, role: str, user: Principal) -
 
 
 def check_same_setting(a: Network, b: Network) -> None:
-    """Two networks can be compared only with the same architecture on the same data."""
-    if a.architecture != b.architecture:
-        raise JobError(
-            f"networks {a.id} and {b.id} have different architectures "
-            f"({json.dumps(a.architecture)} vs {json.dumps(b.architecture)}); paths and distances need the same one"
-        )
+    """Two networks can be compared only with one architecture on the same data."""
+    try:
+        paths.compatible(a.architecture, b.architecture)
+    except paths.IncompatibleError as exc:
+        raise JobError(f"networks {a.id} and {b.id}: {exc}") from None
     if a.dataset != b.dataset or a.dataset_options != b.dataset_options:
         raise JobError(
             f"networks {a.id} and {b.id} were trained on different data sets "
-            f"({a.dataset} {a.dataset_options} vs {b.dataset} {b.dataset_options})"
+            f"({a.dataset} {a.dataset_options} vs {b.dataset} {b.dataset_options}); compare networks of one data set"
         )
+
+
+def _choice(params: dict[str, Any], key: str, default: str, choices) -> str:
+    value = params.get(key, default)
+    if value not in choices:
+        raise JobError(f"'{key}' must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
+def _bool_param(params: dict[str, Any], key: str, default: bool) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise JobError(f"'{key}' must be true or false, got {value!r}")
+    return value
 
 
 # ---- validators: (session, params, user) -> (normalised params, input network ids, queue) -------
@@ -101,19 +114,60 @@ def validate_train(session: Session, params: dict[str, Any], user: Principal) ->
     return out, [], "gpu"
 
 
-PATH_TYPES = ("linear",)
-
-
 def validate_path(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
-    _unknown(params, {"a", "b", "type", "points"}, "path")
+    _unknown(params, {"a", "b", "type", "points", "bn", "orders", "seed"}, "path")
     a = get_network(session, params.get("a"), "a", user)
     b = get_network(session, params.get("b"), "b", user)
     check_same_setting(a, b)
-    kind = params.get("type", "linear")
-    if kind not in PATH_TYPES:
-        raise JobError(f"unknown path type {kind!r}; known: {', '.join(PATH_TYPES)}")
-    points = _int(params, "points", 11, 2, 201)
-    return {"a": a.id, "b": b.id, "type": kind, "points": points}, [a.id, b.id], "gpu"
+    kind = _choice(params, "type", "linear", list(paths.PATH_TYPES))
+    try:
+        paths.check_path_type(a.architecture, kind)
+    except paths.PathError as exc:
+        raise JobError(str(exc)) from None
+    out = {"a": a.id, "b": b.id, "type": kind, "points": _int(params, "points", 11, 2, 201),
+           "bn": _choice(params, "bn", "recompute", paths.BN_MODES)}
+    if kind == "hamming":
+        out["orders"] = _int(params, "orders", 5, 1, 100)
+        out["seed"] = _int(params, "seed", 0, 0, 2**31 - 1)
+    return out, [a.id, b.id], "gpu"
+
+
+def validate_canonicalize(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
+    _unknown(params, {"network"}, "canonicalize")
+    net = get_network(session, params.get("network"), "network", user)
+    return {"network": net.id}, [net.id], "cpu"
+
+
+def validate_distance(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
+    _unknown(params, {"a", "b"}, "distance")
+    a = get_network(session, params.get("a"), "a", user)
+    b = get_network(session, params.get("b"), "b", user)
+    check_same_setting(a, b)
+    return {"a": a.id, "b": b.id}, [a.id, b.id], "cpu"
+
+
+MAX_MATRIX = 64
+
+
+def validate_matrix(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
+    _unknown(params, {"networks", "barriers", "points", "bn"}, "matrix")
+    ids = params.get("networks")
+    if not isinstance(ids, list) or not 2 <= len(ids) <= MAX_MATRIX or len(set(map(str, ids))) != len(ids):
+        raise JobError(f"'networks' must be a list of 2 to {MAX_MATRIX} distinct network ids")
+    nets_ = [get_network(session, i, "networks", user) for i in ids]
+    for other in nets_[1:]:
+        check_same_setting(nets_[0], other)
+    barriers = _bool_param(params, "barriers", False)
+    out: dict[str, Any] = {"networks": [n.id for n in nets_], "barriers": barriers}
+    if barriers:
+        kind = "hamming" if nets.is_binary(nets_[0].architecture) else "geodesic"
+        try:
+            paths.check_path_type(nets_[0].architecture, kind)
+        except paths.PathError as exc:
+            raise JobError(f"barriers: {exc}") from None
+        out["points"] = _int(params, "points", 11, 2, 101)
+        out["bn"] = _choice(params, "bn", "recompute", paths.BN_MODES)
+    return out, out["networks"], "gpu" if barriers else "cpu"
 
 
 def validate_evaluate(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
@@ -126,6 +180,9 @@ VALIDATORS: dict[str, Callable[[Session, dict[str, Any], Principal], tuple[dict,
     "train": validate_train,
     "path": validate_path,
     "evaluate": validate_evaluate,
+    "canonicalize": validate_canonicalize,
+    "distance": validate_distance,
+    "matrix": validate_matrix,
 }
 
 

@@ -49,9 +49,13 @@ def configure(env: dict[str, str]) -> None:
     worker_app.get_celery.cache_clear()
 
 
-def services_env(schema: str) -> dict[str, str]:
+def services_env(schema: str, redis_db: int | None = None) -> dict[str, str]:
+    """PostgreSQL in a fresh schema, and a wiped Redis database (``redis_db`` replaces the URL's)."""
     db_url = os.environ.get("TOROID_TEST_DATABASE_URL")
     redis_url = os.environ.get("TOROID_TEST_REDIS_URL")
+    if redis_url and redis_db is not None:
+        base = redis_url.rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
+        redis_url = f"{base}/{redis_db}"
     if not db_url or not redis_url:
         missing_service("TOROID_TEST_DATABASE_URL and TOROID_TEST_REDIS_URL are not set (PostgreSQL / Redis tests)")
     try:
@@ -143,18 +147,21 @@ class Stack:
         return job
 
 
-def make_stack(name: str, with_worker: bool) -> Stack:
+def make_stack(name: str, with_worker: bool, backend: str | None = None, extra: dict[str, str] | None = None,
+               redis_db: int | None = None, **app_options) -> Stack:
+    """A stack named ``name`` on ``backend`` ("embedded" or "services"; default: the name)."""
+    backend = backend or name
     home = Path(tempfile.mkdtemp(prefix=f"toroid-{name}-"))
-    env = {"TOROID_HOME": str(home)}
-    if name == "services":
-        env.update(services_env(f"toroid_test_{os.getpid()}"))
+    env = {"TOROID_HOME": str(home), **(extra or {})}
+    if backend == "services":
+        env.update(services_env(f"toroid_{name}_{os.getpid()}", redis_db))
     stack = Stack(name=name, env=env, home=home)
     stack.activate()
     from fastapi.testclient import TestClient
 
     from backend.app import create_app
 
-    stack.client = TestClient(create_app())
+    stack.client = TestClient(create_app(**app_options))
     if with_worker:
         stack.worker = start_worker(env, home / "worker.log", name)
     return stack

@@ -26,7 +26,7 @@ from backend.db import new_session
 from backend.models import Job, Network, Result, utcnow
 from workers.app import celery_app
 from workers.landscape import data as datasets
-from workers.landscape import evaluate, nets, paths, train
+from workers.landscape import evaluate, nets, paths, symmetry, train
 
 log = logging.getLogger("toroid.tasks")
 
@@ -124,8 +124,9 @@ def run_train(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
     history = train.train(model, data, p["optimizer"], progress=progress.sub(0.0, 0.97), **opt_params)
     train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train)
     test_err, test_loss = evaluate.error_and_loss(model, data.x_test, data.y_test)
-    h, _ = store.put(model.state_dict())
-    net = Network(name=p["name"], owner=job.owner, architecture=p["architecture"], dataset=p["dataset"],
+    h, size = store.put(model.state_dict())
+    net = Network(name=p["name"], owner=job.owner, visibility=p.get("visibility", "lab"), weights_bytes=size,
+                  architecture=p["architecture"], dataset=p["dataset"],
                   dataset_options=p["dataset_options"],
                   source={"kind": "trained", "optimizer": p["optimizer"], "params": opt_params, "job_id": job.id,
                           "data": data.info},
@@ -148,25 +149,83 @@ def run_evaluate(session: Session, job: Job, progress: Reporter) -> dict[str, An
 
 def run_path(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
     p = job.params
-    _, model, state_a, data = load_network(session, p["a"])
+    net_a, _, state_a, data = load_network(session, p["a"])
     _, _, state_b, _ = load_network(session, p["b"])
-    ts = paths.positions(p["points"])
-    curves = evaluate.evaluate_states(
-        model, paths.linear_path(state_a, state_b, ts),
-        {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)},
-        progress=progress, total=len(ts),
-    )
-    train_error = curves["train"]["error"]
-    barrier = max(train_error)
-    return {"type": p["type"], "t": ts, "train_error": train_error, "test_error": curves["test"]["error"],
-            "train_loss": curves["train"]["loss"], "test_loss": curves["test"]["loss"], "barrier": barrier,
-            "barrier_excess": barrier - (train_error[0] + train_error[-1]) / 2}
+    return paths.path_result(net_a.architecture, data, state_a, state_b, type=p["type"], points=p["points"],
+                             bn=p.get("bn", "recompute"), orders=p.get("orders", 5), seed=p.get("seed", 0),
+                             progress=progress)
+
+
+def store_network(session: Session, job: Job, like: Network, state: dict[str, torch.Tensor], name: str,
+                  source: dict[str, Any], data: datasets.Dataset) -> Network:
+    """Store ``state`` as a new network of ``like``'s architecture and data set, with its errors."""
+    model = nets.build(like.architecture, data.input_shape, data.n_classes)
+    nets.load_weights(model, state)
+    train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train)
+    test_err, test_loss = evaluate.error_and_loss(model, data.x_test, data.y_test)
+    h, size = store.put(model.state_dict())
+    net = Network(name=name[:200], owner=job.owner, visibility=job.visibility, architecture=like.architecture,
+                  dataset=like.dataset, dataset_options=like.dataset_options, source=source, tags=list(like.tags or []),
+                  train_error=train_err, test_error=test_err, train_loss=train_loss, test_loss=test_loss, history=[],
+                  weights_hash=h, weights_bytes=size, n_params=nets.n_parameters(model))
+    session.add(net)
+    session.flush()
+    return net
+
+
+def run_canonicalize(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
+    net, _, state, data = load_network(session, job.params["network"])
+    progress(0.2, "normalising units")
+    canon = symmetry.canonical_form(net.architecture, state)
+    out = store_network(session, job, net, canon, f"{net.name} (canonical)",
+                        {"kind": "canonicalize", "from": net.id, "job_id": job.id}, data)
+    return {"network_id": out.id, "from": net.id, "train_error": out.train_error, "test_error": out.test_error}
+
+
+def run_distance(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
+    net_a, _, state_a, _ = load_network(session, job.params["a"])
+    _, _, state_b, _ = load_network(session, job.params["b"])
+    progress(0.1, "aligning and measuring")
+    return paths.distances(net_a.architecture, state_a, state_b)
+
+
+def run_matrix(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
+    p = job.params
+    ids = p["networks"]
+    loaded = [load_network(session, i) for i in ids]
+    spec, data = loaded[0][0].architecture, loaded[0][3]
+    n = len(ids)
+    keys: list[str] | None = None
+    matrices: dict[str, list[list[float | None]]] = {}
+    barriers = [[0.0] * n for _ in range(n)] if p["barriers"] else None
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    for k, (i, j) in enumerate(pairs):
+        step = progress.sub(k / len(pairs), 1 / len(pairs))
+        step(0.0, f"pair {k + 1} of {len(pairs)}: networks {ids[i]} and {ids[j]}")
+        d = paths.distances(spec, loaded[i][2], loaded[j][2])
+        if keys is None:
+            keys = [key for key, v in d.items() if isinstance(v, (int, float)) or v is None]
+            keys = [key for key in keys if key != "n_parameters"]
+            matrices = {key: [[0.0] * n for _ in range(n)] for key in keys}
+        for key in keys:
+            matrices[key][i][j] = matrices[key][j][i] = d.get(key)
+        if barriers is not None:
+            kind = "hamming" if nets.is_binary(spec) else "geodesic"
+            r = paths.path_result(spec, data, loaded[i][2], loaded[j][2], type=kind, points=p["points"],
+                                  bn=p["bn"], progress=step.sub(0.1, 0.9))
+            barriers[i][j] = barriers[j][i] = r["barrier"]
+    return {"networks": ids, "names": [x[0].name for x in loaded], "distances": matrices, "barriers": barriers,
+            "train_error": [x[0].train_error for x in loaded], "test_error": [x[0].test_error for x in loaded],
+            "optimizer": [(x[0].source or {}).get("optimizer") for x in loaded]}
 
 
 RUNNERS: dict[str, Callable[[Session, Job, Reporter], dict[str, Any]]] = {
     "train": run_train,
     "evaluate": run_evaluate,
     "path": run_path,
+    "canonicalize": run_canonicalize,
+    "distance": run_distance,
+    "matrix": run_matrix,
 }
 
 
