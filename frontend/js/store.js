@@ -1,0 +1,64 @@
+// What several views share: the list of networks, the catalogues, and flatness summaries from finished jobs.
+import { api, listJobs, listNetworks, getResult } from "./api.js";
+
+const listeners = new Set();
+export const store = { networks: [], loaded: false, error: "", catalogues: null, flatness: new Map() };
+
+export const byId = (id) => store.networks.find((n) => n.id === Number(id));
+export function onNetworks(fn) { listeners.add(fn); return () => listeners.delete(fn); }
+
+let pending = null;
+export function refreshNetworks() {
+  if (pending) return pending;
+  pending = (async () => {
+    try {
+      store.networks = await listNetworks({ limit: 5000 });
+      store.error = "";
+      store.loaded = true;
+      await refreshFlatness().catch(() => {});
+    } catch (e) {
+      store.error = e.message;
+    } finally {
+      pending = null;
+      listeners.forEach((fn) => fn(store));
+    }
+    return store;
+  })();
+  return pending;
+}
+
+export async function ensureNetworks() {
+  if (!store.loaded) await refreshNetworks();
+  return store.networks;
+}
+
+export async function catalogues() {
+  if (!store.catalogues) {
+    const [architectures, datasets, optimizers] = await Promise.all([api("/architectures"), api("/datasets"), api("/optimizers")]);
+    store.catalogues = { architectures, datasets, optimizers };
+  }
+  return store.catalogues;
+}
+
+// Flatness of a network, if a flatness job finished for it: the most recent job's result, summarised by
+// delta_E at the largest sigma (the paper's summary number). Results never change, so they are fetched once.
+const resultCache = new Map();
+export async function refreshFlatness() {
+  let jobs;
+  try { jobs = await listJobs({ kind: "flatness", status: "succeeded", limit: 500 }); } catch (_) { return; }
+  const latest = new Map();
+  for (const j of jobs) {  // newest first
+    const id = j.params && j.params.network;
+    if (id && !latest.has(id) && j.result_id) latest.set(id, j.result_id);
+  }
+  await Promise.all([...latest.values()].filter((r) => !resultCache.has(r)).map(async (r) => {
+    try { resultCache.set(r, (await getResult(r)).data); } catch (_) { /* not readable: skip */ }
+  }));
+  store.flatness = new Map();
+  for (const [net, r] of latest) {
+    const data = resultCache.get(r);
+    if (data && data.delta_mean && data.delta_mean.length) {
+      store.flatness.set(net, { sigma: data.sigma[data.sigma.length - 1], delta: data.delta_mean[data.delta_mean.length - 1], kind: data.kind });
+    }
+  }
+}

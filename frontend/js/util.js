@@ -1,0 +1,100 @@
+// Small helpers shared by the views: DOM, formatting, downloads, job progress.
+
+export const $ = (sel, root = document) => root.querySelector(sel);
+export const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+export const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+export const pct = (v, digits = 2) => (v === null || v === undefined || Number.isNaN(v) ? "–" : `${(100 * v).toFixed(digits)}%`);
+export const num = (v, digits = 4) => (v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toPrecision(digits));
+export const dateText = (iso) => (iso ? iso.replace("T", " ").slice(0, 16) : "");
+
+export function archText(a) {
+  if (!a) return "";
+  const list = (v) => (Array.isArray(v) ? v.join("-") : v);
+  switch (a.kind) {
+    case "mlp": return `mlp ${list(a.hidden || [])}${a.batchnorm ? " bn" : ""}${a.bias === false ? " nobias" : ""}`;
+    case "lenet": return `lenet c${list(a.channels || [])} d${list(a.dense || [])}${a.batchnorm ? " bn" : ""}`;
+    case "vgg": return `${a.config || "vgg"} ×${a.width ?? 1}`;
+    case "binary_mlp": return `binary mlp ${list(a.hidden || [])}`;
+    case "binary_conv": return `binary conv c${list(a.channels || [])} d${list(a.dense || [])}`;
+    case "committee": return `committee K=${a.hidden}`;
+    default: return a.kind;
+  }
+}
+
+export const BINARY_KINDS = ["binary_mlp", "binary_conv", "committee", "perceptron"];
+export const isBinary = (net) => !!net && BINARY_KINDS.includes(net.architecture && net.architecture.kind);
+
+// How a network was obtained: the sampler for trained ones, else the source kind (uploaded, canonicalize, bend).
+export const samplerOf = (net) => (net && net.source ? net.source.optimizer || net.source.kind || "?" : "?");
+export const netLabel = (net) => (net ? `${net.name} (#${net.id})` : "—");
+
+// Ids in a URL: "3,5,8" -> [3, 5, 8].
+export const idList = (text) => String(text || "").split(",").map((s) => Number(s.trim())).filter((v) => Number.isInteger(v) && v > 0);
+
+export function debounce(fn, ms = 200) {
+  let timer;
+  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+}
+
+// A stable colour per category (sampler, path type).
+const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#475569", "#ea580c"];
+const KNOWN = { sgd: 0, rsgd: 2, adv: 1, adam: 3, sam: 4, entropy_sgd: 5, uploaded: 8, linear: 1, linear_aligned: 3, geodesic: 0, bend: 2, hamming: 4 };
+const assigned = new Map();
+export function colorOf(category) {
+  if (category in KNOWN) return PALETTE[KNOWN[category]];
+  if (!assigned.has(category)) assigned.set(category, PALETTE[(5 + assigned.size) % PALETTE.length]);
+  return assigned.get(category);
+}
+
+// CSV from column arrays: {name: [values]}; missing cells stay empty.
+export function toCSV(columns) {
+  const names = Object.keys(columns);
+  const n = Math.max(0, ...names.map((k) => columns[k].length));
+  const cell = (v) => {
+    if (v === null || v === undefined) return "";
+    const s = String(v);
+    return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const lines = [names.map(cell).join(",")];
+  for (let i = 0; i < n; i++) lines.push(names.map((k) => cell(columns[k][i])).join(","));
+  return lines.join("\n") + "\n";
+}
+
+// CSV from rows of objects (the union of their keys, in first-seen order).
+export function rowsToCSV(rows) {
+  const keys = [];
+  rows.forEach((r) => Object.keys(r).forEach((k) => { if (!keys.includes(k)) keys.push(k); }));
+  const columns = Object.fromEntries(keys.map((k) => [k, rows.map((r) => (typeof r[k] === "object" && r[k] !== null ? JSON.stringify(r[k]) : r[k]))]));
+  return toCSV(columns);
+}
+
+// A data: URL, so that a download never leaves the page (and needs no blob bookkeeping).
+export const dataURL = (text, type) => `data:${type};charset=utf-8,${encodeURIComponent(text)}`;
+
+// Progress of one or more jobs in a container: one bar per job, updated in place.
+export function showJobProgress(container, job, label) {
+  container.hidden = false;
+  let row = container.querySelector(`[data-job='${job.id}']`);
+  if (!row) {
+    row = document.createElement("div");
+    row.className = "progress";
+    row.dataset.job = job.id;
+    row.setAttribute("role", "progressbar");
+    row.setAttribute("aria-valuemin", "0");
+    row.setAttribute("aria-valuemax", "100");
+    row.innerHTML = `<div class="bar"></div><span class="label"></span>`;
+    container.appendChild(row);
+  }
+  const p = Math.round(100 * (job.progress || 0));
+  row.setAttribute("aria-valuenow", String(p));
+  row.classList.toggle("failed", job.status === "failed" || job.status === "cancelled");
+  row.classList.toggle("done", job.status === "succeeded");
+  row.querySelector(".bar").style.width = `${job.status === "succeeded" ? 100 : p}%`;
+  const what = label ? `${label} — ` : "";
+  const state = job.cached ? "answered from the cache" : `${job.status} ${p}%`;
+  row.querySelector(".label").textContent = `${what}job ${job.id}: ${state}${job.message && !job.cached ? ` · ${job.message}` : ""}`;
+}
+
+export function clearProgress(container) { container.innerHTML = ""; container.hidden = true; }
+
+export function setError(el, message) { el.textContent = message || ""; el.hidden = !message; }

@@ -1,0 +1,174 @@
+"""Accounts on a shared server: tokens, isolation between users, quotas, authentication off loopback."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from backend import auth
+from backend.app import create_app
+from backend.db import new_session
+from backend.models import User
+
+from .conftest import ROOT, free_port, stop
+from .helpers import random_state, upload
+
+
+@pytest.fixture
+def lab(api_stack):
+    """An app that requires tokens, on the api stack's database, with users alice, bob and an admin."""
+    api_stack.activate()
+    client = TestClient(create_app(require_auth=True, reconcile=False))
+    tokens = {}
+    with new_session() as s:
+        for name, admin in (("alice", False), ("bob", False), ("boss", True)):
+            existing = s.query(User).filter_by(name=name).first()
+            tokens[name] = auth.new_token(s, name) if existing else auth.create_user(s, name, admin)[1]
+    headers = {name: {"Authorization": f"Bearer {t}"} for name, t in tokens.items()}
+    return client, headers
+
+
+def test_token_is_required_and_only_its_hash_is_stored(lab):
+    client, h = lab
+    r = client.get("/api/networks")
+    assert r.status_code == 401 and "Authorization: Bearer" in r.json()["detail"]
+    assert client.get("/api/networks", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/api/networks", headers=h["alice"]).status_code == 200
+    assert client.get("/api/health").status_code == 200  # monitoring needs no token
+    assert client.get("/").status_code == 200  # the page loads, then asks for a token
+    token = h["alice"]["Authorization"].split()[1]
+    with new_session() as s:
+        row = s.query(User).filter_by(name="alice").one()
+        assert row.token_hash == auth.hash_token(token) and token not in row.token_hash
+
+
+def test_private_things_are_invisible_to_others(lab):
+    client, h = lab
+    r = client.post("/api/networks", headers=h["alice"], files={"file": ("w.safetensors", _blob(1))},
+                    data={"meta": '{"name": "alice-secret", "architecture": {"kind": "mlp", "hidden": [16]}, "visibility": "private"}'})
+    assert r.status_code == 201, r.text
+    secret = r.json()
+    assert secret["owner"] == "alice" and secret["visibility"] == "private"
+    shared = client.post("/api/networks", headers=h["alice"], files={"file": ("w.safetensors", _blob(2))},
+                         data={"meta": '{"name": "alice-shared", "architecture": {"kind": "mlp", "hidden": [16]}}'}).json()
+    # bob: the private network does not exist for him, in every way he could reach it
+    assert secret["id"] not in [n["id"] for n in client.get("/api/networks", headers=h["bob"]).json()]
+    assert shared["id"] in [n["id"] for n in client.get("/api/networks", headers=h["bob"]).json()]
+    for method, path in (("GET", f"/api/networks/{secret['id']}"), ("GET", f"/api/networks/{secret['id']}/weights"),
+                         ("DELETE", f"/api/networks/{secret['id']}"), ("PATCH", f"/api/networks/{secret['id']}")):
+        r = client.request(method, path, headers=h["bob"], json={"name": "mine"} if method == "PATCH" else None)
+        assert r.status_code == 404, (method, path, r.status_code)
+    r = client.post("/api/jobs", headers=h["bob"], json={"kind": "distance", "params": {"a": secret["id"], "b": shared["id"]}})
+    assert r.status_code == 404 and f"network {secret['id']}" in r.json()["detail"]
+    # alice's job on her private network is private too, with its result
+    job = client.post("/api/jobs", headers=h["alice"], json={"kind": "distance", "params": {"a": secret["id"], "b": shared["id"]}}).json()
+    assert job["visibility"] == "private"
+    assert client.get(f"/api/jobs/{job['id']}", headers=h["bob"]).status_code == 404
+    assert job["id"] not in [j["id"] for j in client.get("/api/jobs", headers=h["bob"]).json()]
+    assert client.delete(f"/api/jobs/{job['id']}", headers=h["bob"]).status_code == 404
+    # a lab network is readable by bob but only its owner or an admin may change or delete it
+    assert client.get(f"/api/networks/{shared['id']}", headers=h["bob"]).status_code == 200
+    r = client.patch(f"/api/networks/{shared['id']}", headers=h["bob"], json={"name": "bobs"})
+    assert r.status_code == 403 and "alice" in r.json()["detail"]
+    assert client.delete(f"/api/networks/{shared['id']}", headers=h["bob"]).status_code == 403
+    # the admin sees and may do everything
+    assert client.get(f"/api/networks/{secret['id']}", headers=h["boss"]).status_code == 200
+    assert client.get(f"/api/jobs/{job['id']}", headers=h["boss"]).status_code == 200
+    assert client.delete(f"/api/jobs/{job['id']}", headers=h["boss"]).json()["status"] == "cancelled"
+    for j in client.get("/api/jobs", headers=h["boss"]).json():
+        if set(j["inputs"]) & {secret["id"], shared["id"]} and j["status"] == "queued":
+            client.delete(f"/api/jobs/{j['id']}", headers=h["boss"])
+    assert client.delete(f"/api/networks/{secret['id']}", headers=h["boss"]).status_code == 204
+
+
+def test_results_follow_their_jobs_visibility(stack):
+    """A finished private job's result is readable by its owner and not by another user."""
+    stack.activate()
+    client = TestClient(create_app(require_auth=True, reconcile=False))
+    with new_session() as s:
+        t_carol = auth.create_user(s, f"carol{stack.name}")[1]
+        t_dave = auth.create_user(s, f"dave{stack.name}")[1]
+    carol, dave = ({"Authorization": f"Bearer {t}"} for t in (t_carol, t_dave))
+    net = client.post("/api/networks", headers=carol, files={"file": ("w.safetensors", _blob(3))},
+                      data={"meta": '{"name": "c", "architecture": {"kind": "mlp", "hidden": [16]}, "visibility": "private"}'}).json()
+    job = client.post("/api/jobs", headers=carol, json={"kind": "path", "params": {"a": net["id"], "b": net["id"], "points": 2}}).json()
+    deadline = time.monotonic() + 120
+    while (j := client.get(f"/api/jobs/{job['id']}", headers=carol).json())["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert j["status"] == "succeeded"
+    assert client.get(f"/api/results/{j['result_id']}", headers=carol).status_code == 200
+    assert client.get(f"/api/results/{j['result_id']}", headers=dave).status_code == 404
+    # dave asking for the same computation on a network he cannot read gets 404, not carol's cached result
+    r = client.post("/api/jobs", headers=dave, json={"kind": "path", "params": {"a": net["id"], "b": net["id"], "points": 2}})
+    assert r.status_code == 404
+
+
+def test_quotas_on_unfinished_jobs_and_stored_bytes(lab):
+    client, h = lab
+    with new_session() as s:
+        user = s.query(User).filter_by(name="bob").one()
+        user.max_running_jobs, user.max_stored_bytes = 2, 10_000
+        s.commit()
+    try:
+        ids = []
+        for seed in (1, 2):
+            r = client.post("/api/networks", headers=h["bob"], files={"file": ("w.safetensors", _blob(10 + seed))},
+                            data={"meta": '{"name": "bob-net", "architecture": {"kind": "mlp", "hidden": [16]}}'})
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+        # two weights files of ~5 kB: a third goes over 10 kB
+        r = client.post("/api/networks", headers=h["bob"], files={"file": ("w.safetensors", _blob(13))},
+                        data={"meta": '{"name": "bob-net", "architecture": {"kind": "mlp", "hidden": [16]}}'})
+        assert r.status_code == 413 and "storage quota" in r.json()["detail"]
+        # the uploads queued evaluate jobs (no worker runs here): bob has 2 unfinished jobs, his limit
+        r = client.post("/api/jobs", headers=h["bob"], json={"kind": "distance", "params": {"a": ids[0], "b": ids[1]}})
+        assert r.status_code == 429 and "limit" in r.json()["detail"]
+        # alice is not affected by bob's limits
+        r = client.post("/api/jobs", headers=h["alice"], json={"kind": "distance", "params": {"a": ids[0], "b": ids[1]}})
+        assert r.status_code == 202
+    finally:
+        with new_session() as s:
+            user = s.query(User).filter_by(name="bob").one()
+            user.max_running_jobs = user.max_stored_bytes = None
+            s.commit()
+
+
+def test_serving_beyond_loopback_requires_a_token(tmp_path):
+    port = free_port()
+    env = {**os.environ, "TOROID_HOME": str(tmp_path)}
+    for key in ("TOROID_DATABASE_URL", "TOROID_BROKER_URL", "TOROID_AUTH"):
+        env.pop(key, None)
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "toroid"), "serve", "--host", "0.0.0.0",
+                             "--port", str(port), "--no-worker"], cwd=ROOT, env=env, stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"{url}/api/networks", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.3)
+        assert r.status_code == 401
+        assert "authentication is required" in log.read_text()
+        token = subprocess.run([str(Path(sys.executable).parent / "toroid"), "user", "add", "eve"], env=env,
+                               capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        assert httpx.get(f"{url}/api/networks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        stop(proc)
+
+
+def _blob(seed: int) -> bytes:
+    from safetensors.torch import save
+
+    return save(random_state(seed=seed))
