@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -97,6 +97,14 @@ def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile
 
     for router in (meta.router, networks.router, jobs_routes.router, results.router):
         app.include_router(router, prefix="/api")
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from .metrics import render
+
+        return Response(render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
     def plotly_bundle() -> FileResponse:

@@ -46,7 +46,7 @@ def _unknown(params: dict[str, Any], allowed: set[str], kind: str) -> None:
 def get_network(session: Session, network_id: Any, role: str, user: Principal) -> Network:
     if not isinstance(network_id, int) or isinstance(network_id, bool):
         raise JobError(f"'{role}' must be a network id (an integer), got {network_id!r}")
-    net = session.get(Network, network_id)
+    net = session.get(Network, network_id) if 1 <= network_id <= 2**31 - 1 else None
     if net is None or not user.can_read(net):
         raise JobError(f"network {network_id} ('{role}') does not exist", status=404)
     return net

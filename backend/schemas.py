@@ -4,7 +4,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Annotated
+
+MAX_ID = 2**31 - 1
+# Ids in URL paths: positive and within what every database's integer column holds.
+NetworkId = Annotated[int, Path(ge=1, le=MAX_ID, description="network id")]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="job id")]
+ResultId = Annotated[int, Path(ge=1, le=MAX_ID, description="result id")]
 
 
 class NetworkMeta(BaseModel):

@@ -180,7 +180,7 @@ def test_path_between_incompatible_networks_is_refused(api):
     jobs_after_upload = len(api.get("/api/jobs").json())
     paths_before = [j["kind"] for j in api.get("/api/jobs").json()].count("path")
     r = api.post("/api/jobs", json={"kind": "path", "params": {"a": a["id"], "b": b["id"]}})
-    assert r.status_code == 400 and "different architectures" in r.json()["detail"]
+    assert r.status_code == 400 and "hidden: [16] vs [8]" in r.json()["detail"] and "one architecture" in r.json()["detail"]
     c = upload(api, meta={"name": "c", "architecture": SPEC, "dataset": "digits",
                           "dataset_options": {"seed": 1}}).json()
     r = api.post("/api/jobs", json={"kind": "path", "params": {"a": a["id"], "b": c["id"]}})

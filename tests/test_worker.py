@@ -62,7 +62,10 @@ def test_linear_path_matches_plain_pytorch_and_is_cached(live):
     assert again["result"] == r
     # the result is also readable as CSV
     csv = live.client.get(f"/api/results/{job['result_id']}?format=csv").text.splitlines()
-    assert csv[0].split(",")[:3] == ["t", "train_error", "test_error"] and len(csv) == 6
+    header = csv[0].split(",")
+    assert header[0] == "t" and {"train_error", "test_error", "train_loss", "test_loss"} <= set(header) and len(csv) == 6
+    row = dict(zip(header, csv[3].split(",")))
+    assert float(row["t"]) == 0.5 and float(row["train_error"]) == r["train_error"][2]
 
 
 def test_cancel_a_running_job(live):
@@ -94,3 +97,20 @@ def test_a_failing_job_reports_why(live):
     done = live.wait(live.submit("path", a=net["id"], b=net["id"], points=3))
     assert done["status"] == "failed"
     assert f"weights of network {net['id']}" in done["error"] and "missing" in done["error"]
+
+
+def test_prometheus_metrics_count_jobs_by_state(live):
+    some = upload(live.client, random_state(seed=41), name="metrics").json()["id"]
+    live.run("path", a=some, b=some, points=3)
+    for job in live.client.get("/api/jobs?limit=1000").json():  # let every job end: stable counts
+        if job["status"] in ("queued", "running"):
+            live.wait(job)
+    text = live.client.get("/metrics").text
+    lines = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    jobs = live.client.get("/api/jobs?limit=1000").json()
+    succeeded = sum(j["status"] == "succeeded" for j in jobs)
+    assert lines['toroid_jobs{state="succeeded"}'] == succeeded
+    assert lines['toroid_jobs{state="queued"}'] == sum(j["status"] == "queued" for j in jobs)
+    assert lines['toroid_job_duration_seconds_count{kind="path"}'] >= 1
+    assert lines["toroid_networks"] == len(live.client.get("/api/networks").json())
+    assert 'toroid_queue_depth{queue="gpu"}' in lines

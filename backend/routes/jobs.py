@@ -13,7 +13,7 @@ from .. import jobs
 from ..auth import Principal, current_user
 from ..db import get_db, new_session
 from ..models import FINAL_STATES, Job, Result, utcnow
-from ..schemas import JobIn, JobOut
+from ..schemas import JobId, JobIn, JobOut
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -67,12 +67,12 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def read_job(job_id: int, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> JobOut:
+def read_job(job_id: JobId, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> JobOut:
     return job_out(db, get_or_404(db, job_id, user))
 
 
 @router.delete("/{job_id}", response_model=JobOut)
-def cancel_job(job_id: int, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> JobOut:
+def cancel_job(job_id: JobId, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> JobOut:
     """Cancel a queued or running job. The worker notices at its next progress report."""
     job = get_or_404(db, job_id, user, write=True)
     res = db.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
@@ -85,7 +85,7 @@ def cancel_job(job_id: int, db: Session = Depends(get_db), user: Principal = Dep
 
 
 @router.get("/{job_id}/events")
-async def job_events(job_id: int, db: Session = Depends(get_db),
+async def job_events(job_id: JobId, db: Session = Depends(get_db),
                      user: Principal = Depends(current_user)) -> StreamingResponse:
     """Server-sent events: one ``data: {job}`` line each time the job's progress or state changes."""
     get_or_404(db, job_id, user)

@@ -16,7 +16,7 @@ from ..auth import Principal, current_user
 from ..config import get_settings
 from ..db import get_db
 from ..models import Job, Network
-from ..schemas import NetworkMeta, NetworkOut, NetworkPatch
+from ..schemas import NetworkId, NetworkMeta, NetworkOut, NetworkPatch
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 
@@ -129,12 +129,12 @@ async def upload_network(
 
 
 @router.get("/{network_id}", response_model=NetworkOut)
-def read_network(network_id: int, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> Network:
+def read_network(network_id: NetworkId, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> Network:
     return get_or_404(db, network_id, user)
 
 
 @router.patch("/{network_id}", response_model=NetworkOut)
-def patch_network(network_id: int, patch: NetworkPatch, db: Session = Depends(get_db),
+def patch_network(network_id: NetworkId, patch: NetworkPatch, db: Session = Depends(get_db),
                   user: Principal = Depends(current_user)) -> Network:
     net = get_or_404(db, network_id, user, write=True)
     for key, value in patch.model_dump(exclude_unset=True).items():
@@ -146,7 +146,7 @@ def patch_network(network_id: int, patch: NetworkPatch, db: Session = Depends(ge
 
 
 @router.delete("/{network_id}", status_code=204)
-def delete_network(network_id: int, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> Response:
+def delete_network(network_id: NetworkId, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> Response:
     net = get_or_404(db, network_id, user, write=True)
     running = db.scalars(select(Job).where(Job.status.in_(("queued", "running")))).all()
     users = [j.id for j in running if network_id in (j.inputs or [])]
@@ -161,7 +161,7 @@ def delete_network(network_id: int, db: Session = Depends(get_db), user: Princip
 
 
 @router.get("/{network_id}/weights")
-def download_weights(network_id: int, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> Response:
+def download_weights(network_id: NetworkId, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> Response:
     net = get_or_404(db, network_id, user)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in net.name)[:80] or "network"
     return Response(store.read_bytes(net.weights_hash), media_type="application/octet-stream",

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from ..auth import Principal, current_user
 from ..db import get_db
 from ..models import Job, Result
-from ..schemas import ResultOut
+from ..schemas import ResultId, ResultOut
 
 router = APIRouter(prefix="/results", tags=["results"])
 
@@ -25,6 +25,8 @@ def curves_csv(data: dict) -> str:
         raise HTTPException(400, "this result has no curves to export as CSV; use format=json")
     n = max(len(v) for v in columns.values())
     columns = {k: v for k, v in columns.items() if len(v) == n}
+    if "t" in columns:  # the position along a path first
+        columns = {"t": columns.pop("t"), **columns}
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(list(columns))
@@ -34,7 +36,7 @@ def curves_csv(data: dict) -> str:
 
 
 @router.get("/{result_id}", response_model=ResultOut)
-def read_result(result_id: int, format: str = Query("json", pattern="^(json|csv)$"), db: Session = Depends(get_db),
+def read_result(result_id: ResultId, format: str = Query("json", pattern="^(json|csv)$"), db: Session = Depends(get_db),
                 user: Principal = Depends(current_user)):
     row = db.get(Result, result_id)
     # a result is readable through any job that produced or reused it and that the asker may read

@@ -3,9 +3,10 @@
 import { dataURL, esc } from "./util.js";
 
 const BASE_LAYOUT = {
-  margin: { t: 36, r: 20, b: 50, l: 60 },
+  margin: { t: 40, r: 30, b: 100, l: 60 },
   font: { family: "system-ui, -apple-system, 'Segoe UI', sans-serif", size: 12 },
-  legend: { orientation: "h", y: -0.18 },
+  // the legend sits at the bottom of the figure, under the x axis title (not over it)
+  legend: { orientation: "h", yref: "container", y: 0.01, yanchor: "bottom", x: 0, xanchor: "left" },
   hoverlabel: { namelength: -1 },
   paper_bgcolor: "white",
   plot_bgcolor: "white",

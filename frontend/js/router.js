@@ -15,8 +15,11 @@ export function hashOf(view, params = {}) {
 }
 
 // Record a view's state in the address bar (a new history entry when `push`), without re-entering the view.
+export const routed = { hash: null };
+
 export function setState(view, params, { push = false } = {}) {
   const target = hashOf(view, params);
+  routed.hash = target;
   if (target === location.hash) return;
   if (push) history.pushState(null, "", target); else history.replaceState(null, "", target);
 }
@@ -24,6 +27,6 @@ export function setState(view, params, { push = false } = {}) {
 // Go to another view (re-enters it, as a click on a link would).
 export function go(view, params = {}) {
   const target = hashOf(view, params);
-  if (target === location.hash) window.dispatchEvent(new HashChangeEvent("hashchange"));
+  if (target === location.hash) window.dispatchEvent(new CustomEvent("toroid:reroute"));
   else location.hash = target;
 }

@@ -32,12 +32,15 @@ export async function ensureNetworks() {
   return store.networks;
 }
 
-export async function catalogues() {
-  if (!store.catalogues) {
-    const [architectures, datasets, optimizers] = await Promise.all([api("/architectures"), api("/datasets"), api("/optimizers")]);
-    store.catalogues = { architectures, datasets, optimizers };
+let cataloguesPending = null;
+export function catalogues() {
+  if (store.catalogues) return Promise.resolve(store.catalogues);
+  if (!cataloguesPending) {
+    cataloguesPending = Promise.all([api("/architectures"), api("/datasets"), api("/optimizers")])
+      .then(([architectures, datasets, optimizers]) => { store.catalogues = { architectures, datasets, optimizers }; return store.catalogues; })
+      .finally(() => { cataloguesPending = null; });
   }
-  return store.catalogues;
+  return cataloguesPending;
 }
 
 // Flatness of a network, if a flatness job finished for it: the most recent job's result, summarised by

@@ -31,6 +31,15 @@ export const netLabel = (net) => (net ? `${net.name} (#${net.id})` : "—");
 // Ids in a URL: "3,5,8" -> [3, 5, 8].
 export const idList = (text) => String(text || "").split(",").map((s) => Number(s.trim())).filter((v) => Number.isInteger(v) && v > 0);
 
+// Run fn over items with at most `limit` in flight (the API caps each user's unfinished jobs).
+export async function mapLimit(items, limit, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => { while (next < items.length) { const i = next++; out[i] = await fn(items[i], i); } };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
 export function debounce(fn, ms = 200) {
   let timer;
   return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };

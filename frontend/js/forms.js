@@ -1,0 +1,63 @@
+// Form fields generated from the API's catalogues ({name: {type, default, help, min, max, choices, nullable}}),
+// and read back into typed values.
+import { esc } from "./util.js";
+
+function fieldValue(spec) {
+  const d = spec.default;
+  if (d === null || d === undefined) return "";
+  if (Array.isArray(d)) return d.join(", ");
+  return String(d);
+}
+
+// HTML of labelled inputs, one per parameter. `prefix` keeps ids unique on the page.
+export function paramFields(params, prefix) {
+  return Object.entries(params || {}).map(([name, spec]) => {
+    const id = `${prefix}-${name}`;
+    const help = spec.help ? `${spec.help}${spec.nullable ? " (empty: none)" : ""}` : "";
+    const attrs = `id="${id}" data-param="${esc(name)}" data-type="${esc(spec.type)}" ${spec.nullable ? "data-nullable='1'" : ""} title="${esc(help)}"`;
+    let input;
+    if (spec.type === "bool") {
+      input = `<input type="checkbox" ${attrs} ${spec.default ? "checked" : ""}>`;
+    } else if (spec.choices) {
+      input = `<select ${attrs}>${spec.choices.map((c) => `<option ${c === spec.default ? "selected" : ""}>${esc(c)}</option>`).join("")}</select>`;
+    } else if (spec.type === "int" || spec.type === "float") {
+      const range = `${spec.min !== undefined && spec.min !== null ? `min="${spec.min}"` : ""} ${spec.max !== undefined && spec.max !== null ? `max="${spec.max}"` : ""}`;
+      input = `<input type="number" ${attrs} ${range} step="${spec.type === "int" ? 1 : "any"}" value="${esc(fieldValue(spec))}" ${spec.nullable ? "placeholder='none'" : ""}>`;
+    } else {
+      input = `<input type="text" ${attrs} value="${esc(fieldValue(spec))}" size="${spec.type.startsWith("list") ? 10 : 8}">`;
+    }
+    return `<label class="param" for="${id}"><span>${esc(name)}</span>${input}</label>`;
+  }).join("");
+}
+
+// Read the fields back: {name: value}. Throws an Error naming the field when a value cannot be read.
+export function readParams(container) {
+  const out = {};
+  container.querySelectorAll("[data-param]").forEach((el) => {
+    const name = el.dataset.param;
+    const type = el.dataset.type;
+    if (type === "bool") { out[name] = el.checked; return; }
+    const raw = el.value.trim();
+    if (raw === "") {
+      if (el.dataset.nullable) out[name] = null;
+      return;  // the API's default
+    }
+    if (type === "int" || type === "float") {
+      const v = Number(raw);
+      if (!Number.isFinite(v) || (type === "int" && !Number.isInteger(v))) throw new Error(`${name}: '${raw}' is not ${type === "int" ? "an integer" : "a number"}`);
+      out[name] = v;
+    } else if (type.startsWith("list")) {
+      const items = raw.replace(/^\[|\]$/g, "").split(/[,\s]+/).filter(Boolean);
+      const numeric = type.includes("int") || type.includes("float");
+      out[name] = items.map((s) => {
+        if (!numeric) return s;
+        const v = Number(s);
+        if (!Number.isFinite(v)) throw new Error(`${name}: '${s}' is not a number`);
+        return v;
+      });
+    } else {
+      out[name] = raw;
+    }
+  });
+  return out;
+}

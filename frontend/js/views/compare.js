@@ -1,0 +1,257 @@
+// Compare two networks: error along linear, linear-aligned, geodesic, bent (and Hamming) paths, overlaid,
+// with the barrier of each marked, and their distances.
+import { runJob } from "../api.js";
+import { fillSelect } from "../picker.js";
+import { clearPlot, drawPlot, plotBox } from "../plots.js";
+import { setState } from "../router.js";
+import { byId, ensureNetworks, onNetworks } from "../store.js";
+import { $, $$, clearProgress, colorOf, esc, isBinary, num, pct, setError, showJobProgress } from "../util.js";
+
+export const PATH_TYPES = [
+  { type: "linear", label: "linear", help: "straight line between the raw networks", real: true },
+  { type: "linear_aligned", label: "linear-aligned", help: "straight line after aligning B's hidden units to A's (raw scales kept)", real: true },
+  { type: "geodesic", label: "geodesic-aligned", help: "geodesic on the product of spheres between the canonical forms, B aligned to A", real: true },
+  { type: "bend", label: "single bend", help: "a midpoint trained to low error, joined to A and B by geodesics (slower: trains a network)", real: true },
+  { type: "hamming", label: "hamming", help: "random shortest paths in Hamming space between the aligned sign patterns (binary networks)", real: false },
+];
+const typeLabel = (t) => (PATH_TYPES.find((p) => p.type === t) || { label: t }).label;
+
+const DISTANCES = [
+  ["raw", "raw", "‖θA − θB‖ / √N of the networks as stored"],
+  ["aligned", "aligned", "B's units permuted to match A's, raw scales"],
+  ["normalized", "normalised", "both in canonical form (unit-norm units), not aligned"],
+  ["normalized_aligned", "normalised-aligned", "canonical forms, B aligned to A"],
+  ["geodesic", "geodesic D", "length of the geodesic on the product of spheres"],
+  ["hamming", "hamming (aligned)", "fraction of differing signs after alignment"],
+  ["hamming_unaligned", "hamming (unaligned)", "fraction of differing signs as stored"],
+  ["n_parameters", "parameters N", "number of parameters compared"],
+];
+
+let root;
+let run = 0;  // each run has a number; results of an older run are dropped
+let lastKey = "";
+const state = { a: null, b: null, types: ["linear", "geodesic"], points: 21, bn: "recompute", variant: "geodesic", results: {}, errors: {}, jobs: {}, distances: null };
+
+function readForm() {
+  state.a = Number($("#compare-a", root).value) || null;
+  state.b = Number($("#compare-b", root).value) || null;
+  state.types = $$("input[name='path-type']:checked", root).filter((c) => !c.disabled).map((c) => c.value);
+  state.points = Number($("#path-points", root).value);
+  state.bn = $("#path-bn", root).value;
+  state.variant = $("#bend-variant", root).value;
+}
+
+const urlParams = () => ({ a: state.a, b: state.b, types: state.types, points: state.points,
+  bn: state.bn === "recompute" ? "" : state.bn, variant: state.types.includes("bend") && state.variant !== "geodesic" ? state.variant : "" });
+
+// Which path types fit A: Hamming for binary networks, the others for real ones.
+function updateTypes() {
+  const a = byId($("#compare-a", root).value);
+  const binary = isBinary(a);
+  $$("input[name='path-type']", root).forEach((c) => {
+    const spec = PATH_TYPES.find((p) => p.type === c.value);
+    c.disabled = !!a && spec.real === binary;
+    c.closest("label").classList.toggle("disabled", c.disabled);
+  });
+  $("#bend-options", root).hidden = !$("input[value='bend']", root).checked;
+  const ready = $("#compare-a", root).value && $("#compare-b", root).value;
+  $("#run-path", root).disabled = !ready;
+}
+
+function fillPickers() {
+  const filter = $("#compare-search", root).value.trim();
+  fillSelect($("#compare-a", root), state.a ?? undefined, filter);
+  const a = byId($("#compare-a", root).value);
+  // B must share A's data set and architecture kind; the API explains any other mismatch
+  fillSelect($("#compare-b", root), state.b ?? undefined, filter, { allow: (n) => !a || (n.dataset === a.dataset && n.architecture.kind === a.architecture.kind) });
+  updateTypes();
+}
+
+function pathParams(type) {
+  const p = { a: state.a, b: state.b, type, points: state.points, bn: state.bn };
+  if (type === "bend") p.variant = state.variant;
+  return p;
+}
+
+async function runAll(ev) {
+  if (ev) ev.preventDefault();
+  readForm();
+  const err = $("#path-error", root);
+  setError(err, "");
+  if (!state.a || !state.b) { setError(err, "Choose two networks, A and B."); return; }
+  if (!state.types.length) { setError(err, "Choose at least one path type."); return; }
+  if (!(state.points >= 2 && state.points <= 201)) { setError(err, "Points along each path: 2 to 201."); return; }
+  setState("compare", urlParams(), { push: true });
+  lastKey = JSON.stringify(urlParams());
+  const mine = ++run;
+  state.results = {};
+  state.errors = {};
+  state.jobs = {};
+  state.distances = null;
+  clearProgress($("#path-progress", root));
+  clearPlot("path-plot");
+  clearPlot("loss-plot");
+  renderSummary();
+  $("#distances", root).innerHTML = "";
+  const progress = $("#path-progress", root);
+  const follow = (label) => (j) => { if (mine === run) showJobProgress(progress, j, label); };
+  const distance = runJob("distance", { a: state.a, b: state.b }, follow("distances")).then((job) => {
+    if (mine !== run) return;
+    state.distances = job.result;
+    state.distanceJob = job;
+    renderDistances();
+  }).catch((e) => { if (mine === run) $("#distances", root).innerHTML = `<p class="error" role="alert">Distances: ${esc(e.message)}</p>`; });
+  const paths = state.types.map((type) => runJob("path", pathParams(type), follow(`${typeLabel(type)} path`)).then((job) => {
+    if (mine !== run) return;
+    state.results[type] = job.result;
+    state.jobs[type] = job;
+    draw();
+  }).catch((e) => {
+    if (mine !== run) return;
+    state.errors[type] = e.message;
+    renderSummary();
+  }));
+  await Promise.all([distance, ...paths]);
+  if (mine === run && Object.keys(state.errors).length && !Object.keys(state.results).length) {
+    setError(err, Object.entries(state.errors).map(([t, m]) => `${typeLabel(t)}: ${m}`).join(" · "));
+  }
+}
+
+function draw() {
+  const order = state.types.filter((t) => state.results[t]);
+  const errTraces = [];
+  const lossTraces = [];
+  for (const type of order) {
+    const r = state.results[type];
+    const color = colorOf(type);
+    const label = typeLabel(type);
+    errTraces.push(
+      { x: r.t, y: r.train_error.map((v) => 100 * v), name: `train error · ${label}`, mode: "lines+markers", marker: { size: 5 },
+        line: { color }, legendgroup: type, hovertemplate: `${label}, t = %{x:.3f}<br>train error %{y:.3f}%<extra></extra>` },
+      { x: r.t, y: r.test_error.map((v) => 100 * v), name: `test error · ${label}`, mode: "lines+markers", marker: { size: 5, symbol: "circle-open" },
+        line: { color, dash: "dot" }, legendgroup: type, hovertemplate: `${label}, t = %{x:.3f}<br>test error %{y:.3f}%<extra></extra>` });
+    const i = r.train_error.indexOf(Math.max(...r.train_error));
+    errTraces.push({ x: [r.t[i]], y: [100 * r.barrier], name: `barrier · ${label}`, mode: "markers+text", legendgroup: type, showlegend: false,
+      marker: { size: 13, symbol: "star", color, line: { color: "white", width: 1 } }, text: [`barrier ${pct(r.barrier)}`], textposition: r.t[i] < 0.15 ? "top right" : r.t[i] > 0.85 ? "top left" : "top center", cliponaxis: false,
+      textfont: { color }, hovertemplate: `${label}: barrier (max train error) %{y:.3f}%<br>at t = %{x:.3f}; above the endpoints' mean by ${pct(r.barrier_excess)}<extra></extra>` });
+    if (r.train_loss) {
+      lossTraces.push(
+        { x: r.t, y: r.train_loss, name: `train loss · ${label}`, mode: "lines", line: { color }, legendgroup: type },
+        { x: r.t, y: r.test_loss, name: `test loss · ${label}`, mode: "lines", line: { color, dash: "dot" }, legendgroup: type });
+    }
+  }
+  const a = byId(state.a), b = byId(state.b);
+  const title = `${a ? a.name : `#${state.a}`} (t = 0) → ${b ? b.name : `#${state.b}`} (t = 1)`;
+  const rows = [];
+  order.forEach((type) => {
+    const r = state.results[type];
+    r.t.forEach((t, i) => rows.push({ type, t, train_error: r.train_error[i], test_error: r.test_error[i], train_loss: r.train_loss ? r.train_loss[i] : null, test_loss: r.test_loss ? r.test_loss[i] : null }));
+  });
+  const csv = "type,t,train_error,test_error,train_loss,test_loss\n" + rows.map((r) => [r.type, r.t, r.train_error, r.test_error, r.train_loss ?? "", r.test_loss ?? ""].join(",")).join("\n") + "\n";
+  const json = { a: state.a, b: state.b, paths: Object.fromEntries(order.map((t) => [t, state.results[t]])), distances: state.distances };
+  drawPlot("path-plot", errTraces, {
+    title: { text: `Error along the paths: ${title}` },
+    xaxis: { title: { text: "position t along the path (A → B)" }, range: [-0.03, 1.03] },
+    yaxis: { title: { text: "error (%)" }, rangemode: "tozero" },
+    height: 430,
+  }, { name: `compare-${state.a}-${state.b}`, csv, json });
+  if (lossTraces.length) {
+    drawPlot("loss-plot", lossTraces, {
+      title: { text: "Loss along the paths" }, height: 340,
+      xaxis: { title: { text: "position t along the path (A → B)" } }, yaxis: { title: { text: "cross-entropy loss" }, type: "log" },
+    }, { name: `compare-${state.a}-${state.b}-loss`, csv, json });
+  }
+  renderSummary();
+}
+
+function renderSummary() {
+  const rows = state.types.map((type) => {
+    const r = state.results[type];
+    const job = state.jobs[type];
+    if (state.errors[type]) return `<tr data-type="${type}"><th scope="row">${esc(typeLabel(type))}</th><td colspan="5" class="error" role="alert">${esc(state.errors[type])}</td></tr>`;
+    if (!r) return `<tr data-type="${type}"><th scope="row">${esc(typeLabel(type))}</th><td colspan="5" class="hint">computing…</td></tr>`;
+    const i = r.train_error.indexOf(Math.max(...r.train_error));
+    const mid = r.midpoint_network_id ? ` · midpoint <a href="#/network?id=${r.midpoint_network_id}">#${r.midpoint_network_id}</a>` : "";
+    return `<tr data-type="${type}"><th scope="row"><span class="swatch" style="background:${colorOf(type)}"></span>${esc(typeLabel(type))}${r.variant ? ` (${esc(r.variant)})` : ""}</th>
+      <td class="num barrier" data-value="${r.barrier}">${pct(r.barrier)}</td><td class="num" data-value="${r.barrier_excess}">${pct(r.barrier_excess)}</td><td class="num">${num(r.t[i], 3)}</td>
+      <td class="num">${pct(Math.max(...r.test_error))}</td>
+      <td class="wrap">job <a href="#/jobs?focus=${job.id}" data-job="${job.id}">${job.id}</a>${job.cached ? " · cached" : ""}${mid}</td></tr>`;
+  }).join("");
+  $("#path-summary", root).innerHTML = state.types.length ? `
+    <table class="data compact"><thead><tr><th>path</th><th class="num" title="maximum train error along the path">barrier</th>
+    <th class="num" title="barrier minus the mean of the endpoints' train errors">excess</th><th class="num">at t</th>
+    <th class="num" title="maximum test error along the path">max test</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : "";
+}
+
+function renderDistances() {
+  const d = state.distances;
+  const items = DISTANCES.filter(([key]) => d[key] !== undefined && d[key] !== null)
+    .map(([key, label, help]) => `<tr data-distance="${key}"><th scope="row" title="${esc(help)}">${esc(label)}</th><td class="num" data-value="${d[key]}">${key === "n_parameters" ? d[key].toLocaleString("en") : num(d[key], 5)}</td></tr>`);
+  $("#distances", root).innerHTML = `<h3>Distances between A and B</h3> <span class="hint small" data-job="${state.distanceJob.id}">job ${state.distanceJob.id}${state.distanceJob.cached ? " · cached" : ""}</span><table class="data compact"><tbody>${items.join("")}</tbody></table>
+    <p class="hint small">Per parameter (‖θA − θB‖ / √N) unless stated; hover a name for its meaning.</p>`;
+}
+
+export default {
+  init(section) {
+    root = section;
+    section.innerHTML = `
+      <h2>Compare two networks</h2>
+      <form id="path-form" class="compare-form">
+        <div class="row">
+          <label>Search <input id="compare-search" type="search" placeholder="filter A and B"></label>
+          <label>A (t = 0) <select id="compare-a"></select></label>
+          <button type="button" id="compare-swap" class="secondary small" aria-label="swap A and B">⇄</button>
+          <label>B (t = 1) <select id="compare-b"></select></label>
+        </div>
+        <div class="row">
+          <fieldset class="inline"><legend>Paths</legend>
+            ${PATH_TYPES.map((p) => `<label title="${esc(p.help)}"><input type="checkbox" name="path-type" value="${p.type}"> ${esc(p.label)}</label>`).join("")}
+          </fieldset>
+          <span id="bend-options" hidden><label>Bend <select id="bend-variant"><option value="geodesic">geodesic (paper)</option><option value="garipov">Garipov polychain</option></select></label></span>
+          <label>Points <input id="path-points" type="number" min="2" max="201" value="21"></label>
+          <label title="BatchNorm statistics along the path: recomputed on training data at each point, or interpolated">BatchNorm <select id="path-bn"><option value="recompute">recompute</option><option value="interpolate">interpolate</option></select></label>
+          <button id="run-path" type="submit">Run</button>
+        </div>
+        <p id="path-error" class="error" role="alert" hidden></p>
+      </form>
+      <div id="path-progress" class="progress-list" hidden></div>
+      <div class="two-col wide-left">
+        <div>${plotBox("path-plot")}${plotBox("loss-plot")}</div>
+        <div><div id="path-summary" class="summary"></div><div id="distances"></div></div>
+      </div>`;
+    $("#path-form", root).addEventListener("submit", runAll);
+    $("#compare-search", root).addEventListener("input", () => { readForm(); fillPickers(); });
+    $("#compare-a", root).addEventListener("change", () => { readForm(); fillPickers(); });
+    $("#compare-b", root).addEventListener("change", updateTypes);
+    $("#compare-swap", root).addEventListener("click", () => { readForm(); [state.a, state.b] = [state.b, state.a]; fillPickers(); });
+    $$("input[name='path-type']", root).forEach((c) => c.addEventListener("change", updateTypes));
+    onNetworks(() => { if (!section.hidden) { readForm(); fillPickers(); } });
+  },
+
+  async enter(params) {
+    await ensureNetworks();
+    state.a = Number(params.a) || null;
+    state.b = Number(params.b) || null;
+    const a = byId(state.a);
+    const types = (params.types || "").split(",").filter((t) => PATH_TYPES.some((p) => p.type === t));
+    state.types = types.length ? types : isBinary(a) ? ["hamming"] : ["linear", "geodesic"];
+    state.points = Number(params.points) || 21;
+    state.bn = params.bn === "interpolate" ? "interpolate" : "recompute";
+    state.variant = params.variant === "garipov" ? "garipov" : "geodesic";
+    $("#compare-search", root).value = "";
+    fillPickers();
+    $$("input[name='path-type']", root).forEach((c) => { c.checked = state.types.includes(c.value); });
+    $("#path-points", root).value = state.points;
+    $("#path-bn", root).value = state.bn;
+    $("#bend-variant", root).value = state.variant;
+    updateTypes();
+    const key = JSON.stringify(urlParams());
+    if (state.a && state.b && key !== lastKey) {
+      if (!byId(state.a) || !byId(state.b)) {
+        setError($("#path-error", root), `Network ${!byId(state.a) ? `#${state.a}` : `#${state.b}`} does not exist or is not visible to you.`);
+        return;
+      }
+      await runAll();
+    }
+  },
+};

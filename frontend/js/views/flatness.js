@@ -1,0 +1,179 @@
+// Flatness: the local energy delta_E(sigma) of several networks, overlaid with mean ± std bands, and the
+// paper's summary (delta_E at the largest sigma) against test error, with Spearman's rank correlation.
+import { runJob } from "../api.js";
+import { MultiPicker } from "../picker.js";
+import { clearPlot, drawPlot, plotBox } from "../plots.js";
+import { setState } from "../router.js";
+import { byId, ensureNetworks, onNetworks, refreshFlatness } from "../store.js";
+import { $, clearProgress, colorOf, esc, idList, mapLimit, num, pct, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
+import { spearman } from "../stats.js";
+
+let root;
+let picker;
+let run = 0;
+let lastKey = "";
+const state = { nets: [], sigmas: "", draws: "", results: new Map(), errors: new Map(), jobs: new Map() };
+
+const urlParams = () => ({ nets: state.nets, sigmas: state.sigmas, draws: state.draws });
+
+function params(id) {
+  const p = { network: id };
+  const sigmas = state.sigmas.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+  if (sigmas.length) p.sigmas = sigmas;
+  if (state.draws) p.draws = Number(state.draws);
+  return p;
+}
+
+async function runAll(ev) {
+  if (ev) ev.preventDefault();
+  state.nets = picker.selected.slice();
+  state.sigmas = $("#flat-sigmas", root).value.trim();
+  state.draws = $("#flat-draws", root).value.trim();
+  const err = $("#flat-error", root);
+  setError(err, "");
+  if (!state.nets.length) { setError(err, "Choose at least one network."); return; }
+  const sigmas = state.sigmas.split(",").map((s) => s.trim()).filter(Boolean);
+  if (sigmas.some((s) => !(Number(s) >= 0))) { setError(err, `Noise levels σ must be numbers ≥ 0, separated by commas (got “${state.sigmas}”).`); return; }
+  setState("flatness", urlParams(), { push: true });
+  lastKey = JSON.stringify(urlParams());
+  const mine = ++run;
+  state.results = new Map();
+  state.errors = new Map();
+  state.jobs = new Map();
+  clearProgress($("#flat-progress", root));
+  clearPlot("flat-curves");
+  clearPlot("flat-scatter");
+  $("#flat-spearman", root).textContent = "";
+  renderTable();
+  const progress = $("#flat-progress", root);
+  await mapLimit(state.nets, 8, (id) => {
+    const net = byId(id);
+    return runJob("flatness", params(id), (j) => { if (mine === run) showJobProgress(progress, j, `flatness of ${net ? net.name : `#${id}`}`); })
+      .then((job) => { if (mine !== run) return; state.results.set(id, job.result); state.jobs.set(id, job); draw(); })
+      .catch((e) => { if (mine !== run) return; state.errors.set(id, e.message); renderTable(); });
+  });
+  if (mine !== run) return;
+  if (!state.results.size && state.errors.size) setError(err, [...state.errors.values()][0]);
+  refreshFlatness().catch(() => {});
+}
+
+const label = (id) => { const n = byId(id); return n ? `${n.name} (#${id})` : `#${id}`; };
+const xTitle = (kinds) => (kinds.every((k) => k === "flip") ? "fraction ε of flipped weights" : kinds.some((k) => k === "flip") ? "σ (real nets) / ε (binary nets)" : "noise level σ (multiplicative)");
+
+function draw() {
+  const ids = state.nets.filter((id) => state.results.has(id));
+  const traces = [];
+  ids.forEach((id) => {
+    const r = state.results.get(id);
+    const color = colorOf(samplerOf(byId(id)));
+    const upper = r.delta_mean.map((m, i) => 100 * (m + r.delta_std[i]));
+    const lower = r.delta_mean.map((m, i) => 100 * (m - r.delta_std[i]));
+    traces.push({ x: [...r.sigma, ...r.sigma.slice().reverse()], y: [...upper, ...lower.reverse()], fill: "toself", fillcolor: color, opacity: 0.15,
+      line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: String(id), name: `± std · ${label(id)}`, mode: "lines" });
+    traces.push({ x: r.sigma, y: r.delta_mean.map((v) => 100 * v), name: `${label(id)} · ${samplerOf(byId(id))}`, legendgroup: String(id), mode: "lines+markers",
+      line: { color }, marker: { size: 5 }, customdata: r.delta_std.map((v) => 100 * v), meta: id,
+      hovertemplate: `${esc(label(id))}<br>σ = %{x}<br>ΔE = %{y:.3f}% ± %{customdata:.3f}%<extra></extra>` });
+  });
+  const kinds = ids.map((id) => state.results.get(id).kind || "gaussian");
+  const cols = { network_id: [], name: [], sampler: [], sigma: [], delta_mean: [], delta_std: [], delta_sem: [], base_train_error: [] };
+  ids.forEach((id) => {
+    const r = state.results.get(id);
+    r.sigma.forEach((s, i) => {
+      cols.network_id.push(id); cols.name.push(byId(id) ? byId(id).name : ""); cols.sampler.push(samplerOf(byId(id)));
+      cols.sigma.push(s); cols.delta_mean.push(r.delta_mean[i]); cols.delta_std.push(r.delta_std[i]);
+      cols.delta_sem.push(r.delta_sem ? r.delta_sem[i] : ""); cols.base_train_error.push(r.base_train_error);
+    });
+  });
+  const json = Object.fromEntries(ids.map((id) => [id, state.results.get(id)]));
+  drawPlot("flat-curves", traces, {
+    title: { text: "Local energy ΔE(σ): train error increase under noise (mean ± std over draws)" },
+    xaxis: { title: { text: xTitle(kinds) } }, yaxis: { title: { text: "ΔE (train error %, above the network's own)" }, rangemode: "tozero" },
+    height: 420,
+  }, { name: "flatness-curves", csv: toCSV(cols), json });
+  drawScatter(ids);
+  renderTable();
+}
+
+function drawScatter(ids) {
+  const points = ids.map((id) => {
+    const r = state.results.get(id);
+    const n = byId(id);
+    const last = r.delta_mean.length - 1;
+    return { id, name: n ? n.name : `#${id}`, sampler: samplerOf(n), sigma: r.sigma[last], flatness: r.delta_mean[last], test_error: n ? n.test_error : null };
+  });
+  const usable = points.filter((p) => p.test_error !== null && p.test_error !== undefined);
+  const samplers = [...new Set(usable.map((p) => p.sampler))];
+  const traces = samplers.map((s) => {
+    const group = usable.filter((p) => p.sampler === s);
+    return { x: group.map((p) => 100 * p.flatness), y: group.map((p) => 100 * p.test_error), text: group.map((p) => p.name), customdata: group.map((p) => p.id),
+      name: s, mode: "markers", marker: { size: 11, color: colorOf(s), line: { color: "white", width: 1 } },
+      hovertemplate: `%{text} (${esc(s)})<br>ΔE(σmax) = %{x:.3f}%<br>test error = %{y:.3f}%<extra></extra>` };
+  });
+  const rho = spearman(usable.map((p) => p.flatness), usable.map((p) => p.test_error));
+  const sigmas = [...new Set(usable.map((p) => p.sigma))];
+  const rhoText = Number.isNaN(rho) ? `Spearman ρ: needs at least 3 networks with distinct values (have ${usable.length}).`
+    : `Spearman rank correlation between flatness and test error: ρ = ${rho.toFixed(3)} (n = ${usable.length}).`;
+  $("#flat-spearman", root).textContent = rhoText + (sigmas.length > 1 ? ` Note: the largest σ differs between networks (${sigmas.join(", ")}).` : "");
+  $("#flat-spearman", root).dataset.rho = Number.isNaN(rho) ? "" : String(rho);
+  drawPlot("flat-scatter", traces, {
+    title: { text: `Flatness vs generalisation${Number.isNaN(rho) ? "" : ` (Spearman ρ = ${rho.toFixed(3)})`}` },
+    xaxis: { title: { text: `ΔE at the largest σ (${sigmas.join(", ")}), %` } }, yaxis: { title: { text: "test error (%)" } },
+    height: 420, showlegend: true, legend: { title: { text: "sampler" }, orientation: "h", yref: "container", y: 0.01, yanchor: "bottom", x: 0 },
+  }, { name: "flatness-vs-test-error", csv: toCSV({ network_id: usable.map((p) => p.id), name: usable.map((p) => p.name), sampler: usable.map((p) => p.sampler), sigma: usable.map((p) => p.sigma), flatness: usable.map((p) => p.flatness), test_error: usable.map((p) => p.test_error) }), json: { points: usable, spearman: Number.isNaN(rho) ? null : rho } });
+}
+
+function renderTable() {
+  const rows = state.nets.map((id) => {
+    const n = byId(id);
+    const r = state.results.get(id);
+    const job = state.jobs.get(id);
+    const head = `<th scope="row"><a href="#/network?id=${id}">${esc(label(id))}</a></th><td>${esc(samplerOf(n))}</td>`;
+    if (state.errors.has(id)) return `<tr data-id="${id}">${head}<td colspan="5" class="error" role="alert">${esc(state.errors.get(id))}</td></tr>`;
+    if (!r) return `<tr data-id="${id}">${head}<td colspan="5" class="hint">computing…</td></tr>`;
+    const last = r.delta_mean.length - 1;
+    return `<tr data-id="${id}">${head}<td class="num">${num(r.sigma[last], 3)}</td><td class="num">${pct(r.delta_mean[last])} ± ${pct(r.delta_std[last])}</td>
+      <td class="num">${pct(r.base_train_error)}</td><td class="num">${pct(n ? n.test_error : null)}</td><td>job <a href="#/jobs?focus=${job.id}" data-job="${job.id}">${job.id}</a>${job.cached ? " · cached" : ""} · ${Array.isArray(r.draws) ? r.draws.join("/") : r.draws} draws</td></tr>`;
+  }).join("");
+  $("#flat-table", root).innerHTML = state.nets.length ? `<table class="data compact"><thead><tr><th>network</th><th>sampler</th><th class="num">σmax</th>
+    <th class="num">ΔE(σmax) ± std</th><th class="num">train error</th><th class="num">test error</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : "";
+}
+
+export default {
+  init(section) {
+    root = section;
+    section.innerHTML = `
+      <h2>Flatness (local energy)</h2>
+      <p class="hint">ΔE(σ) = E[train error of w + σ z ⊙ w] − train error of w, z ~ N(0, I): how fast the error grows when every weight is
+        shaken in proportion to itself. Flatter minimizers grow slower; the paper finds they also generalise better.</p>
+      <form id="flat-form">
+        <div id="flat-picker"></div>
+        <div class="row">
+          <label>σ values <input id="flat-sigmas" placeholder="(worker's default)" size="24" title="comma-separated noise levels, e.g. 0.05, 0.1, 0.2"></label>
+          <label>Draws per σ <input id="flat-draws" type="number" min="1" max="1000" placeholder="default"></label>
+          <button id="run-flatness" type="submit">Measure flatness</button>
+        </div>
+        <p id="flat-error" class="error" role="alert" hidden></p>
+      </form>
+      <div id="flat-progress" class="progress-list" hidden></div>
+      <div class="two-col">
+        <div>${plotBox("flat-curves")}</div>
+        <div>${plotBox("flat-scatter")}<p id="flat-spearman" class="summary" aria-live="polite"></p></div>
+      </div>
+      <div id="flat-table"></div>`;
+    picker = new MultiPicker($("#flat-picker", root), { name: "flat-nets" });
+    $("#flat-form", root).addEventListener("submit", runAll);
+    onNetworks(() => picker.render());
+  },
+
+  async enter(params) {
+    await ensureNetworks();
+    state.nets = idList(params.nets);
+    state.sigmas = params.sigmas || "";
+    state.draws = params.draws || "";
+    picker.set(state.nets, { silent: true });
+    $("#flat-sigmas", root).value = state.sigmas;
+    $("#flat-draws", root).value = state.draws;
+    const key = JSON.stringify(urlParams());
+    if (state.nets.length && key !== lastKey) await runAll();
+  },
+};

@@ -1,0 +1,146 @@
+// Jobs: live progress, status, errors in words, cancel, re-run (the same kind and params), open the result.
+import { cancelJob, listJobs, submitJob } from "../api.js";
+import { setState } from "../router.js";
+import { byId, refreshNetworks } from "../store.js";
+import { $, archText, dateText, esc, setError } from "../util.js";
+
+const KINDS = ["train", "evaluate", "path", "distance", "matrix", "canonicalize", "flatness", "plane"];
+const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
+
+let root;
+let timer = null;
+let visible = false;
+const ui = { status: "", kind: "", focus: null, jobs: [] };
+
+const netName = (id) => { const n = byId(id); return n ? `${esc(n.name)} #${id}` : `#${id}`; };
+
+// What a job is about, in a few words.
+function describe(j) {
+  const p = j.params || {};
+  switch (j.kind) {
+    case "train": return `${esc(p.name || "")}: ${esc(archText(p.architecture))} on ${esc(p.dataset)} with ${esc(p.optimizer)}, ${p.epochs ?? "?"} epochs, seed ${p.seed ?? 0}`;
+    case "path": return `${esc(p.type)} path ${netName(p.a)} → ${netName(p.b)}, ${p.points} points${p.variant ? ` (${esc(p.variant)})` : ""}`;
+    case "distance": return `distances ${netName(p.a)} ↔ ${netName(p.b)}`;
+    case "matrix": return `matrix of ${(p.networks || []).length} networks${p.barriers ? " with barriers" : ""}`;
+    case "flatness": return `flatness of ${netName(p.network)}${p.sigmas ? `, σ ∈ {${p.sigmas.join(", ")}}` : ""}`;
+    case "plane": return `plane through ${(p.networks || []).map(netName).join(", ")}, ${p.grid ?? "?"}²${p.mode ? ` ${esc(p.mode)}` : ""}`;
+    case "evaluate": case "canonicalize": return `${j.kind} ${netName(p.network)}`;
+    default: return esc(JSON.stringify(p));
+  }
+}
+
+// The view that shows a job's result.
+function link(j) {
+  const p = j.params || {};
+  if (j.status !== "succeeded") return "";
+  const r = j.result || {};
+  switch (j.kind) {
+    case "train": return r.network_id || j.result_id ? `<a href="#/networks?q=${encodeURIComponent(p.name || "")}">network</a>` : "";
+    case "path": return `<a href="#/compare?a=${p.a}&b=${p.b}&types=${p.type}&points=${p.points}${p.bn && p.bn !== "recompute" ? `&bn=${p.bn}` : ""}${p.variant && p.variant !== "geodesic" ? `&variant=${p.variant}` : ""}">plot</a>`;
+    case "distance": return `<a href="#/compare?a=${p.a}&b=${p.b}">compare</a>`;
+    case "matrix": return `<a href="#/map?nets=${(p.networks || []).join(",")}${p.barriers ? `&barriers=1&points=${p.points}` : ""}">map</a>`;
+    case "flatness": return `<a href="#/flatness?nets=${p.network}${p.sigmas ? `&sigmas=${p.sigmas.join(",")}` : ""}${p.draws ? `&draws=${p.draws}` : ""}">plot</a>`;
+    case "plane": return `<a href="#/plane?nets=${(p.networks || []).join(",")}&grid=${p.grid}${p.mode ? `&mode=${p.mode}` : ""}">plot</a>`;
+    case "evaluate": case "canonicalize": return `<a href="#/network?id=${p.network}">network</a>`;
+    default: return "";
+  }
+}
+
+function duration(j) {
+  if (!j.started_at) return "";
+  const end = j.finished_at ? new Date(j.finished_at + (j.finished_at.endsWith("Z") ? "" : "Z")) : new Date();
+  const s = (end - new Date(j.started_at + (j.started_at.endsWith("Z") ? "" : "Z"))) / 1000;
+  return s < 0 ? "" : s < 60 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`;
+}
+
+function render() {
+  const rows = ui.jobs.map((j) => {
+    const p = Math.round(100 * (j.progress || 0));
+    const active = j.status === "queued" || j.status === "running";
+    const words = j.status === "failed" ? `<span class="error">${esc(j.error || j.message || "failed without a message")}</span>` : esc(j.message || "");
+    return `<tr data-job="${j.id}" class="${ui.focus === j.id ? "focus" : ""}">
+      <td class="num">${j.id}</td><td>${esc(j.kind)}</td><td class="what">${describe(j)}</td>
+      <td class="status-${j.status}">${j.status}${j.cached ? ` <span class="pill" title="answered at once from job ${j.cached_from}'s result">cached</span>` : ""}</td>
+      <td><span class="minibar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${p}" aria-label="progress of job ${j.id}"><span style="width:${j.status === "succeeded" ? 100 : p}%"></span></span> ${j.status === "succeeded" ? 100 : p}%</td>
+      <td class="message">${words}</td>
+      <td>${esc(j.owner)}</td><td>${esc(dateText(j.created_at))}</td><td class="num">${duration(j)}</td>
+      <td class="actions">${active ? `<button type="button" class="secondary small" data-cancel="${j.id}">Cancel</button>` : ""}
+        ${!active && j.kind !== "evaluate" ? `<button type="button" class="secondary small" data-rerun="${j.id}">Re-run</button>` : ""} ${link(j)}</td>
+    </tr>`;
+  }).join("");
+  $("#jobs-table tbody", root).innerHTML = rows || `<tr><td colspan="10" class="hint">No jobs${ui.status || ui.kind ? " match the filter" : " yet"}.</td></tr>`;
+}
+
+async function refresh() {
+  clearTimeout(timer);
+  if (!visible) return;
+  try {
+    ui.jobs = await listJobs({ status: ui.status, kind: ui.kind, limit: 200 });
+    setError($("#jobs-error", root), "");
+    render();
+  } catch (e) {
+    setError($("#jobs-error", root), `Could not list the jobs: ${e.message}`);
+  }
+  const busy = ui.jobs.some((j) => j.status === "queued" || j.status === "running");
+  timer = setTimeout(refresh, busy ? 1000 : 5000);
+}
+
+async function act(ev) {
+  const cancel = ev.target.closest("[data-cancel]");
+  const rerun = ev.target.closest("[data-rerun]");
+  const note = $("#jobs-note", root);
+  if (cancel) {
+    cancel.disabled = true;
+    try { await cancelJob(cancel.dataset.cancel); note.textContent = `Job ${cancel.dataset.cancel} cancelled.`; }
+    catch (e) { setError($("#jobs-error", root), `Cancel job ${cancel.dataset.cancel}: ${e.message}`); }
+    refresh();
+  }
+  if (rerun) {
+    const job = ui.jobs.find((j) => j.id === Number(rerun.dataset.rerun));
+    rerun.disabled = true;
+    try {
+      const fresh = await submitJob(job.kind, job.params);
+      note.textContent = `Job ${job.id} re-submitted as job ${fresh.id}${fresh.cached ? ", answered at once from the cache" : ""}.`;
+      ui.focus = fresh.id;
+      if (job.kind === "train") setTimeout(refreshNetworks, 2000);
+    } catch (e) { setError($("#jobs-error", root), `Re-run job ${job.id}: ${e.message}`); }
+    refresh();
+  }
+}
+
+function saveState() { setState("jobs", { status: ui.status, kind: ui.kind }); }
+
+export default {
+  init(section) {
+    root = section;
+    section.innerHTML = `
+      <div class="view-head"><h2>Jobs</h2>
+        <div class="toolbar">
+          <label>Status <select id="jobs-status"><option value="">all</option>${STATUSES.map((s) => `<option>${s}</option>`).join("")}</select></label>
+          <label>Kind <select id="jobs-kind"><option value="">all</option>${KINDS.map((k) => `<option>${k}</option>`).join("")}</select></label>
+          <button id="jobs-refresh" type="button" class="secondary">Refresh</button>
+        </div></div>
+      <p id="jobs-error" class="error" role="alert" hidden></p>
+      <p id="jobs-note" class="done" aria-live="polite"></p>
+      <div class="table-wrap"><table id="jobs-table" class="data">
+        <thead><tr><th class="num">id</th><th>kind</th><th>what</th><th>status</th><th>progress</th><th>message</th><th>owner</th><th>created</th><th class="num">took</th><th><span class="sr-only">actions</span></th></tr></thead>
+        <tbody></tbody></table></div>`;
+    $("#jobs-status", root).addEventListener("change", (ev) => { ui.status = ev.target.value; saveState(); refresh(); });
+    $("#jobs-kind", root).addEventListener("change", (ev) => { ui.kind = ev.target.value; saveState(); refresh(); });
+    $("#jobs-refresh", root).addEventListener("click", refresh);
+    $("#jobs-table", root).addEventListener("click", act);
+  },
+
+  async enter(params) {
+    visible = true;
+    ui.status = STATUSES.includes(params.status) ? params.status : "";
+    ui.kind = params.kind || "";
+    ui.focus = Number(params.focus) || null;
+    $("#jobs-status", root).value = ui.status;
+    if (ui.kind && !KINDS.includes(ui.kind)) $("#jobs-kind", root).insertAdjacentHTML("beforeend", `<option>${esc(ui.kind)}</option>`);
+    $("#jobs-kind", root).value = ui.kind;
+    await refresh();
+  },
+
+  leave() { visible = false; clearTimeout(timer); },
+};

@@ -1,0 +1,223 @@
+// Map: the distances (and optionally geodesic barriers) between a set of networks as a heatmap, and a 2-D
+// picture of the set by classical MDS of the geodesic distances. Click two points to compare them.
+import { runJob } from "../api.js";
+import { MultiPicker } from "../picker.js";
+import { clearPlot, drawPlot, plotBox } from "../plots.js";
+import { go, setState } from "../router.js";
+import { byId, ensureNetworks, onNetworks } from "../store.js";
+import { classicalMDS } from "../stats.js";
+import { $, clearProgress, colorOf, esc, idList, num, pct, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
+
+const LABELS = { raw: "raw", aligned: "aligned", normalized: "normalised", normalized_aligned: "normalised-aligned", geodesic: "geodesic D",
+  hamming: "hamming (aligned)", hamming_unaligned: "hamming (unaligned)", barriers: "geodesic barrier (max train error)" };
+
+let root;
+let picker;
+let run = 0;
+let lastKey = "";
+let clicked = null;  // the first point clicked on the map, waiting for the second
+const state = { nets: [], dist: "geodesic", color: "sampler", barriers: false, points: 11, result: null, job: null };
+
+const urlParams = () => ({ nets: state.nets, dist: state.dist, color: state.color, barriers: state.barriers ? 1 : "", points: state.barriers ? state.points : "" });
+const saveView = () => setState("map", urlParams());
+
+async function runMatrix(ev) {
+  if (ev) ev.preventDefault();
+  state.nets = picker.selected.slice();
+  state.barriers = $("#map-barriers", root).checked;
+  state.points = Number($("#map-points", root).value) || 11;
+  const err = $("#map-error", root);
+  setError(err, "");
+  if (state.nets.length < 2) { setError(err, "Choose at least two networks."); return; }
+  setState("map", urlParams(), { push: true });
+  lastKey = JSON.stringify({ nets: state.nets, barriers: state.barriers, points: state.points });
+  const mine = ++run;
+  state.result = null;
+  clicked = null;
+  clearProgress($("#map-progress", root));
+  clearPlot("map-heatmap");
+  clearPlot("map-mds");
+  const params = { networks: state.nets, barriers: state.barriers };
+  if (state.barriers) params.points = state.points;
+  try {
+    const job = await runJob("matrix", params, (j) => { if (mine === run) showJobProgress($("#map-progress", root), j, `distance matrix of ${state.nets.length} networks`); });
+    if (mine !== run) return;
+    state.result = job.result;
+    state.job = job;
+    fillDistanceChoice();
+    draw();
+  } catch (e) {
+    if (mine === run) setError(err, e.message);
+  }
+}
+
+function matrices() {
+  const r = state.result;
+  const out = { ...(r.distances || {}) };
+  if (r.barriers) out.barriers = r.barriers;
+  return out;
+}
+
+function fillDistanceChoice() {
+  const keys = Object.keys(matrices());
+  if (!keys.includes(state.dist)) state.dist = keys.includes("geodesic") ? "geodesic" : keys[0];
+  $("#map-dist", root).innerHTML = keys.map((k) => `<option value="${k}" ${k === state.dist ? "selected" : ""}>${esc(LABELS[k] || k)}</option>`).join("");
+}
+
+const names = () => state.result.networks.map((id, i) => `${state.result.names ? state.result.names[i] : byId(id) ? byId(id).name : ""} #${id}`);
+
+function draw() {
+  const r = state.result;
+  const ids = r.networks;
+  const labels = names();
+  const z = matrices()[state.dist];
+  const isBarrier = state.dist === "barriers";
+  const shown = isBarrier ? z.map((row) => row.map((v) => (v === null ? null : 100 * v))) : z;
+  drawPlot("map-heatmap", [{
+    type: "heatmap", z: shown, x: labels, y: labels, colorscale: "Viridis", reversescale: false, customdata: ids.map((a) => ids.map((b) => [a, b])),
+    colorbar: { title: { text: isBarrier ? "barrier %" : LABELS[state.dist] || state.dist, side: "right" } },
+    hovertemplate: `%{y} ↔ %{x}<br>${esc(LABELS[state.dist] || state.dist)} = %{z:.5g}${isBarrier ? "%" : ""}<extra>click: compare</extra>`,
+  }], {
+    title: { text: `${LABELS[state.dist] || state.dist} between ${ids.length} networks` },
+    xaxis: { tickangle: -35, automargin: true }, yaxis: { automargin: true, autorange: "reversed" }, height: 460,
+  }, { name: `map-${state.dist}`, csv: toCSV(Object.fromEntries([["network", labels], ...labels.map((l, j) => [l, z.map((row) => row[j])])])), json: r });
+  drawMDS();
+  $("#map-note", root).dataset.job = state.job.id;
+  $("#map-note", root).textContent = `Matrix job ${state.job.id}${state.job.cached ? " (answered from the cache)" : ""}. Click a heatmap cell, or two points of the map, to compare two networks along their paths.`;
+  const heat = document.getElementById("map-heatmap");
+  if (!heat.dataset.clicks) {
+    heat.dataset.clicks = "1";
+    heat.on("plotly_click", (ev) => {
+      const [a, b] = ev.points[0].customdata;
+      if (a !== b) go("compare", { a, b });
+    });
+  }
+}
+
+// Classical MDS of the geodesic distances (hamming for binary networks), coloured by sampler or test error.
+function drawMDS() {
+  const r = state.result;
+  const ids = r.networks;
+  const key = r.distances.geodesic ? "geodesic" : r.distances.hamming ? "hamming" : Object.keys(r.distances)[0];
+  const { coords, eigenvalues } = classicalMDS(r.distances[key], 2);
+  state.mds = { key, coords, eigenvalues };
+  const labels = names();
+  const testErr = ids.map((id, i) => (r.test_error ? r.test_error[i] : byId(id) ? byId(id).test_error : null));
+  const sampler = ids.map((id, i) => (r.optimizer && r.optimizer[i]) || samplerOf(byId(id)));
+  const point = (i) => ({ id: ids[i], name: labels[i], x: coords[i][0], y: coords[i][1], sampler: sampler[i], test_error: testErr[i] });
+  const all = ids.map((_, i) => point(i));
+  let traces;
+  const hover = `%{text}<br>sampler %{customdata[1]}<br>test error %{customdata[2]}<extra>click two points to compare</extra>`;
+  const custom = (p) => [p.id, p.sampler, pct(p.test_error)];
+  if (state.color === "test_error") {
+    traces = [{ x: all.map((p) => p.x), y: all.map((p) => p.y), text: all.map((p) => p.name), customdata: all.map(custom), mode: "markers+text", textposition: "top center", cliponaxis: false,
+      name: "networks", marker: { size: 14, color: all.map((p) => (p.test_error === null ? null : 100 * p.test_error)), colorscale: "RdYlGn", reversescale: true,
+        colorbar: { title: { text: "test error %", side: "right" } }, line: { color: "#333", width: 1 } }, hovertemplate: hover }];
+  } else {
+    traces = [...new Set(sampler)].map((s) => {
+      const group = all.filter((p) => p.sampler === s);
+      return { x: group.map((p) => p.x), y: group.map((p) => p.y), text: group.map((p) => p.name), customdata: group.map(custom), mode: "markers+text",
+        textposition: "top center", cliponaxis: false, name: s, marker: { size: 14, color: colorOf(s), line: { color: "white", width: 1 } }, hovertemplate: hover };
+    });
+  }
+  if (clicked !== null) {
+    const p = all.find((q) => q.id === clicked);
+    if (p) traces.push({ x: [p.x], y: [p.y], mode: "markers", name: "first pick", showlegend: false, hoverinfo: "skip", marker: { size: 24, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2 } } });
+  }
+  const explained = eigenvalues.map((v) => Math.max(v, 0));
+  drawPlot("map-mds", traces, {
+    title: { text: `Classical MDS of the ${LABELS[key] || key} distances` },
+    xaxis: { title: { text: `MDS 1 (eigenvalue ${num(explained[0], 3)})` }, zeroline: false },
+    yaxis: { title: { text: `MDS 2 (eigenvalue ${num(explained[1], 3)})` }, zeroline: false, scaleanchor: "x", scaleratio: 1 },
+    height: 460, legend: { title: { text: state.color === "test_error" ? "" : "sampler" }, orientation: "h", yref: "container", y: 0.01, yanchor: "bottom", x: 0 },
+  }, { name: "map-mds", csv: toCSV({ network_id: all.map((p) => p.id), name: all.map((p) => p.name), sampler: all.map((p) => p.sampler), test_error: all.map((p) => p.test_error), mds1: all.map((p) => p.x), mds2: all.map((p) => p.y) }), json: { distance: key, eigenvalues, points: all } });
+  const mds = document.getElementById("map-mds");
+  if (!mds.dataset.clicks) {
+    mds.dataset.clicks = "1";
+    mds.on("plotly_click", (ev) => {
+      const p = ev.points[0];
+      if (!p || !p.customdata) return;
+      pick(p.customdata[0]);
+    });
+  }
+  fillPairChoice();
+}
+
+function pick(id) {
+  if (clicked === null || clicked === id) {
+    clicked = id;
+    const n = byId(id);
+    $("#map-pick", root).textContent = `A = ${n ? n.name : ""} #${id}; click a second point to compare.`;
+    drawMDS();
+    return;
+  }
+  const a = clicked;
+  clicked = null;
+  go("compare", { a, b: id });
+}
+
+function fillPairChoice() {
+  const options = names().map((l, i) => `<option value="${state.result.networks[i]}">${esc(l)}</option>`).join("");
+  $("#map-pair-a", root).innerHTML = options;
+  $("#map-pair-b", root).innerHTML = options;
+  if (state.result.networks.length > 1) $("#map-pair-b", root).selectedIndex = 1;
+  $("#map-pair", root).hidden = false;
+}
+
+export default {
+  init(section) {
+    root = section;
+    section.innerHTML = `
+      <h2>Map of a set of networks</h2>
+      <form id="map-form">
+        <div id="map-picker"></div>
+        <div class="row">
+          <label title="also compute the barrier (max train error) along the geodesic between every pair: n(n−1)/2 paths, slower"><input id="map-barriers" type="checkbox"> geodesic barriers too</label>
+          <label>Points per path <input id="map-points" type="number" min="2" max="101" value="11"></label>
+          <button id="run-map" type="submit">Compute the map</button>
+        </div>
+        <p id="map-error" class="error" role="alert" hidden></p>
+      </form>
+      <div id="map-progress" class="progress-list" hidden></div>
+      <div class="row">
+        <label>Heatmap of <select id="map-dist"></select></label>
+        <label>Colour the map by <select id="map-color"><option value="sampler">sampler</option><option value="test_error">test error</option></select></label>
+        <span id="map-pick" class="hint" aria-live="polite"></span>
+      </div>
+      <div class="two-col">
+        <div>${plotBox("map-heatmap")}</div>
+        <div>${plotBox("map-mds")}</div>
+      </div>
+      <p id="map-note" class="hint"></p>
+      <form id="map-pair" class="row" hidden>
+        <label>Compare <select id="map-pair-a"></select></label><label>with <select id="map-pair-b"></select></label>
+        <button type="submit">Open in Compare</button>
+      </form>`;
+    picker = new MultiPicker($("#map-picker", root), { name: "map-nets" });
+    $("#map-form", root).addEventListener("submit", runMatrix);
+    $("#map-dist", root).addEventListener("change", (ev) => { state.dist = ev.target.value; saveView(); if (state.result) draw(); });
+    $("#map-color", root).addEventListener("change", (ev) => { state.color = ev.target.value; saveView(); if (state.result) drawMDS(); });
+    $("#map-pair", root).addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const a = $("#map-pair-a", root).value, b = $("#map-pair-b", root).value;
+      if (a !== b) go("compare", { a, b });
+    });
+    onNetworks(() => picker.render());
+  },
+
+  async enter(params) {
+    await ensureNetworks();
+    state.nets = idList(params.nets);
+    state.dist = params.dist || "geodesic";
+    state.color = params.color === "test_error" ? "test_error" : "sampler";
+    state.barriers = params.barriers === "1";
+    state.points = Number(params.points) || 11;
+    picker.set(state.nets, { silent: true });
+    $("#map-barriers", root).checked = state.barriers;
+    $("#map-points", root).value = state.points;
+    $("#map-color", root).value = state.color;
+    const key = JSON.stringify({ nets: state.nets, barriers: state.barriers, points: state.points });
+    if (state.nets.length >= 2 && key !== lastKey) await runMatrix();
+    else if (state.result) { fillDistanceChoice(); draw(); }
+  },
+};

@@ -1,0 +1,167 @@
+// One network: its metadata, its training curve, tags and visibility, download, links to the other views.
+import { authHeaders, getNetwork, getToken, patchNetwork } from "../api.js";
+import { clearPlot, drawPlot, plotBox } from "../plots.js";
+import { go } from "../router.js";
+import { refreshNetworks, store } from "../store.js";
+import { $, archText, dateText, esc, num, pct, rowsToCSV, samplerOf, setError } from "../util.js";
+
+let root;
+let net = null;
+
+function sourceText(src) {
+  if (!src) return "";
+  if (src.kind === "trained") {
+    const params = Object.entries(src.params || {}).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
+    return `trained with ${src.optimizer}${params ? ` (${params})` : ""}${src.job_id ? ` by job ${src.job_id}` : ""}`;
+  }
+  if (src.kind === "uploaded") return `uploaded${src.filename ? ` from ${src.filename}` : ""}`;
+  return `${src.kind} ${JSON.stringify(Object.fromEntries(Object.entries(src).filter(([k]) => k !== "kind")))}`;
+}
+
+function render() {
+  const n = net;
+  const flat = store.flatness.get(n.id);
+  $("#network-title", root).textContent = `${n.name} (#${n.id})`;
+  $("#network-meta", root).innerHTML = `
+    <dt>architecture</dt><dd>${esc(archText(n.architecture))} <code>${esc(JSON.stringify(n.architecture))}</code></dd>
+    <dt>data set</dt><dd>${esc(n.dataset)} ${Object.keys(n.dataset_options || {}).length ? `<code>${esc(JSON.stringify(n.dataset_options))}</code>` : ""}</dd>
+    <dt>how it was made</dt><dd>${esc(sourceText(n.source))}</dd>
+    <dt>train error</dt><dd class="num">${pct(n.train_error)} <span class="hint">loss ${num(n.train_loss)}</span></dd>
+    <dt>test error</dt><dd class="num">${pct(n.test_error)} <span class="hint">loss ${num(n.test_loss)}</span></dd>
+    <dt>flatness</dt><dd>${flat ? `ΔE = ${pct(flat.delta)} at σ = ${flat.sigma}` : `not measured yet — <a href="#/flatness?nets=${n.id}">measure it</a>`}</dd>
+    <dt>parameters</dt><dd class="num">${n.n_params.toLocaleString("en")}</dd>
+    <dt>owner</dt><dd>${esc(n.owner)} · ${esc(n.visibility)}</dd>
+    <dt>created</dt><dd>${esc(dateText(n.created_at))}</dd>
+    <dt>weights</dt><dd><code title="SHA-256 of the weights">${esc(n.weights_hash.slice(0, 16))}…</code> <button type="button" class="link" id="network-download">download .safetensors</button></dd>`;
+  $("#network-tags", root).value = (n.tags || []).join(", ");
+  $("#network-rename", root).value = n.name;
+  $("#network-visibility", root).value = n.visibility;
+  $("#network-links", root).innerHTML = `
+    <a href="#/flatness?nets=${n.id}">Flatness of this network</a> ·
+    <a href="#/networks?sel=${n.id}">Choose it in the table</a> ·
+    <a href="#/jobs">Jobs</a>`;
+  $("#network-download", root).addEventListener("click", download);
+  plotHistory();
+}
+
+function plotHistory() {
+  const h = net.history || [];
+  if (!h.length) {
+    clearPlot("history-plot");
+    $("#history-note", root).textContent = net.source && net.source.kind === "trained" ? "No training curve was recorded." : "Uploaded networks have no training curve.";
+    return;
+  }
+  $("#history-note", root).textContent = "";
+  // the x axis counts epochs over all phases (ADV: pre-training first, then training)
+  const x = h.map((_, i) => i + 1);
+  const phase = h.map((e) => e.phase || "train");
+  const curve = (key, name, extra = {}) => ({
+    x, y: h.map((e) => (e[key] === undefined || e[key] === null ? null : key.includes("error") ? 100 * e[key] : e[key])),
+    name, mode: "lines+markers", marker: { size: 4 }, customdata: phase,
+    hovertemplate: `${name}: %{y:.4g}${key.includes("error") ? "%" : ""}<br>epoch %{x} (%{customdata})<extra></extra>`, ...extra,
+  });
+  const traces = [
+    curve("train_error", "train error", { line: { color: "#2563eb" } }),
+    curve("test_error", "test error", { line: { color: "#dc2626" } }),
+    curve("train_loss", "train loss", { yaxis: "y2", line: { color: "#2563eb", dash: "dot" }, visible: "legendonly" }),
+    curve("test_loss", "test loss", { yaxis: "y2", line: { color: "#dc2626", dash: "dot" }, visible: "legendonly" }),
+  ];
+  const pre = phase.filter((p) => p === "pretrain").length;
+  const shapes = pre ? [{ type: "rect", xref: "x", yref: "paper", x0: 0.5, x1: pre + 0.5, y0: 0, y1: 1, fillcolor: "#fde68a", opacity: 0.3, line: { width: 0 } }] : [];
+  const annotations = pre ? [{ xref: "x", yref: "paper", x: (pre + 1) / 2, y: 1, text: "pre-training", showarrow: false, yanchor: "bottom" }] : [];
+  drawPlot("history-plot", traces, {
+    title: { text: `Training curve of ${net.name}` },
+    xaxis: { title: { text: "epoch" } },
+    yaxis: { title: { text: "error (%)" }, rangemode: "tozero" },
+    yaxis2: { title: { text: "loss" }, overlaying: "y", side: "right", showgrid: false, zeroline: false, rangemode: "tozero" },
+    shapes, annotations,
+  }, { name: `network-${net.id}-history`, csv: rowsToCSV(h), json: h });
+}
+
+async function download() {
+  const url = `/api/networks/${net.id}/weights`;
+  if (!getToken()) { window.location.assign(url); return; }  // a plain link: the browser saves it
+  try {
+    const res = await fetch(url, { headers: authHeaders() });
+    if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
+    const blob = await res.blob();
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = `${net.name}-${net.id}.safetensors`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  } catch (e) { setError($("#network-error", root), `Download failed: ${e.message}`); }
+}
+
+async function save(ev) {
+  ev.preventDefault();
+  const err = $("#network-error", root);
+  setError(err, "");
+  const patch = {
+    name: $("#network-rename", root).value.trim(),
+    tags: $("#network-tags", root).value.split(",").map((s) => s.trim()).filter(Boolean),
+    visibility: $("#network-visibility", root).value,
+  };
+  try {
+    net = await patchNetwork(net.id, patch);
+    $("#network-saved", root).textContent = "Saved.";
+    setTimeout(() => { $("#network-saved", root).textContent = ""; }, 2500);
+    render();
+    refreshNetworks();
+  } catch (e) { setError(err, e.message); }
+}
+
+export default {
+  init(section) {
+    root = section;
+    section.innerHTML = `
+      <p><a href="#/networks">← all networks</a></p>
+      <h2 id="network-title">Network</h2>
+      <p id="network-error" class="error" role="alert" hidden></p>
+      <div class="two-col">
+        <div>
+          <dl id="network-meta" class="meta"></dl>
+          <form id="network-edit" class="row">
+            <label>Name <input id="network-rename"></label>
+            <label>Tags <input id="network-tags" placeholder="comma, separated"></label>
+            <label>Visibility <select id="network-visibility"><option>lab</option><option>private</option></select></label>
+            <button type="submit">Save</button> <span id="network-saved" class="done" aria-live="polite"></span>
+          </form>
+          <p id="network-links"></p>
+          <form id="network-compare" class="row">
+            <label>Compare with <select id="network-other"></select></label>
+            <button type="submit">Open in Compare</button>
+          </form>
+        </div>
+        <div>
+          ${plotBox("history-plot")}
+          <p id="history-note" class="hint"></p>
+        </div>
+      </div>`;
+    $("#network-edit", root).addEventListener("submit", save);
+    $("#network-compare", root).addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const other = $("#network-other", root).value;
+      if (other) go("compare", { a: net.id, b: other });
+    });
+  },
+
+  async enter(params) {
+    const err = $("#network-error", root);
+    setError(err, "");
+    const id = Number(params.id);
+    if (!id) { setError(err, "No network given: the address needs ?id=<network id>."); return; }
+    try {
+      net = await getNetwork(id);
+    } catch (e) {
+      $("#network-title", root).textContent = `Network #${id}`;
+      $("#network-meta", root).innerHTML = "";
+      clearPlot("history-plot");
+      setError(err, e.message);
+      return;
+    }
+    const others = store.networks.filter((n) => n.id !== net.id && n.dataset === net.dataset);
+    $("#network-other", root).innerHTML = `<option value="">— choose —</option>` + others.map((n) => `<option value="${n.id}">${esc(n.name)} (#${n.id}) · ${esc(samplerOf(n))}</option>`).join("");
+    render();
+  },
+};

@@ -1,0 +1,126 @@
+// Plane: the error on the 2-D plane through three networks (Gram–Schmidt, as Garipov et al.), the three marked.
+import { runJob } from "../api.js";
+import { fillSelect } from "../picker.js";
+import { clearPlot, drawPlot, plotBox } from "../plots.js";
+import { setState } from "../router.js";
+import { byId, ensureNetworks, onNetworks } from "../store.js";
+import { $, clearProgress, esc, idList, pct, setError, showJobProgress, toCSV } from "../util.js";
+
+let root;
+let run = 0;
+let lastKey = "";
+const state = { nets: [], grid: 15, mode: "aligned", show: "train", result: null, job: null };
+const SLOTS = ["plane-a", "plane-b", "plane-c"];
+
+const chosen = () => state.nets.filter(Boolean);
+const urlParams = () => ({ nets: chosen(), grid: state.grid, mode: state.mode, show: state.show === "train" ? "" : state.show });
+
+function fillPickers() {
+  const filter = $("#plane-search", root).value.trim();
+  SLOTS.forEach((slot, i) => fillSelect($(`#${slot}`, root), state.nets[i] || "", filter));
+}
+
+function readForm() {
+  state.nets = SLOTS.map((s) => Number($(`#${s}`, root).value) || null);
+  state.grid = Number($("#plane-grid", root).value);
+  state.mode = $("#plane-mode", root).value;
+}
+
+async function runPlane(ev) {
+  if (ev) ev.preventDefault();
+  readForm();
+  const err = $("#plane-error", root);
+  setError(err, "");
+  if (chosen().length !== 3 || new Set(chosen()).size !== 3) { setError(err, "Choose three different networks."); return; }
+  if (!(state.grid >= 3 && state.grid <= 101)) { setError(err, "Grid: 3 to 101 points per side."); return; }
+  setState("plane", urlParams(), { push: true });
+  lastKey = JSON.stringify({ nets: state.nets, grid: state.grid, mode: state.mode });
+  const mine = ++run;
+  state.result = null;
+  clearProgress($("#plane-progress", root));
+  clearPlot("plane-plot");
+  try {
+    const job = await runJob("plane", { networks: state.nets, grid: state.grid, mode: state.mode },
+      (j) => { if (mine === run) showJobProgress($("#plane-progress", root), j, `plane through ${state.nets.map((id) => `#${id}`).join(", ")}`); });
+    if (mine !== run) return;
+    state.result = job.result;
+    state.job = job;
+    draw();
+  } catch (e) {
+    if (mine === run) setError(err, e.message);
+  }
+}
+
+function draw() {
+  const r = state.result;
+  const key = state.show === "test" ? "test_error" : "train_error";
+  const z = r[key].map((row) => row.map((v) => (v === null ? null : 100 * v)));
+  const names = state.nets.map((id) => { const n = byId(id); return n ? `${n.name} #${id}` : `#${id}`; });
+  const points = r.points || [];
+  const traces = [
+    { type: "contour", x: r.x, y: r.y, z, name: `${state.show} error`, colorscale: "Viridis", reversescale: false,
+      contours: { coloring: "heatmap", showlabels: true, labelfont: { color: "white", size: 10 } }, line: { width: 0.5, color: "rgba(255,255,255,0.5)" },
+      colorbar: { title: { text: `${state.show} error %`, side: "right" } },
+      hovertemplate: `x = %{x:.3f}, y = %{y:.3f}<br>${state.show} error %{z:.2f}%<extra></extra>` },
+    { type: "scatter", mode: "markers+text", x: points.map((p) => p.x), y: points.map((p) => p.y), text: names, textposition: "top center", name: "networks",
+      textfont: { color: "white", size: 12 }, marker: { size: 12, color: ["#ef4444", "#f59e0b", "#22d3ee"], line: { color: "white", width: 2 }, symbol: "circle" },
+      hovertemplate: "%{text}<br>x = %{x:.3f}, y = %{y:.3f}<extra></extra>" },
+  ];
+  const cols = { y: [], x: [], train_error: [], test_error: [] };
+  r.y.forEach((y, i) => r.x.forEach((x, j) => { cols.y.push(y); cols.x.push(x); cols.train_error.push(r.train_error[i][j]); cols.test_error.push(r.test_error ? r.test_error[i][j] : ""); }));
+  drawPlot("plane-plot", traces, {
+    title: { text: `${state.show === "test" ? "Test" : "Train"} error on the plane through the three networks (${r.mode || state.mode})` },
+    xaxis: { title: { text: "x (along A → B)" }, zeroline: false }, yaxis: { title: { text: "y (towards C, orthogonal)" }, zeroline: false, scaleanchor: "x", scaleratio: 1 },
+    height: 560, showlegend: false,
+  }, { name: `plane-${state.nets.join("-")}`, csv: toCSV(cols), json: r });
+  const at = (i) => { const p = points[i]; return p ? `(${p.x.toFixed(3)}, ${p.y.toFixed(3)})` : ""; };
+  $("#plane-note", root).dataset.job = state.job.id;
+  $("#plane-note", root).innerHTML = `Job ${state.job.id}${state.job.cached ? " (answered from the cache)" : ""}. ` +
+    names.map((n, i) => `<span class="pill">${esc(n)} ${at(i)} test ${pct(byId(state.nets[i]) ? byId(state.nets[i]).test_error : null)}</span>`).join(" ");
+}
+
+export default {
+  init(section) {
+    root = section;
+    section.innerHTML = `
+      <h2>Plane through three networks</h2>
+      <form id="plane-form">
+        <div class="row">
+          <label>Search <input id="plane-search" type="search" placeholder="filter the three lists"></label>
+          <label>A <select id="plane-a"></select></label>
+          <label>B <select id="plane-b"></select></label>
+          <label>C <select id="plane-c"></select></label>
+        </div>
+        <div class="row">
+          <label>Grid (points per side) <input id="plane-grid" type="number" min="3" max="101" value="15"></label>
+          <label title="aligned: B and C are permuted to match A and all three are in canonical form; raw: the networks as stored">Mode <select id="plane-mode"><option value="aligned">aligned</option><option value="raw">raw</option></select></label>
+          <button id="run-plane" type="submit">Compute the plane</button>
+          <label>Show <select id="plane-show"><option value="train">train error</option><option value="test">test error</option></select></label>
+        </div>
+        <p id="plane-error" class="error" role="alert" hidden></p>
+      </form>
+      <div id="plane-progress" class="progress-list" hidden></div>
+      ${plotBox("plane-plot", "square")}
+      <p id="plane-note" class="hint"></p>`;
+    $("#plane-form", root).addEventListener("submit", runPlane);
+    $("#plane-search", root).addEventListener("input", () => { readForm(); fillPickers(); });
+    $("#plane-show", root).addEventListener("change", (ev) => { state.show = ev.target.value; setState("plane", urlParams()); if (state.result) draw(); });
+    onNetworks(() => { if (!section.hidden) { readForm(); fillPickers(); } });
+  },
+
+  async enter(params) {
+    await ensureNetworks();
+    state.nets = idList(params.nets).slice(0, 3);
+    state.grid = Number(params.grid) || 15;
+    state.mode = params.mode === "raw" ? "raw" : "aligned";
+    state.show = params.show === "test" ? "test" : "train";
+    $("#plane-search", root).value = "";
+    fillPickers();
+    $("#plane-grid", root).value = state.grid;
+    $("#plane-mode", root).value = state.mode;
+    $("#plane-show", root).value = state.show;
+    const key = JSON.stringify({ nets: state.nets, grid: state.grid, mode: state.mode });
+    if (state.nets.length === 3 && key !== lastKey) await runPlane();
+    else if (state.result) draw();
+  },
+};
