@@ -67,8 +67,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("authentication is required (API tokens: `toroid user add NAME`)", flush=True)
         elif not _loopback(args.host):
             print(f"WARNING: listening on {args.host} without authentication (TOROID_AUTH=off)", flush=True)
-        uvicorn.run(create_app(migrate=False, require_auth=require_auth), host=args.host, port=args.port,
-                    log_level="warning")
+        if args.api_workers > 1:  # several API processes; each builds the app from the environment
+            os.environ["TOROID_AUTH"] = "on" if require_auth else "off"
+            uvicorn.run("backend.app:create_app", factory=True, workers=args.api_workers, host=args.host,
+                        port=args.port, log_level="warning")
+        else:
+            uvicorn.run(create_app(migrate=False, require_auth=require_auth), host=args.host, port=args.port,
+                        log_level="warning")
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
@@ -134,7 +139,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     get_settings().ensure_dirs()
     upgrade_database()
     name = args.name or (f"gpu{args.gpu}" if args.gpu is not None else "worker")
-    return subprocess.call(_worker_cmd(args.queues, args.concurrency, name))
+    cmd = _worker_cmd(args.queues, args.concurrency, name)
+    os.execv(cmd[0], cmd)  # become the Celery worker: signals (stop, kill) reach it directly
+    return 0
 
 
 # ---- client commands ---------------------------------------------------------------------------
@@ -215,6 +222,14 @@ def cmd_upload(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from backend.reproduce import run
+
+    summary = run(_client(args), scale=args.scale, out=args.out, seeds=args.seeds)
+    print(f"report: {summary['report']}\nsummary: {summary['summary']}")
+    return 0
+
+
 def cmd_jobs(args) -> int:
     _print(_client(args).jobs())
     return 0
@@ -234,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--demo", action="store_true", help="train a few small networks on digits to explore")
     s.add_argument("--no-worker", action="store_true", help="start only the API (workers run elsewhere)")
+    s.add_argument("--api-workers", type=int, default=1, help="API processes (uvicorn workers)")
     s.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("worker", help="start only a Celery worker")
@@ -263,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
         c.set_defaults(func=func)
         return c
 
+    c = client_parser("reproduce", "rerun the paper's main experiments through the service; write a report",
+                      cmd_reproduce)
+    c.add_argument("--scale", choices=["tiny", "small", "full"], default="small",
+                   help="tiny: seconds (tests); small: about 30 minutes on 2 CPU cores; full: a GPU server")
+    c.add_argument("--out", default="reproduce-report", help="folder for report.html and summary.json")
+    c.add_argument("--seeds", type=int, default=None, help="minimizers per sampler (default by scale)")
     c = client_parser("networks", "list stored networks", cmd_networks)
     c.add_argument("--json", action="store_true")
     c = client_parser("train", "train a network (a train job) and wait for it", cmd_train, job=True)

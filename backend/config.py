@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     resend_after: float = 600.0
     # Seconds between two passes of the reconciler in the API process (0: only at start).
     reconcile_every: float = 15.0
+    # Big jobs fan out over workers (Celery chord): pairs of networks per chunk of a matrix job.
+    fanout_pairs: int = 16
 
     @property
     def store_dir(self) -> Path:
@@ -58,6 +60,13 @@ class Settings(BaseSettings):
     @property
     def celery_broker_url(self) -> str:
         return self.broker_url or "filesystem://"
+
+    @property
+    def celery_result_backend(self) -> str:
+        """Where chunk results of fanned-out jobs wait for their chord: Redis, or SQLite beside the broker."""
+        if self.celery_broker_url.startswith(("redis://", "rediss://")):
+            return self.celery_broker_url
+        return f"db+sqlite:///{self.home / 'celery-results.sqlite'}"
 
     @property
     def embedded_broker(self) -> bool:

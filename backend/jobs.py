@@ -294,14 +294,16 @@ def reconcile(session: Session, resend_all: bool = False) -> dict[str, list[int]
     now = utcnow()
     stale = now - timedelta(seconds=settings.heartbeat_timeout)
     requeued = []
+    # a fanned-out job's chunks may wait in the queue behind other work: give it longer
+    stale_fanout = now - timedelta(seconds=max(settings.heartbeat_timeout, settings.resend_after))
     for job in session.scalars(select(Job).where(Job.status == "running")).all():
         beat = job.heartbeat_at or job.started_at
         if beat is not None and beat.tzinfo is None:
             beat = beat.replace(tzinfo=now.tzinfo)
-        if beat is None or beat < stale:
+        if beat is None or beat < (stale_fanout if job.fanout else stale):
             res = session.execute(update(Job).where(Job.id == job.id, Job.status == "running",
                                                     Job.attempts == job.attempts)
-                                  .values(status="queued", message="its worker was lost; queued again", sent_at=None))
+                                  .values(status="queued", message="its worker was lost; queued again", sent_at=None, fanout=0))
             session.commit()
             if res.rowcount == 1:
                 requeued.append(job.id)

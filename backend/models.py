@@ -80,6 +80,7 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # last enqueued
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # worker alive
+    fanout: Mapped[int] = mapped_column(Integer, default=0)  # chunks in flight on several workers (0: none)
 
 
 class Result(Base):

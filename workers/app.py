@@ -17,7 +17,9 @@ QUEUES = ("gpu", "cpu")
 
 def make_celery() -> Celery:
     settings = get_settings()
-    app = Celery("toroid", broker=settings.celery_broker_url, include=["workers.tasks"])
+    # The result backend holds only the chunk results of fanned-out jobs until their chord assembles them.
+    app = Celery("toroid", broker=settings.celery_broker_url, backend=settings.celery_result_backend,
+                 include=["workers.tasks"])
     conf: dict = dict(
         task_ignore_result=True,  # the database is the truth: results are written there by the task
         task_acks_late=True,  # a job whose worker dies is delivered again
@@ -31,6 +33,8 @@ def make_celery() -> Celery:
         task_soft_time_limit=settings.job_time_limit,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        result_expires=7 * 24 * 3600,
+        result_chord_retry_interval=0.5,
     )
     if settings.embedded_broker:
         settings.ensure_dirs()

@@ -189,34 +189,64 @@ def run_distance(session: Session, job: Job, progress: Reporter) -> dict[str, An
     return paths.distances(net_a.architecture, state_a, state_b)
 
 
+def matrix_pair(spec: dict[str, Any], data, params: dict[str, Any], state_i, state_j, progress) -> dict[str, Any]:
+    """Distances (and the geodesic or Hamming barrier) of one pair of a matrix job."""
+    d = paths.distances(spec, state_i, state_j)
+    out = {"distances": {k: v for k, v in d.items() if (isinstance(v, (int, float)) or v is None) and k != "n_parameters"}}
+    if params["barriers"]:
+        kind = "hamming" if nets.is_binary(spec) else "geodesic"
+        r = paths.path_result(spec, data, state_i, state_j, type=kind, points=params["points"], bn=params["bn"],
+                              progress=progress)
+        out["barrier"] = r["barrier"]
+    return out
+
+
+def matrix_assemble(session: Session, ids: list[int], params: dict[str, Any],
+                    pairs: list[tuple[int, int, dict[str, Any]]], chunks: int = 1) -> dict[str, Any]:
+    n = len(ids)
+    nets_ = [session.get(Network, i) for i in ids]
+    keys = list(pairs[0][2]["distances"]) if pairs else []
+    matrices = {key: [[0.0] * n for _ in range(n)] for key in keys}
+    barriers = [[0.0] * n for _ in range(n)] if params["barriers"] else None
+    for i, j, out in pairs:
+        for key in keys:
+            matrices[key][i][j] = matrices[key][j][i] = out["distances"].get(key)
+        if barriers is not None:
+            barriers[i][j] = barriers[j][i] = out["barrier"]
+    return {"networks": ids, "names": [x.name for x in nets_], "distances": matrices, "barriers": barriers,
+            "train_error": [x.train_error for x in nets_], "test_error": [x.test_error for x in nets_],
+            "optimizer": [(x.source or {}).get("optimizer") for x in nets_], "chunks": chunks}
+
+
+class FannedOut(Exception):
+    """Raised by a runner that handed its work to a Celery chord; the chord's body finishes the job."""
+
+
 def run_matrix(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
     p = job.params
     ids = p["networks"]
+    n = len(ids)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    per_chunk = max(get_settings().fanout_pairs, 1)
+    if len(pairs) > per_chunk:
+        from celery import chord
+
+        chunks = [pairs[k : k + per_chunk] for k in range(0, len(pairs), per_chunk)]
+        session.execute(update(Job).where(*_mine(job.id, progress.attempt))
+                        .values(fanout=len(chunks), message=f"fanned out in {len(chunks)} chunks"))
+        session.commit()
+        header = [matrix_chunk_task.si(job.id, progress.attempt, chunk, len(chunks)).set(queue=job.queue)
+                  for chunk in chunks]
+        chord(header)(matrix_assemble_task.s(job.id, progress.attempt, len(chunks)).set(queue=job.queue))
+        raise FannedOut()
     loaded = [load_network(session, i) for i in ids]
     spec, data = loaded[0][0].architecture, loaded[0][3]
-    n = len(ids)
-    keys: list[str] | None = None
-    matrices: dict[str, list[list[float | None]]] = {}
-    barriers = [[0.0] * n for _ in range(n)] if p["barriers"] else None
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    done = []
     for k, (i, j) in enumerate(pairs):
         step = progress.sub(k / len(pairs), 1 / len(pairs))
         step(0.0, f"pair {k + 1} of {len(pairs)}: networks {ids[i]} and {ids[j]}")
-        d = paths.distances(spec, loaded[i][2], loaded[j][2])
-        if keys is None:
-            keys = [key for key, v in d.items() if isinstance(v, (int, float)) or v is None]
-            keys = [key for key in keys if key != "n_parameters"]
-            matrices = {key: [[0.0] * n for _ in range(n)] for key in keys}
-        for key in keys:
-            matrices[key][i][j] = matrices[key][j][i] = d.get(key)
-        if barriers is not None:
-            kind = "hamming" if nets.is_binary(spec) else "geodesic"
-            r = paths.path_result(spec, data, loaded[i][2], loaded[j][2], type=kind, points=p["points"],
-                                  bn=p["bn"], progress=step.sub(0.1, 0.9))
-            barriers[i][j] = barriers[j][i] = r["barrier"]
-    return {"networks": ids, "names": [x[0].name for x in loaded], "distances": matrices, "barriers": barriers,
-            "train_error": [x[0].train_error for x in loaded], "test_error": [x[0].test_error for x in loaded],
-            "optimizer": [(x[0].source or {}).get("optimizer") for x in loaded]}
+        done.append((i, j, matrix_pair(spec, data, p, loaded[i][2], loaded[j][2], step.sub(0.1, 0.9))))
+    return matrix_assemble(session, ids, p, done)
 
 
 RUNNERS: dict[str, Callable[[Session, Job, Reporter], dict[str, Any]]] = {
@@ -265,21 +295,14 @@ def execute(job_id: int) -> str:
     try:
         job = session.get(Job, job_id)
         result = RUNNERS[job.kind](session, job, progress)
-        row = Result(kind=job.kind, data=result)
-        session.add(row)
-        session.flush()
         # result, new rows and the final state in one transaction, only if this attempt still owns the job
-        res = session.execute(update(Job).where(*_mine(job_id, attempt))
-                              .values(status="succeeded", progress=1.0, message="done", result_id=row.id,
-                                      finished_at=utcnow()))
-        if res.rowcount != 1:
-            session.rollback()
-            return "cancelled"
-        session.commit()
-        return "succeeded"
+        return "succeeded" if _finish(session, job_id, attempt, result, job.kind) else "cancelled"
     except JobCancelled:
         session.rollback()
         return "cancelled"
+    except FannedOut:
+        session.rollback()
+        return "fanned out"
     except SoftTimeLimitExceeded:
         session.rollback()
         _fail(job_id, attempt, f"the job ran past its time limit of {settings.job_time_limit} s and was stopped")
@@ -307,3 +330,77 @@ def _register(kind: str) -> None:
 
 for _kind in RUNNERS:
     _register(_kind)
+
+
+# ---- fan-out: chunks of a big job on several workers, reassembled by a chord --------------------
+
+def _finish(session: Session, job_id: int, attempt: int, result: dict[str, Any], kind: str) -> bool:
+    row = Result(kind=kind, data=result)
+    session.add(row)
+    session.flush()
+    res = session.execute(update(Job).where(*_mine(job_id, attempt))
+                          .values(status="succeeded", progress=1.0, message="done", result_id=row.id,
+                                  finished_at=utcnow()))
+    if res.rowcount != 1:
+        session.rollback()
+        return False
+    session.commit()
+    return True
+
+
+@celery_app.task(name="toroid.matrix_chunk", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+def matrix_chunk_task(job_id: int, attempt: int, pairs: list[list[int]], n_chunks: int) -> list | None:
+    """Distances of some pairs of a matrix job. Returns [(i, j, out), ...], or None when the job was
+    cancelled or handed to another attempt (the chord body then does nothing)."""
+    with new_session() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status != "running" or job.attempts != attempt:
+            return None
+        params = dict(job.params)
+    heartbeat = Heartbeat(job_id, attempt, every=max(min(get_settings().heartbeat_timeout / 4, 10.0), 0.5))
+    heartbeat.start()
+    session = new_session()
+    try:
+        ids = params["networks"]
+        needed = sorted({i for pair in pairs for i in pair})
+        loaded = {i: load_network(session, ids[i]) for i in needed}
+        spec, data = loaded[needed[0]][0].architecture, loaded[needed[0]][3]
+        progress = Reporter(job_id, attempt)
+        out = []
+        for i, j in pairs:
+            out.append((i, j, matrix_pair(spec, data, params, loaded[i][2], loaded[j][2], lambda f, m: None)))
+        with new_session() as s:  # one more chunk done
+            s.execute(update(Job).where(*_mine(job_id, attempt))
+                      .values(progress=Job.progress + 1.0 / n_chunks * 0.99, heartbeat_at=utcnow(),
+                              message=f"chunks of {n_chunks}: one more done"))
+            s.commit()
+        del progress
+        return out
+    except Exception as exc:  # noqa: BLE001 - the job fails with the reason; the chord body never runs
+        log.error("chunk of job %s failed:\n%s", job_id, traceback.format_exc())
+        _fail(job_id, attempt, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        heartbeat.stopped.set()
+        session.close()
+
+
+@celery_app.task(name="toroid.matrix_assemble", acks_late=True, reject_on_worker_lost=True)
+def matrix_assemble_task(chunks: list, job_id: int, attempt: int, n_chunks: int) -> str:
+    if any(c is None for c in chunks):
+        return "skipped"
+    session = new_session()
+    try:
+        job = session.get(Job, job_id)
+        if job is None or job.status != "running" or job.attempts != attempt:
+            return "skipped"
+        pairs = [tuple(x) for chunk in chunks for x in chunk]
+        result = matrix_assemble(session, job.params["networks"], job.params, pairs, chunks=n_chunks)
+        return "succeeded" if _finish(session, job_id, attempt, result, job.kind) else "cancelled"
+    except Exception as exc:  # noqa: BLE001
+        session.rollback()
+        log.error("assembling job %s failed:\n%s", job_id, traceback.format_exc())
+        _fail(job_id, attempt, f"internal error while assembling ({type(exc).__name__}: {exc})")
+        return "failed"
+    finally:
+        session.close()

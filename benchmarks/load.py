@@ -1,0 +1,158 @@
+"""Load run: many concurrent clients against `toroid serve` on PostgreSQL + Redis.
+
+Clients list networks, read a network, read a result and submit a job that the cache answers, in a
+loop, for a fixed time. Prints throughput, p50/p99 latency per operation and the error count.
+Goal on a 2-core machine: 0 errors, p99 under 100 ms for reads.
+
+    python benchmarks/load.py [--clients 50] [--seconds 20] [--database-url ...] [--broker-url ...]
+
+Only loopback addresses are used; the run is bounded in time and stops by itself.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def prepare_database(url: str, schema: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute(f"CREATE SCHEMA {schema}")
+    from urllib.parse import quote
+
+    return f"{url}{'&' if '?' in url else '?'}options={quote(f'-csearch_path={schema}')}"
+
+
+def seed(url: str, n_networks: int) -> dict:
+    from backend.client import Client
+
+    sys.path.insert(0, str(ROOT))
+    from tests.helpers import random_state
+
+    c = Client(url)
+    ids = [c.upload(random_state(seed=i), name=f"load-{i}", architecture={"kind": "mlp", "hidden": [16]})["id"]
+           for i in range(n_networks)]
+    job = c.wait(c.submit("path", a=ids[0], b=ids[1], points=5), timeout=300)
+    return {"ids": ids, "result_id": job["result_id"], "path": {"a": ids[0], "b": ids[1], "points": 5}}
+
+
+async def client_loop(url: str, ctx: dict, until: float, samples: dict, errors: list, k: int) -> None:
+    ops = [
+        ("list networks", "GET", "/api/networks", None),
+        ("read network", "GET", f"/api/networks/{ctx['ids'][k % len(ctx['ids'])]}", None),
+        ("read result", "GET", f"/api/results/{ctx['result_id']}", None),
+        ("submit cached job", "POST", "/api/jobs", {"kind": "path", "params": ctx["path"]}),
+    ]
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        i = k
+        while time.monotonic() < until:
+            name, method, path, body = ops[i % len(ops)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                r = await http.request(method, path, json=body)
+                ok = r.status_code < 400 and (name != "submit cached job" or r.json().get("cached"))
+            except httpx.HTTPError as exc:
+                ok, r = False, exc
+            samples.setdefault(name, []).append(time.perf_counter() - t0)
+            if not ok:
+                errors.append(f"{name}: {getattr(r, 'status_code', r)}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--networks", type=int, default=200)
+    p.add_argument("--database-url", default=os.environ.get("TOROID_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))
+    p.add_argument("--broker-url", default=os.environ.get("TOROID_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"))
+    args = p.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="toroid-load-"))
+    env = {**os.environ, "TOROID_HOME": str(home), "TOROID_BROKER_URL": args.broker_url,
+           "TOROID_DATABASE_URL": prepare_database(args.database_url, "toroid_load"),
+           "TOROID_MAX_RUNNING_JOBS": "1000000"}
+    import redis
+
+    redis.Redis.from_url(args.broker_url).flushdb()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    bin_dir = Path(sys.executable).parent
+    server = start([str(bin_dir / "toroid"), "serve", "--port", str(port), "--no-worker"], env, home / "api.log")
+    worker = start([str(bin_dir / "toroid"), "worker"], env, home / "worker.log")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                print((home / "api.log").read_text()[-2000:])
+                return 1
+            time.sleep(0.3)
+        print(f"seeding {args.networks} networks and one finished path job ...", flush=True)
+        ctx = seed(url, args.networks)
+        samples: dict[str, list[float]] = {}
+        errors: list[str] = []
+        print(f"{args.clients} clients for {args.seconds:.0f} s against {url} (PostgreSQL + Redis) ...", flush=True)
+        t0 = time.monotonic()
+
+        async def run_all():
+            until = time.monotonic() + args.seconds
+            await asyncio.gather(*(client_loop(url, ctx, until, samples, errors, k) for k in range(args.clients)))
+
+        asyncio.run(run_all())
+        elapsed = time.monotonic() - t0
+        total = sum(len(v) for v in samples.values())
+        print(f"{'operation':<20} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        worst_read_p99 = 0.0
+        for name, values in samples.items():
+            q = statistics.quantiles(values, n=100)
+            p50, p99 = 1000 * statistics.median(values), 1000 * q[98]
+            if name.startswith(("list", "read")):
+                worst_read_p99 = max(worst_read_p99, p99)
+            print(f"{name:<20} {len(values):>9} {p50:>8.1f} {p99:>8.1f}")
+        if errors:
+            print("first errors:", errors[:5])
+        print(f"summary: {total / elapsed:.0f} requests/s, {len(errors)} errors, worst read p99 {worst_read_p99:.1f} ms "
+              f"(goal: 0 errors, p99 < 100 ms)")
+        return 0 if not errors else 1
+    finally:
+        for proc in (server, worker):
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

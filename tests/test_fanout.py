@@ -1,0 +1,39 @@
+"""Big jobs fan out: a matrix job split into chunks (a Celery chord) on two workers, reassembled."""
+from __future__ import annotations
+
+from safetensors.torch import load
+
+from workers.landscape import nets, paths
+
+from .conftest import close_stack, make_stack, start_worker, stop
+
+
+def test_matrix_in_chunks_on_two_workers_equals_the_direct_computation():
+    s = make_stack("fanout", with_worker=True, backend="embedded", extra={"TOROID_FANOUT_PAIRS": "2"})
+    second = start_worker(s.env, s.home / "worker2.log", "second")
+    try:
+        spec = nets.normalize_spec({"kind": "mlp", "hidden": [12]})
+        ids = [s.run("train", architecture=spec, dataset="digits", optimizer="sgd", epochs=3, seed=k,
+                     name=f"fan-{k}")["result"]["network_id"] for k in range(4)]
+        job = s.run("matrix", networks=ids, barriers=True, points=3)
+        r = job["result"]
+        assert r["chunks"] == 3  # 6 pairs, 2 per chunk
+        states = [load(s.client.get(f"/api/networks/{i}/weights").content) for i in ids]
+        for i in range(4):
+            for j in range(i + 1, 4):
+                direct = paths.distances(spec, states[i], states[j])
+                for key in ("raw", "aligned", "normalized", "normalized_aligned", "geodesic"):
+                    assert abs(r["distances"][key][i][j] - direct[key]) < 1e-9
+                    assert r["distances"][key][j][i] == r["distances"][key][i][j]
+        for i in range(4):
+            assert r["barriers"][i][i] == 0 and all(0 <= b <= 1 for b in r["barriers"][i])
+        logs = (s.home / "worker.log").read_text() + (s.home / "worker2.log").read_text()
+        assert logs.count("toroid.matrix_chunk[") >= 3 * 2  # each chunk: received + succeeded
+        assert "toroid.matrix_assemble[" in logs
+        # cancel while a fanned-out job waits: nothing is finished afterwards
+        later = s.submit("matrix", networks=ids[::-1], barriers=True, points=5)
+        s.client.delete(f"/api/jobs/{later['id']}")
+        assert s.wait(later)["status"] == "cancelled"
+    finally:
+        stop(second)
+        close_stack(s)
