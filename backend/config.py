@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 256 * 1024 * 1024
     # Worker processes started by `toroid serve` beside the API.
     worker_concurrency: int = 1
+    # CPU threads torch may use in each worker process (0: torch's default, one per core).
+    torch_threads: int = 0
     # Hard time limit of one job, in seconds (it fails with a clear message past it).
     job_time_limit: int = 6 * 3600
     # Authentication: "auto" requires a token whenever `toroid serve` listens beyond loopback;

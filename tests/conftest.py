@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TOROID_VARS = ("TOROID_HOME", "TOROID_DATABASE_URL", "TOROID_BROKER_URL", "TOROID_DATA_ROOT",
-               "TOROID_MAX_UPLOAD_BYTES", "TOROID_WORKER_CONCURRENCY", "TOROID_JOB_TIME_LIMIT")
+               "TOROID_MAX_UPLOAD_BYTES", "TOROID_WORKER_CONCURRENCY", "TOROID_JOB_TIME_LIMIT", "TOROID_AUTH",
+               "TOROID_HEARTBEAT_TIMEOUT", "TOROID_FANOUT_PAIRS", "TOROID_TORCH_THREADS", "TOROID_RESEND_AFTER")
 
 
 def missing_service(reason: str):
@@ -152,7 +153,7 @@ def make_stack(name: str, with_worker: bool, backend: str | None = None, extra: 
     """A stack named ``name`` on ``backend`` ("embedded" or "services"; default: the name)."""
     backend = backend or name
     home = Path(tempfile.mkdtemp(prefix=f"toroid-{name}-"))
-    env = {"TOROID_HOME": str(home), **(extra or {})}
+    env = {"TOROID_HOME": str(home), "TOROID_TORCH_THREADS": "1", **(extra or {})}
     if backend == "services":
         env.update(services_env(f"toroid_{name}_{os.getpid()}", redis_db))
     stack = Stack(name=name, env=env, home=home)
