@@ -50,7 +50,7 @@ def configure(env: dict[str, str]) -> None:
     worker_app.get_celery.cache_clear()
 
 
-def services_env(schema: str, redis_db: int | None = None) -> dict[str, str]:
+def services_env(schema: str, redis_db: int | None = None, flush_redis: bool = True) -> dict[str, str]:
     """PostgreSQL in a fresh schema, and a wiped Redis database (``redis_db`` replaces the URL's)."""
     db_url = os.environ.get("TOROID_TEST_DATABASE_URL")
     redis_url = os.environ.get("TOROID_TEST_REDIS_URL")
@@ -67,7 +67,8 @@ def services_env(schema: str, redis_db: int | None = None) -> dict[str, str]:
         with psycopg.connect(plain, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             conn.execute(f"CREATE SCHEMA {schema}")
-        redis.Redis.from_url(redis_url, socket_connect_timeout=5).flushdb()
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
+        client.flushdb() if flush_redis else client.ping()
     except Exception as exc:  # noqa: BLE001
         missing_service(f"PostgreSQL / Redis not reachable: {exc}")
     sep = "&" if "?" in db_url else "?"

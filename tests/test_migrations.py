@@ -1,0 +1,56 @@
+"""Upgrading the schema keeps what is stored: a database at the first revision, with data, upgraded to head."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect, text
+
+from backend.db import MIGRATIONS
+
+from .conftest import services_env
+
+
+def alembic_config(connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade_keeps_data(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0001")
+        conn.execute(text(
+            "INSERT INTO networks (name, owner, visibility, architecture, dataset, dataset_options, source, tags, "
+            "history, weights_hash, n_params, created_at) VALUES ('old', 'local', 'lab', '{\"kind\": \"mlp\"}', "
+            "'digits', '{}', '{}', '[]', '[]', :h, 10, CURRENT_TIMESTAMP)"), {"h": "a" * 64})
+        conn.execute(text(
+            "INSERT INTO jobs (kind, params, inputs, status, progress, message, owner, cache_key, queue, attempts, "
+            "created_at) VALUES ('path', '{}', '[1]', 'queued', 0, 'queued', 'local', 'k', 'gpu', 0, CURRENT_TIMESTAMP)"))
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT name, weights_hash, weights_bytes FROM networks")).one()
+        assert row == ("old", "a" * 64, 0)
+        job = conn.execute(text("SELECT status, visibility, fanout FROM jobs")).one()
+        assert job == ("queued", "lab", 0)
+        assert "users" in inspect(conn).get_table_names()
+    with engine.begin() as conn:  # and back down, for a rollback
+        command.downgrade(alembic_config(conn), "base")
+    with engine.connect() as conn:
+        assert "networks" not in inspect(conn).get_table_names()
+    engine.dispose()
+
+
+def test_sqlite_upgrade_keeps_data(tmp_path):
+    upgrade_keeps_data(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+def test_postgresql_upgrade_keeps_data():
+    env = services_env(f"toroid_migrate_{os.getpid()}", flush_redis=False)
+    url = env["TOROID_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+    upgrade_keeps_data(url)
