@@ -40,3 +40,14 @@ def test_clear_errors_from_the_shell(server):
     assert out.returncode == 1 and "network 999999" in out.stderr and "Traceback" not in out.stderr
     out = subprocess.run([TOROID, "networks", "--url", "http://127.0.0.1:9"], capture_output=True, text=True)
     assert out.returncode == 1 and "cannot reach the service" in out.stderr
+
+
+def test_train_from_the_shell_with_a_progress_bar(server):
+    out = toroid(server, "train", "--arch", '{"kind": "mlp", "hidden": [8]}', "--epochs", "3", "--seed", "5",
+                 "--name", "cli-trained", "--param", "lr=0.05", "--result-only")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert len(result["history"]) == 3 and "100%" in out.stderr
+    listing = json.loads(toroid(server, "networks", "--json").stdout)
+    trained = [n for n in listing if n["id"] == result["network_id"]]
+    assert trained and trained[0]["name"] == "cli-trained" and trained[0]["source"]["params"]["lr"] == 0.05
