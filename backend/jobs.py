@@ -114,22 +114,75 @@ def validate_train(session: Session, params: dict[str, Any], user: Principal) ->
     return out, [], "gpu"
 
 
+def _float(params: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    value = params.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:
+        raise JobError(f"'{key}' must be a number between {lo} and {hi}, got {value!r}")
+    return float(value)
+
+
+BEND_VARIANTS = ("geodesic", "garipov")
+
+
 def validate_path(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
-    _unknown(params, {"a", "b", "type", "points", "bn", "orders", "seed"}, "path")
+    _unknown(params, {"a", "b", "type", "points", "bn", "orders", "seed", "variant", "epochs", "lr"}, "path")
     a = get_network(session, params.get("a"), "a", user)
     b = get_network(session, params.get("b"), "b", user)
     check_same_setting(a, b)
-    kind = _choice(params, "type", "linear", list(paths.PATH_TYPES))
-    try:
-        paths.check_path_type(a.architecture, kind)
-    except paths.PathError as exc:
-        raise JobError(str(exc)) from None
+    kind = _choice(params, "type", "linear", [*paths.PATH_TYPES, "bend"])
+    if kind == "bend":
+        if nets.is_binary(a.architecture):
+            raise JobError("a single-bend path needs real-valued networks; binary networks have 'hamming' paths")
+    else:
+        try:
+            paths.check_path_type(a.architecture, kind)
+        except paths.PathError as exc:
+            raise JobError(str(exc)) from None
     out = {"a": a.id, "b": b.id, "type": kind, "points": _int(params, "points", 11, 2, 201),
            "bn": _choice(params, "bn", "recompute", paths.BN_MODES)}
     if kind == "hamming":
         out["orders"] = _int(params, "orders", 5, 1, 100)
         out["seed"] = _int(params, "seed", 0, 0, 2**31 - 1)
+    if kind == "bend":
+        out["variant"] = _choice(params, "variant", "geodesic", BEND_VARIANTS)
+        out["seed"] = _int(params, "seed", 0, 0, 2**31 - 1)
+        if "epochs" in params:
+            out["epochs"] = _int(params, "epochs", 20, 1, 10000)
+        if "lr" in params:
+            out["lr"] = _float(params, "lr", 0.02, 1e-6, 10.0)
     return out, [a.id, b.id], "gpu"
+
+
+def validate_flatness(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
+    _unknown(params, {"network", "sigmas", "draws", "seed", "params"}, "flatness")
+    net = get_network(session, params.get("network"), "network", user)
+    out: dict[str, Any] = {"network": net.id, "seed": _int(params, "seed", 0, 0, 2**31 - 1),
+                           "params": _choice(params, "params", "weights", ("weights", "all"))}
+    sigmas = params.get("sigmas")
+    if sigmas is not None:
+        if (not isinstance(sigmas, list) or not 1 <= len(sigmas) <= 100 or
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 10 for v in sigmas)):
+            raise JobError("'sigmas' must be a list of 1 to 100 noise levels between 0 and 10")
+        out["sigmas"] = [float(v) for v in sigmas]
+    if params.get("draws") is not None:
+        out["draws"] = _int(params, "draws", 10, 1, 10000)
+    return out, [net.id], "gpu"
+
+
+def validate_plane(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
+    _unknown(params, {"networks", "grid", "mode", "margin", "bn"}, "plane")
+    ids = params.get("networks")
+    if not isinstance(ids, list) or len(ids) != 3 or len(set(map(str, ids))) != 3:
+        raise JobError("'networks' must be a list of three distinct network ids")
+    three = [get_network(session, i, "networks", user) for i in ids]
+    for other in three[1:]:
+        check_same_setting(three[0], other)
+    if nets.is_binary(three[0].architecture):
+        raise JobError("2-D sections are for real-valued networks; binary networks live on the hypercube")
+    out = {"networks": [n.id for n in three], "grid": _int(params, "grid", 11, 3, 101),
+           "mode": _choice(params, "mode", "aligned", ("aligned", "raw")),
+           "margin": _float(params, "margin", 0.2, 0.0, 2.0), "bn": _choice(params, "bn", "recompute", paths.BN_MODES)}
+    return out, out["networks"], "gpu"
 
 
 def validate_canonicalize(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
@@ -183,6 +236,8 @@ VALIDATORS: dict[str, Callable[[Session, dict[str, Any], Principal], tuple[dict,
     "canonicalize": validate_canonicalize,
     "distance": validate_distance,
     "matrix": validate_matrix,
+    "flatness": validate_flatness,
+    "plane": validate_plane,
 }
 
 

@@ -159,7 +159,16 @@ def run_evaluate(session: Session, job: Job, progress: Reporter) -> dict[str, An
 def run_path(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
     p = job.params
     net_a, _, state_a, data = load_network(session, p["a"])
-    _, _, state_b, _ = load_network(session, p["b"])
+    net_b, _, state_b, _ = load_network(session, p["b"])
+    if p["type"] == "bend":
+        options = {k: p[k] for k in ("epochs", "lr") if k in p}
+        result, midpoint = paths.bend_result(net_a.architecture, data, state_a, state_b, points=p["points"],
+                                             variant=p["variant"], seed=p["seed"], bn=p["bn"], progress=progress,
+                                             **options)
+        mid = store_network(session, job, net_a, midpoint, f"bend of {net_a.name} and {net_b.name}",
+                            {"kind": "bend", "from": [net_a.id, net_b.id], "variant": p["variant"], "job_id": job.id},
+                            data)
+        return {**result, "midpoint_network_id": mid.id}
     return paths.path_result(net_a.architecture, data, state_a, state_b, type=p["type"], points=p["points"],
                              bn=p.get("bn", "recompute"), orders=p.get("orders", 5), seed=p.get("seed", 0),
                              progress=progress)
@@ -180,6 +189,26 @@ def store_network(session: Session, job: Job, like: Network, state: dict[str, to
     session.add(net)
     session.flush()
     return net
+
+
+def run_flatness(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
+    from workers.landscape import flatness
+
+    p = job.params
+    net, _, state, data = load_network(session, p["network"])
+    result = flatness.flatness_result(net.architecture, data, state, sigmas=p.get("sigmas"), draws=p.get("draws"),
+                                      seed=p["seed"], params=p["params"], progress=progress)
+    return {"network_id": net.id, **result}
+
+
+def run_plane(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
+    from workers.landscape import plane
+
+    p = job.params
+    loaded = [load_network(session, i) for i in p["networks"]]
+    result = plane.plane_result(loaded[0][0].architecture, loaded[0][3], [x[2] for x in loaded], grid=p["grid"],
+                                mode=p["mode"], margin=p["margin"], bn=p["bn"], progress=progress)
+    return {"networks": p["networks"], **result}
 
 
 def run_canonicalize(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
@@ -265,6 +294,8 @@ RUNNERS: dict[str, Callable[[Session, Job, Reporter], dict[str, Any]]] = {
     "canonicalize": run_canonicalize,
     "distance": run_distance,
     "matrix": run_matrix,
+    "flatness": run_flatness,
+    "plane": run_plane,
 }
 
 
