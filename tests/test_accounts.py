@@ -172,3 +172,15 @@ def _blob(seed: int) -> bytes:
     from safetensors.torch import save
 
     return save(random_state(seed=seed))
+
+
+def test_who_am_i_and_stale_tokens_on_an_open_server(lab, api):
+    client, h = lab
+    assert client.get("/api/me", headers=h["alice"]).json()["name"] == "alice"
+    assert client.get("/api/me", headers=h["boss"]).json()["is_admin"] is True
+    # the open single-user server: no token, or a stale one from a browser, acts as the local admin
+    me = api.get("/api/me").json()
+    assert me == {**me, "name": "local", "is_admin": True, "auth_required": False}
+    assert api.get("/api/me", headers={"Authorization": "Bearer stale"}).json()["name"] == "local"
+    # a valid token still names its user there
+    assert api.get("/api/me", headers=h["bob"]).json()["name"] == "bob"

@@ -9,22 +9,11 @@ import time
 import uuid
 from pathlib import Path
 
-from .conftest import ARTIFACTS, ROOT
+from .conftest import ARTIFACTS
 
 SHOTS = ARTIFACTS / "screenshots"
 SPEC = {"kind": "mlp", "hidden": [16]}
 _SEEDED: dict[str, dict] = {}
-
-
-def wired(kind: str) -> bool:
-    """Whether the backend knows a job kind yet (flatness and plane are being added by others)."""
-    return f'"{kind}"' in (ROOT / "backend" / "jobs.py").read_text()
-
-
-def bend_wired() -> bool:
-    from workers.landscape import paths
-
-    return "bend" in paths.PATH_TYPES
 
 
 def seeded(server) -> dict:
@@ -52,6 +41,16 @@ def wait_plot(page, plot_id: str, n_traces: int = 1, timeout: float = 90_000) ->
     page.wait_for_function(
         "([id, n]) => { const d = document.getElementById(id); return !!d && !d.hidden && !!d.data && d.data.length >= n; }",
         arg=[plot_id, n_traces], timeout=timeout)
+
+
+def wait_done(page, done_selector: str, error_selector: str, timeout: float = 150_000) -> None:
+    """Wait until `done_selector` shows up, or fail at once with the words of an error the page shows."""
+    page.wait_for_function(
+        """([done, err]) => !!document.querySelector(done) ||
+            Array.from(document.querySelectorAll(err)).some(e => !e.hidden && e.textContent.trim())""",
+        arg=[done_selector, error_selector], timeout=timeout)
+    errors = page.eval_on_selector_all(error_selector, "els => els.filter(e => !e.hidden && e.textContent.trim()).map(e => e.textContent.trim())")
+    assert not errors, f"the page shows an error: {errors}"
 
 
 def plot_data(page, plot_id: str) -> list[dict]:

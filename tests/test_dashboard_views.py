@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 from scipy.stats import spearmanr
 
 from .helpers import random_state
-from .test_dashboard_support import (SPEC, bend_wired, hash_of, job_of, pct, plot_data, seeded, shot, trace, wait_plot,
-                                     wait_until, wired)
+from .test_dashboard_support import (SPEC, hash_of, job_of, pct, plot_data, seeded, shot, trace, wait_done, wait_plot,
+                                     wait_until)
 
 pytestmark = pytest.mark.browser
 
@@ -130,7 +130,7 @@ def run_compare(page, server, s, a: int, b: int, types: list[str], points: int) 
     page.fill("#path-points", str(points))
     page.click("#run-path")
     for t in types:
-        page.wait_for_selector(f"#path-summary tr[data-type='{t}'] a[data-job]", timeout=120_000)
+        wait_done(page, f"#path-summary tr[data-type='{t}'] a[data-job]", f"#path-summary tr[data-type='{t}'] td.error, #path-error")
     page.wait_for_selector("#distances [data-job]", timeout=60_000)
 
 
@@ -177,7 +177,6 @@ def test_compare_overlays_every_path_type_and_lists_the_distances(server, page):
     shot(page, "compare")
 
 
-@pytest.mark.xfail(not bend_wired(), strict=False, reason="path type 'bend' is not wired in the backend yet (being added by others)")
 def test_compare_single_bend_path(server, page):
     s = seeded(server)
     client = s["client"]
@@ -191,7 +190,7 @@ def test_compare_single_bend_path(server, page):
     page.select_option("#bend-variant", "geodesic")
     page.fill("#path-points", "7")
     page.click("#run-path")
-    page.wait_for_selector("#path-summary tr[data-type='bend'] a[data-job]", timeout=150_000)
+    wait_done(page, "#path-summary tr[data-type='bend'] a[data-job]", "#path-summary td.error, #path-error")
     wait_plot(page, "path-plot", 6)
     results = check_paths(page, client, ["linear", "bend"], {"linear": "linear", "bend": "single bend"})
     mid = results["bend"].get("midpoint_network_id")
@@ -203,7 +202,6 @@ def test_compare_single_bend_path(server, page):
 
 # ---- Flatness --------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(not wired("flatness"), strict=False, reason="job kind 'flatness' is not wired in backend/jobs.py yet (being added by others)")
 def test_flatness_curves_scatter_and_spearman(server, page):
     s = seeded(server)
     client, tag = s["client"], s["tag"]
@@ -215,7 +213,7 @@ def test_flatness_curves_scatter_and_spearman(server, page):
     page.fill("#flat-draws", "4")
     page.click("#run-flatness")
     for i in s["ids"]:
-        page.wait_for_selector(f"#flat-table tr[data-id='{i}'] a[data-job]", timeout=150_000)
+        wait_done(page, f"#flat-table tr[data-id='{i}'] a[data-job]", "#flat-table td.error, #flat-error")
     wait_plot(page, "flat-curves", 2 * len(s["ids"]))
     wait_plot(page, "flat-scatter", 1)
 
@@ -279,12 +277,15 @@ def test_map_heatmap_mds_and_click_two_points_to_compare(server, page):
     page.fill("#map-nets-search", tag)
     for i in s["ids"]:
         page.check(f"#map-picker input[value='{i}']")
+    page.check("#map-barriers")
+    page.fill("#map-points", "5")
     page.click("#run-map")
+    wait_done(page, "#map-note[data-job]", "#map-error")
     wait_plot(page, "map-heatmap", 1)
     wait_plot(page, "map-mds", 1)
     job = client.job(int(page.get_attribute("#map-note", "data-job")))
     r = job["result"]
-    assert job["kind"] == "matrix" and r["networks"] == s["ids"]
+    assert job["kind"] == "matrix" and r["networks"] == s["ids"] and job["params"]["barriers"] and job["params"]["points"] == 5
 
     heat = plot_data(page, "map-heatmap")[0]
     assert heat["type"] == "heatmap"
@@ -292,7 +293,13 @@ def test_map_heatmap_mds_and_click_two_points_to_compare(server, page):
     page.select_option("#map-dist", "raw")
     page.wait_for_function("() => document.getElementById('map-heatmap').layout.title.text.startsWith('raw')")
     assert np.allclose(np.array(plot_data(page, "map-heatmap")[0]["z"], dtype=float), np.array(r["distances"]["raw"]))
-    assert "dist=raw" in hash_of(page)
+    assert "dist=raw" in hash_of(page) and "barriers=1" in hash_of(page)
+    page.select_option("#map-dist", "barriers")
+    page.wait_for_function("() => document.getElementById('map-heatmap').layout.title.text.startsWith('geodesic barrier')")
+    barriers = np.array([[np.nan if v is None else 100 * v for v in row] for row in r["barriers"]])
+    shown = np.array([[np.nan if v is None else v for v in row] for row in plot_data(page, "map-heatmap")[0]["z"]], dtype=float)
+    assert np.allclose(shown, barriers, equal_nan=True)
+    page.select_option("#map-dist", "geodesic")
 
     # classical MDS computed in the page equals numpy's (up to reflections: compare pairwise distances)
     mds = plot_data(page, "map-mds")
@@ -333,7 +340,6 @@ def test_map_heatmap_mds_and_click_two_points_to_compare(server, page):
 
 # ---- Plane -----------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(not wired("plane"), strict=False, reason="job kind 'plane' is not wired in backend/jobs.py yet (being added by others)")
 def test_plane_through_three_networks(server, page):
     s = seeded(server)
     client = s["client"]
@@ -346,6 +352,7 @@ def test_plane_through_three_networks(server, page):
     page.fill("#plane-grid", "7")
     page.select_option("#plane-mode", "aligned")
     page.click("#run-plane")
+    wait_done(page, "#plane-note[data-job]", "#plane-error")
     wait_plot(page, "plane-plot", 2)
     job = client.job(int(page.get_attribute("#plane-note", "data-job")))
     assert job["kind"] == "plane" and job["params"]["networks"] == [a, b, c]

@@ -1,12 +1,13 @@
 """Health and catalogues: what can be built, loaded and trained."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from workers.landscape import SCIENCE_VERSION, data, nets, train
+from workers.landscape import SCIENCE_VERSION, data, nets, paths, train
 
+from ..auth import Principal, current_user
 from ..db import get_db
 
 router = APIRouter(tags=["meta"])
@@ -31,3 +32,19 @@ def datasets() -> list[dict]:
 @router.get("/optimizers")
 def optimizers() -> list[dict]:
     return [{"name": name, **info} for name, info in train.OPTIMIZERS.items()]
+
+
+@router.get("/me")
+def me(request: Request, user: Principal = Depends(current_user)) -> dict:
+    """Who the service takes the caller for, and whether it requires tokens."""
+    return {"name": user.name, "is_admin": user.is_admin, "auth_required": bool(request.app.state.require_auth),
+            "max_running_jobs": user.max_running_jobs, "max_stored_bytes": user.max_stored_bytes}
+
+
+@router.get("/path-types")
+def path_types() -> list[dict]:
+    """Path types of a path job, and whether they are for real-valued or binary networks."""
+    out = [{"type": t, "description": d, "binary": t == "hamming"} for t, d in paths.PATH_TYPES.items()]
+    out.append({"type": "bend", "binary": False,
+                "description": "single-bend path: a trained midpoint joined to both ends (variant geodesic or garipov)"})
+    return out

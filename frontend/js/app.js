@@ -1,6 +1,6 @@
 // Toroid dashboard: a view per tab, its state in the URL (#/view?key=value), every number from the REST API.
 import { api, getToken, setToken, listJobs } from "./api.js";
-import { parseHash, routed } from "./router.js";
+import { parseHash, rememberNav, routed } from "./router.js";
 import { refreshNetworks } from "./store.js";
 import { $, $$ } from "./util.js";
 import networks from "./views/networks.js";
@@ -29,6 +29,7 @@ async function route(ev) {
   });
   if (current && current !== next && current.leave) current.leave();
   if (!next) { $("#view-missing").hidden = false; current = null; return; }
+  rememberNav(view, location.hash || `#/${view}`);
   const section = $(`#view-${view}`);
   if (!section.dataset.ready) { next.init(section); section.dataset.ready = "1"; }
   section.hidden = false;
@@ -84,7 +85,8 @@ function signOut() {
 // ---- a small badge with the number of unfinished jobs, on every view ----
 async function jobsBadge() {
   try {
-    const active = (await listJobs({ limit: 200 })).filter((j) => j.status === "queued" || j.status === "running").length;
+    const [queued, running] = await Promise.all([listJobs({ status: "queued", limit: 500 }), listJobs({ status: "running", limit: 500 })]);
+    const active = queued.length + running.length;
     const badge = $("#jobs-badge");
     badge.textContent = String(active);
     badge.hidden = active === 0;

@@ -17,9 +17,16 @@ export function hashOf(view, params = {}) {
 // Record a view's state in the address bar (a new history entry when `push`), without re-entering the view.
 export const routed = { hash: null };
 
+// The menu link of a view reopens it as it was last seen.
+export function rememberNav(view, hash) {
+  const link = document.querySelector(`[data-nav='${view}']`);
+  if (link) link.setAttribute("href", hash);
+}
+
 export function setState(view, params, { push = false } = {}) {
   const target = hashOf(view, params);
   routed.hash = target;
+  rememberNav(view, target);
   if (target === location.hash) return;
   if (push) history.pushState(null, "", target); else history.replaceState(null, "", target);
 }

@@ -1,19 +1,48 @@
-"""Error and loss of networks on a data set held as tensors.
+"""Error and loss of networks on a data set held as tensors: one network, or many parameter points at once.
 
-``error_and_loss`` is the plain reference evaluation of one model. ``evaluate_states`` evaluates many
-parameter points (state dicts) of one architecture by loading each into the same model (no copy
-per point). ``recalibrate_bn`` recomputes BatchNorm running statistics on training data, as needed at
-every point of a path (SCIENCE.md section 3: stale statistics give wrong errors).
+Plain reference, one model at a time: ``error_and_loss``, ``recalibrate_bn``, ``evaluate_states_loop``.
+
+The engine, ``evaluate_states`` (and ``recalibrate_states``), evaluates K parameter points of one
+architecture together (DESIGN.md, "Performance principles"):
+- the data stay one tensor on the device, read in chunks (no DataLoader); the points are state dicts
+  stacked to (K, *shape) and the model's modules are applied functionally (no model copy per point);
+- dense layers of all points of a chunk run as one batched matmul, (K, n, d) @ (K, d, h); a dense first
+  layer (shared input) as one matmul with K*h outputs;
+- conv layers run point after point over a data chunk, channels_last on CPU. Measured on 2 CPU cores
+  (benchmarks/README.md): as fast as or faster than grouped convs (groups=K) and than
+  ``torch.func.vmap`` over ``functional_call``, and it needs the memory of one point only;
+- a first layer given as a ``Combination`` (paths and planes: every unit of every point is a fixed
+  combination of m endpoint units, w_k = sum_j coef[k, j] * base_j) costs m products with the data
+  per chunk instead of K (a conv is linear in its weights too);
+- BatchNorm statistics of all points are recomputed in one pass, exactly as ``recalibrate_bn`` does it
+  for one model (same batches of ``bn_batch`` inputs, cumulative average of the batch statistics);
+- chunks of points and of data are sized to a memory budget (``memory_mb``).
+Precision: the model's dtype (float32 or float64). On CUDA, ``precision`` None or "tf32" lets float32
+matmuls and convs use TF32 (10-bit mantissa, relative rounding ~5e-4 per product, fp32 accumulation),
+"fp32" forbids it, "bf16" runs the layers under bf16 autocast (8-bit mantissa, ~4e-3) except the
+last layer with weights, which runs in float32 so that argmax sees no bf16 ties. Both only move
+predictions whose top two logits are nearly tied: expect TF32 to change an error by well under 0.1%
+of the samples, bf16 by up to a few tenths of a percent (benchmarks/gpu.py prints the difference it
+measures). On CPU "tf32" is plain float32; "bf16" works but is rarely faster.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import itertools
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
+from .nets import binarize
+
 Progress = Callable[[float, str], None]
+State = dict[str, torch.Tensor]
+Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def _dtype(model: nn.Module) -> torch.dtype:
@@ -21,23 +50,57 @@ def _dtype(model: nn.Module) -> torch.dtype:
     return p.dtype if p is not None else torch.get_default_dtype()
 
 
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def default_device() -> torch.device:
+    """The device the science runs on when none is given: the first CUDA device if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain reference: one model at a time
+
+
 @torch.no_grad()
 def error_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, float]:
     """0-1 error and mean cross-entropy of ``model`` in eval mode on (x, y) (x cast to the model's dtype)."""
     model.eval()
-    dtype = _dtype(model)
+    dtype, device = _dtype(model), _device(model)
     wrong, loss_sum = 0, 0.0
     for i in range(0, len(y), batch_size):
-        logits = model(x[i : i + batch_size].to(dtype))
-        target = y[i : i + batch_size]
+        logits = model(x[i : i + batch_size].to(device, dtype))
+        target = y[i : i + batch_size].to(device)
         wrong += int((logits.argmax(dim=1) != target).sum())
         loss_sum += float(F.cross_entropy(logits.double(), target, reduction="sum"))
     n = max(len(y), 1)
     return wrong / n, loss_sum / n
 
 
+def _batchnorms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return bool(_batchnorms(model))
+
+
+@contextmanager
+def _bn_accumulating(model: nn.Module) -> Iterator[None]:
+    """BatchNorm modules in train mode with momentum None (cumulative average); restored afterwards."""
+    bns = _batchnorms(model)
+    saved = [(m.momentum, m.training) for m in bns]
+    try:
+        for m in bns:
+            m.momentum = None
+            m.train()
+        yield
+    finally:
+        for m, (momentum, training) in zip(bns, saved):
+            m.momentum = momentum
+            m.train(training)
 
 
 @torch.no_grad()
@@ -50,36 +113,30 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) ->
     the mean is still exact for equal batches and the variance is the average within-batch variance
     [ours]. No-op for a model without BatchNorm.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = _batchnorms(model)
     if not bns:
         return model.eval()
-    saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    dtype = _dtype(model)
-    for i in range(0, len(x), batch_size):
-        model(x[i : i + batch_size].to(dtype))
-    for m, momentum in zip(bns, saved):
-        m.momentum = momentum
+    dtype, device = _dtype(model), _device(model)
+    model.eval()
+    with _bn_accumulating(model):
+        for i in range(0, len(x), batch_size):
+            model(x[i : i + batch_size].to(device, dtype))
     return model.eval()
 
 
 @torch.no_grad()
-def evaluate_states(
+def evaluate_states_loop(
     model: nn.Module,
-    states: Iterable[dict[str, torch.Tensor]],
-    splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    states: Iterable[State],
+    splits: Splits,
     progress: Progress | None = None,
     total: int | None = None,
     bn_data: torch.Tensor | None = None,
 ) -> dict[str, dict[str, list[float]]]:
-    """Error and loss of each state on each named split: ``{split: {"error": [...], "loss": [...]}}``.
-
-    ``bn_data``: when given (training inputs), BatchNorm statistics are recomputed on it at every state.
-    ``progress(fraction, message)`` is called after each state; an exception it raises propagates.
-    """
+    """The plain loop: each state loaded into ``model`` in turn, BatchNorm recomputed on ``bn_data`` if given,
+    then ``error_and_loss`` on each split. Reference for ``evaluate_states`` (same arguments and result)."""
     out = {name: {"error": [], "loss": []} for name in splits}
     recompute = bn_data is not None and has_batchnorm(model)
     for k, state in enumerate(states):
@@ -93,3 +150,434 @@ def evaluate_states(
         if progress is not None and total:
             progress((k + 1) / total, f"evaluated point {k + 1} of {total}")
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Points: stacked state dicts, and first layers that are combinations of a few endpoint layers
+
+
+def stack_states(states: list[State], dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> State:
+    """{name: (K, *shape)} from K state dicts; float tensors cast to ``dtype`` (if given), all moved to ``device``."""
+    out = {}
+    for name in states[0]:
+        t = torch.stack([s[name].detach() for s in states])
+        out[name] = t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
+    return out
+
+
+def unstack(stack: State, k: int) -> State:
+    """Point k of a stack as a state dict (views)."""
+    return {name: t[k] for name, t in stack.items()}
+
+
+@dataclass
+class Combination:
+    """The first layer's weights of K points as per-unit combinations of m base weights:
+    weight_k[u] = sum_j coef[k, j, u] * bases[j][u]. The layer's bias (if any) comes from each point's
+    own state. Linear and geodesic paths have m = 2 (slerp: coef = alpha(t), beta(t) per unit), planes m = 3."""
+
+    name: str  # state_dict name of the first layer's weight, e.g. "fc1.weight"
+    bases: list[torch.Tensor]  # m tensors shaped like the weight, (H, *fan_in)
+    coef: torch.Tensor  # (K, m, H)
+
+    def select(self, k0: int, k1: int) -> "Combination":
+        return Combination(self.name, self.bases, self.coef[k0:k1])
+
+    def __len__(self) -> int:
+        return self.coef.shape[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# How the engine runs a model: weightless prefix, first layer, conv stage (per point), dense stage (stacked)
+
+
+@dataclass
+class _Plan:
+    prefix: list[nn.Module]  # weightless modules before the first layer, applied once to the shared input
+    first: tuple[str, nn.Module]  # the first module with weights
+    per_point: list[tuple[str, nn.Module]]  # after a conv first layer, up to the last flatten: point by point
+    stacked: list[tuple[str, nn.Module]]  # the dense rest: all points of a chunk together, (K, n, ...)
+    keys: dict[str, list[str]]  # module name -> its local state_dict keys ("weight", "running_mean", ...)
+    last: str  # name of the last module with weights (float32 in bf16 mode)
+    pp_act: int  # largest activation of one sample in the conv stage (entries)
+    st_act: int  # largest activation of one sample and one point in the dense stage (entries)
+
+
+def _is_weighted(m: nn.Module) -> bool:
+    return len(m.state_dict()) > 0
+
+
+@torch.no_grad()
+def _make_plan(model: nn.Module, input_shape: tuple[int, ...]) -> _Plan:
+    if not isinstance(model, nn.Sequential):
+        raise TypeError("the batched evaluation runs nn.Sequential models (as nets.build makes them)")
+    children = list(model.named_children())
+    weighted = [i for i, (_, m) in enumerate(children) if _is_weighted(m)]
+    if not weighted:
+        raise TypeError("the model has no layer with weights")
+    i0 = weighted[0]
+    first = children[i0]
+    if isinstance(first[1], nn.Conv2d):
+        flat = max(i for i, (_, m) in enumerate(children) if isinstance(m, nn.Flatten))
+        per_point, stacked = children[i0 + 1 : flat + 1], children[flat + 1 :]
+    elif isinstance(first[1], nn.Linear):
+        per_point, stacked = [], children[i0 + 1 :]
+    else:
+        raise TypeError(f"unsupported first layer {type(first[1]).__name__}")
+    for name, m in stacked:
+        if isinstance(m, nn.Conv2d) or (_is_weighted(m) and not isinstance(m, (nn.Linear, nn.BatchNorm1d))):
+            raise TypeError(f"unsupported layer {name} ({type(m).__name__}) after the flatten")
+    # sizes of one sample's activations (the model's own weights only serve to trace shapes)
+    was_training = model.training
+    model.eval()
+    h = torch.zeros(1, *input_shape, dtype=_dtype(model), device=_device(model))
+    pp_act, st_act, stage = 0, 0, "prefix"
+    for i, (_, m) in enumerate(children):
+        h = m(h)
+        if i == i0:
+            stage = "per_point" if per_point else "stacked"
+        if stage == "per_point":
+            pp_act = max(pp_act, h.numel())
+            if isinstance(m, nn.Flatten) and i == i0 + len(per_point):
+                stage = "stacked"
+        elif stage == "stacked":
+            st_act = max(st_act, h.numel())
+    model.train(was_training)
+    keys = {name: list(m.state_dict().keys()) for name, m in children}
+    return _Plan([m for _, m in children[:i0]], first, per_point, stacked, keys, children[weighted[-1]][0],
+                 pp_act, max(st_act, 1))
+
+
+def _params(plan: _Plan, stack: State, name: str, k: int | None = None) -> State:
+    """Module ``name``'s tensors of point k (or of all points, stacked) under their local names."""
+    return {key: (stack[f"{name}.{key}"] if k is None else stack[f"{name}.{key}"][k]) for key in plan.keys[name]}
+
+
+def _binary(m: nn.Module) -> bool:
+    return bool(getattr(m, "is_binary", False))
+
+
+# --------------------------------------------------------------------------------------------------
+# The batched forward pass
+
+
+def _first_products(plan: _Plan, comb: Combination | None, x: torch.Tensor) -> list[torch.Tensor] | None:
+    """The m products of the data with the combination's bases (shared by all points of a chunk)."""
+    if comb is None:
+        return None
+    m = plan.first[1]
+    if isinstance(m, nn.Conv2d):
+        return [F.conv2d(x, w, None, m.stride, m.padding, m.dilation, m.groups) for w in comb.bases]  # m x (n, H, h, w)
+    return [F.linear(x, w) for w in comb.bases]  # m x (n, H)
+
+
+def _combine(products: list[torch.Tensor], coef: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """bias + sum_j coef[..., j, u] * products[j][..., u, ...]: coef (K, m, H) against (n, H) products (dense,
+    all points) or (m, H) against (n, H, h, w) (conv, one point). In place after the first op: these
+    tensors are the largest the engine writes, and memory traffic is what they cost."""
+    if coef.dim() == 3:  # dense, all points: (K, 1, H) * (1, n, H) -> (K, n, H)
+        c = coef.transpose(0, 1)[:, :, None, :]  # (m, K, 1, H)
+        b = bias[:, None, :] if bias is not None else None
+        z = [p[None] for p in products]
+    else:  # conv, one point: (H, 1, 1) * (n, H, h, w)
+        c = coef[:, :, None, None]  # (m, H, 1, 1)
+        b = bias[:, None, None] if bias is not None else None
+        z = products
+    out = torch.addcmul(b, c[0], z[0]) if b is not None else c[0] * z[0]
+    for j in range(1, len(z)):
+        out.addcmul_(c[j], z[j])
+    return out
+
+
+def _dense(m: nn.Linear, p: State, h: torch.Tensor, shared: bool) -> torch.Tensor:
+    """A dense layer for all points: h (n, d) shared or (K, n, d) -> (K, n, H)."""
+    w, b = p["weight"], p.get("bias")  # (K, H, d), (K, H)
+    if _binary(m):
+        w = binarize(w)
+    K, H, d = w.shape
+    if shared:  # one matmul with K*H outputs
+        out = F.linear(h, w.reshape(K * H, d)).view(h.shape[0], K, H).transpose(0, 1)
+        out = out + b[:, None, :] if b is not None else out.contiguous()
+    elif b is not None:
+        out = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
+    else:
+        out = torch.bmm(h, w.transpose(1, 2))
+    return out / d**0.5 if _binary(m) else out
+
+
+def _forward(plan: _Plan, stack: State, x: torch.Tensor, comb: Combination | None, bf16: bool) -> torch.Tensor:
+    """Logits (K, n, C) of the K stacked points on inputs x (n, ...)."""
+    name0, first = plan.first
+    K = next(iter(stack.values())).shape[0]
+    cast = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    with cast:
+        for m in plan.prefix:
+            x = m(x)
+        products = _first_products(plan, comb, x)  # m products shared by the K points, or None
+        if plan.per_point:  # conv stage, point after point
+            flat = []
+            for k in range(K):
+                if products is not None:
+                    bias = stack.get(f"{name0}.bias")
+                    h = _combine(products, comb.coef[k], bias[k] if bias is not None else None)
+                else:
+                    h = functional_call(first, _params(plan, stack, name0, k), (x,))
+                for name, m in plan.per_point:
+                    if plan.keys[name]:
+                        h = functional_call(m, _params(plan, stack, name, k), (h,))
+                    else:
+                        h = h.relu_() if isinstance(m, nn.ReLU) else m(h)
+                flat.append(h)
+            h = torch.stack(flat)  # (K, n, D)
+        elif products is not None:
+            h = _combine(products, comb.coef, stack.get(f"{name0}.bias"))
+        else:
+            h = _dense(first, _params(plan, stack, name0), x, shared=True)
+        for name, m in plan.stacked:
+            last = bf16 and name == plan.last
+            with torch.autocast(x.device.type, enabled=False) if last else nullcontext():
+                if last:
+                    h = h.float()
+                if isinstance(m, nn.Linear):
+                    h = _dense(m, _params(plan, stack, name), h, shared=False)
+                elif plan.keys[name]:  # BatchNorm1d: point by point
+                    h = torch.stack([functional_call(m, _params(plan, stack, name, k), (h[k],)) for k in range(K)])
+                elif isinstance(m, nn.ReLU):
+                    h = h.relu_()  # h is the engine's own intermediate
+                else:  # weightless: on the merged (K*n) batch
+                    n = h.shape[1]
+                    h = m(h.reshape(K * n, *h.shape[2:]))
+                    h = h.reshape(K, n, *h.shape[1:])
+    return h.float() if bf16 else h
+
+
+# --------------------------------------------------------------------------------------------------
+# Chunking, precision
+
+
+@dataclass
+class _Chunks:
+    points: int  # points per chunk
+    data: int  # inputs per chunk (evaluation)
+
+
+def _memory_bytes(device: torch.device, memory_mb: float | None) -> int:
+    if memory_mb is not None:
+        return int(memory_mb * 2**20)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(0.5 * free)
+    return 2**30  # 1 GiB on CPU [ours]
+
+
+def _chunks(plan: _Plan, n_points: int, n_data: int, state_bytes: int, elem: int, device: torch.device,
+            memory_mb: float | None, chunk: int | None) -> _Chunks:
+    """Data chunk: ``chunk``, else 256 inputs on CPU (measured fastest for dense and conv nets on 2 cores:
+    the (K, 256, h) intermediates stay in cache, convs are cache-sized), 8192 on CUDA, shrunk to fit one
+    point in the budget. Points per chunk: as many as fit the budget with that data chunk (stacked weights
+    twice, dense activations three times)."""
+    budget = _memory_bytes(device, memory_mb)
+    if chunk is None:
+        chunk = 8192 if device.type == "cuda" else 256
+    one_point = 3 * elem * (plan.pp_act + plan.st_act)
+    data = max(1, min(chunk, n_data, budget // max(one_point, 1)))
+    per_point = 2 * state_bytes + 3 * elem * data * plan.st_act
+    spare = budget - 3 * elem * data * plan.pp_act
+    points = max(1, min(n_points, spare // per_point))
+    return _Chunks(points, data)
+
+
+@contextmanager
+def _precision(device: torch.device, precision: str | None) -> Iterator[bool]:
+    """TF32 on CUDA for "tf32" and "bf16" (None means "tf32" on CUDA); yields whether to autocast to bf16."""
+    precision = precision or ("tf32" if device.type == "cuda" else "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if device.type != "cuda":
+        yield precision == "bf16"
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    tf32 = precision != "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield precision == "bf16"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _channels_last(plan: _Plan, x: torch.Tensor) -> torch.Tensor:
+    """Image inputs of conv nets in channels_last on CPU (float32): oneDNN's fast convs (measured ~1.7x)."""
+    if plan.per_point and x.dim() == 4 and x.device.type == "cpu" and x.dtype == torch.float32:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+# --------------------------------------------------------------------------------------------------
+# BatchNorm recalibration and evaluation of one chunk of points
+
+
+def _fresh_bn_stats(model: nn.Module, stack: State, K: int) -> State:
+    """Reset running statistics of every BatchNorm for K points (as reset_running_stats)."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            mean = stack[f"{name}.running_mean"]
+            out[f"{name}.running_mean"] = torch.zeros_like(mean)
+            out[f"{name}.running_var"] = torch.ones_like(mean)
+            out[f"{name}.num_batches_tracked"] = torch.zeros(K, dtype=torch.long, device=mean.device)
+    return out
+
+
+@torch.no_grad()
+def _recalibrate_chunk(model: nn.Module, plan: _Plan, stack: State, comb: Combination | None, x: torch.Tensor,
+                       batch_size: int, bf16: bool) -> State:
+    """The stack with every BatchNorm's statistics recomputed on x, for each point as ``recalibrate_bn``."""
+    K = next(iter(stack.values())).shape[0]
+    stack = {**stack, **_fresh_bn_stats(model, stack, K)}  # updated in place through per-point views
+    with _bn_accumulating(model):
+        for i in range(0, len(x), batch_size):
+            xb = _channels_last(plan, x[i : i + batch_size])
+            _forward(plan, stack, xb, comb, bf16)
+    return stack
+
+
+@torch.no_grad()
+def _evaluate_chunk(plan: _Plan, stack: State, comb: Combination | None, x: torch.Tensor, y: torch.Tensor,
+                    data_chunk: int, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K,) numbers of mistakes and (K,) float64 sums of cross-entropy on (x, y)."""
+    K = next(iter(stack.values())).shape[0]
+    wrong = torch.zeros(K, dtype=torch.long, device=x.device)
+    loss = torch.zeros(K, dtype=torch.float64, device=x.device)
+    for i in range(0, len(y), data_chunk):
+        xb, yb = _channels_last(plan, x[i : i + data_chunk]), y[i : i + data_chunk]
+        logits = _forward(plan, stack, xb, comb, bf16)  # (K, n, C)
+        wrong += (logits.argmax(dim=2) != yb).sum(dim=1)
+        n, C = logits.shape[1:]
+        ce = F.cross_entropy(logits.double().reshape(K * n, C), yb.repeat(K), reduction="none")
+        loss += ce.view(K, n).sum(dim=1)
+    return wrong, loss
+
+
+def _usable(plan: _Plan, comb: Combination | None, points: int) -> bool:
+    """Use the combination when it matches the first layer, which is linear in its weights, and saves products."""
+    if comb is None:
+        return False
+    name, m = plan.first
+    return comb.name == f"{name}.weight" and not _binary(m) and points > len(comb.bases)
+
+
+def _prepare(model: nn.Module, splits: Splits) -> tuple[_Plan, torch.dtype, torch.device]:
+    model.eval()
+    x = next(iter(splits.values()))[0]
+    return _make_plan(model, tuple(x.shape[1:])), _dtype(model), _device(model)
+
+
+def _state_bytes(state: State, elem: int) -> int:
+    return sum(t.numel() for t in state.values()) * elem
+
+
+@torch.no_grad()
+def evaluate_states(
+    model: nn.Module,
+    states: Iterable[State],
+    splits: Splits,
+    progress: Progress | None = None,
+    total: int | None = None,
+    bn_data: torch.Tensor | None = None,
+    *,
+    first: Combination | None = None,
+    bn_batch: int = 4096,
+    memory_mb: float | None = None,
+    chunk: int | None = None,
+    precision: str | None = None,
+) -> dict[str, dict[str, list[float]]]:
+    """Error and loss of each state on each named split: ``{split: {"error": [...], "loss": [...]}}``.
+
+    Same results as ``evaluate_states_loop`` (errors identical in exact arithmetic, losses to float
+    tolerance), computed by the batched engine (module docstring). ``model`` (an nn.Sequential from
+    nets.build) gives the architecture, dtype and device; its own weights are not used and not changed.
+    ``states``: an iterable of state dicts, consumed chunk by chunk. ``bn_data``: when given (training
+    inputs), BatchNorm statistics are recomputed on it at every state, in batches of ``bn_batch`` as
+    ``recalibrate_bn``. ``first``: the first layer's weights as a ``Combination`` (one coefficient row
+    per state). ``memory_mb``: budget for stacked weights and activations (default 1 GiB on CPU, half the
+    free memory on CUDA); ``chunk``: inputs per data chunk; ``precision``: see the module docstring.
+    ``progress(fraction, message)`` is called once per state, when its chunk is done; an exception it
+    raises propagates.
+    """
+    out = {name: {"error": [], "loss": []} for name in splits}
+    it = iter(states)
+    head = next(it, None)
+    if head is None:
+        return out
+    plan, dtype, device = _prepare(model, splits)
+    elem = torch.finfo(dtype).bits // 8
+    n_data = max(len(y) for _, y in splits.values())
+    n_points = total or (len(first) if first is not None else 1 << 30)
+    sizes = _chunks(plan, n_points, n_data, _state_bytes(head, elem), elem, device, memory_mb, chunk)
+    recompute = bn_data is not None and has_batchnorm(model)
+    on_device = {name: (x.to(device, dtype), y.to(device)) for name, (x, y) in splits.items()}
+    bn_x = bn_data.to(device, dtype) if recompute else None
+    done = 0
+    with _precision(device, precision) as bf16:
+        for chunk_states in _batched(itertools.chain([head], it), sizes.points):
+            K = len(chunk_states)
+            stack = stack_states(chunk_states, dtype, device)
+            comb = None
+            if first is not None and _usable(plan, first, K):
+                sel = first.select(done, done + K)
+                comb = Combination(sel.name, [b.to(device, dtype) for b in sel.bases], sel.coef.to(device, dtype))
+            if recompute:
+                stack = _recalibrate_chunk(model, plan, stack, comb, bn_x, bn_batch, bf16)
+            for name, (x, y) in on_device.items():
+                wrong, loss = _evaluate_chunk(plan, stack, comb, x, y, sizes.data, bf16)
+                n = max(len(y), 1)
+                out[name]["error"] += [int(w) / n for w in wrong.tolist()]
+                out[name]["loss"] += [float(s) / n for s in loss.tolist()]
+            for k in range(done, done + K):
+                if progress is not None and total:
+                    progress((k + 1) / total, f"evaluated point {k + 1} of {total}")
+            done += K
+    return out
+
+
+def _batched(it: Iterable[State], size: int) -> Iterator[list[State]]:
+    it = iter(it)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+@torch.no_grad()
+def recalibrate_states(model: nn.Module, states: list[State], x: torch.Tensor, batch_size: int = 4096, *,
+                       first: Combination | None = None, memory_mb: float | None = None) -> list[State]:
+    """Copies of ``states`` with every BatchNorm's statistics recomputed on inputs ``x`` (e.g. a fixed subset
+    of the training set, see ``bn_inputs``), all points together; each equals ``recalibrate_bn`` on that state.
+    States are returned in the model's dtype; without BatchNorm they are returned unchanged."""
+    if not states or not has_batchnorm(model):
+        return list(states)
+    plan, dtype, device = _prepare(model, {"x": (x, x)})
+    elem = torch.finfo(dtype).bits // 8
+    sizes = _chunks(plan, len(states), min(batch_size, len(x)), _state_bytes(states[0], elem), elem, device,
+                    memory_mb, batch_size)
+    xs = x.to(device, dtype)
+    out: list[State] = []
+    for k0 in range(0, len(states), sizes.points):
+        chunk = states[k0 : k0 + sizes.points]
+        stack = stack_states(chunk, dtype, device)
+        comb = None
+        if first is not None and _usable(plan, first, len(chunk)):
+            sel = first.select(k0, k0 + len(chunk))
+            comb = Combination(sel.name, [b.to(device, dtype) for b in sel.bases], sel.coef.to(device, dtype))
+        stack = _recalibrate_chunk(model, plan, stack, comb, xs, batch_size, False)
+        out += [{name: t[k].clone() for name, t in stack.items()} for k in range(len(chunk))]
+    return out
+
+
+def bn_inputs(x_train: torch.Tensor, samples: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Inputs for BatchNorm recalibration: all of ``x_train``, or a fixed random subset of ``samples`` of them
+    (the same subset for every point, so that points are comparable) [ours]."""
+    if samples is None or samples >= len(x_train):
+        return x_train
+    if samples < 1:
+        raise ValueError(f"BatchNorm recalibration needs at least one input, got {samples}")
+    idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))[:samples]
+    return x_train[idx.sort().values]

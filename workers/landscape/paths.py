@@ -11,7 +11,10 @@ Path types (``PATH_TYPES``):
   a random order (a shortest path in Hamming space); ``path_result`` averages ``orders`` seeded orders.
 BatchNorm statistics along a path: bn="recompute" (default [ours]: recomputed on the training inputs
 at every point, endpoints included) or bn="interpolate" (the path's own interpolation of them).
-The single-bend path is not implemented here yet.
+Single bend (``bend_result``): a trained midpoint joined to both ends by geodesics (the paper), or Garipov
+et al.'s polychain with a bend trained on the path-averaged loss (real-valued networks).
+Evaluation: the batched engine (evaluate.evaluate_states); along linear and geodesic paths the first
+layer of every point is a per-unit combination of the two ends' first layers (``path_points``).
 """
 from __future__ import annotations
 
@@ -20,8 +23,13 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from . import nets, symmetry
-from .evaluate import evaluate_states, has_batchnorm
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from . import nets, symmetry, train
+from .evaluate import (Combination, bn_inputs, default_device, error_and_loss, evaluate_states, has_batchnorm,
+                       recalibrate_bn)
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -190,27 +198,36 @@ def linear_path(state_a: State, state_b: State, ts: list[float]) -> Iterator[Sta
         yield point
 
 
+def slerp_coefficients(v1: torch.Tensor, v2: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, beta), each (H,) float64, with slerp_rows(v1, v2, t) = alpha[:, None] * v1 + beta[:, None] * v2:
+    sin((1 - t) phi) / sin(phi) and sin(t phi) / sin(phi) per row; below SLERP_MIN_ANGLE the normalised
+    linear combination c ((1 - t) v1 + t v2) with c = ((1 - t) |v1| + t |v2|) / |(1 - t) v1 + t v2|."""
+    v1, v2 = v1.double(), v2.double()
+    phi = angles(v1, v2)  # (H,)
+    use_slerp = phi > SLERP_MIN_ANGLE
+    sin_phi = torch.where(use_slerp, torch.sin(phi), torch.ones_like(phi))
+    target = (1 - t) * v1.norm(dim=1) + t * v2.norm(dim=1)
+    lin_norm = ((1 - t) * v1 + t * v2).norm(dim=1)
+    c = torch.where(lin_norm > 0, target / lin_norm.clamp_min(1e-300), torch.ones_like(lin_norm))
+    alpha = torch.where(use_slerp, torch.sin((1 - t) * phi) / sin_phi, (1 - t) * c)
+    beta = torch.where(use_slerp, torch.sin(t * phi) / sin_phi, t * c)
+    return alpha, beta
+
+
 def slerp_rows(v1: torch.Tensor, v2: torch.Tensor, t: float) -> torch.Tensor:
     """Slerp of each row of v1 (H, d) towards the same row of v2, in float64. Rows of equal norm stay on their
     sphere; below SLERP_MIN_ANGLE the normalised linear combination (norm (1-t)|v1| + t|v2|) is used."""
-    v1, v2 = v1.double(), v2.double()
-    phi = angles(v1, v2)[:, None]  # (H, 1)
-    use_slerp = phi > SLERP_MIN_ANGLE
-    sin_phi = torch.where(use_slerp, torch.sin(phi), torch.ones_like(phi))
-    slerp = (torch.sin((1 - t) * phi) * v1 + torch.sin(t * phi) * v2) / sin_phi
-    lin = (1 - t) * v1 + t * v2
-    target = (1 - t) * v1.norm(dim=1, keepdim=True) + t * v2.norm(dim=1, keepdim=True)
-    lin_norm = lin.norm(dim=1, keepdim=True)
-    lin = torch.where(lin_norm > 0, lin * target / lin_norm.clamp_min(1e-300), lin)
-    return torch.where(use_slerp, slerp, lin)
+    alpha, beta = slerp_coefficients(v1, v2, t)
+    return alpha[:, None] * v1.double() + beta[:, None] * v2.double()
 
 
-def geodesic_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[float]) -> Iterator[State]:
-    """Points of the geodesic between canonical(a) and canonical(align(a, b)) at positions ``ts``."""
-    check_path_type(nets.normalize_spec(spec), "geodesic")
-    s = nets.unit_structure(spec)
-    a = symmetry.canonical_form(spec, state_a)
-    b = symmetry.canonical_form(spec, symmetry.align(spec, state_a, state_b))
+def _geodesic_ends(spec: dict[str, Any], state_a: State, state_b: State) -> tuple[State, State]:
+    """canonical(a) and canonical(align(a, b)): the ends of the geodesic."""
+    return (symmetry.canonical_form(spec, state_a),
+            symmetry.canonical_form(spec, symmetry.align(spec, state_a, state_b)))
+
+
+def _geodesic_states(s: nets.Structure, a: State, b: State, ts: list[float]) -> Iterator[State]:
     sphere_a, sphere_b = dict(_spheres(s, a)), dict(_spheres(s, b))
     for t, point in zip(ts, linear_path(a, b, ts)):  # biases, BN parameters and statistics: linear
         for name in sphere_a:
@@ -220,6 +237,13 @@ def geodesic_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list
                 rows = slerp_rows(sphere_a[name], sphere_b[name], t)
                 point[name] = rows.reshape(a[name].shape).to(a[name].dtype)
         yield point
+
+
+def geodesic_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[float]) -> Iterator[State]:
+    """Points of the geodesic between canonical(a) and canonical(align(a, b)) at positions ``ts``."""
+    check_path_type(nets.normalize_spec(spec), "geodesic")
+    a, b = _geodesic_ends(spec, state_a, state_b)
+    yield from _geodesic_states(nets.unit_structure(spec), a, b, ts)
 
 
 def hamming_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[float],
@@ -250,18 +274,79 @@ def hamming_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[
 def path_states(spec: dict[str, Any], state_a: State, state_b: State, type: str, ts: list[float],
                 generator: torch.Generator | None = None) -> Iterator[State]:
     """The states of a path of ``type`` at positions ``ts`` (one random order for "hamming")."""
-    check_path_type(nets.normalize_spec(spec), type)
-    if type == "linear":
-        return linear_path(state_a, state_b, ts)
-    if type == "linear_aligned":
-        return linear_path(state_a, symmetry.align(spec, state_a, state_b), ts)
+    return path_points(spec, state_a, state_b, type, ts, generator)[0]
+
+
+def first_weight(spec: dict[str, Any]) -> str:
+    """state_dict name of the weight of the network's first layer (the one that reads the inputs)."""
+    s = nets.unit_structure(spec)
+    return s.hidden[0].weight if s.hidden else s.output.weight
+
+
+def _line_combination(name: str, a: State, b: State, ts: list[float]) -> Combination:
+    """First layer of the straight line a -> b: weight(t) = (1 - t) a + t b, the same for every unit."""
+    h = a[name].shape[0]
+    coef = torch.tensor([[1 - t, t] for t in ts], dtype=torch.float64)[:, :, None].expand(len(ts), 2, h)
+    return Combination(name, [a[name], b[name]], coef)
+
+
+def _geodesic_combination(name: str, a: State, b: State, ts: list[float]) -> Combination:
+    """First layer of the geodesic a -> b (canonical ends): each unit slerped, alpha(t) a_u + beta(t) b_u."""
+    ra, rb = a[name].flatten(1), b[name].flatten(1)
+    coef = []
+    for t in ts:
+        if t in (0.0, 1.0):  # the ends exactly, as _geodesic_states
+            one, zero = torch.ones(len(ra), dtype=torch.float64), torch.zeros(len(ra), dtype=torch.float64)
+            coef.append(torch.stack([one, zero] if t == 0.0 else [zero, one]))
+        else:
+            coef.append(torch.stack(slerp_coefficients(ra, rb, t)))
+    return Combination(name, [a[name], b[name]], torch.stack(coef))  # coef (K, 2, H)
+
+
+def path_points(spec: dict[str, Any], state_a: State, state_b: State, type: str, ts: list[float],
+                generator: torch.Generator | None = None) -> tuple[Iterator[State], Combination | None]:
+    """The states of a path of ``type`` at positions ``ts``, and (real networks) its first layer as an
+    ``evaluate.Combination`` of the two ends' first layers, which lets the engine compute the first layer
+    of all points from two products with the data."""
+    spec = nets.normalize_spec(spec)
+    check_path_type(spec, type)
+    if type == "hamming":
+        return hamming_path(spec, state_a, state_b, ts, generator), None
     if type == "geodesic":
-        return geodesic_path(spec, state_a, state_b, ts)
-    return hamming_path(spec, state_a, state_b, ts, generator)
+        a, b = _geodesic_ends(spec, state_a, state_b)
+        states = _geodesic_states(nets.unit_structure(spec), a, b, ts)
+        return states, _geodesic_combination(first_weight(spec), a, b, ts)
+    b = state_b if type == "linear" else symmetry.align(spec, state_a, state_b)
+    return linear_path(state_a, b, ts), _line_combination(first_weight(spec), state_a, b, ts)
 
 
 # --------------------------------------------------------------------------------------------------
 # What a worker calls
+
+
+def _check_bn(bn: str) -> None:
+    if bn not in BN_MODES:
+        raise PathError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
+
+
+def _setup(spec: dict[str, Any], data: Any, states: list[State], dtype: torch.dtype, device: Any, bn: str,
+           bn_samples: int | None):
+    """Model on the device, splits on the device, inputs for BatchNorm recomputation (None when not needed)."""
+    device = torch.device(device) if device is not None else default_device()
+    model = nets.build(spec, data.input_shape, data.n_classes).to(dtype)
+    for state in states:
+        nets.check_state_dict(model, state)
+    model = model.to(device)
+    splits = {"train": (data.x_train.to(device), data.y_train.to(device)),
+              "test": (data.x_test.to(device), data.y_test.to(device))}
+    bn_data = bn_inputs(data.x_train, bn_samples).to(device) if has_batchnorm(model) and bn == "recompute" else None
+    return model, splits, bn_data
+
+
+def _barrier(out: dict[str, Any]) -> None:
+    train = out["train_error"]
+    out["barrier"] = max(train)
+    out["barrier_excess"] = max(train) - (train[0] + train[-1]) / 2
 
 
 def path_result(
@@ -276,6 +361,9 @@ def path_result(
     seed: int = 0,
     progress: Progress | None = None,
     dtype: torch.dtype = torch.float32,
+    *,
+    device: Any = None,
+    bn_samples: int | None = None,
 ) -> dict[str, Any]:
     """Train/test error and loss along a path between two networks of ``spec`` on ``data`` (a data.Dataset).
 
@@ -285,20 +373,16 @@ def path_result(
     BatchNorm), and for "hamming" paths "orders" and the spread "train_error_std", "test_error_std" of
     the per-order curves (the curves, and so the barrier, are those of the mean over orders). Raises ``PathError`` for
     a path type that does not apply, ``nets.SpecError`` / ``nets.WeightsError`` for a bad spec or weights.
+    Evaluated by the batched engine (evaluate.evaluate_states) on ``device`` (default: CUDA if present);
+    ``bn_samples``: recompute BatchNorm statistics on a fixed random subset of that many training inputs.
     """
     spec = nets.normalize_spec(spec)
     check_path_type(spec, type)
-    if bn not in BN_MODES:
-        raise PathError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
+    _check_bn(bn)
     if not isinstance(orders, int) or isinstance(orders, bool) or orders < 1:
         raise PathError(f"'orders' must be a positive integer, got {orders!r}")
     ts = positions(points)
-    model = nets.build(spec, data.input_shape, data.n_classes).to(dtype)
-    nets.check_state_dict(model, state_a)
-    nets.check_state_dict(model, state_b)
-    with_bn = has_batchnorm(model)
-    splits = {"train": (data.x_train, data.y_train), "test": (data.x_test, data.y_test)}
-    bn_data = data.x_train if with_bn and bn == "recompute" else None
+    model, splits, bn_data = _setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
     runs = orders if type == "hamming" else 1
     gen = torch.Generator().manual_seed(seed)
     curves = []
@@ -308,19 +392,181 @@ def path_result(
             if progress is not None:
                 progress((r + fraction) / runs, message if runs == 1 else f"order {r + 1}/{runs}: {message}")
 
-        states = path_states(spec, state_a, state_b, type, ts, gen)
-        curves.append(evaluate_states(model, states, splits, progress=report, total=len(ts), bn_data=bn_data))
-    out: dict[str, Any] = {"type": type, "t": ts, "bn": bn if with_bn else None}
+        states, first = path_points(spec, state_a, state_b, type, ts, gen)
+        curves.append(evaluate_states(model, states, splits, progress=report, total=len(ts), bn_data=bn_data,
+                                      first=first))
+    out: dict[str, Any] = {"type": type, "t": ts, "bn": bn if has_batchnorm(model) else None}
     for split in ("train", "test"):
         for what in ("error", "loss"):
             stacked = torch.tensor([c[split][what] for c in curves], dtype=torch.float64)  # (runs, points)
             out[f"{split}_{what}"] = stacked.mean(dim=0).tolist()
             if type == "hamming" and what == "error":
                 out[f"{split}_error_std"] = stacked.std(dim=0, unbiased=False).tolist()
-    train = out["train_error"]
-    out["barrier"] = max(train)
-    out["barrier_excess"] = max(train) - (train[0] + train[-1]) / 2
+    _barrier(out)
     out["distances"] = distances(spec, state_a, state_b)
     if type == "hamming":
         out["orders"] = orders
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Single-bend path (optimised path)
+
+
+def _mean(a: State, b: State) -> State:
+    """(a + b) / 2 for float tensors (BN statistics included), integer buffers from a."""
+    return {k: (v + b[k].to(v.dtype)) / 2 if v.is_floating_point() else v.clone() for k, v in a.items()}
+
+
+def _train_polychain(model: nn.Module, data: Any, a: State, b: State, bend: State, epochs: int, lr: float,
+                     batch_size: int, seed: int, report: Progress) -> State:
+    """Garipov et al.'s one-bend polychain: the bend theta minimises E_t L(phi_theta(t)), t ~ U[0, 1] drawn
+    once per minibatch, phi = (1 - 2t) a + 2t theta on [0, 1/2], (2 - 2t) theta + (2t - 1) b on [1/2, 1];
+    SGD with Nesterov momentum 0.9, learning rate cosine-annealed per epoch. BatchNorm layers normalise with
+    batch statistics while training; the bend's running statistics are recomputed afterwards."""
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    names = [k for k, _ in model.named_parameters()]
+    on = lambda st: {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in st.items()}  # noqa: E731
+    a, b, bend = on(a), on(b), on(bend)
+    theta = {k: bend[k].clone().requires_grad_(True) for k in names}
+    buffers = {k: v.clone() for k, v in bend.items() if k not in theta}
+    opt = torch.optim.SGD(list(theta.values()), lr=lr, momentum=0.9, nesterov=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = data.x_train.to(device, dtype), data.y_train.to(device)
+    model.train()
+    for epoch in range(epochs):
+        for idx in torch.randperm(len(y), generator=gen).split(batch_size):
+            t = float(torch.rand((), generator=gen))
+            if t < 0.5:
+                point = {k: (1 - 2 * t) * a[k] + 2 * t * theta[k] for k in names}
+            else:
+                point = {k: (2 - 2 * t) * theta[k] + (2 * t - 1) * b[k] for k in names}
+            idx = idx.to(device)
+            loss = F.cross_entropy(functional_call(model, {**point, **buffers}, (x[idx],)), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+        report((epoch + 1) / epochs, f"training the bend: epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.4f}")
+    model.eval()
+    return {**{k: v.detach().clone() for k, v in theta.items()}, **buffers}
+
+
+BEND_VARIANTS: dict[str, str] = {
+    "geodesic": "the paper's: a midpoint trained to low training error, joined to both ends by geodesics",
+    "garipov": "Garipov et al.'s polychain: the bend trained on the loss averaged along two linear segments",
+}
+
+
+def bend_result(
+    spec: dict[str, Any],
+    data: Any,
+    state_a: State,
+    state_b: State,
+    points: int = 11,
+    variant: str = "geodesic",
+    epochs: int = 20,
+    lr: float = 0.02,
+    seed: int = 0,
+    bn: str = "recompute",
+    progress: Progress | None = None,
+    *,
+    batch_size: int = 128,
+    target_error: float | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: Any = None,
+    bn_samples: int | None = None,
+) -> tuple[dict[str, Any], State]:
+    """Error along a single-bend path between two real-valued networks; returns (result, midpoint state).
+
+    variant "geodesic" (the paper): a = canonical(a), b = canonical(align(a, b)); the midpoint starts at
+    (a + b) / 2 and is trained with SGD (train.train: Nesterov momentum 0.9, ``lr`` cosine-annealed over
+    ``epochs``, minibatches of ``batch_size``) until its training error is at most ``target_error``
+    (default [ours]: the larger of the two ends' training errors) or ``epochs`` are done; then the path is
+    the geodesic a -> midpoint for t in [0, 1/2] and midpoint -> b for t in [1/2, 1] (each geodesic_path:
+    the midpoint normalised and aligned to that end). variant "garipov": ends a and align(a, b) with raw
+    scales, the bend started at their mean and trained on the loss averaged along the polychain
+    (``_train_polychain``; always ``epochs`` epochs), linear segments. t = 1/2 is always on the grid
+    (added to ``positions(points)`` when ``points`` is even). The barrier is the maximum over both halves.
+
+    The result has the keys of ``path_result`` (type "bend") plus "variant", "midpoint_train_error",
+    "midpoint_test_error", "epochs" (epochs the midpoint trained) and "midpoint_distances" (geodesic
+    distances a-midpoint and midpoint-b, after alignment). The midpoint state is returned as trained, its
+    BatchNorm statistics recomputed on the training inputs.
+    """
+    spec = nets.normalize_spec(spec)
+    s = nets.unit_structure(spec)
+    if s.binary:
+        raise PathError("single-bend paths are for real-valued networks (a binary network cannot be trained "
+                        "along a continuous bend); use the 'hamming' path type")
+    if not s.hidden:
+        raise PathError("a single-bend path needs a network with at least one hidden layer")
+    if variant not in BEND_VARIANTS:
+        raise PathError(f"unknown bend variant {variant!r}; known: {', '.join(BEND_VARIANTS)}")
+    _check_bn(bn)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= 100_000:
+        raise PathError(f"'epochs' must be an integer between 1 and 100000, got {epochs!r}")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 < lr <= 100:
+        raise PathError(f"'lr' must be a number in (0, 100], got {lr!r}")
+    ts = sorted(set(positions(points)) | {0.5})
+    model, splits, bn_data = _setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
+    report = progress or (lambda f, m: None)
+    train_inputs = bn_inputs(data.x_train, bn_samples)
+
+    # 1. the bend
+    if variant == "geodesic":
+        a, b = _geodesic_ends(spec, state_a, state_b)
+        if target_error is None:
+            ends = evaluate_states(model, [a, b], {"train": splits["train"]}, bn_data=bn_data)
+            target_error = max(ends["train"]["error"])
+        model.load_state_dict(_mean(a, b))
+        history = train.train(model, data, "sgd", epochs=epochs, lr=float(lr), batch_size=batch_size, seed=seed,
+                              target_error=target_error, progress=lambda f, m: report(0.8 * f, f"midpoint: {m}"))
+        epochs_run = len(history)
+        mid = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    else:
+        a, b = state_a, symmetry.align(spec, state_a, state_b)
+        mid = _train_polychain(model, data, a, b, _mean(a, b), epochs, float(lr), batch_size, seed,
+                               lambda f, m: report(0.8 * f, m))
+        epochs_run = epochs
+    model.load_state_dict(mid)
+    recalibrate_bn(model, train_inputs.to(splits["train"][0].device))
+    mid = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    mid_train, _ = error_and_loss(model, *splits["train"])
+    mid_test, _ = error_and_loss(model, *splits["test"])
+
+    # 2. the two halves, evaluated by the engine
+    first_ts, second_ts = [t for t in ts if t <= 0.5], [t for t in ts if t > 0.5]
+    if variant == "geodesic":
+        halves = [path_points(spec, state_a, mid, "geodesic", [2 * t for t in first_ts]),
+                  path_points(spec, state_b, mid, "geodesic", [2 - 2 * t for t in second_ts])]
+    else:
+        halves = [path_points(spec, a, mid, "linear", [2 * t for t in first_ts]),
+                  path_points(spec, mid, b, "linear", [2 * t - 1 for t in second_ts])]
+    curves = []
+    for h, ((states, first), half_ts) in enumerate(zip(halves, (first_ts, second_ts))):
+        offset = len(first_ts) if h else 0
+
+        def half_report(f: float, m: str, n: int = len(half_ts), offset: int = offset) -> None:
+            report(0.8 + 0.2 * (offset + f * n) / len(ts), m)
+
+        curves.append(evaluate_states(model, states, splits, progress=half_report, total=len(half_ts),
+                                      bn_data=bn_data, first=first))
+    out: dict[str, Any] = {"type": "bend", "variant": variant, "t": ts,
+                           "bn": bn if has_batchnorm(model) else None}
+    for split in ("train", "test"):
+        for what in ("error", "loss"):
+            out[f"{split}_{what}"] = curves[0][split][what] + curves[1][split][what]
+    _barrier(out)
+    out["distances"] = distances(spec, state_a, state_b)
+    out.update(midpoint_train_error=mid_train, midpoint_test_error=mid_test, epochs=epochs_run,
+               midpoint_distances={"a": distances_geodesic(spec, state_a, mid),
+                                   "b": distances_geodesic(spec, mid, state_b)})
+    return out, mid
+
+
+def distances_geodesic(spec: dict[str, Any], state_a: State, state_b: State) -> float:
+    """Geodesic distance D between canonical(a) and canonical(align(a, b)) (real-valued networks)."""
+    a, b = _geodesic_ends(spec, _float64(state_a), _float64(state_b))
+    return geodesic_distance(spec, a, b)

@@ -30,7 +30,7 @@ const DISTANCES = [
 let root;
 let run = 0;  // each run has a number; results of an older run are dropped
 let lastKey = "";
-const state = { a: null, b: null, types: ["linear", "geodesic"], points: 21, bn: "recompute", variant: "geodesic", results: {}, errors: {}, jobs: {}, distances: null };
+const state = { a: null, b: null, types: ["linear", "geodesic"], points: 21, bn: "recompute", variant: "geodesic", epochs: "", lr: "", results: {}, errors: {}, jobs: {}, distances: null };
 
 function readForm() {
   state.a = Number($("#compare-a", root).value) || null;
@@ -39,10 +39,13 @@ function readForm() {
   state.points = Number($("#path-points", root).value);
   state.bn = $("#path-bn", root).value;
   state.variant = $("#bend-variant", root).value;
+  state.epochs = $("#bend-epochs", root).value.trim();
+  state.lr = $("#bend-lr", root).value.trim();
 }
 
 const urlParams = () => ({ a: state.a, b: state.b, types: state.types, points: state.points,
-  bn: state.bn === "recompute" ? "" : state.bn, variant: state.types.includes("bend") && state.variant !== "geodesic" ? state.variant : "" });
+  bn: state.bn === "recompute" ? "" : state.bn, variant: state.types.includes("bend") && state.variant !== "geodesic" ? state.variant : "",
+  epochs: state.types.includes("bend") ? state.epochs : "", lr: state.types.includes("bend") ? state.lr : "" });
 
 // Which path types fit A: Hamming for binary networks, the others for real ones.
 function updateTypes() {
@@ -63,13 +66,18 @@ function fillPickers() {
   fillSelect($("#compare-a", root), state.a ?? undefined, filter);
   const a = byId($("#compare-a", root).value);
   // B must share A's data set and architecture kind; the API explains any other mismatch
-  fillSelect($("#compare-b", root), state.b ?? undefined, filter, { allow: (n) => !a || (n.dataset === a.dataset && n.architecture.kind === a.architecture.kind) });
+  const same = (n) => n.dataset === a.dataset && JSON.stringify(n.dataset_options || {}) === JSON.stringify(a.dataset_options || {}) && n.architecture.kind === a.architecture.kind;
+  fillSelect($("#compare-b", root), state.b ?? undefined, filter, { allow: (n) => !a || same(n) });
   updateTypes();
 }
 
 function pathParams(type) {
   const p = { a: state.a, b: state.b, type, points: state.points, bn: state.bn };
-  if (type === "bend") p.variant = state.variant;
+  if (type === "bend") {
+    p.variant = state.variant;
+    if (state.epochs) p.epochs = Number(state.epochs);
+    if (state.lr) p.lr = Number(state.lr);
+  }
   return p;
 }
 
@@ -140,6 +148,12 @@ function draw() {
         { x: r.t, y: r.test_loss, name: `test loss · ${label}`, mode: "lines", line: { color, dash: "dot" }, legendgroup: type });
     }
   }
+  // the bend of a single-bend path sits at t = 1/2
+  const shapes = [], annotations = [];
+  if (order.includes("bend")) {
+    shapes.push({ type: "line", xref: "x", yref: "paper", x0: 0.5, x1: 0.5, y0: 0, y1: 1, line: { color: colorOf("bend"), width: 1, dash: "dot" } });
+    annotations.push({ xref: "x", yref: "paper", x: 0.5, y: 1, text: "bend", showarrow: false, yanchor: "bottom", font: { color: colorOf("bend"), size: 11 } });
+  }
   const a = byId(state.a), b = byId(state.b);
   const title = `${a ? a.name : `#${state.a}`} (t = 0) → ${b ? b.name : `#${state.b}`} (t = 1)`;
   const rows = [];
@@ -153,7 +167,7 @@ function draw() {
     title: { text: `Error along the paths: ${title}` },
     xaxis: { title: { text: "position t along the path (A → B)" }, range: [-0.03, 1.03] },
     yaxis: { title: { text: "error (%)" }, rangemode: "tozero" },
-    height: 430,
+    height: 430, shapes, annotations,
   }, { name: `compare-${state.a}-${state.b}`, csv, json });
   if (lossTraces.length) {
     drawPlot("loss-plot", lossTraces, {
@@ -168,18 +182,18 @@ function renderSummary() {
   const rows = state.types.map((type) => {
     const r = state.results[type];
     const job = state.jobs[type];
-    if (state.errors[type]) return `<tr data-type="${type}"><th scope="row">${esc(typeLabel(type))}</th><td colspan="5" class="error" role="alert">${esc(state.errors[type])}</td></tr>`;
-    if (!r) return `<tr data-type="${type}"><th scope="row">${esc(typeLabel(type))}</th><td colspan="5" class="hint">computing…</td></tr>`;
+    if (state.errors[type]) return `<tr data-type="${type}"><th scope="row">${esc(typeLabel(type))}</th><td colspan="4" class="error" role="alert">${esc(state.errors[type])}</td></tr>`;
+    if (!r) return `<tr data-type="${type}"><th scope="row">${esc(typeLabel(type))}</th><td colspan="4" class="hint">computing…</td></tr>`;
     const i = r.train_error.indexOf(Math.max(...r.train_error));
-    const mid = r.midpoint_network_id ? ` · midpoint <a href="#/network?id=${r.midpoint_network_id}">#${r.midpoint_network_id}</a>` : "";
-    return `<tr data-type="${type}"><th scope="row"><span class="swatch" style="background:${colorOf(type)}"></span>${esc(typeLabel(type))}${r.variant ? ` (${esc(r.variant)})` : ""}</th>
-      <td class="num barrier" data-value="${r.barrier}">${pct(r.barrier)}</td><td class="num" data-value="${r.barrier_excess}">${pct(r.barrier_excess)}</td><td class="num">${num(r.t[i], 3)}</td>
+    const mid = r.midpoint_network_id ? `<br><span class="hint small">midpoint <a href="#/network?id=${r.midpoint_network_id}">#${r.midpoint_network_id}</a>${r.midpoint_train_error !== undefined ? `, train error ${pct(r.midpoint_train_error)}` : ""}${r.epochs ? `, ${r.epochs} epochs` : ""}</span>` : "";
+    return `<tr data-type="${type}"><th scope="row"><span class="swatch" style="background:${colorOf(type)}"></span>${esc(typeLabel(type))}${r.variant ? ` (${esc(r.variant)})` : ""}${mid}</th>
+      <td class="num barrier" data-value="${r.barrier}" title="at t = ${num(r.t[i], 3)}">${pct(r.barrier)}</td><td class="num" data-value="${r.barrier_excess}">${pct(r.barrier_excess)}</td>
       <td class="num">${pct(Math.max(...r.test_error))}</td>
-      <td class="wrap">job <a href="#/jobs?focus=${job.id}" data-job="${job.id}">${job.id}</a>${job.cached ? " · cached" : ""}${mid}</td></tr>`;
+      <td class="wrap">job <a href="#/jobs?focus=${job.id}" data-job="${job.id}">${job.id}</a>${job.cached ? " · cached" : ""}</td></tr>`;
   }).join("");
   $("#path-summary", root).innerHTML = state.types.length ? `
     <table class="data compact"><thead><tr><th>path</th><th class="num" title="maximum train error along the path">barrier</th>
-    <th class="num" title="barrier minus the mean of the endpoints' train errors">excess</th><th class="num">at t</th>
+    <th class="num" title="barrier minus the mean of the endpoints' train errors">excess</th>
     <th class="num" title="maximum test error along the path">max test</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : "";
 }
 
@@ -207,7 +221,9 @@ export default {
           <fieldset class="inline"><legend>Paths</legend>
             ${PATH_TYPES.map((p) => `<label title="${esc(p.help)}"><input type="checkbox" name="path-type" value="${p.type}"> ${esc(p.label)}</label>`).join("")}
           </fieldset>
-          <span id="bend-options" hidden><label>Bend <select id="bend-variant"><option value="geodesic">geodesic (paper)</option><option value="garipov">Garipov polychain</option></select></label></span>
+          <span id="bend-options" hidden><label title="geodesic: the paper's midpoint trained to low error, joined by geodesics; garipov: the bend trained on the path-averaged loss">Bend <select id="bend-variant"><option value="geodesic">geodesic (paper)</option><option value="garipov">Garipov polychain</option></select></label>
+            <label title="epochs of training of the midpoint (empty: the worker's default)">epochs <input id="bend-epochs" type="number" min="1" max="10000" placeholder="default"></label>
+            <label title="learning rate of the midpoint's training (empty: the worker's default)">lr <input id="bend-lr" type="number" min="0" step="any" placeholder="default"></label></span>
           <label>Points <input id="path-points" type="number" min="2" max="201" value="21"></label>
           <label title="BatchNorm statistics along the path: recomputed on training data at each point, or interpolated">BatchNorm <select id="path-bn"><option value="recompute">recompute</option><option value="interpolate">interpolate</option></select></label>
           <button id="run-path" type="submit">Run</button>
@@ -238,12 +254,16 @@ export default {
     state.points = Number(params.points) || 21;
     state.bn = params.bn === "interpolate" ? "interpolate" : "recompute";
     state.variant = params.variant === "garipov" ? "garipov" : "geodesic";
+    state.epochs = params.epochs || "";
+    state.lr = params.lr || "";
     $("#compare-search", root).value = "";
     fillPickers();
     $$("input[name='path-type']", root).forEach((c) => { c.checked = state.types.includes(c.value); });
     $("#path-points", root).value = state.points;
     $("#path-bn", root).value = state.bn;
     $("#bend-variant", root).value = state.variant;
+    $("#bend-epochs", root).value = state.epochs;
+    $("#bend-lr", root).value = state.lr;
     updateTypes();
     const key = JSON.stringify(urlParams());
     if (state.a && state.b && key !== lastKey) {

@@ -12,15 +12,17 @@ let root;
 let picker;
 let run = 0;
 let lastKey = "";
-const state = { nets: [], sigmas: "", draws: "", results: new Map(), errors: new Map(), jobs: new Map() };
+const state = { nets: [], sigmas: "", draws: "", noise: "weights", seed: "", results: new Map(), errors: new Map(), jobs: new Map() };
 
-const urlParams = () => ({ nets: state.nets, sigmas: state.sigmas, draws: state.draws });
+const urlParams = () => ({ nets: state.nets, sigmas: state.sigmas, draws: state.draws, noise: state.noise === "weights" ? "" : state.noise, seed: state.seed });
 
 function params(id) {
   const p = { network: id };
   const sigmas = state.sigmas.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
   if (sigmas.length) p.sigmas = sigmas;
   if (state.draws) p.draws = Number(state.draws);
+  if (state.noise !== "weights") p.params = state.noise;
+  if (state.seed) p.seed = Number(state.seed);
   return p;
 }
 
@@ -29,6 +31,8 @@ async function runAll(ev) {
   state.nets = picker.selected.slice();
   state.sigmas = $("#flat-sigmas", root).value.trim();
   state.draws = $("#flat-draws", root).value.trim();
+  state.noise = $("#flat-noise", root).value;
+  state.seed = $("#flat-seed", root).value.trim();
   const err = $("#flat-error", root);
   setError(err, "");
   if (!state.nets.length) { setError(err, "Choose at least one network."); return; }
@@ -63,15 +67,20 @@ const xTitle = (kinds) => (kinds.every((k) => k === "flip") ? "fraction ε of fl
 function draw() {
   const ids = state.nets.filter((id) => state.results.has(id));
   const traces = [];
+  const DASHES = ["solid", "dash", "dot", "dashdot", "longdash"];
+  const seen = new Map();  // networks of the same sampler share a colour; a dash tells them apart
   ids.forEach((id) => {
     const r = state.results.get(id);
-    const color = colorOf(samplerOf(byId(id)));
+    const sampler = samplerOf(byId(id));
+    const color = colorOf(sampler);
+    const dash = DASHES[(seen.get(sampler) || 0) % DASHES.length];
+    seen.set(sampler, (seen.get(sampler) || 0) + 1);
     const upper = r.delta_mean.map((m, i) => 100 * (m + r.delta_std[i]));
     const lower = r.delta_mean.map((m, i) => 100 * (m - r.delta_std[i]));
     traces.push({ x: [...r.sigma, ...r.sigma.slice().reverse()], y: [...upper, ...lower.reverse()], fill: "toself", fillcolor: color, opacity: 0.15,
       line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: String(id), name: `± std · ${label(id)}`, mode: "lines" });
     traces.push({ x: r.sigma, y: r.delta_mean.map((v) => 100 * v), name: `${label(id)} · ${samplerOf(byId(id))}`, legendgroup: String(id), mode: "lines+markers",
-      line: { color }, marker: { size: 5 }, customdata: r.delta_std.map((v) => 100 * v), meta: id,
+      line: { color, dash }, marker: { size: 5 }, customdata: r.delta_std.map((v) => 100 * v), meta: id,
       hovertemplate: `${esc(label(id))}<br>σ = %{x}<br>ΔE = %{y:.3f}% ± %{customdata:.3f}%<extra></extra>` });
   });
   const kinds = ids.map((id) => state.results.get(id).kind || "gaussian");
@@ -86,7 +95,7 @@ function draw() {
   });
   const json = Object.fromEntries(ids.map((id) => [id, state.results.get(id)]));
   drawPlot("flat-curves", traces, {
-    title: { text: "Local energy ΔE(σ): train error increase under noise (mean ± std over draws)" },
+    title: { text: "Local energy ΔE(σ), mean ± std over the draws" },
     xaxis: { title: { text: xTitle(kinds) } }, yaxis: { title: { text: "ΔE (train error %, above the network's own)" }, rangemode: "tozero" },
     height: 420,
   }, { name: "flatness-curves", csv: toCSV(cols), json });
@@ -149,7 +158,9 @@ export default {
         <div id="flat-picker"></div>
         <div class="row">
           <label>σ values <input id="flat-sigmas" placeholder="(worker's default)" size="24" title="comma-separated noise levels, e.g. 0.05, 0.1, 0.2"></label>
-          <label>Draws per σ <input id="flat-draws" type="number" min="1" max="1000" placeholder="default"></label>
+          <label>Draws per σ <input id="flat-draws" type="number" min="1" max="10000" placeholder="default"></label>
+          <label title="which parameters get the multiplicative noise">Noise on <select id="flat-noise"><option value="weights">weights</option><option value="all">all parameters</option></select></label>
+          <label title="seed of the noise draws">Seed <input id="flat-seed" type="number" min="0" placeholder="0"></label>
           <button id="run-flatness" type="submit">Measure flatness</button>
         </div>
         <p id="flat-error" class="error" role="alert" hidden></p>
@@ -170,9 +181,13 @@ export default {
     state.nets = idList(params.nets);
     state.sigmas = params.sigmas || "";
     state.draws = params.draws || "";
+    state.noise = params.noise === "all" ? "all" : "weights";
+    state.seed = params.seed || "";
     picker.set(state.nets, { silent: true });
     $("#flat-sigmas", root).value = state.sigmas;
     $("#flat-draws", root).value = state.draws;
+    $("#flat-noise", root).value = state.noise;
+    $("#flat-seed", root).value = state.seed;
     const key = JSON.stringify(urlParams());
     if (state.nets.length && key !== lastKey) await runAll();
   },

@@ -1,6 +1,6 @@
 // Jobs: live progress, status, errors in words, cancel, re-run (the same kind and params), open the result.
 import { cancelJob, listJobs, submitJob } from "../api.js";
-import { setState } from "../router.js";
+import { hashOf, setState } from "../router.js";
 import { byId, refreshNetworks } from "../store.js";
 import { $, archText, dateText, esc, setError } from "../util.js";
 
@@ -29,19 +29,20 @@ function describe(j) {
   }
 }
 
-// The view that shows a job's result.
+// The view that shows a job's result (the same address the view itself would write).
 function link(j) {
   const p = j.params || {};
   if (j.status !== "succeeded") return "";
-  const r = j.result || {};
+  const q = (view, params) => `<a href="${esc(hashOf(view, params))}">${view === "network" || view === "networks" ? "network" : "open"}</a>`;
   switch (j.kind) {
-    case "train": return r.network_id || j.result_id ? `<a href="#/networks?q=${encodeURIComponent(p.name || "")}">network</a>` : "";
-    case "path": return `<a href="#/compare?a=${p.a}&b=${p.b}&types=${p.type}&points=${p.points}${p.bn && p.bn !== "recompute" ? `&bn=${p.bn}` : ""}${p.variant && p.variant !== "geodesic" ? `&variant=${p.variant}` : ""}">plot</a>`;
-    case "distance": return `<a href="#/compare?a=${p.a}&b=${p.b}">compare</a>`;
-    case "matrix": return `<a href="#/map?nets=${(p.networks || []).join(",")}${p.barriers ? `&barriers=1&points=${p.points}` : ""}">map</a>`;
-    case "flatness": return `<a href="#/flatness?nets=${p.network}${p.sigmas ? `&sigmas=${p.sigmas.join(",")}` : ""}${p.draws ? `&draws=${p.draws}` : ""}">plot</a>`;
-    case "plane": return `<a href="#/plane?nets=${(p.networks || []).join(",")}&grid=${p.grid}${p.mode ? `&mode=${p.mode}` : ""}">plot</a>`;
-    case "evaluate": case "canonicalize": return `<a href="#/network?id=${p.network}">network</a>`;
+    case "train": return q("networks", { q: p.name || "" });
+    case "path": return q("compare", { a: p.a, b: p.b, types: [p.type], points: p.points, bn: p.bn && p.bn !== "recompute" ? p.bn : "",
+      variant: p.variant && p.variant !== "geodesic" ? p.variant : "", epochs: p.type === "bend" ? p.epochs : "", lr: p.type === "bend" ? p.lr : "" });
+    case "distance": return q("compare", { a: p.a, b: p.b });
+    case "matrix": return q("map", { nets: p.networks || [], barriers: p.barriers ? 1 : "", points: p.barriers ? p.points : "" });
+    case "flatness": return q("flatness", { nets: [p.network], sigmas: (p.sigmas || []).join(","), draws: p.draws, noise: p.params === "all" ? "all" : "", seed: p.seed || "" });
+    case "plane": return q("plane", { nets: p.networks || [], grid: p.grid, mode: p.mode, margin: p.margin, bn: p.bn && p.bn !== "recompute" ? p.bn : "" });
+    case "evaluate": case "canonicalize": return q("network", { id: p.network });
     default: return "";
   }
 }

@@ -111,7 +111,7 @@ function drawMDS() {
   const custom = (p) => [p.id, p.sampler, pct(p.test_error)];
   if (state.color === "test_error") {
     traces = [{ x: all.map((p) => p.x), y: all.map((p) => p.y), text: all.map((p) => p.name), customdata: all.map(custom), mode: "markers+text", textposition: "top center", cliponaxis: false,
-      name: "networks", marker: { size: 14, color: all.map((p) => (p.test_error === null ? null : 100 * p.test_error)), colorscale: "RdYlGn", reversescale: true,
+      name: "networks", marker: { size: 14, color: all.map((p) => (p.test_error === null ? null : 100 * p.test_error)), colorscale: [[0, "#15803d"], [0.5, "#facc15"], [1, "#b91c1c"]],
         colorbar: { title: { text: "test error %", side: "right" } }, line: { color: "#333", width: 1 } }, hovertemplate: hover }];
   } else {
     traces = [...new Set(sampler)].map((s) => {
@@ -125,10 +125,13 @@ function drawMDS() {
     if (p) traces.push({ x: [p.x], y: [p.y], mode: "markers", name: "first pick", showlegend: false, hoverinfo: "skip", marker: { size: 24, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2 } } });
   }
   const explained = eigenvalues.map((v) => Math.max(v, 0));
+  // room around the points for their names
+  const padded = (vals) => { const lo = Math.min(...vals), hi = Math.max(...vals), pad = 0.25 * (hi - lo) || 1; return [lo - pad, hi + pad]; };
   drawPlot("map-mds", traces, {
     title: { text: `Classical MDS of the ${LABELS[key] || key} distances` },
-    xaxis: { title: { text: `MDS 1 (eigenvalue ${num(explained[0], 3)})` }, zeroline: false },
-    yaxis: { title: { text: `MDS 2 (eigenvalue ${num(explained[1], 3)})` }, zeroline: false, scaleanchor: "x", scaleratio: 1 },
+    xaxis: { title: { text: `MDS 1 (eigenvalue ${num(explained[0], 3)})` }, zeroline: false, range: padded(all.map((p) => p.x)) },
+    yaxis: { title: { text: `MDS 2 (eigenvalue ${num(explained[1], 3)})` }, zeroline: false, scaleanchor: "x", scaleratio: 1, range: padded(all.map((p) => p.y)) },
+    margin: { t: 40, r: 40, b: 100, l: 60 },
     height: 460, legend: { title: { text: state.color === "test_error" ? "" : "sampler" }, orientation: "h", yref: "container", y: 0.01, yanchor: "bottom", x: 0 },
   }, { name: "map-mds", csv: toCSV({ network_id: all.map((p) => p.id), name: all.map((p) => p.name), sampler: all.map((p) => p.sampler), test_error: all.map((p) => p.test_error), mds1: all.map((p) => p.x), mds2: all.map((p) => p.y) }), json: { distance: key, eigenvalues, points: all } });
   const mds = document.getElementById("map-mds");

@@ -225,6 +225,7 @@ function askDelete(id) {
 
 async function confirmDelete(id) {
   const cell = $(`[data-actions='${id}']`, root);
+  cell.innerHTML = `<span class="hint">deleting…</span>`;
   try {
     await deleteNetwork(id);
     ui.selected = ui.selected.filter((x) => x !== id);
@@ -351,8 +352,14 @@ export default {
     $("#train-optimizer", root).addEventListener("change", optimizerFields);
     $("#train-form", root).addEventListener("submit", submitTrain);
     $("#upload-form", root).addEventListener("submit", submitUpload);
-    onNetworks(() => { fillFilters(); renderTable(); });
+    onNetworks(() => {
+      if (section.querySelector(".confirm")) return;  // never wipe a question the user is answering
+      fillFilters();
+      renderTable();
+    });
     fillForms();
+    // new networks (trained elsewhere, or errors measured after an upload) appear without a reload
+    setInterval(() => { if (!section.hidden && !document.hidden) refreshNetworks(); }, 15000);
   },
 
   async enter(params) {

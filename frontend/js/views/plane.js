@@ -9,11 +9,18 @@ import { $, clearProgress, esc, idList, pct, setError, showJobProgress, toCSV } 
 let root;
 let run = 0;
 let lastKey = "";
-const state = { nets: [], grid: 15, mode: "aligned", show: "train", result: null, job: null };
+const state = { nets: [], grid: 15, mode: "aligned", margin: "", bn: "recompute", show: "train", result: null, job: null };
 const SLOTS = ["plane-a", "plane-b", "plane-c"];
 
 const chosen = () => state.nets.filter(Boolean);
-const urlParams = () => ({ nets: chosen(), grid: state.grid, mode: state.mode, show: state.show === "train" ? "" : state.show });
+const urlParams = () => ({ nets: chosen(), grid: state.grid, mode: state.mode, margin: state.margin, bn: state.bn === "recompute" ? "" : state.bn,
+  show: state.show === "train" ? "" : state.show });
+const jobParams = () => {
+  const p = { networks: state.nets, grid: state.grid, mode: state.mode };
+  if (state.margin !== "") p.margin = Number(state.margin);
+  if (state.bn !== "recompute") p.bn = state.bn;
+  return p;
+};
 
 function fillPickers() {
   const filter = $("#plane-search", root).value.trim();
@@ -24,6 +31,8 @@ function readForm() {
   state.nets = SLOTS.map((s) => Number($(`#${s}`, root).value) || null);
   state.grid = Number($("#plane-grid", root).value);
   state.mode = $("#plane-mode", root).value;
+  state.margin = $("#plane-margin", root).value.trim();
+  state.bn = $("#plane-bn", root).value;
 }
 
 async function runPlane(ev) {
@@ -34,13 +43,13 @@ async function runPlane(ev) {
   if (chosen().length !== 3 || new Set(chosen()).size !== 3) { setError(err, "Choose three different networks."); return; }
   if (!(state.grid >= 3 && state.grid <= 101)) { setError(err, "Grid: 3 to 101 points per side."); return; }
   setState("plane", urlParams(), { push: true });
-  lastKey = JSON.stringify({ nets: state.nets, grid: state.grid, mode: state.mode });
+  lastKey = JSON.stringify(jobParams());
   const mine = ++run;
   state.result = null;
   clearProgress($("#plane-progress", root));
   clearPlot("plane-plot");
   try {
-    const job = await runJob("plane", { networks: state.nets, grid: state.grid, mode: state.mode },
+    const job = await runJob("plane", jobParams(),
       (j) => { if (mine === run) showJobProgress($("#plane-progress", root), j, `plane through ${state.nets.map((id) => `#${id}`).join(", ")}`); });
     if (mine !== run) return;
     state.result = job.result;
@@ -70,7 +79,8 @@ function draw() {
   r.y.forEach((y, i) => r.x.forEach((x, j) => { cols.y.push(y); cols.x.push(x); cols.train_error.push(r.train_error[i][j]); cols.test_error.push(r.test_error ? r.test_error[i][j] : ""); }));
   drawPlot("plane-plot", traces, {
     title: { text: `${state.show === "test" ? "Test" : "Train"} error on the plane through the three networks (${r.mode || state.mode})` },
-    xaxis: { title: { text: "x (along A → B)" }, zeroline: false }, yaxis: { title: { text: "y (towards C, orthogonal)" }, zeroline: false, scaleanchor: "x", scaleratio: 1 },
+    xaxis: { title: { text: "x (along A → B)" }, zeroline: false, constrain: "domain" },
+    yaxis: { title: { text: "y (towards C, orthogonal)" }, zeroline: false, scaleanchor: "x", scaleratio: 1, constrain: "domain" },
     height: 560, showlegend: false,
   }, { name: `plane-${state.nets.join("-")}`, csv: toCSV(cols), json: r });
   const at = (i) => { const p = points[i]; return p ? `(${p.x.toFixed(3)}, ${p.y.toFixed(3)})` : ""; };
@@ -94,6 +104,8 @@ export default {
         <div class="row">
           <label>Grid (points per side) <input id="plane-grid" type="number" min="3" max="101" value="15"></label>
           <label title="aligned: B and C are permuted to match A and all three are in canonical form; raw: the networks as stored">Mode <select id="plane-mode"><option value="aligned">aligned</option><option value="raw">raw</option></select></label>
+          <label title="how far the grid reaches beyond the three networks, as a fraction of their spread (empty: the worker's default)">Margin <input id="plane-margin" type="number" min="0" max="2" step="0.05" placeholder="0.2"></label>
+          <label title="BatchNorm statistics at each grid point: recomputed on training data, or interpolated">BatchNorm <select id="plane-bn"><option value="recompute">recompute</option><option value="interpolate">interpolate</option></select></label>
           <button id="run-plane" type="submit">Compute the plane</button>
           <label>Show <select id="plane-show"><option value="train">train error</option><option value="test">test error</option></select></label>
         </div>
@@ -113,13 +125,17 @@ export default {
     state.nets = idList(params.nets).slice(0, 3);
     state.grid = Number(params.grid) || 15;
     state.mode = params.mode === "raw" ? "raw" : "aligned";
+    state.margin = params.margin || "";
+    state.bn = params.bn === "interpolate" ? "interpolate" : "recompute";
     state.show = params.show === "test" ? "test" : "train";
     $("#plane-search", root).value = "";
     fillPickers();
     $("#plane-grid", root).value = state.grid;
     $("#plane-mode", root).value = state.mode;
+    $("#plane-margin", root).value = state.margin;
+    $("#plane-bn", root).value = state.bn;
     $("#plane-show", root).value = state.show;
-    const key = JSON.stringify({ nets: state.nets, grid: state.grid, mode: state.mode });
+    const key = JSON.stringify(jobParams());
     if (state.nets.length === 3 && key !== lastKey) await runPlane();
     else if (state.result) draw();
   },

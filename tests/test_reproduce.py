@@ -1,0 +1,248 @@
+"""`toroid reproduce` end to end: the tiny scale through a real `toroid serve` and its worker.
+
+Checks the report's structure (files, self-contained HTML with its figures, every finding with the paper's
+value, the measured value and an agreement flag) and that every number in the summary comes from a stored
+job result: the cited jobs are fetched through the API and the values compared.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from scipy.stats import spearmanr
+
+from backend.client import Client
+from backend.reproduce import run
+
+EXPECTED = ["test_error/mlp-digits", "flatness/mlp-digits", "flatness_vs_test_error/mlp-digits",
+            "barrier_order/mlp-digits", "alignment_barriers/mlp-digits", "distance_order/mlp-digits",
+            "alignment_distances/mlp-digits", "bend/mlp-digits", "binary_barriers/committee-hmm"]
+
+
+@pytest.fixture(scope="module")
+def reproduced(server, tmp_path_factory):
+    client = Client(server["url"])
+    out = tmp_path_factory.mktemp("reproduce")
+    t0 = time.monotonic()
+    result = run(client, scale="tiny", out=out, quiet=True)
+    elapsed = time.monotonic() - t0
+    summary = json.loads(Path(result["summary"]).read_text())
+    return {"client": client, "result": result, "summary": summary, "elapsed": elapsed, "out": out,
+            "html": Path(result["report"]).read_text(encoding="utf-8")}
+
+
+class Jobs:
+    """Jobs fetched once each through the API."""
+
+    def __init__(self, client: Client):
+        self.client, self.cache = client, {}
+
+    def __call__(self, job_id: int) -> dict:
+        if job_id not in self.cache:
+            self.cache[job_id] = self.client.job(job_id)
+        return self.cache[job_id]
+
+
+def read(result: dict, key: str):
+    """An independent reader of the summary's keys: "a.b", "a[3]", "a.b[-1]"."""
+    value = result
+    for part in key.split("."):
+        name, *indices = re.split(r"\[", part)
+        value = value[name]
+        for index in indices:
+            value = value[int(index.rstrip("]"))]
+    return value
+
+
+def measures(obj, path=""):
+    """Every measure (a dict with "items" and "mean") and correlation in a nested structure, with its path."""
+    if isinstance(obj, dict):
+        if obj.get("kind") == "spearman":
+            yield path, obj
+            return
+        if "items" in obj and "mean" in obj:
+            yield path, obj
+            return
+        for k, v in obj.items():
+            yield from measures(v, f"{path}/{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from measures(v, f"{path}[{i}]")
+
+
+def check_measure(m: dict, jobs: Jobs, where: str) -> None:
+    values = []
+    for item in m["items"]:
+        job = jobs(item["job"])
+        assert job["status"] == "succeeded", (where, job)
+        expected = m["factor"] * float(read(job["result"], item["key"]))
+        assert math.isclose(item["value"], expected, rel_tol=1e-9, abs_tol=1e-12), (where, item, expected)
+        values.append(item["value"])
+    assert m["n"] == len(values), where
+    assert m["sources"] == sorted({i["job"] for i in m["items"]}), where
+    if values:
+        mean = sum(values) / len(values)
+        assert math.isclose(m["mean"], mean, rel_tol=1e-9, abs_tol=1e-12), where
+        assert math.isclose(m["min"], min(values), abs_tol=1e-12) and math.isclose(m["max"], max(values), abs_tol=1e-12)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        assert math.isclose(m["std"], std, rel_tol=1e-9, abs_tol=1e-12), where
+    else:
+        assert m["mean"] is None, where
+
+
+def test_files_and_timing(reproduced):
+    out, result = reproduced["out"], reproduced["result"]
+    assert Path(result["report"]) == out / "report.html" and Path(result["report"]).stat().st_size > 100_000
+    assert Path(result["summary"]) == out / "summary.json"
+    assert reproduced["elapsed"] < 100, f"the tiny scale took {reproduced['elapsed']:.0f} s"
+    s = reproduced["summary"]
+    assert s["scale"] == "tiny" and s["jobs"]["planned"] > 20
+    assert s["jobs"]["succeeded"] + s["jobs"]["failed"] + s["jobs"]["skipped"] == s["jobs"]["planned"]
+    # only optional features (flatness, single-bend paths) may be missing; nothing else may fail
+    assert set(s["missing_features"]) <= {"flatness", "bend"}
+    for f in s["failures"]:
+        assert f["kind"] == "flatness" or (f["kind"] == "path" and f["params"].get("type") == "bend"), f
+
+
+def test_every_finding_is_complete(reproduced):
+    s = reproduced["summary"]
+    ids = [f["id"] for f in s["findings"]]
+    assert ids == EXPECTED
+    for f in s["findings"]:
+        assert f["agrees"] in (True, False, None), f["id"]
+        assert f["paper"]["text"] and "unit" in f["paper"], f["id"]
+        assert f["measured"], f["id"]
+        assert f["rule"] and f["verdict"], f["id"]
+        if f["agrees"] is None:
+            assert f["status"].startswith("not available"), f
+        else:
+            assert f["status"] == ("agrees" if f["agrees"] else "disagrees"), f
+    by_id = {f["id"]: f for f in s["findings"]}
+    # what the tiny scale must measure whatever the service's optional features
+    for fid in ("test_error/mlp-digits", "barrier_order/mlp-digits", "alignment_barriers/mlp-digits",
+                "distance_order/mlp-digits", "alignment_distances/mlp-digits", "binary_barriers/committee-hmm"):
+        assert by_id[fid]["agrees"] is not None, by_id[fid]["status"]
+    assert by_id["test_error/mlp-digits"]["measured"]["RSGD"]["n"] == 2
+    assert {k for k, m in by_id["barrier_order/mlp-digits"]["measured"].items() if m["n"]} == {
+        "RSGD-RSGD", "RSGD-SGD", "SGD-SGD", "RSGD-ADV", "SGD-ADV", "ADV-ADV"}
+    # a missing feature is said plainly, never hidden
+    for feature, fids in (("flatness", ("flatness/mlp-digits", "flatness_vs_test_error/mlp-digits")),
+                          ("bend", ("bend/mlp-digits",))):
+        for fid in fids:
+            if feature in s["missing_features"]:
+                assert by_id[fid]["agrees"] is None and by_id[fid]["status"].startswith("not available"), by_id[fid]
+                assert "not available" in s["missing_features"][feature]
+            else:
+                assert by_id[fid]["agrees"] is not None, by_id[fid]["status"]
+    # the markdown table: one row per finding
+    table = s["table_markdown"].splitlines()
+    rows = len([f for f in s["findings"] if not f.get("setting_unavailable")])
+    rows += len({f["setting"] for f in s["findings"] if f.get("setting_unavailable")})
+    assert table[0].startswith("| Finding") and len(table) == 2 + rows
+
+
+def test_every_number_comes_from_a_stored_job(reproduced):
+    s, client = reproduced["summary"], reproduced["client"]
+    jobs = Jobs(client)
+    found = list(measures(s["findings"]))
+    assert len(found) > 20
+    for where, m in found:
+        if m.get("kind") == "spearman":
+            check_measure(m["x"], jobs, where + "/x")
+            check_measure(m["y"], jobs, where + "/y")
+            xs, ys = [i["value"] for i in m["x"]["items"]], [i["value"] for i in m["y"]["items"]]
+            if m["value"] is not None:
+                assert math.isclose(m["value"], spearmanr(xs, ys).statistic, abs_tol=1e-9), where
+            assert m["sources"] == sorted(set(m["x"]["sources"]) | set(m["y"]["sources"]))
+        else:
+            check_measure(m, jobs, where)
+    # the networks table: errors as their train jobs reported them; the networks are stored and tagged
+    assert len(s["networks"]) == 6 + 4
+    for n in s["networks"]:
+        job = jobs(n["train_job"])
+        assert job["kind"] == "train" and job["result"]["network_id"] == n["id"]
+        assert n["train_error"] == job["result"]["train_error"] and n["test_error"] == job["result"]["test_error"]
+        assert {"reproduce", "tiny"} <= set(client.network(n["id"])["tags"])
+    # every figure is drawn from succeeded jobs
+    for fig in s["figures"]:
+        assert fig["sources"], fig
+        for job_id in fig["sources"]:
+            assert jobs(job_id)["status"] == "succeeded"
+
+
+def test_report_is_self_contained(reproduced):
+    page, s = reproduced["html"], reproduced["summary"]
+    assert page.startswith("<!DOCTYPE html>")
+    tags = re.findall(r"<(?:script|link|img|iframe|source|embed)\b[^>]*>", page, flags=re.I)
+    for tag in tags:
+        assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", tag, flags=re.I), tag
+    assert not re.search(r"@import\s+url\(\s*['\"]?(?:https?:)?//", page)
+    assert "Plotly.newPlot" in page and page.count("Plotly.newPlot") == len(s["figures"]) >= 4
+    assert page.count("* plotly.js v") == 1  # plotly.js inlined, once
+    for fig in s["figures"]:
+        assert f"id='fig-{fig['id']}'" in page
+    for f in s["findings"]:
+        assert f"id='{f['id']}'" in page
+
+
+def test_rerun_reuses_stored_results_and_cli(reproduced, server, tmp_path):
+    """The CLI hook runs the same pipeline; identical jobs are answered from the service's cache."""
+    before = {n["id"] for n in reproduced["client"].networks(tag="reproduce")}
+    out = tmp_path / "again"
+    toroid = str(Path(sys.executable).parent / "toroid")
+    proc = subprocess.run([toroid, "reproduce", "--scale", "tiny", "--out", str(out), "--url", server["url"]],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"report: {out / 'report.html'}" in proc.stdout and f"summary: {out / 'summary.json'}" in proc.stdout
+    assert "reproduce:" in proc.stderr and "jobs" in proc.stderr  # the progress bar
+    again = json.loads((out / "summary.json").read_text())
+    assert again["jobs"]["cached"] == again["jobs"]["succeeded"] > 0
+    assert {n["id"] for n in reproduced["client"].networks(tag="reproduce")} == before  # no new networks
+    first = {f["id"]: f for f in reproduced["summary"]["findings"]}
+    for f in again["findings"]:
+        assert f["agrees"] == first[f["id"]]["agrees"], f["id"]
+        for label, m in f["measured"].items():
+            if "mean" in m:
+                assert m["mean"] == first[f["id"]]["measured"][label]["mean"], (f["id"], label)
+
+
+# ---- the pure parts, without a service ---------------------------------------------------------------
+
+def test_scales_pairs_and_statistics():
+    from backend.reproduce import _pairs
+    from backend.reproduce import config as C
+    from backend.reproduce.measure import extract, measure, spearman
+
+    for name in ("tiny", "small", "full"):
+        scale = C.get_scale(name)
+        assert scale.settings[0].dataset == "digits" and scale.binary is not None
+        assert all(set(s.sampler_params) <= set(C.SAMPLERS) for s in scale.settings)
+    assert any(s.architecture["kind"] == "lenet" for s in C.get_scale("full").settings)
+    assert all(s.seeds == 3 for s in C.get_scale("small", seeds=3).settings)
+    with pytest.raises(ValueError):
+        C.get_scale("huge")
+    groups = ["rsgd", "rsgd", "sgd", "sgd", "adv", "adv"]
+    every = _pairs(groups, None)
+    assert len(every) == 15 and all(i < j for i, j in every)
+    one = _pairs(groups, 1)
+    assert sorted(C.pair_type(groups[i], groups[j]) for i, j in one) == sorted(C.PAIR_TYPES)
+    assert [C.pair_type(groups[i], groups[j]) for i, j in _pairs(groups, 1, [("adv", "adv")])] == [("adv", "adv")]
+    assert C.pair_type("adv", "rsgd") == ("rsgd", "adv")
+    # statistics against scipy and by hand
+    x, y = [0.3, 0.1, 0.2, 0.2, 0.9], [3.0, 1.0, 2.5, 2.0, 8.0]
+    assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
+    assert spearman([1, 2], [2, 1]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+    jobs = [{"id": 7, "result": {"d": {"raw": 0.5}, "v": [1, 2, 3]}},
+            {"id": 3, "result": {"d": {"raw": 1.5}, "v": [4]}}]
+    assert extract(jobs[0]["result"], "v[-1]") == 3 and extract(jobs[0]["result"], "d.raw") == 0.5
+    m = measure([(j, "d.raw") for j in jobs], 100, "%")
+    assert (m["mean"], m["n"], m["sources"], m["min"], m["max"]) == (100.0, 2, [3, 7], 50.0, 150.0)
+    assert m["std"] == pytest.approx(math.sqrt(2) * 50)
+    empty = measure([], 1)
+    assert empty["n"] == 0 and empty["mean"] is None and empty["items"] == []

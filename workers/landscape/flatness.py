@@ -1,0 +1,184 @@
+"""Flatness: the local energy of a network (SCIENCE.md section 4).
+
+Real-valued networks, multiplicative Gaussian noise on every weight:
+    delta_E(sigma) = E_z[ E_train(w + sigma z * w) ] - E_train(w),   z ~ N(0, I)
+(E_train: the 0-1 training error). Multiplying each weight by (1 + sigma z) makes delta_E invariant to
+the positive per-unit rescalings of section 2. Binary networks: a random fraction eps of the +-1 weights
+of every layer flipped (eps in the result's "sigma" list, "kind": "flip").
+
+Choices the paper leaves open [ours]:
+- Which parameters get noise: params="weights" (default) perturbs the weight tensor of every layer with
+  weights (dense and conv, output layer included); params="all" also biases and BatchNorm's gamma and
+  beta (never the running statistics).
+- Common random numbers: draw d uses the same z (binary: the same random order of the weights, the first
+  round(eps n_l) of layer l flipped) for every sigma, so the curve of each draw is smooth in sigma and
+  the differences between sigmas are measured with less noise than independent draws would give.
+- Draws: the paper averages 100 per sigma; the default here is 20 (binary: 10), which keeps a CPU job to
+  minutes; "delta_sem" (std / sqrt(draws)) says how precise the mean is. sigma = 0 needs no draw
+  (delta 0 exactly).
+- Default sigma grids, 11 values from 0: MLP up to 0.5, LeNet up to 0.25, VGG up to 0.08 (the paper's
+  ranges); binary eps 0 ... 0.06.
+- BatchNorm networks: bn="recompute" (default) recomputes the running statistics on the training inputs
+  for every draw (and for the unperturbed network): noise on the weights before a BatchNorm shifts the
+  statistics of its inputs, and stale statistics would measure that mismatch rather than the landscape
+  (the same reason as along paths). bn="keep" uses the network's stored statistics for every draw.
+  ``bn_samples`` recomputes them on a fixed random subset of the training set instead (faster).
+All draws are evaluated together by the batched engine (evaluate.evaluate_states).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator
+
+import torch
+
+from . import nets, symmetry
+from .evaluate import bn_inputs, default_device, evaluate_states, has_batchnorm
+
+State = dict[str, torch.Tensor]
+Progress = Callable[[float, str], None]
+
+SIGMA_GRIDS = {  # largest sigma per architecture kind (the paper's figures); 11 values from 0
+    "mlp": 0.5,
+    "lenet": 0.25,
+    "vgg": 0.08,
+}
+FLIP_FRACTIONS = [0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06]
+DEFAULT_DRAWS = {"multiplicative": 20, "flip": 10}
+PARAMS = ("weights", "all")
+BN_MODES = ("recompute", "keep")
+MAX_DRAWS = 10_000
+
+
+class FlatnessError(ValueError):
+    """Flatness parameters that cannot be used; the message says why."""
+
+
+def default_sigmas(spec: dict[str, Any]) -> list[float]:
+    """The default noise grid of ``spec``'s architecture: sigmas (real) or flip fractions (binary)."""
+    spec = nets.normalize_spec(spec)
+    if nets.is_binary(spec):
+        return list(FLIP_FRACTIONS)
+    top = SIGMA_GRIDS.get(spec["kind"], 0.5)
+    return [round(top * i / 10, 10) for i in range(11)]
+
+
+def noised_names(spec: dict[str, Any], model: torch.nn.Module, params: str) -> list[str]:
+    """state_dict names that get noise: every layer's weight tensor, or (params="all") every parameter."""
+    s = nets.unit_structure(spec)
+    if params == "all" and not s.binary:
+        return [name for name, _ in model.named_parameters()]
+    return [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+
+
+def multiplicative_states(state: State, names: list[str], sigmas: list[float], draws: int,
+                          seed: int = 0) -> Iterator[State]:
+    """w * (1 + sigma z) on ``names`` for each draw (z ~ N(0, 1) per weight, one z per draw shared by all
+    sigmas), draw after draw: draws * len(sigmas) states."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(draws):
+        z = {name: torch.randn(state[name].shape, generator=gen, dtype=torch.float64) for name in names}
+        for sigma in sigmas:
+            yield {**state, **{n: (state[n].double() * (1 + sigma * z[n])).to(state[n].dtype) for n in names}}
+
+
+def flipped_states(state: State, names: list[str], fractions: list[float], draws: int,
+                   seed: int = 0) -> Iterator[State]:
+    """A binarised ``state`` with round(eps * n_l) of the n_l weights of each tensor in ``names`` flipped, for
+    each fraction eps; per draw one random order per tensor, its first weights flipped (nested sets)."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(draws):
+        orders = {name: torch.randperm(state[name].numel(), generator=gen) for name in names}
+        for eps in fractions:
+            point = dict(state)
+            for name in names:
+                w = state[name].reshape(-1).clone()
+                flip = orders[name][: round(eps * w.numel())]
+                w[flip] = -w[flip]
+                point[name] = w.reshape(state[name].shape)
+            yield point
+
+
+def _check(values: Any, what: str, hi: float) -> list[float]:
+    if not isinstance(values, (list, tuple)) or not values or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= hi for v in values
+    ):
+        raise FlatnessError(f"'{what}' must be a non-empty list of numbers between 0 and {hi}, got {values!r}")
+    if len(values) > 100:
+        raise FlatnessError(f"'{what}' holds {len(values)} values; at most 100")
+    return [float(v) for v in values]
+
+
+def flatness_result(
+    spec: dict[str, Any],
+    data: Any,
+    state: State,
+    sigmas: list[float] | None = None,
+    draws: int | None = None,
+    seed: int = 0,
+    params: str = "weights",
+    progress: Progress | None = None,
+    *,
+    bn: str = "recompute",
+    bn_samples: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: Any = None,
+    memory_mb: float | None = None,
+) -> dict[str, Any]:
+    """Local energy of one network on ``data``'s training set (module docstring), JSON-ready:
+    {"sigma": [...], "delta_mean", "delta_std" (over draws), "delta_sem" (std / sqrt(draws)) (lists, one
+    value per sigma), "base_train_error", "draws", "kind": "multiplicative" | "flip" (binary networks:
+    "sigma" holds the flipped fractions eps), "params", "bn" (None without BatchNorm), "seed"}.
+    Raises ``FlatnessError`` for bad parameters, nets.SpecError / nets.WeightsError for a bad spec or weights.
+    """
+    spec = nets.normalize_spec(spec)
+    binary = nets.is_binary(spec)
+    kind = "flip" if binary else "multiplicative"
+    sigmas = default_sigmas(spec) if sigmas is None else _check(sigmas, "sigmas", 1.0 if binary else 10.0)
+    draws = DEFAULT_DRAWS[kind] if draws is None else draws
+    if not isinstance(draws, int) or isinstance(draws, bool) or not 1 <= draws <= MAX_DRAWS:
+        raise FlatnessError(f"'draws' must be an integer between 1 and {MAX_DRAWS}, got {draws!r}")
+    if params not in PARAMS:
+        raise FlatnessError(f"unknown 'params' {params!r}; known: {', '.join(PARAMS)}")
+    if bn not in BN_MODES:
+        raise FlatnessError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
+    device = torch.device(device) if device is not None else default_device()
+    model = nets.build(spec, data.input_shape, data.n_classes).to(dtype)
+    nets.check_state_dict(model, state)
+    model = model.to(device)
+    names = noised_names(spec, model, params)
+    base = symmetry.binarized(spec, state) if binary else {k: v.detach() for k, v in state.items()}
+    noisy = [s for s in sigmas if s > 0]
+    perturbed = (flipped_states(base, names, noisy, draws, seed) if binary
+                 else multiplicative_states(base, names, noisy, draws, seed))
+    with_bn = has_batchnorm(model)
+    bn_data = bn_inputs(data.x_train, bn_samples).to(device) if with_bn and bn == "recompute" else None
+    total = 1 + draws * len(noisy)
+
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(fraction, message.replace("point", "noise draw"))
+
+    def states() -> Iterator[State]:
+        yield base
+        yield from perturbed
+
+    splits = {"train": (data.x_train.to(device), data.y_train.to(device))}
+    errors = evaluate_states(model, states(), splits, progress=report, total=total, bn_data=bn_data,
+                             memory_mb=memory_mb)["train"]["error"]
+    base_error = errors[0]
+    delta = torch.tensor(errors[1:], dtype=torch.float64).view(draws, len(noisy)) - base_error  # (draws, sigmas>0)
+    mean, std = delta.mean(dim=0), (delta.std(dim=0) if draws > 1 else torch.zeros(len(noisy), dtype=torch.float64))
+    out: dict[str, list[float]] = {"delta_mean": [], "delta_std": [], "delta_sem": []}
+    j = 0
+    for s in sigmas:
+        if s > 0:
+            m, sd = float(mean[j]), float(std[j])
+            j += 1
+        else:
+            m, sd = 0.0, 0.0
+        out["delta_mean"].append(m)
+        out["delta_std"].append(sd)
+        out["delta_sem"].append(sd / math.sqrt(draws))
+    return {"sigma": sigmas, **out, "base_train_error": base_error, "draws": draws, "kind": kind,
+            "params": "weights" if binary else params, "bn": bn if with_bn else None, "seed": seed}
