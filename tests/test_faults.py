@@ -42,10 +42,13 @@ def redis_stack():
 def test_worker_killed_mid_job_finishes_exactly_once(redis_stack):
     s = redis_stack
     first = start_worker(s.env, s.home / "worker1.log", "doomed")
-    job = s.submit("train", **LONG_TRAIN, name="survivor")
-    wait_status(s, job["id"], "running")
-    os.killpg(first.pid, signal.SIGKILL)  # the whole worker, pool included: no chance to clean up
-    first.wait()
+    try:
+        job = s.submit("train", **{**LONG_TRAIN, "epochs": 400}, name="survivor")  # about 10 s on one core
+        wait_status(s, job["id"], "running")
+        os.killpg(first.pid, signal.SIGKILL)  # the whole worker, pool included: no chance to clean up
+        first.wait()
+    finally:
+        stop(first)
     assert s.client.get(f"/api/jobs/{job['id']}").json()["status"] == "running"  # the database does not know yet
     s.worker = start_worker(s.env, s.home / "worker.log", "rescuer")
     deadline = time.monotonic() + 60

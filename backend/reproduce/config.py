@@ -5,8 +5,8 @@ ADV), ``seeds`` minimizers each. The *binary* experiment is a committee machine 
 at a few widths K. Scales:
 
 - ``tiny``: seconds; a tiny MLP on digits and a tiny committee machine (for the tests).
-- ``small``: about 30 minutes on 2 CPU cores: an MLP on digits (and MLPs on subsets of MNIST and
-  Fashion-MNIST when their files are there), the committee machine at K = 11, 51, 101.
+- ``small``: at most about 30 minutes on 2 CPU cores: an MLP on digits (and MLPs on 10000-image subsets
+  of MNIST and Fashion-MNIST when their files are there), the committee machine at K = 11, 51, 101.
 - ``full``: for a GPU server: the paper's MLP (2 x 512) and LeNet on MNIST and Fashion-MNIST (when
   there), 300 epochs, 5 seeds, the committee machine up to K = 201 on the paper's HMM sizes.
 """
@@ -125,9 +125,9 @@ def get_scale(name: str, seeds: int | None = None) -> Scale:
                             architecture={"kind": "mlp", "hidden": [128, 128]}, epochs=200, seeds=4,
                             sampler_params={"adv": _adv(200)}, sigmas=_sigmas(0.5), draws=100, points=21)]
         for ds, title in (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST")):
-            settings.append(Setting(key=f"mlp-{ds}", title=f"MLP (128, 128) on {title} (5000 training images)",
+            settings.append(Setting(key=f"mlp-{ds}", title=f"MLP (128, 128) on {title} (10000 training images)",
                                     dataset=ds, architecture={"kind": "mlp", "hidden": [128, 128]},
-                                    dataset_options={"n_train": 5000, "seed": 0}, epochs=60, seeds=3,
+                                    dataset_options={"n_train": 10000, "seed": 0}, epochs=60, seeds=3,
                                     sampler_params={"adv": _adv(60)}, sigmas=_sigmas(0.5), draws=50, points=21))
         binary = BinarySetting(key="committee-hmm", widths=[11, 51, 101], dataset_options={"n_test": 2000},
                                seeds=3, epochs=100, optimizer_params=_COMMITTEE_SGD, points=21, orders=5)

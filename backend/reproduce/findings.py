@@ -62,10 +62,6 @@ def _finding(fid: str, title: str, figure: str, setting: str, paper: dict[str, A
     return out
 
 
-def _missing(*measures: dict[str, Any] | None) -> bool:
-    return any(m is None or not m.get("n") for m in measures)
-
-
 def _chain(values: list[tuple[str, float | None]], strict: bool = True) -> tuple[bool | None, str]:
     """Whether the values increase along the list; and the chain in words with the measured means."""
     if any(v is None for _, v in values):
@@ -77,7 +73,7 @@ def _chain(values: list[tuple[str, float | None]], strict: bool = True) -> tuple
 
 # ---- real-valued settings ---------------------------------------------------------------------------
 
-def test_error_finding(r: SettingResults) -> dict[str, Any]:
+def error_order_finding(r: SettingResults) -> dict[str, Any]:
     s = r.setting
     measured = {C.LABEL[g]: measure([(n.job, "test_error") for n in r.nets if n.group == g], 100, "%")
                 for g in C.SAMPLERS}
@@ -293,7 +289,7 @@ def bend_finding(r: SettingResults, missing: str | None) -> dict[str, Any]:
 def setting_findings(r: SettingResults, missing: dict[str, str]) -> list[dict[str, Any]]:
     flat_missing = missing.get("flatness")
     bend_missing = missing.get("bend")
-    steps = [("test_error", lambda: test_error_finding(r)),
+    steps = [("test_error", lambda: error_order_finding(r)),
              ("flatness", lambda: flatness_finding(r, flat_missing)),
              ("flatness_vs_test_error", lambda: flatness_vs_test_finding(r, flat_missing)),
              ("barrier_order", lambda: barrier_order_finding(r)),

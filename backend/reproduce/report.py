@@ -376,6 +376,8 @@ the job ids and result keys it was read from. Networks are tagged <code>reproduc
             f"<li>{_esc(x['kind'])} {_esc(x['key'])} (job {x['job']}): {_esc(x['error'])}</li>"
             for x in summary["failures"])
             + "</ul>")
-    parts.append("<h2>Configuration</h2><pre>" + _esc(json.dumps(summary["plan"], indent=1)) + "</pre>")
+    plan = summary["plan"]
+    lines = [json.dumps(x) for x in plan["settings"]] + ([json.dumps(plan["binary"])] if plan.get("binary") else [])
+    parts.append("<h2>Configuration</h2><pre>" + _esc("\n\n".join(lines)) + "</pre>")
     parts.append("<h2>Markdown table</h2><pre>" + _esc(summary["table_markdown"]) + "</pre></body></html>")
     return "\n".join(parts)

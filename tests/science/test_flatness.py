@@ -136,3 +136,24 @@ def test_progress_and_bad_parameters():
             flatness.flatness_result(spec, ds, state, **bad)
     assert flatness.default_sigmas({"kind": "lenet"})[-1] == 0.25
     assert flatness.default_sigmas({"kind": "vgg"})[-1] == 0.08 and len(flatness.default_sigmas({"kind": "vgg"})) == 11
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet_bn"])
+def test_the_first_layer_combination_reproduces_the_noisy_states(name):
+    spec, data, a, _ = trained_pair(name)
+    model = nets.build(spec, data.input_shape, data.n_classes).double()
+    names = flatness.noised_names(spec, model, "all")
+    sigmas = [0.1, 0.25, 0.5]
+    states = [a, *flatness.multiplicative_states(a, names, sigmas, draws=3, seed=4)]
+    comb = flatness.first_layer_combination(a, names, names[0], sigmas, draws=3, seed=4)
+    assert comb.coef.shape[:2] == (10, 4) and comb.uniform()
+    for k, s in enumerate(states):
+        w = sum(comb.coef[k, j, 0] * comb.bases[j] for j in range(4))
+        torch.testing.assert_close(w, s[comb.name], rtol=1e-12, atol=1e-12)
+    sel = comb.select(4, 7)  # the second draw: bases w and w * z_2 only
+    assert len(sel.bases) == 2 and torch.equal(sel.bases[1], comb.bases[2])
+    from workers.landscape.evaluate import evaluate_states, evaluate_states_loop
+    splits = {"train": (data.x_train, data.y_train)}
+    ref = evaluate_states_loop(model, states, splits, bn_data=data.x_train)
+    got = evaluate_states(model, states, splits, bn_data=data.x_train, first=comb)
+    assert got["train"]["error"] == ref["train"]["error"] and len(set(ref["train"]["loss"])) == 10

@@ -23,7 +23,9 @@ Choices the paper leaves open [ours]:
   statistics of its inputs, and stale statistics would measure that mismatch rather than the landscape
   (the same reason as along paths). bn="keep" uses the network's stored statistics for every draw.
   ``bn_samples`` recomputes them on a fixed random subset of the training set instead (faster).
-All draws are evaluated together by the batched engine (evaluate.evaluate_states).
+All draws are evaluated together by the batched engine (evaluate.evaluate_states); thanks to the common
+random numbers the first layer of draw d is w + sigma (w * z_d) for every sigma, so its pre-activations
+for all sigmas come from two products with the data (``first_layer_combination``).
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import nets, symmetry
-from .evaluate import bn_inputs, default_device, evaluate_states, has_batchnorm
+from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
+from .paths import first_weight
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -71,15 +74,36 @@ def noised_names(spec: dict[str, Any], model: torch.nn.Module, params: str) -> l
     return [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
 
 
+def _stream(seed: int, i: int) -> torch.Generator:
+    """The noise of the i-th noised tensor: its own stream, so that one tensor's draws can be made alone."""
+    return torch.Generator().manual_seed(seed * 100_003 + i)
+
+
 def multiplicative_states(state: State, names: list[str], sigmas: list[float], draws: int,
                           seed: int = 0) -> Iterator[State]:
     """w * (1 + sigma z) on ``names`` for each draw (z ~ N(0, 1) per weight, one z per draw shared by all
     sigmas), draw after draw: draws * len(sigmas) states."""
-    gen = torch.Generator().manual_seed(seed)
+    gens = [_stream(seed, i) for i in range(len(names))]
     for _ in range(draws):
-        z = {name: torch.randn(state[name].shape, generator=gen, dtype=torch.float64) for name in names}
+        z = {n: torch.randn(state[n].shape, generator=g, dtype=torch.float64) for n, g in zip(names, gens)}
         for sigma in sigmas:
             yield {**state, **{n: (state[n].double() * (1 + sigma * z[n])).to(state[n].dtype) for n in names}}
+
+
+def first_layer_combination(state: State, names: list[str], name: str, sigmas: list[float], draws: int,
+                            seed: int = 0) -> Combination:
+    """The first layer ``name`` of [state, *multiplicative_states(...)] as an evaluate.Combination: bases w and
+    w * z_d (the same z_d), coefficients 1 and sigma. The engine then gets the first layer of every point
+    of a draw from two products with the data instead of one per sigma."""
+    w = state[name].double()
+    gen = _stream(seed, names.index(name))
+    bases = [w] + [w * torch.randn(w.shape, generator=gen, dtype=torch.float64) for _ in range(draws)]
+    coef = torch.zeros(1 + draws * len(sigmas), 1 + draws, dtype=torch.float64)
+    coef[:, 0] = 1.0
+    for d in range(draws):
+        for j, sigma in enumerate(sigmas):
+            coef[1 + d * len(sigmas) + j, 1 + d] = sigma
+    return Combination(name, bases, coef[:, :, None].expand(-1, -1, w.shape[0]))
 
 
 def flipped_states(state: State, names: list[str], fractions: list[float], draws: int,
@@ -164,8 +188,9 @@ def flatness_result(
         yield from perturbed
 
     splits = {"train": (data.x_train.to(device), data.y_train.to(device))}
+    first = None if binary else first_layer_combination(base, names, first_weight(spec), noisy, draws, seed)
     errors = evaluate_states(model, states(), splits, progress=report, total=total, bn_data=bn_data,
-                             memory_mb=memory_mb)["train"]["error"]
+                             memory_mb=memory_mb, first=first)["train"]["error"]
     base_error = errors[0]
     delta = torch.tensor(errors[1:], dtype=torch.float64).view(draws, len(noisy)) - base_error  # (draws, sigmas>0)
     mean, std = delta.mean(dim=0), (delta.std(dim=0) if draws > 1 else torch.zeros(len(noisy), dtype=torch.float64))
