@@ -56,6 +56,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         worker = subprocess.Popen(_worker_cmd("gpu,cpu", settings.worker_concurrency, "embedded"),
                                   stdout=log, stderr=subprocess.STDOUT)
         print(f"worker started (pid {worker.pid}); log: {settings.home / 'worker.log'}", flush=True)
+    def _terminate(signum, _frame):  # uvicorn restores this handler and re-raises SIGTERM when it is done
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.demo:
             ids = seed_demo()

@@ -51,3 +51,37 @@ def test_train_from_the_shell_with_a_progress_bar(server):
     listing = json.loads(toroid(server, "networks", "--json").stdout)
     trained = [n for n in listing if n["id"] == result["network_id"]]
     assert trained and trained[0]["name"] == "cli-trained" and trained[0]["source"]["params"]["lr"] == 0.05
+
+
+def test_stopping_serve_with_sigterm_stops_its_worker(tmp_path):
+    import os
+    import re
+    import signal
+    import time
+
+    from .conftest import ROOT, free_port, wait_for_log
+
+    env = {**os.environ, "TOROID_HOME": str(tmp_path)}
+    for key in ("TOROID_DATABASE_URL", "TOROID_BROKER_URL"):
+        env.pop(key, None)
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([TOROID, "serve", "--port", str(free_port())], cwd=ROOT, env=env,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    wait_for_log(log, "Toroid at", proc)
+    wait_for_log(tmp_path / "worker.log", "ready.", proc)
+    worker = int(re.search(r"worker started \(pid (\d+)\)", log.read_text()).group(1))
+    proc.send_signal(signal.SIGTERM)  # as docker, systemd or kill stop it
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        try:  # reap it if it is our grandchild turned zombie
+            os.waitpid(worker, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError("the worker outlived `toroid serve`")

@@ -8,12 +8,13 @@ architecture together (DESIGN.md, "Performance principles"):
   stacked to (K, *shape) and the model's modules are applied functionally (no model copy per point);
 - dense layers of all points of a chunk run as one batched matmul, (K, n, d) @ (K, d, h); a dense first
   layer (shared input) as one matmul with K*h outputs;
-- conv layers run point after point over a data chunk, channels_last on CPU. Measured on 2 CPU cores
-  (benchmarks/README.md): as fast as or faster than grouped convs (groups=K) and than
-  ``torch.func.vmap`` over ``functional_call``, and it needs the memory of one point only;
-- a first layer given as a ``Combination`` (paths and planes: every unit of every point is a fixed
-  combination of m endpoint units, w_k = sum_j coef[k, j] * base_j) costs m products with the data
-  per chunk instead of K (a conv is linear in its weights too);
+- conv layers run point after point over a data chunk, channels_last on CPU. Measured on 2 shared CPU
+  cores (benchmarks/README.md, LeNet, 21 points): 2.0-2.4x faster than one grouped conv (groups=K) and
+  4-5x faster than ``torch.func.vmap`` over ``functional_call`` (2x slower on the MLP too), and the conv
+  stage holds the activations of one point only;
+- a first layer given as a ``Combination`` (paths, planes, noise draws: every unit of every point is a
+  fixed combination of m base units, w_k = sum_j coef[k, j] * base_j) costs m products with the data per
+  chunk instead of K (a conv is linear in its weights too);
 - BatchNorm statistics of all points are recomputed in one pass, exactly as ``recalibrate_bn`` does it
   for one model (same batches of ``bn_batch`` inputs, cumulative average of the batch statistics);
 - chunks of points and of data are sized to a memory budget (``memory_mb``).
@@ -24,6 +25,8 @@ last layer with weights, which runs in float32 so that argmax sees no bf16 ties.
 predictions whose top two logits are nearly tied: expect TF32 to change an error by well under 0.1%
 of the samples, bf16 by up to a few tenths of a percent (benchmarks/gpu.py prints the difference it
 measures). On CPU "tf32" is plain float32; "bf16" works but is rarely faster.
+Threads are the caller's business: on a CPU shared with other work use at most the free cores (tiny
+nets ran 10-20x slower with 2 threads than with 1 on a busy 2-core machine).
 """
 from __future__ import annotations
 
