@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))

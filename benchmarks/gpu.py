@@ -26,14 +26,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from workers.landscape import flatness, nets, paths  # noqa: E402
 from workers.landscape.data import Dataset  # noqa: E402
-from workers.landscape.evaluate import evaluate_states, evaluate_states_loop  # noqa: E402
 
 
 def _load(name: str):
@@ -186,6 +184,7 @@ def main(argv=None):
     if args.cpu_dry_run:
         device, n_paths, n_vgg = torch.device("cpu"), 300, 64
         args.vgg_width, args.repeat = 1 / 16, 1
+        torch.set_num_threads(1)
         print("CPU DRY RUN: toy sizes, the numbers below mean nothing")
     elif not torch.cuda.is_available():
         print("no CUDA device here: benchmarks/gpu.py measures GPU evaluation and has nothing to do "

@@ -171,11 +171,9 @@ def peer(spec, model, a, b, x, y, ts):
 
 
 def have_peer() -> bool:
-    try:
-        import loss_landscapes  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    import importlib.util
+
+    return importlib.util.find_spec("loss_landscapes") is not None
 
 
 # --------------------------------------------------------------------------------------------------

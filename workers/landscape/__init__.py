@@ -7,9 +7,10 @@ Modules (see ../shared/SCIENCE.md for the method):
 - paths:     distances and paths between networks
 - symmetry:  canonical forms, alignment
 - flatness:  local energy
+- plane:     2-D sections through three networks
 - train:     samplers of minimizers
 """
 
 # Version of the science code: part of every job's cache key. Bump it whenever a change to this
 # package can change a result, so that cached results computed by older code are not reused.
-SCIENCE_VERSION = "1"
+SCIENCE_VERSION = "2"

@@ -23,7 +23,6 @@ engine computes it from three products with the data (evaluate.Combination).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Iterator
 
 import torch
