@@ -90,6 +90,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--networks", type=int, default=200)
+    p.add_argument("--api-workers", type=int, default=1, help="API processes (toroid serve --api-workers)")
     p.add_argument("--database-url", default=os.environ.get("TOROID_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     p.add_argument("--broker-url", default=os.environ.get("TOROID_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"))
     args = p.parse_args()
@@ -104,7 +105,8 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
-    server = start([str(bin_dir / "toroid"), "serve", "--port", str(port), "--no-worker"], env, home / "api.log")
+    server = start([str(bin_dir / "toroid"), "serve", "--port", str(port), "--no-worker",
+                    "--api-workers", str(args.api_workers)], env, home / "api.log")
     worker = start([str(bin_dir / "toroid"), "worker"], env, home / "worker.log")
     try:
         deadline = time.monotonic() + 60
