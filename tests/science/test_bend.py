@@ -6,7 +6,7 @@ import torch
 
 from workers.landscape import paths
 
-from .test_flatness import digits_nets, one_thread  # noqa: F401  (fixture: one thread)
+from .test_flatness import digits_nets  # noqa: F401  (a fixture)
 from .test_nets import plain_error, trained_pair
 
 

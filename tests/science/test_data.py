@@ -16,15 +16,6 @@ from workers.landscape import nets, train as T
 from workers.landscape.evaluate import error_and_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on a shared 2-core machine: one thread is faster and steadier than several."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------
 # Fake data folders in torchvision's layouts
 

@@ -11,14 +11,6 @@ from workers.landscape.evaluate import (Combination, bn_inputs, evaluate_states,
 from .test_nets import BATCHNORM, BINARY, CASES, model_of, plain_error, trained_pair
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def some_points(name):
     """Five different points of CASES[name]: the two networks, a path point, a noisy copy, a path point."""
     spec, data, a, b = trained_pair(name)

@@ -15,14 +15,6 @@ from workers.landscape.evaluate import recalibrate_bn
 from .test_nets import plain_error, trained_pair
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @lru_cache(maxsize=None)
 def digits():
     return D.load_dataset("digits")

@@ -7,7 +7,7 @@ import torch
 from workers.landscape import plane, symmetry
 from workers.landscape.paths import PathError, compared_names, linear_path, per_parameter_distance
 
-from .test_flatness import digits_nets, one_thread  # noqa: F401  (fixture: one thread)
+from .test_flatness import digits_nets  # noqa: F401  (a fixture)
 from .test_nets import plain_error, trained_pair
 
 
