@@ -6,13 +6,19 @@ Goal on a 2-core machine: 0 errors, p99 under 100 ms for reads.
 
     python benchmarks/load.py [--clients 50] [--seconds 20] [--database-url ...] [--broker-url ...]
 
+With Debian's `wrk` installed (apt-get install wrk) each operation is driven by wrk, a C load
+generator, so that the client does not eat the cores the server is measured on; without it (or with
+--client python) an asyncio httpx client is used, which itself costs a core at ~200 requests/s.
 Only loopback addresses are used; the run is bounded in time and stops by itself.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,12 +69,7 @@ def seed(url: str, n_networks: int) -> dict:
 
 
 async def client_loop(url: str, ctx: dict, until: float, samples: dict, errors: list, k: int) -> None:
-    ops = [
-        ("list networks", "GET", "/api/networks", None),
-        ("read network", "GET", f"/api/networks/{ctx['ids'][k % len(ctx['ids'])]}", None),
-        ("read result", "GET", f"/api/results/{ctx['result_id']}", None),
-        ("submit cached job", "POST", "/api/jobs", {"kind": "path", "params": ctx["path"]}),
-    ]
+    ops = operations(ctx)
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         i = k
         while time.monotonic() < until:
@@ -85,12 +86,49 @@ async def client_loop(url: str, ctx: dict, until: float, samples: dict, errors: 
                 errors.append(f"{name}: {getattr(r, 'status_code', r)}")
 
 
+def operations(ctx: dict) -> list[tuple[str, str, str, dict | None]]:
+    return [
+        ("list networks", "GET", "/api/networks", None),
+        ("read network", "GET", f"/api/networks/{ctx['ids'][len(ctx['ids']) // 2]}", None),
+        ("read result", "GET", f"/api/results/{ctx['result_id']}", None),
+        ("submit cached job", "POST", "/api/jobs", {"kind": "path", "params": ctx["path"]}),
+    ]
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def run_wrk(url: str, ctx: dict, clients: int, seconds: float, home: Path) -> tuple[list, int, float]:
+    """One wrk run per operation; returns rows (name, requests, p50, p99), errors, requests/s."""
+    rows, errors, rates = [], 0, []
+    for name, method, path, body in operations(ctx):
+        script = home / "op.lua"
+        lines = [f'wrk.method = "{method}"']
+        if body is not None:
+            lines += [f"wrk.body = {json.dumps(json.dumps(body))}", 'wrk.headers["Content-Type"] = "application/json"']
+        script.write_text("\n".join(lines) + "\n")
+        out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{max(seconds / 4, 2):.0f}s", "--latency",
+                              "-s", str(script), url + path], capture_output=True, text=True, check=True).stdout
+        p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
+        p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+        requests = int(re.search(r"(\d+) requests in", out).group(1))
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        errors += (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
+        rates.append(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)))
+        rows.append((name, requests, p50, p99))
+    return rows, errors, statistics.mean(rates)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=50)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--networks", type=int, default=200)
-    p.add_argument("--api-workers", type=int, default=1, help="API processes (toroid serve --api-workers)")
+    p.add_argument("--api-workers", type=int, default=2, help="API processes (toroid serve --api-workers)")
+    p.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     p.add_argument("--database-url", default=os.environ.get("TOROID_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"))
     p.add_argument("--broker-url", default=os.environ.get("TOROID_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"))
     args = p.parse_args()
@@ -122,6 +160,18 @@ def main() -> int:
             time.sleep(0.3)
         print(f"seeding {args.networks} networks and one finished path job ...", flush=True)
         ctx = seed(url, args.networks)
+        use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+        if use_wrk:
+            print(f"wrk: {args.clients} connections, each operation for {max(args.seconds / 4, 2):.0f} s, against {url} "
+                  f"(PostgreSQL + Redis, {args.api_workers} API processes) ...", flush=True)
+            rows, n_errors, rate = run_wrk(url, ctx, args.clients, args.seconds, home)
+            print(f"{'operation':<20} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}")
+            for name, n, p50, p99 in rows:
+                print(f"{name:<20} {n:>9} {p50:>8.1f} {p99:>8.1f}")
+            worst = max(p99 for name, _, _, p99 in rows if name.startswith(("list", "read")))
+            print(f"summary: {rate:.0f} requests/s (mean over operations), {n_errors} errors, worst read p99 "
+                  f"{worst:.1f} ms (goal: 0 errors, p99 < 100 ms)")
+            return 0 if not n_errors else 1
         samples: dict[str, list[float]] = {}
         errors: list[str] = []
         print(f"{args.clients} clients for {args.seconds:.0f} s against {url} (PostgreSQL + Redis) ...", flush=True)
