@@ -40,8 +40,10 @@ class Settings(BaseSettings):
     resend_after: float = 600.0
     # Seconds between two passes of the reconciler in the API process (0: only at start).
     reconcile_every: float = 15.0
-    # Big jobs fan out over workers (Celery chord): pairs of networks per chunk of a matrix job.
+    # Big jobs fan out over workers (Celery chord): pairs of networks per chunk of a matrix job, and
+    # evaluated noisy networks (draws x noise levels) per chunk of a flatness job.
     fanout_pairs: int = 16
+    fanout_points: int = 1000
 
     @property
     def store_dir(self) -> Path:

@@ -191,14 +191,40 @@ def store_network(session: Session, job: Job, like: Network, state: dict[str, to
     return net
 
 
-def run_flatness(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
+def flatness_pieces(session: Session, params: dict[str, Any]) -> list[list[float]]:
+    """The noise levels of a flatness job in chunks of at most TOROID_FANOUT_POINTS evaluated points.
+    Each draw's noise is the same whatever levels a chunk holds, so chunks give the unsplit result."""
     from workers.landscape import flatness
 
-    p = job.params
-    net, _, state, data = load_network(session, p["network"])
-    result = flatness.flatness_result(net.architecture, data, state, sigmas=p.get("sigmas"), draws=p.get("draws"),
-                                      seed=p["seed"], params=p["params"], progress=progress)
+    net = session.get(Network, params["network"])
+    kind = "flip" if nets.is_binary(net.architecture) else "multiplicative"
+    sigmas = params.get("sigmas") or flatness.default_sigmas(net.architecture)
+    draws = params.get("draws") or flatness.DEFAULT_DRAWS[kind]
+    per_chunk = max(get_settings().fanout_points // max(draws, 1), 1)
+    return [sigmas[k : k + per_chunk] for k in range(0, len(sigmas), per_chunk)]
+
+
+def flatness_piece(session: Session, params: dict[str, Any], sigmas: list[float] | None, progress) -> dict[str, Any]:
+    from workers.landscape import flatness
+
+    net, _, state, data = load_network(session, params["network"])
+    result = flatness.flatness_result(net.architecture, data, state, sigmas=sigmas, draws=params.get("draws"),
+                                      seed=params["seed"], params=params["params"], progress=progress)
     return {"network_id": net.id, **result}
+
+
+def flatness_assemble(session: Session, params: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(outputs[0])
+    for key in ("sigma", "delta_mean", "delta_std", "delta_sem"):
+        out[key] = [v for o in outputs for v in o[key]]
+    out["chunks"] = len(outputs)
+    return out
+
+
+def run_flatness(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
+    fan_out(session, job, progress)
+    result = flatness_piece(session, job.params, job.params.get("sigmas"), progress)
+    return {**result, "chunks": 1}
 
 
 def run_plane(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
@@ -256,35 +282,31 @@ def matrix_assemble(session: Session, ids: list[int], params: dict[str, Any],
             "optimizer": [(x.source or {}).get("optimizer") for x in nets_], "chunks": chunks}
 
 
-class FannedOut(Exception):
-    """Raised by a runner that handed its work to a Celery chord; the chord's body finishes the job."""
-
-
-def run_matrix(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
-    p = job.params
-    ids = p["networks"]
-    n = len(ids)
+def matrix_pieces(session: Session, params: dict[str, Any]) -> list[list[tuple[int, int]]]:
+    """The pairs of a matrix job in chunks of TOROID_FANOUT_PAIRS."""
+    n = len(params["networks"])
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     per_chunk = max(get_settings().fanout_pairs, 1)
-    if len(pairs) > per_chunk:
-        from celery import chord
+    return [pairs[k : k + per_chunk] for k in range(0, len(pairs), per_chunk)]
 
-        chunks = [pairs[k : k + per_chunk] for k in range(0, len(pairs), per_chunk)]
-        session.execute(update(Job).where(*_mine(job.id, progress.attempt))
-                        .values(fanout=len(chunks), message=f"fanned out in {len(chunks)} chunks"))
-        session.commit()
-        header = [matrix_chunk_task.si(job.id, progress.attempt, chunk, len(chunks)).set(queue=job.queue)
-                  for chunk in chunks]
-        chord(header)(matrix_assemble_task.s(job.id, progress.attempt, len(chunks)).set(queue=job.queue))
-        raise FannedOut()
-    loaded = [load_network(session, i) for i in ids]
-    spec, data = loaded[0][0].architecture, loaded[0][3]
+
+def matrix_piece(session: Session, params: dict[str, Any], pairs: list, progress) -> list:
+    ids = params["networks"]
+    needed = sorted({i for pair in pairs for i in pair})
+    loaded = {i: load_network(session, ids[i]) for i in needed}
+    spec, data = loaded[needed[0]][0].architecture, loaded[needed[0]][3]
     done = []
     for k, (i, j) in enumerate(pairs):
         step = progress.sub(k / len(pairs), 1 / len(pairs))
         step(0.0, f"pair {k + 1} of {len(pairs)}: networks {ids[i]} and {ids[j]}")
-        done.append((i, j, matrix_pair(spec, data, p, loaded[i][2], loaded[j][2], step.sub(0.1, 0.9))))
-    return matrix_assemble(session, ids, p, done)
+        done.append((i, j, matrix_pair(spec, data, params, loaded[i][2], loaded[j][2], step.sub(0.1, 0.9))))
+    return done
+
+
+def run_matrix(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
+    fan_out(session, job, progress)
+    (pairs,) = matrix_pieces(session, job.params) or [[]]
+    return matrix_assemble(session, job.params["networks"], job.params, matrix_piece(session, job.params, pairs, progress))
 
 
 RUNNERS: dict[str, Callable[[Session, Job, Reporter], dict[str, Any]]] = {
@@ -388,34 +410,66 @@ def _finish(session: Session, job_id: int, attempt: int, result: dict[str, Any],
     return True
 
 
-@celery_app.task(name="toroid.matrix_chunk", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
-def matrix_chunk_task(job_id: int, attempt: int, pairs: list[list[int]], n_chunks: int) -> list | None:
-    """Distances of some pairs of a matrix job. Returns [(i, j, out), ...], or None when the job was
-    cancelled or handed to another attempt (the chord body then does nothing)."""
+class FannedOut(Exception):
+    """Raised by a runner that handed its work to a Celery chord; the chord's body finishes the job."""
+
+
+class NullProgress:
+    """Progress of one chunk: the chord reports per finished chunk instead."""
+
+    def __call__(self, fraction: float, message: str) -> None:
+        pass
+
+    def sub(self, start: float, span: float) -> "NullProgress":
+        return self
+
+
+# kind -> (split params into pieces, compute one piece, assemble the pieces' outputs into the result)
+FANOUT: dict[str, tuple[Callable, Callable, Callable]] = {
+    "matrix": (matrix_pieces, matrix_piece,
+               lambda session, params, outputs: matrix_assemble(session, params["networks"], params,
+                                                                [tuple(x) for o in outputs for x in o],
+                                                                chunks=len(outputs))),
+    "flatness": (flatness_pieces, flatness_piece, flatness_assemble),
+}
+
+
+def fan_out(session: Session, job: Job, progress: Reporter) -> None:
+    """If the job splits into several pieces, hand them to a Celery chord (pieces on any worker of the
+    job's queue, reassembled by ``toroid.assemble``) and raise FannedOut; else return."""
+    from celery import chord
+
+    pieces = FANOUT[job.kind][0](session, job.params)
+    if len(pieces) < 2:
+        return
+    session.execute(update(Job).where(*_mine(job.id, progress.attempt))
+                    .values(fanout=len(pieces), message=f"fanned out in {len(pieces)} chunks"))
+    session.commit()
+    header = [chunk_task.si(job.id, progress.attempt, piece, len(pieces)).set(queue=job.queue) for piece in pieces]
+    chord(header)(assemble_task.s(job.id, progress.attempt).set(queue=job.queue))
+    raise FannedOut()
+
+
+@celery_app.task(name="toroid.chunk", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+def chunk_task(job_id: int, attempt: int, piece: Any, n_chunks: int) -> Any:
+    """One piece of a fanned-out job. Returns its output, or None when the job was cancelled or handed
+    to another attempt (the chord body then does nothing)."""
     with new_session() as s:
         job = s.get(Job, job_id)
         if job is None or job.status != "running" or job.attempts != attempt:
             return None
-        params = dict(job.params)
+        kind, params = job.kind, dict(job.params)
     heartbeat = Heartbeat(job_id, attempt, every=max(min(get_settings().heartbeat_timeout / 4, 10.0), 0.5))
     heartbeat.start()
     session = new_session()
     try:
-        ids = params["networks"]
-        needed = sorted({i for pair in pairs for i in pair})
-        loaded = {i: load_network(session, ids[i]) for i in needed}
-        spec, data = loaded[needed[0]][0].architecture, loaded[needed[0]][3]
-        progress = Reporter(job_id, attempt)
-        out = []
-        for i, j in pairs:
-            out.append((i, j, matrix_pair(spec, data, params, loaded[i][2], loaded[j][2], lambda f, m: None)))
+        out = FANOUT[kind][1](session, params, piece, NullProgress())
         with new_session() as s:  # one more chunk done
-            s.execute(update(Job).where(*_mine(job_id, attempt))
-                      .values(progress=Job.progress + 1.0 / n_chunks * 0.99, heartbeat_at=utcnow(),
-                              message=f"chunks of {n_chunks}: one more done"))
+            res = s.execute(update(Job).where(*_mine(job_id, attempt))
+                            .values(progress=Job.progress + 0.99 / n_chunks, heartbeat_at=utcnow(),
+                                    message=f"{n_chunks} chunks: one more done"))
             s.commit()
-        del progress
-        return out
+        return out if res.rowcount == 1 else None
     except Exception as exc:  # noqa: BLE001 - the job fails with the reason; the chord body never runs
         log.error("chunk of job %s failed:\n%s", job_id, traceback.format_exc())
         _fail(job_id, attempt, f"{type(exc).__name__}: {exc}")
@@ -425,17 +479,16 @@ def matrix_chunk_task(job_id: int, attempt: int, pairs: list[list[int]], n_chunk
         session.close()
 
 
-@celery_app.task(name="toroid.matrix_assemble", acks_late=True, reject_on_worker_lost=True)
-def matrix_assemble_task(chunks: list, job_id: int, attempt: int, n_chunks: int) -> str:
-    if any(c is None for c in chunks):
+@celery_app.task(name="toroid.assemble", acks_late=True, reject_on_worker_lost=True)
+def assemble_task(outputs: list, job_id: int, attempt: int) -> str:
+    if any(o is None for o in outputs):
         return "skipped"
     session = new_session()
     try:
         job = session.get(Job, job_id)
         if job is None or job.status != "running" or job.attempts != attempt:
             return "skipped"
-        pairs = [tuple(x) for chunk in chunks for x in chunk]
-        result = matrix_assemble(session, job.params["networks"], job.params, pairs, chunks=n_chunks)
+        result = FANOUT[job.kind][2](session, job.params, outputs)
         return "succeeded" if _finish(session, job_id, attempt, result, job.kind) else "cancelled"
     except Exception as exc:  # noqa: BLE001
         session.rollback()
