@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     # evaluated noisy networks (draws x noise levels) per chunk of a flatness job.
     fanout_pairs: int = 16
     fanout_points: int = 1000
+    # positions per chunk of a long linear, linear-aligned or geodesic path job
+    fanout_path_points: int = 64
 
     @property
     def store_dir(self) -> Path:

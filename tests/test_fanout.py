@@ -12,7 +12,7 @@ from .conftest import close_stack, make_stack, start_worker, stop
 
 def test_matrix_in_chunks_on_two_workers_equals_the_direct_computation():
     s = make_stack("fanout", with_worker=True, backend="embedded",
-                   extra={"TOROID_FANOUT_PAIRS": "2", "TOROID_FANOUT_POINTS": "8"})
+                   extra={"TOROID_FANOUT_PAIRS": "2", "TOROID_FANOUT_POINTS": "8", "TOROID_FANOUT_PATH_POINTS": "3"})
     second = start_worker(s.env, s.home / "worker2.log", "second")
     try:
         spec = nets.normalize_spec({"kind": "mlp", "hidden": [12]})
@@ -43,6 +43,13 @@ def test_matrix_in_chunks_on_two_workers_equals_the_direct_computation():
         for key in ("delta_std", "delta_sem"):  # reductions over other shapes: equal to the last bit or two
             assert f[key] == pytest.approx(direct[key], rel=1e-12, abs=1e-15), key
         assert f["base_train_error"] == direct["base_train_error"]
+        # a long geodesic path: 7 positions at 3 per chunk -> 3 chunks, joined exactly
+        g = s.run("path", a=ids[0], b=ids[1], type="geodesic", points=7)["result"]
+        assert g["chunks"] == 3
+        whole = paths.path_result(spec, datasets.load_dataset("digits"), states[0], states[1], type="geodesic", points=7)
+        assert g["t"] == whole["t"] and g["train_error"] == whole["train_error"] and g["test_error"] == whole["test_error"]
+        assert g["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-9)
+        assert g["barrier"] == whole["barrier"] and g["barrier_excess"] == whole["barrier_excess"]
         # cancel while a fanned-out job waits: nothing is finished afterwards
         later = s.submit("matrix", networks=ids[::-1], barriers=True, points=5)
         s.client.delete(f"/api/jobs/{later['id']}")

@@ -156,7 +156,38 @@ def run_evaluate(session: Session, job: Job, progress: Reporter) -> dict[str, An
             "train_loss": train_loss, "test_loss": test_loss}
 
 
+SPLITTABLE_PATHS = ("linear", "linear_aligned", "geodesic")
+
+
+def path_pieces(session: Session, params: dict[str, Any]) -> list[list[float]]:
+    """The positions of a long linear, linear-aligned or geodesic path in chunks of
+    TOROID_FANOUT_PATH_POINTS (a bend or Hamming path is one piece)."""
+    ts = paths.positions(params["points"])
+    if params["type"] not in SPLITTABLE_PATHS:
+        return [ts]
+    per_chunk = max(get_settings().fanout_path_points, 2)
+    return [ts[k : k + per_chunk] for k in range(0, len(ts), per_chunk)]
+
+
+def path_piece(session: Session, params: dict[str, Any], ts: list[float], progress) -> dict[str, Any]:
+    net_a, _, state_a, data = load_network(session, params["a"])
+    _, _, state_b, _ = load_network(session, params["b"])
+    return paths.path_result(net_a.architecture, data, state_a, state_b, type=params["type"],
+                             points=params["points"], bn=params.get("bn", "recompute"), progress=progress, ts=ts)
+
+
+def path_assemble(session: Session, params: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(outputs[0])
+    for key in ("t", "train_error", "test_error", "train_loss", "test_loss"):
+        out[key] = [v for o in outputs for v in o[key]]
+    out["barrier"] = max(out["train_error"])
+    out["barrier_excess"] = out["barrier"] - (out["train_error"][0] + out["train_error"][-1]) / 2
+    out["chunks"] = len(outputs)
+    return out
+
+
 def run_path(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
+    fan_out(session, job, progress)
     p = job.params
     net_a, _, state_a, data = load_network(session, p["a"])
     net_b, _, state_b, _ = load_network(session, p["b"])
@@ -431,6 +462,7 @@ FANOUT: dict[str, tuple[Callable, Callable, Callable]] = {
                                                                 [tuple(x) for o in outputs for x in o],
                                                                 chunks=len(outputs))),
     "flatness": (flatness_pieces, flatness_piece, flatness_assemble),
+    "path": (path_pieces, path_piece, path_assemble),
 }
 
 

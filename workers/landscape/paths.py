@@ -364,6 +364,7 @@ def path_result(
     *,
     device: Any = None,
     bn_samples: int | None = None,
+    ts: list[float] | None = None,
 ) -> dict[str, Any]:
     """Train/test error and loss along a path between two networks of ``spec`` on ``data`` (a data.Dataset).
 
@@ -375,13 +376,15 @@ def path_result(
     a path type that does not apply, ``nets.SpecError`` / ``nets.WeightsError`` for a bad spec or weights.
     Evaluated by the batched engine (evaluate.evaluate_states) on ``device`` (default: CUDA if present);
     ``bn_samples``: recompute BatchNorm statistics on a fixed random subset of that many training inputs.
+    ``ts``: evaluate these positions instead of ``points`` even ones (a piece of a long path computed on
+    one worker; every point is computed independently of the others, so pieces join exactly).
     """
     spec = nets.normalize_spec(spec)
     check_path_type(spec, type)
     _check_bn(bn)
     if not isinstance(orders, int) or isinstance(orders, bool) or orders < 1:
         raise PathError(f"'orders' must be a positive integer, got {orders!r}")
-    ts = positions(points)
+    ts = positions(points) if ts is None else [float(t) for t in ts]
     model, splits, bn_data = _setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
     runs = orders if type == "hamming" else 1
     gen = torch.Generator().manual_seed(seed)
