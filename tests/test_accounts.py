@@ -17,7 +17,7 @@ from backend.db import new_session
 from backend.models import User
 
 from .conftest import ROOT, free_port, stop
-from .helpers import random_state, upload
+from .helpers import random_state
 
 
 @pytest.fixture

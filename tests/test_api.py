@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
-from pathlib import Path
 
 import torch
-from safetensors.torch import load, save
+from safetensors.torch import load
 
 from backend.config import get_settings
 

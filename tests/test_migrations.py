@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text

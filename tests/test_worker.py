@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import torch
 from safetensors.torch import load
 
 from workers.landscape import data as datasets

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
 from pydantic import ValidationError
@@ -32,19 +31,6 @@ def get_or_404(db: Session, network_id: int, user: Principal, write: bool = Fals
 
 def stored_bytes(db: Session, owner: str) -> int:
     return int(db.scalar(select(func.coalesce(func.sum(Network.weights_bytes), 0)).where(Network.owner == owner)))
-
-
-def data_shape(name: str, options: dict[str, Any]) -> tuple[tuple[int, ...], int]:
-    """Input shape and number of classes of a data set, without loading it when the catalogue knows."""
-    info = data.DATASETS[name]
-    shape_fn = getattr(data, "shape_of", None)
-    if shape_fn is not None:
-        shape, n_classes = shape_fn(name, options)
-        return tuple(shape), int(n_classes)
-    if info.get("input_shape") and info.get("n_classes"):
-        return tuple(info["input_shape"]), int(info["n_classes"])
-    ds = data.load_dataset(name, options)
-    return ds.input_shape, ds.n_classes
 
 
 @router.get("", response_model=list[NetworkOut])
@@ -96,7 +82,7 @@ async def upload_network(
         raise HTTPException(400, f"architecture: {exc}") from None
     try:
         options = data.normalize_options(info.dataset, info.dataset_options)
-        shape, n_classes = data_shape(info.dataset, options)
+        shape, n_classes = data.shape_of(info.dataset, options)
     except data.DatasetError as exc:
         raise HTTPException(400, f"dataset: {exc}") from None
     try:
