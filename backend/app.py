@@ -6,6 +6,7 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -82,6 +83,9 @@ def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        # Threads for database work: few enough that they do not fight over the interpreter, as many
+        # as the pool keeps connections for (backend.db)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         task = asyncio.create_task(_reconcile_forever(settings.reconcile_every)) if reconcile else None
         yield
         if task is not None:

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     fanout_points: int = 1000
     # positions per chunk of a long linear, linear-aligned or geodesic path job
     fanout_path_points: int = 64
+    # API process: threads serving database work (each holds at most one pooled connection), and
+    # seconds a pooled connection may sit idle before it is checked with a ping on its next use.
+    api_threads: int = 4
+    db_ping_after: float = 10.0
 
     @property
     def store_dir(self) -> Path:

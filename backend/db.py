@@ -1,18 +1,32 @@
-"""SQLAlchemy 2 engine and sessions; the schema is owned by Alembic (backend/migrations)."""
+"""SQLAlchemy 2 engine and sessions; the schema is owned by Alembic (backend/migrations).
+
+Ways in:
+- ``session_scope`` / ``new_session``: an ORM session in a transaction (workers, CLI);
+- ``in_session``: the same for an API route, in one worker thread;
+- ``read``: one pooled connection in autocommit for the API's hot reads, so that a read costs one
+  round trip to the database (no BEGIN, no ROLLBACK, no ping) and no ORM bookkeeping.
+
+A pooled PostgreSQL connection is pinged only when it has been idle for ``TOROID_DB_PING_AFTER``
+seconds (a restarted server or a firewall may have dropped it); one that fails the ping is replaced
+before anybody uses it. A ping on every checkout would cost a round trip per request.
+"""
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import create_engine, event, exc
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from .config import get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 @lru_cache
@@ -32,7 +46,28 @@ def get_engine(url: str | None = None) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # The pool holds a connection for every API thread, so that none is opened and closed per request.
+    engine = create_engine(url, pool_size=settings.api_threads + 2, max_overflow=10, pool_recycle=3600)
+    _ping_when_idle(engine, settings.db_ping_after)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, after: float) -> None:
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy):
+        last = record.info.get("checked_in")
+        if last is not None and time.monotonic() - last > after:
+            try:
+                with dbapi_conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                if not dbapi_conn.autocommit:
+                    dbapi_conn.rollback()
+            except Exception as err:  # the pool throws this connection away and takes another
+                raise exc.DisconnectionError(f"stale pooled connection: {err}") from err
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn, record):
+        record.info["checked_in"] = time.monotonic()
 
 
 @lru_cache
@@ -58,13 +93,43 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
-def get_db() -> Iterator[Session]:
-    """FastAPI dependency: one session per request."""
-    session = new_session()
-    try:
-        yield session
-    finally:
-        session.close()
+async def in_session(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(session, *args)`` in one worker thread with its own session, closed (its connection back
+    in the pool) before the thread is free again. The API's routes work this way: a request holds a
+    pooled connection only while it runs in a thread, never while it waits for one (a request that held
+    a connection while waiting for one of the few API threads could deadlock with requests holding
+    the threads while waiting for a connection)."""
+    def call() -> T:
+        with new_session() as session:
+            return fn(session, *args)
+
+    return await run_in_threadpool(call)
+
+
+@lru_cache
+def _read_engine() -> Engine:
+    return get_engine().execution_options(isolation_level="AUTOCOMMIT")
+
+
+def read_connection() -> Connection:
+    """A pooled connection in autocommit: every statement sees the newest committed data."""
+    return _read_engine().connect()
+
+
+async def read(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(connection, *args)`` in one worker thread with a read connection (the API's reads);
+    like ``in_session``, the connection is back in the pool before the thread is."""
+    def call() -> T:
+        with read_connection() as conn:
+            return fn(conn, *args)
+
+    return await run_in_threadpool(call)
+
+
+def reset_engines() -> None:
+    """Forget the engines and session factories (after the settings changed: tests, tools)."""
+    for fn in (get_engine, _session_factory, _read_engine):
+        fn.cache_clear()
 
 
 def upgrade_database() -> None:

@@ -72,7 +72,8 @@ class Job(Base):
     visibility: Mapped[str] = mapped_column(String(20), default="lab")
     cache_key: Mapped[str] = mapped_column(String(64), index=True)
     cached_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="SET NULL"), nullable=True)
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="SET NULL"), nullable=True,
+                                                  index=True)
     queue: Mapped[str] = mapped_column(String(20), default="cpu")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -90,3 +91,13 @@ class Result(Base):
     kind: Mapped[str] = mapped_column(String(40))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TableVersion(Base):
+    """How many times a table has changed, counted by the database's own triggers (migration 0004):
+    the API keeps a table's serialized listing until its count moves."""
+
+    __tablename__ = "table_versions"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -4,8 +4,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from functools import lru_cache
+
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import Annotated
 
 MAX_ID = 2**31 - 1
@@ -34,7 +37,8 @@ class NetworkPatch(BaseModel):
     visibility: Literal["private", "lab"] | None = None
 
 
-class NetworkOut(BaseModel):
+class NetworkSummary(BaseModel):
+    """A network as listed: everything but its training curve (read one network for ``history``)."""
     model_config = ConfigDict(from_attributes=True)
     id: int
     name: str
@@ -49,10 +53,13 @@ class NetworkOut(BaseModel):
     test_error: float | None
     train_loss: float | None
     test_loss: float | None
-    history: list[dict[str, Any]]
     weights_hash: str
     n_params: int
     created_at: datetime
+
+
+class NetworkOut(NetworkSummary):
+    history: list[dict[str, Any]]
 
 
 class JobIn(BaseModel):
@@ -87,3 +94,20 @@ class ResultOut(BaseModel):
     kind: str
     data: dict[str, Any]
     created_at: datetime
+
+
+@lru_cache
+def _adapter(schema: Any) -> TypeAdapter:
+    return TypeAdapter(schema)
+
+
+def dump_json(schema: Any, data: Any) -> bytes:
+    """``data`` (dicts, mappings or objects) validated against ``schema`` and written as JSON by
+    pydantic-core: the fast path of the hot reads. Their routes still declare ``schema`` as their
+    response_model, which the OpenAPI description shows."""
+    adapter = _adapter(schema)
+    return adapter.dump_json(adapter.validate_python(data, from_attributes=True))
+
+
+def json_response(schema: Any, data: Any, status_code: int = 200) -> Response:
+    return Response(dump_json(schema, data), status_code=status_code, media_type="application/json")

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import httpx
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +66,11 @@ def seed(url: str, n_networks: int) -> dict:
     ids = [c.upload(random_state(seed=i), name=f"load-{i}", architecture={"kind": "mlp", "hidden": [16]})["id"]
            for i in range(n_networks)]
     job = c.wait(c.submit("path", a=ids[0], b=ids[1], points=5), timeout=300)
+    # each upload queued an evaluation: let the worker finish them, so that it does not compete
+    for _ in tqdm(range(600), desc="evaluations", unit="poll", leave=False):
+        if not any(c.jobs(status=state, limit=1) for state in ("queued", "running")):
+            break
+        time.sleep(0.5)
     return {"ids": ids, "result_id": job["result_id"], "path": {"a": ids[0], "b": ids[1], "points": 5}}
 
 

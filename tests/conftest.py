@@ -45,8 +45,7 @@ def configure(env: dict[str, str]) -> None:
     from workers import app as worker_app
 
     config.get_settings.cache_clear()
-    for fn in (db.get_engine, db._session_factory):
-        fn.cache_clear()
+    db.reset_engines()
     worker_app.get_celery.cache_clear()
 
 

@@ -38,6 +38,18 @@ def upgrade_keeps_data(url: str) -> None:
         job = conn.execute(text("SELECT status, visibility, fanout FROM jobs")).one()
         assert job == ("queued", "lab", 0)
         assert "users" in inspect(conn).get_table_names()
+    with engine.connect() as conn:  # the tables the code declares are exactly those the migrations made
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.migration import MigrationContext
+
+        from backend.models import Base
+
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    with engine.begin() as conn:  # the database counts changes of networks from the first upgrade on
+        before = conn.execute(text("SELECT version FROM table_versions WHERE name = 'networks'")).scalar()
+        conn.execute(text("UPDATE networks SET name = 'renamed'"))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM table_versions WHERE name = 'networks'")).scalar() == before + 1
     with engine.begin() as conn:  # and back down, for a rollback
         command.downgrade(alembic_config(conn), "base")
     with engine.connect() as conn:

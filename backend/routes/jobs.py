@@ -4,17 +4,31 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from .. import jobs
 from ..auth import Principal, current_user
-from ..db import get_db, new_session
+from ..db import in_session, read
 from ..models import FINAL_STATES, Job, Result, utcnow
-from ..schemas import JobId, JobIn, JobOut
+from ..schemas import JobId, JobIn, JobOut, json_response
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+JOBS, RESULTS = Job.__table__, Result.__table__
+JOB_FIELDS = ("id", "kind", "params", "inputs", "status", "progress", "message", "error", "owner", "visibility",
+              "cached_from", "result_id", "created_at", "started_at", "finished_at")
+
+
+def job_dict(job, result: dict | None = None) -> dict:
+    """The API's form of a job (an ORM object or a row of the jobs table)."""
+    out = {name: getattr(job, name) for name in JOB_FIELDS}
+    out["cached"] = job.cached_from is not None
+    out["result"] = result
+    return out
 
 
 def job_out(db: Session, job: Job, with_result: bool = True) -> JobOut:
@@ -22,11 +36,23 @@ def job_out(db: Session, job: Job, with_result: bool = True) -> JobOut:
     if with_result and job.result_id is not None:
         row = db.get(Result, job.result_id)
         result = row.data if row else None
-    return JobOut(id=job.id, kind=job.kind, params=job.params, inputs=job.inputs, status=job.status,
-                  progress=job.progress, message=job.message, error=job.error, owner=job.owner, visibility=job.visibility,
-                  cached=job.cached_from is not None, cached_from=job.cached_from, result_id=job.result_id,
-                  result=result, created_at=job.created_at, started_at=job.started_at,
-                  finished_at=job.finished_at)
+    return JobOut(**job_dict(job, result))
+
+
+def _job_row(conn: Connection, job_id: int, with_result: bool = True):
+    """The job's row (and its result's data as ``result_data``, None until it has one), in one query."""
+    stmt = select(JOBS)
+    if with_result:
+        stmt = select(JOBS, RESULTS.c.data.label("result_data")).select_from(
+            JOBS.outerjoin(RESULTS, RESULTS.c.id == JOBS.c.result_id))
+    return conn.execute(stmt.where(JOBS.c.id == job_id)).first()
+
+
+def readable_job(conn: Connection, job_id: int, user: Principal, with_result: bool = True) -> dict | None:
+    row = _job_row(conn, job_id, with_result)
+    if row is None or not user.can_read(row):
+        return None
+    return job_dict(row, row.result_data if with_result else None)
 
 
 def get_or_404(db: Session, job_id: int, user: Principal, write: bool = False) -> Job:
@@ -39,7 +65,13 @@ def get_or_404(db: Session, job_id: int, user: Principal, write: bool = False) -
 
 
 @router.post("", response_model=JobOut, status_code=202)
-def submit_job(body: JobIn, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> JobOut:
+async def submit_job(body: JobIn, user: Principal = Depends(current_user)) -> Response:
+    """Validate and submit a job: answered at once from the cache when the same job on the same
+    weights ran before, else queued for a worker."""
+    return json_response(JobOut, await in_session(_submit, body, user), status_code=202)
+
+
+def _submit(db: Session, body: JobIn, user: Principal) -> JobOut:
     try:
         job = jobs.submit(db, body.kind, body.params, user=user, visibility=body.visibility)
     except jobs.JobError as exc:
@@ -47,32 +79,43 @@ def submit_job(body: JobIn, db: Session = Depends(get_db), user: Principal = Dep
     return job_out(db, job)
 
 
+def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str | None, limit: int) -> list[dict]:
+    stmt = select(JOBS).order_by(JOBS.c.id.desc())
+    if not user.is_admin:
+        stmt = stmt.where(or_(JOBS.c.visibility == "lab", JOBS.c.owner == user.name))
+    if status:
+        stmt = stmt.where(JOBS.c.status == status)
+    if kind:
+        stmt = stmt.where(JOBS.c.kind == kind)
+    return [job_dict(row) for row in conn.execute(stmt.limit(limit))]
+
+
 @router.get("", response_model=list[JobOut])
-def list_jobs(
-    db: Session = Depends(get_db),
+async def list_jobs(
     user: Principal = Depends(current_user),
     status: str | None = None,
     kind: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
-) -> list[JobOut]:
-    stmt = select(Job).order_by(Job.id.desc())
-    if not user.is_admin:
-        stmt = stmt.where(or_(Job.visibility == "lab", Job.owner == user.name))
-    if status:
-        stmt = stmt.where(Job.status == status)
-    if kind:
-        stmt = stmt.where(Job.kind == kind)
-    return [job_out(db, j, with_result=False) for j in db.scalars(stmt.limit(limit))]
+) -> Response:
+    """Jobs you may read, newest first, without their results (read one job or its result for that)."""
+    return json_response(list[JobOut], await read(_list_rows, user, status, kind, limit))
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def read_job(job_id: JobId, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> JobOut:
-    return job_out(db, get_or_404(db, job_id, user))
+async def read_job(job_id: JobId, user: Principal = Depends(current_user)) -> Response:
+    job = await read(readable_job, job_id, user)
+    if job is None:
+        raise HTTPException(404, f"job {job_id} does not exist")
+    return json_response(JobOut, job)
 
 
 @router.delete("/{job_id}", response_model=JobOut)
-def cancel_job(job_id: JobId, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> JobOut:
+async def cancel_job(job_id: JobId, user: Principal = Depends(current_user)) -> Response:
     """Cancel a queued or running job. The worker notices at its next progress report."""
+    return json_response(JobOut, await in_session(_cancel, job_id, user))
+
+
+def _cancel(db: Session, job_id: int, user: Principal) -> JobOut:
     job = get_or_404(db, job_id, user, write=True)
     res = db.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
                      .values(status="cancelled", message="cancelled", finished_at=utcnow()))
@@ -84,24 +127,24 @@ def cancel_job(job_id: JobId, db: Session = Depends(get_db), user: Principal = D
 
 
 @router.get("/{job_id}/events")
-async def job_events(job_id: JobId, db: Session = Depends(get_db),
-                     user: Principal = Depends(current_user)) -> StreamingResponse:
+async def job_events(job_id: JobId, user: Principal = Depends(current_user)) -> StreamingResponse:
     """Server-sent events: one ``data: {job}`` line each time the job's progress or state changes."""
-    get_or_404(db, job_id, user)
+    if await read(readable_job, job_id, user, False) is None:
+        raise HTTPException(404, f"job {job_id} does not exist")
 
     async def stream():
         last = None
         while True:
-            with new_session() as s:
-                job = s.get(Job, job_id)
-                if job is None:
-                    return
-                payload = job_out(s, job, with_result=job.status in FINAL_STATES).model_dump_json()
-                status = job.status
+            job = await read(readable_job, job_id, user, False)
+            if job is None:
+                return
+            if job["status"] in FINAL_STATES:
+                job = await read(readable_job, job_id, user)
+            payload = JobOut.model_validate(job).model_dump_json()
             if payload != last:
                 yield f"data: {payload}\n\n"
                 last = payload
-            if status in FINAL_STATES:
+            if job["status"] in FINAL_STATES:
                 return
             await asyncio.sleep(0.3)
 

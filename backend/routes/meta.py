@@ -3,19 +3,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from workers.landscape import SCIENCE_VERSION, data, nets, paths, train
 
 from ..auth import Principal, current_user
-from ..db import get_db
+from ..db import read
 
 router = APIRouter(tags=["meta"])
 
 
+def _ping(conn: Connection) -> None:
+    conn.execute(text("SELECT 1"))
+
+
 @router.get("/health")
-def health(db: Session = Depends(get_db)) -> dict:
-    db.execute(text("SELECT 1"))
+async def health() -> dict:
+    """The service answers and its database does (no token needed)."""
+    await read(_ping)
     return {"status": "ok", "science_version": SCIENCE_VERSION}
 
 
@@ -35,7 +40,7 @@ def optimizers() -> list[dict]:
 
 
 @router.get("/me")
-def me(request: Request, user: Principal = Depends(current_user)) -> dict:
+async def me(request: Request, user: Principal = Depends(current_user)) -> dict:
     """Who the service takes the caller for, and whether it requires tokens."""
     return {"name": user.name, "is_admin": user.is_admin, "auth_required": bool(request.app.state.require_auth),
             "max_running_jobs": user.max_running_jobs, "max_stored_bytes": user.max_stored_bytes}

@@ -6,16 +6,19 @@ import json
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
 from pydantic import ValidationError
 from sqlalchemy import func, or_, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from workers.landscape import data, nets
 
 from .. import jobs, store
 from ..auth import Principal, current_user
+from ..cache import VersionedCache
 from ..config import get_settings
-from ..db import get_db
+from ..db import in_session, read
 from ..models import Job, Network
-from ..schemas import NetworkId, NetworkMeta, NetworkOut, NetworkPatch
+from ..schemas import NetworkId, NetworkMeta, NetworkOut, NetworkPatch, NetworkSummary, dump_json, json_response
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 
@@ -33,42 +36,77 @@ def stored_bytes(db: Session, owner: str) -> int:
     return int(db.scalar(select(func.coalesce(func.sum(Network.weights_bytes), 0)).where(Network.owner == owner)))
 
 
-@router.get("", response_model=list[NetworkOut])
-def list_networks(
-    db: Session = Depends(get_db),
+NETWORKS = Network.__table__
+SUMMARY_COLUMNS = [c for c in NETWORKS.c if c.name != "history"]
+
+
+def _list_rows(conn: Connection, user: Principal, dataset: str | None, kind: str | None, tag: str | None,
+               q: str | None, limit: int, offset: int) -> list:
+    stmt = select(*SUMMARY_COLUMNS).order_by(NETWORKS.c.id)
+    if not user.is_admin:
+        stmt = stmt.where(or_(NETWORKS.c.visibility == "lab", NETWORKS.c.owner == user.name))
+    if dataset:
+        stmt = stmt.where(NETWORKS.c.dataset == dataset)
+    if kind:
+        stmt = stmt.where(NETWORKS.c.architecture["kind"].as_string() == kind)
+    if q:
+        stmt = stmt.where(NETWORKS.c.name.contains(q, autoescape=True))
+    if not tag:
+        return list(conn.execute(stmt.limit(limit).offset(offset)))
+    # tags are a JSON list, which the databases search differently: filter here, in id order
+    out = []
+    for row in conn.execute(stmt):
+        if tag in (row.tags or []):
+            if offset:
+                offset -= 1
+            elif len(out) < limit:
+                out.append(row)
+            else:
+                break
+    return out
+
+
+@router.get("", response_model=list[NetworkSummary])
+async def list_networks(
     user: Principal = Depends(current_user),
     dataset: str | None = None,
     kind: str | None = Query(None, description="architecture kind, e.g. mlp"),
     tag: str | None = None,
     q: str | None = Query(None, description="text contained in the name"),
     limit: int = Query(500, ge=1, le=5000),
-) -> list[Network]:
-    stmt = select(Network).order_by(Network.id)
-    if not user.is_admin:
-        stmt = stmt.where(or_(Network.visibility == "lab", Network.owner == user.name))
-    if dataset:
-        stmt = stmt.where(Network.dataset == dataset)
-    if q:
-        stmt = stmt.where(Network.name.contains(q))
-    rows = list(db.scalars(stmt.limit(limit)))
-    if kind:
-        rows = [n for n in rows if n.architecture.get("kind") == kind]
-    if tag:
-        rows = [n for n in rows if tag in (n.tags or [])]
-    return rows
+    offset: int = Query(0, ge=0, le=2**31 - 1, description="matching networks to skip (in id order)"),
+) -> Response:
+    """Networks you may read, in id order, without their training curves (read one network for its
+    ``history``)."""
+    return Response(await read(_list_json, user, dataset, kind, tag, q, limit, offset), media_type="application/json")
+
+
+LISTINGS = VersionedCache("networks")  # a dashboard lists often; the list changes seldom
+
+
+def _list_json(conn: Connection, user: Principal, *filters) -> bytes:
+    """The listing as JSON, from this process's cache while no network changed since it was made."""
+    scope = "" if user.is_admin else user.name  # an admin sees all; others see lab networks and their own
+    return LISTINGS.get(conn, (scope, *filters), lambda: dump_json(
+        list[NetworkSummary], [row._asdict() for row in _list_rows(conn, user, *filters)]))
 
 
 @router.post("", response_model=NetworkOut, status_code=201)
 async def upload_network(
     file: UploadFile = File(..., description="weights: .safetensors, or a .pt/.pth state_dict"),
     meta: str = Form(..., description='JSON: {"name", "architecture", "dataset", "tags"?, "visibility"?}'),
-    db: Session = Depends(get_db),
     user: Principal = Depends(current_user),
-) -> Network:
+) -> Response:
     limit = get_settings().max_upload_bytes
     blob = await file.read(limit + 1)
     if len(blob) > limit:
         raise HTTPException(413, f"the weights file is larger than the limit of {limit} bytes")
+    # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
+    return json_response(NetworkOut, await in_session(_store_upload, user, meta, file.filename or "", blob),
+                         status_code=201)
+
+
+def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: bytes) -> Network:
     try:
         info = NetworkMeta.model_validate(json.loads(meta))
     except json.JSONDecodeError as exc:
@@ -86,7 +124,7 @@ async def upload_network(
     except data.DatasetError as exc:
         raise HTTPException(400, f"dataset: {exc}") from None
     try:
-        state = store.parse_upload(file.filename or "", blob)
+        state = store.parse_upload(filename, blob)
     except store.UploadError as exc:
         raise HTTPException(400, str(exc)) from None
     try:
@@ -102,8 +140,8 @@ async def upload_network(
         raise HTTPException(413, f"storage quota exceeded: {user.name} stores {used} bytes of weights and this "
                                  f"network adds {size}, over the limit of {user.max_stored_bytes}; delete networks first")
     weights_hash, weights_bytes = store.put(model.state_dict())
-    net = Network(name=info.name, owner=user.name, weights_bytes=weights_bytes, architecture=spec, dataset=info.dataset, dataset_options=options,
-                  source={"kind": "uploaded", "filename": file.filename}, tags=info.tags,
+    net = Network(name=info.name, owner=user.name, weights_bytes=weights_bytes, architecture=spec, dataset=info.dataset,
+                  dataset_options=options, source={"kind": "uploaded", "filename": filename}, tags=info.tags,
                   visibility=info.visibility, weights_hash=weights_hash, n_params=nets.n_parameters(model),
                   history=[])
     db.add(net)
@@ -114,14 +152,24 @@ async def upload_network(
     return net
 
 
+def _network_row(conn: Connection, network_id: int):
+    return conn.execute(select(NETWORKS).where(NETWORKS.c.id == network_id)).first()
+
+
 @router.get("/{network_id}", response_model=NetworkOut)
-def read_network(network_id: NetworkId, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> Network:
-    return get_or_404(db, network_id, user)
+async def read_network(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
+    row = await read(_network_row, network_id)
+    if row is None or not user.can_read(row):
+        raise HTTPException(404, f"network {network_id} does not exist")
+    return json_response(NetworkOut, row)
 
 
 @router.patch("/{network_id}", response_model=NetworkOut)
-def patch_network(network_id: NetworkId, patch: NetworkPatch, db: Session = Depends(get_db),
-                  user: Principal = Depends(current_user)) -> Network:
+async def patch_network(network_id: NetworkId, patch: NetworkPatch, user: Principal = Depends(current_user)) -> Response:
+    return json_response(NetworkOut, await in_session(_patch, network_id, patch, user))
+
+
+def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal) -> Network:
     net = get_or_404(db, network_id, user, write=True)
     for key, value in patch.model_dump(exclude_unset=True).items():
         if value is not None:
@@ -132,7 +180,12 @@ def patch_network(network_id: NetworkId, patch: NetworkPatch, db: Session = Depe
 
 
 @router.delete("/{network_id}", status_code=204)
-def delete_network(network_id: NetworkId, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> Response:
+async def delete_network(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
+    await in_session(_delete, network_id, user)
+    return Response(status_code=204)
+
+
+def _delete(db: Session, network_id: int, user: Principal) -> None:
     net = get_or_404(db, network_id, user, write=True)
     running = db.scalars(select(Job).where(Job.status.in_(("queued", "running")))).all()
     users = [j.id for j in running if network_id in (j.inputs or [])]
@@ -143,12 +196,13 @@ def delete_network(network_id: NetworkId, db: Session = Depends(get_db), user: P
     db.commit()
     if db.scalar(select(Network.id).where(Network.weights_hash == h).limit(1)) is None:
         store.remove(h)
-    return Response(status_code=204)
 
 
 @router.get("/{network_id}/weights")
-def download_weights(network_id: NetworkId, db: Session = Depends(get_db), user: Principal = Depends(current_user)) -> Response:
-    net = get_or_404(db, network_id, user)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in net.name)[:80] or "network"
-    return Response(store.read_bytes(net.weights_hash), media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{safe}-{net.id}.safetensors"'})
+async def download_weights(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
+    row = await read(_network_row, network_id)
+    if row is None or not user.can_read(row):
+        raise HTTPException(404, f"network {network_id} does not exist")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in row.name)[:80] or "network"
+    return Response(await run_in_threadpool(store.read_bytes, row.weights_hash), media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{safe}-{row.id}.safetensors"'})

@@ -6,14 +6,13 @@ import io
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
-
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
+from sqlalchemy.engine import Connection
 
 from ..auth import Principal, current_user
-from ..db import get_db
+from ..db import read
 from ..models import Job, Result
-from ..schemas import ResultId, ResultOut
+from ..schemas import ResultId, ResultOut, json_response
 
 router = APIRouter(prefix="/results", tags=["results"])
 
@@ -35,15 +34,23 @@ def curves_csv(data: dict) -> str:
     return out.getvalue()
 
 
+def readable_result(conn: Connection, result_id: int, user: Principal):
+    """The result row, or None when it does not exist or no job that produced or reused it is
+    readable by ``user`` (a result is as visible as the most visible of its jobs)."""
+    jobs, results = Job.__table__, Result.__table__
+    through = select(jobs.c.id).where(jobs.c.result_id == result_id)
+    if not user.is_admin:
+        through = through.where(or_(jobs.c.visibility == "lab", jobs.c.owner == user.name))
+    return conn.execute(select(results).where(results.c.id == result_id, exists(through))).first()
+
+
 @router.get("/{result_id}", response_model=ResultOut)
-def read_result(result_id: ResultId, format: str = Query("json", pattern="^(json|csv)$"), db: Session = Depends(get_db),
-                user: Principal = Depends(current_user)):
-    row = db.get(Result, result_id)
-    # a result is readable through any job that produced or reused it and that the asker may read
-    readable = row is not None and any(user.can_read(j) for j in db.scalars(select(Job).where(Job.result_id == result_id)))
-    if not readable:
+async def read_result(result_id: ResultId, format: str = Query("json", pattern="^(json|csv)$"),
+                      user: Principal = Depends(current_user)) -> Response:
+    row = await read(readable_result, result_id, user)
+    if row is None:
         raise HTTPException(404, f"result {result_id} does not exist")
     if format == "csv":
         return Response(curves_csv(row.data), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="result-{result_id}.csv"'})
-    return ResultOut(id=row.id, kind=row.kind, data=row.data, created_at=row.created_at)
+    return json_response(ResultOut, row)
