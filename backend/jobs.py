@@ -43,10 +43,31 @@ def _unknown(params: dict[str, Any], allowed: set[str], kind: str) -> None:
         raise JobError(f"unknown parameter(s) {extra} for a {kind} job; allowed: {sorted(allowed)}")
 
 
+def pinned(session: Session, obj):
+    """Keep ``obj`` alive as long as the session: the session's identity map holds objects only weakly,
+    and a submission looks its networks and result up several times (one query each, not several)."""
+    if obj is not None:
+        session.info.setdefault("pinned", []).append(obj)
+    return obj
+
+
+def _prefetch_networks(session: Session, params: dict[str, Any]) -> None:
+    """Load every network a job names in one query (a matrix job may name hundreds); the validators'
+    lookups then find them in the session."""
+    ids = set()
+    for key in NETWORK_KEYS:
+        for value in params.get(key) if isinstance(params.get(key), list) else [params.get(key)]:
+            if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 2**31 - 1:
+                ids.add(value)
+    if len(ids) > 1:
+        for net in session.scalars(select(Network).where(Network.id.in_(sorted(ids)))):
+            pinned(session, net)
+
+
 def get_network(session: Session, network_id: Any, role: str, user: Principal) -> Network:
     if not isinstance(network_id, int) or isinstance(network_id, bool):
         raise JobError(f"'{role}' must be a network id (an integer), got {network_id!r}")
-    net = session.get(Network, network_id) if 1 <= network_id <= 2**31 - 1 else None
+    net = pinned(session, session.get(Network, network_id)) if 1 <= network_id <= 2**31 - 1 else None
     if net is None or not user.can_read(net):
         raise JobError(f"network {network_id} ('{role}') does not exist", status=404)
     return net
@@ -269,7 +290,7 @@ def _cached_result(session: Session, kind: str, key: str, user: Principal) -> Jo
     done = session.scalars(stmt.order_by(Job.id.desc()).limit(1)).first()
     if done is None:
         return None
-    result = session.get(Result, done.result_id)
+    result = pinned(session, session.get(Result, done.result_id))  # the answer shows it
     # A result that names a network (train, canonicalize, ...) is valid only while that network exists
     # and the asker may read it.
     network_id = (result.data or {}).get("network_id") if result else None
@@ -295,6 +316,7 @@ def submit(session: Session, kind: str, params: dict[str, Any], user: Principal 
         raise JobError(f"unknown job kind {kind!r}; known: {', '.join(sorted(VALIDATORS))}")
     if not isinstance(params, dict):
         raise JobError("'params' must be a JSON object")
+    _prefetch_networks(session, params)
     params, inputs, queue = VALIDATORS[kind](session, params, user)
     if visibility is None:  # a job on a private network is private; a train job follows its network
         private = params.get("visibility") == "private" or any(

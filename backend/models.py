@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -50,7 +50,8 @@ class Network(Base):
     test_error: Mapped[float | None] = mapped_column(Float, nullable=True)
     train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
-    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # training curve
+    # the training curve: loaded only when read (the API reads it with plain SQL, jobs never need it)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list, deferred=True)
     weights_hash: Mapped[str] = mapped_column(String(64), index=True)
     weights_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     n_params: Mapped[int] = mapped_column(Integer, default=0)
@@ -59,6 +60,7 @@ class Network(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_cache_key_id", "cache_key", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(40), index=True)
@@ -70,7 +72,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     owner: Mapped[str] = mapped_column(String(100), default="local", index=True)
     visibility: Mapped[str] = mapped_column(String(20), default="lab")
-    cache_key: Mapped[str] = mapped_column(String(64), index=True)
+    cache_key: Mapped[str] = mapped_column(String(64))  # indexed with id: the newest job of a key, at once
     cached_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="SET NULL"), nullable=True,
                                                   index=True)

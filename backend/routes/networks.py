@@ -106,7 +106,7 @@ async def upload_network(
                          status_code=201)
 
 
-def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: bytes) -> Network:
+def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
     try:
         info = NetworkMeta.model_validate(json.loads(meta))
     except json.JSONDecodeError as exc:
@@ -148,8 +148,7 @@ def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: 
     db.commit()
     # Its train and test errors are measured by a worker, not in this request.
     jobs.submit(db, "evaluate", {"network": net.id}, user=user, check_quota=False)
-    db.refresh(net)
-    return net
+    return _network_row(db.connection(), net.id)
 
 
 def _network_row(conn: Connection, network_id: int):
@@ -169,14 +168,13 @@ async def patch_network(network_id: NetworkId, patch: NetworkPatch, user: Princi
     return json_response(NetworkOut, await in_session(_patch, network_id, patch, user))
 
 
-def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal) -> Network:
+def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal):
     net = get_or_404(db, network_id, user, write=True)
     for key, value in patch.model_dump(exclude_unset=True).items():
         if value is not None:
             setattr(net, key, value)
     db.commit()
-    db.refresh(net)
-    return net
+    return _network_row(db.connection(), network_id)
 
 
 @router.delete("/{network_id}", status_code=204)

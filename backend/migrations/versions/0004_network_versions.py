@@ -1,6 +1,7 @@
 """table_versions: a counter the database bumps whenever the networks table changes (triggers), so
 that an API process can tell in one cheap read whether its cached network list is still right; an
-index on jobs.result_id (a result's readers are found through its jobs).
+index on jobs.result_id (a result's readers are found through its jobs); jobs indexed by
+(cache_key, id) instead of cache_key alone.
 
 Revision ID: 0004
 Revises: 0003
@@ -49,9 +50,15 @@ def upgrade() -> None:
     for statement in PG_UP if postgres else SQLITE_UP:
         op.execute(statement)
     op.create_index('ix_jobs_result_id', 'jobs', ['result_id'], unique=False)
+    # the cache's question "the newest finished job with this key" walks (cache_key, id) backwards and
+    # stops at once, however many answers a key has had
+    op.drop_index('ix_jobs_cache_key', table_name='jobs')
+    op.create_index('ix_jobs_cache_key_id', 'jobs', ['cache_key', 'id'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_jobs_cache_key_id', table_name='jobs')
+    op.create_index('ix_jobs_cache_key', 'jobs', ['cache_key'], unique=False)
     op.drop_index('ix_jobs_result_id', table_name='jobs')
     postgres = op.get_bind().dialect.name == 'postgresql'
     for statement in PG_DOWN if postgres else SQLITE_DOWN:
