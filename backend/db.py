@@ -123,7 +123,17 @@ async def read(fn: Callable[..., T], *args: Any) -> T:
         with read_connection() as conn:
             return fn(conn, *args)
 
-    return await run_in_threadpool(call)
+    def call_once_more_if_disconnected() -> T:
+        try:
+            return call()
+        except exc.DBAPIError as err:
+            # The database dropped the connection (a restart) since it was last checked; the pool has
+            # thrown its connections away. A read is safe to repeat, on a fresh one.
+            if not err.connection_invalidated:
+                raise
+            return call()
+
+    return await run_in_threadpool(call_once_more_if_disconnected)
 
 
 def reset_engines() -> None:

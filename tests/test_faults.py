@@ -96,3 +96,38 @@ def test_job_past_its_time_limit_fails_with_a_clear_message():
         assert not [n for n in s.client.get("/api/networks").json() if n["name"] == "too-long"]
     finally:
         close_stack(s)
+
+
+
+def test_database_connections_dropped_under_the_api_are_replaced():
+    """PostgreSQL restarted (here: every connection of this API terminated by the server): the next
+    requests are answered on fresh connections, reads and writes alike, with no error."""
+    import psycopg
+
+    from .helpers import upload
+
+    s = make_stack("dbrestart", with_worker=False, backend="services", redis_db=14,
+                   extra={"TOROID_DB_PING_AFTER": "1"}, reconcile=False)
+    name = f"toroid-dbrestart-{os.getpid()}"  # this stack's connections, and nobody else's
+    s.env["TOROID_DATABASE_URL"] += ("&" if "?" in s.env["TOROID_DATABASE_URL"] else "?") + f"application_name={name}"
+    s.activate()
+
+    def terminate() -> int:
+        with psycopg.connect(os.environ["TOROID_TEST_DATABASE_URL"], autocommit=True) as admin:
+            return admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 "WHERE application_name = %s", (name,)).fetchone()[0]
+
+    try:
+        net = upload(s.client, name="survives").json()
+        assert s.client.get(f"/api/networks/{net['id']}").status_code == 200  # the pool holds connections now
+        assert terminate() >= 1
+        for _ in range(3):  # a read finds its connection dead, and is answered on a fresh one
+            r = s.client.get(f"/api/networks/{net['id']}")
+            assert r.status_code == 200, r.text
+        assert terminate() >= 1
+        time.sleep(1.2)  # idle past TOROID_DB_PING_AFTER: a write checks its connection before using it
+        r = s.client.patch(f"/api/networks/{net['id']}", json={"name": "still-here"})
+        assert r.status_code == 200 and r.json()["name"] == "still-here", r.text
+        assert s.client.get("/api/networks", params={"q": "still-here"}).json()[0]["id"] == net["id"]
+    finally:
+        close_stack(s)
