@@ -66,6 +66,16 @@ def _list_rows(conn: Connection, user: Principal, dataset: str | None, kind: str
     return out
 
 
+LISTINGS = VersionedCache("networks")  # a dashboard lists often; the list changes seldom
+
+
+def _list_json(conn: Connection, user: Principal, *filters) -> bytes:
+    """The listing as JSON, from this process's cache while no network changed since it was made."""
+    scope = "" if user.is_admin else user.name  # an admin sees all; others see lab networks and their own
+    return LISTINGS.get(conn, (scope, *filters), lambda: dump_json(
+        list[NetworkSummary], [row._asdict() for row in _list_rows(conn, user, *filters)]))
+
+
 @router.get("", response_model=list[NetworkSummary])
 async def list_networks(
     user: Principal = Depends(current_user),
@@ -79,16 +89,6 @@ async def list_networks(
     """Networks you may read, in id order, without their training curves (read one network for its
     ``history``)."""
     return Response(await read(_list_json, user, dataset, kind, tag, q, limit, offset), media_type="application/json")
-
-
-LISTINGS = VersionedCache("networks")  # a dashboard lists often; the list changes seldom
-
-
-def _list_json(conn: Connection, user: Principal, *filters) -> bytes:
-    """The listing as JSON, from this process's cache while no network changed since it was made."""
-    scope = "" if user.is_admin else user.name  # an admin sees all; others see lab networks and their own
-    return LISTINGS.get(conn, (scope, *filters), lambda: dump_json(
-        list[NetworkSummary], [row._asdict() for row in _list_rows(conn, user, *filters)]))
 
 
 @router.post("", response_model=NetworkOut, status_code=201)
