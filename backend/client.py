@@ -93,6 +93,20 @@ class Client:
     def cancel(self, job_id: int) -> dict:
         return self._call("DELETE", f"/jobs/{job_id}")
 
+    def wait_ready(self, timeout: float = 60, alive: Callable[[], bool] | None = None) -> None:
+        """Wait until the service answers its health check (a server just started). ``alive`` says
+        whether it is still worth waiting (e.g. the server process has not exited); TimeoutError if not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.http.get("/api/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if (alive is not None and not alive()) or time.monotonic() > deadline:
+                raise TimeoutError(f"{self.url} did not answer its health check")
+            time.sleep(0.3)
+
     def wait(self, job: dict | int, timeout: float = 3600, poll: float = 0.3,
              on_progress: Callable[[dict], None] | None = None) -> dict:
         """Wait for a job to end; returns it (with its result). Raises ApiError if it failed."""

@@ -175,17 +175,13 @@ def main() -> int:
                     "--api-workers", str(args.api_workers)], env, home / "api.log")
     worker = start([str(bin_dir / "toroid"), "worker"], env, home / "worker.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                print((home / "api.log").read_text()[-2000:])
-                return 1
-            time.sleep(0.3)
+        from backend.client import Client
+
+        try:
+            Client(url).wait_ready(timeout=60, alive=lambda: server.poll() is None)
+        except TimeoutError:
+            print((home / "api.log").read_text()[-2000:])
+            return 1
         print(f"seeding {args.networks} networks and one finished path job ...", flush=True)
         ctx = seed(url, args.networks, token)
         use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))

@@ -205,8 +205,6 @@ def api(api_stack: Stack):
 @pytest.fixture(scope="session")
 def server():
     """`toroid serve` as a user starts it (API + its own worker process), on a free port, embedded."""
-    import httpx
-
     home = Path(tempfile.mkdtemp(prefix="toroid-serve-"))
     port = free_port()
     env = {**os.environ, "TOROID_HOME": str(home)}
@@ -217,17 +215,13 @@ def server():
     proc = subprocess.Popen([str(toroid), "serve", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            raise RuntimeError(f"toroid serve did not come up:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.3)
+    from backend.client import Client
+
+    try:
+        Client(url).wait_ready(timeout=90, alive=lambda: proc.poll() is None)
+    except TimeoutError:
+        stop(proc)
+        raise RuntimeError(f"toroid serve did not come up:\n{log.read_text(errors='replace')[-3000:]}") from None
     wait_for_log(home / "worker.log", "ready.", proc)
     yield {"url": url, "home": home, "env": env, "proc": proc}
     stop(proc)

@@ -85,3 +85,19 @@ def test_stopping_serve_with_sigterm_stops_its_worker(tmp_path):
         time.sleep(0.2)
     os.kill(worker, signal.SIGKILL)
     raise AssertionError("the worker outlived `toroid serve`")
+
+
+def test_client_waits_for_a_server_and_gives_up_on_a_dead_one(server):
+    import pytest
+
+    from backend.client import Client
+
+    from .conftest import free_port
+
+    Client(server["url"]).wait_ready(timeout=5)  # a live server answers at once
+    asked = []
+    with pytest.raises(TimeoutError, match="health check"):  # nobody listens, and the process is gone:
+        Client(f"http://127.0.0.1:{free_port()}").wait_ready(timeout=30, alive=lambda: asked.append(1))
+    assert asked == [1]  # given up at the first sign, not at the deadline
+    with pytest.raises(TimeoutError):  # nobody listens: gives up at the deadline
+        Client(f"http://127.0.0.1:{free_port()}").wait_ready(timeout=0.5)
