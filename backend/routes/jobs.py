@@ -13,7 +13,7 @@ from .. import jobs
 from ..auth import Principal, current_user
 from ..db import in_session, read
 from ..models import FINAL_STATES, Job, Result, utcnow
-from ..schemas import JobId, JobIn, JobOut, json_response
+from ..schemas import JobId, JobIn, JobOut, filter_query, json_response
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -93,8 +93,8 @@ def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str 
 @router.get("", response_model=list[JobOut])
 async def list_jobs(
     user: Principal = Depends(current_user),
-    status: str | None = None,
-    kind: str | None = None,
+    status: filter_query() = None,
+    kind: filter_query() = None,
     limit: int = Query(100, ge=1, le=1000),
 ) -> Response:
     """Jobs you may read, newest first, without their results (read one job or its result for that)."""

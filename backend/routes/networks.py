@@ -18,7 +18,8 @@ from ..cache import VersionedCache
 from ..config import get_settings
 from ..db import in_session, read
 from ..models import Job, Network
-from ..schemas import NetworkId, NetworkMeta, NetworkOut, NetworkPatch, NetworkSummary, dump_json, json_response
+from ..schemas import (NetworkId, NetworkMeta, NetworkOut, NetworkPatch, NetworkSummary, dump_json, filter_query,
+                       json_response)
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 
@@ -79,10 +80,10 @@ def _list_json(conn: Connection, user: Principal, *filters) -> bytes:
 @router.get("", response_model=list[NetworkSummary])
 async def list_networks(
     user: Principal = Depends(current_user),
-    dataset: str | None = None,
-    kind: str | None = Query(None, description="architecture kind, e.g. mlp"),
-    tag: str | None = None,
-    q: str | None = Query(None, description="text contained in the name"),
+    dataset: filter_query() = None,
+    kind: filter_query("architecture kind, e.g. mlp") = None,
+    tag: filter_query() = None,
+    q: filter_query("text contained in the name") = None,
     limit: int = Query(500, ge=1, le=5000),
     offset: int = Query(0, ge=0, le=2**31 - 1, description="matching networks to skip (in id order)"),
 ) -> Response:
@@ -123,8 +124,19 @@ def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: 
         shape, n_classes = data.shape_of(info.dataset, options)
     except data.DatasetError as exc:
         raise HTTPException(400, f"dataset: {exc}") from None
+    # the spec's size from the spec alone (nothing allocated), then the file's names and shapes against it
+    # from its header, before any real tensor or module is made
     try:
-        state = store.parse_upload(filename, blob)
+        nets.check_size(spec, shape, n_classes, get_settings().max_parameters)
+        expected = nets.meta_model(spec, shape, n_classes).state_dict()
+    except nets.SpecError as exc:
+        raise HTTPException(400, f"architecture: {exc}") from None
+    expected_bytes = sum(t.numel() * t.element_size() for t in expected.values())
+    try:
+        # a file may hold float64 where the model has float32: twice the bytes, plus the archive's own records
+        shapes = store.upload_shapes(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
+        _check_shapes(expected, shapes)
+        state = store.parse_upload(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
     except store.UploadError as exc:
         raise HTTPException(400, str(exc)) from None
     try:
@@ -149,6 +161,23 @@ def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: 
     # Its train and test errors are measured by a worker, not in this request.
     jobs.submit(db, "evaluate", {"network": net.id}, user=user, check_quota=False)
     return _network_row(db.connection(), net.id)
+
+
+def _check_shapes(expected: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The names and shapes of a file's tensors against the architecture's (the same words as
+    nets.check_state_dict, which checks values and dtypes once the tensors exist)."""
+    problems = []
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(n[:100] for n in unexpected[:20])}"
+                        + (f" and {len(unexpected) - 20} more" if len(unexpected) > 20 else ""))
+    for name in sorted(set(expected) & set(shapes)):
+        if tuple(shapes[name]) != tuple(expected[name].shape):
+            problems.append(f"{name} has shape {list(shapes[name])}, expected {list(expected[name].shape)}")
+    if problems:
+        raise store.UploadError("weights do not fit the architecture: " + "; ".join(problems))
 
 
 def _network_row(conn: Connection, network_id: int):
