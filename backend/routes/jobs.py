@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from .. import jobs
+from .. import jobs, writes
 from ..auth import Principal, current_user
 from ..db import in_session, read
 from ..models import FINAL_STATES, Job, Network, Result, utcnow
 from ..schemas import JobId, JobIn, JobOut, filter_query, json_response
+from ..writes import committed_rows
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+log = logging.getLogger("toroid.api")
 
 
 JOBS, RESULTS = Job.__table__, Result.__table__
@@ -94,18 +97,33 @@ def get_or_404(db: Session, job_id: int, user: Principal, write: bool = False) -
 
 
 @router.post("", response_model=JobOut, status_code=202)
-async def submit_job(body: JobIn, user: Principal = Depends(current_user)) -> Response:
+async def submit_job(request: Request, body: JobIn, user: Principal = Depends(current_user),
+                     idempotency_key: str | None = Header(None, max_length=200, description=writes.KEY_HELP)) -> Response:
     """Validate and submit a job: answered at once from the cache when the same job on the same
-    weights ran before, else queued for a worker."""
-    return json_response(JobOut, await in_session(_submit, body, user), status_code=202)
+    weights ran before, else queued for a worker. With an ``Idempotency-Key`` header a repeat of the
+    request is answered with the first answer and submits nothing."""
+    async def work() -> Response:
+        out = await in_session(_submit, body, user)
+        if isinstance(out, int):  # committed, then the connection died: the job is read on a fresh one
+            out = await read(readable_job, out, user)
+        return json_response(JobOut, out, status_code=202)
+
+    fp = writes.fingerprint("POST /api/jobs", body.model_dump_json())
+    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
 
 
-def _submit(db: Session, body: JobIn, user: Principal) -> JobOut:
-    try:
-        job = jobs.submit(db, body.kind, body.params, user=user, visibility=body.visibility)
-    except jobs.JobError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
-    return job_out(db, job)
+def _submit(db: Session, body: JobIn, user: Principal) -> JobOut | int:
+    """The submitted job, or only its id when it was committed and answering failed after the commit."""
+    with committed_rows(db, Job) as made:
+        try:
+            return job_out(db, jobs.submit(db, body.kind, body.params, user=user, visibility=body.visibility))
+        except jobs.JobError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        except Exception:
+            if not made:
+                raise
+            log.warning("job %s was committed, then its request failed; answering with it", made[0], exc_info=True)
+            return made[0]
 
 
 def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str | None, limit: int) -> list[dict]:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
@@ -12,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from workers.landscape import data, nets
 
-from .. import jobs, store
+from .. import jobs, store, writes
 from ..auth import Principal, current_user
 from ..cache import VersionedCache
 from ..config import get_settings
@@ -20,8 +21,10 @@ from ..db import in_session, read
 from ..models import Job, Network
 from ..schemas import (NetworkId, NetworkMeta, NetworkOut, NetworkPatch, NetworkSummary, dump_json, filter_query,
                        json_response)
+from ..writes import committed_rows
 
 router = APIRouter(prefix="/networks", tags=["networks"])
+log = logging.getLogger("toroid.api")
 
 
 def get_or_404(db: Session, network_id: int, user: Principal, write: bool = False) -> Network:
@@ -94,20 +97,46 @@ async def list_networks(
 
 @router.post("", response_model=NetworkOut, status_code=201)
 async def upload_network(
+    request: Request,
     file: UploadFile = File(..., description="weights: .safetensors, or a .pt/.pth state_dict"),
     meta: str = Form(..., description='JSON: {"name", "architecture", "dataset", "tags"?, "visibility"?}'),
     user: Principal = Depends(current_user),
+    idempotency_key: str | None = Header(None, max_length=200, description=writes.KEY_HELP),
 ) -> Response:
+    """Store a network. With an ``Idempotency-Key`` header a repeat of the upload is answered with the
+    first answer and stores nothing."""
     limit = get_settings().max_upload_bytes
     blob = await file.read(limit + 1)
     if len(blob) > limit:
         raise HTTPException(413, f"the weights file is larger than the limit of {limit} bytes")
-    # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
-    return json_response(NetworkOut, await in_session(_store_upload, user, meta, file.filename or "", blob),
-                         status_code=201)
+    filename = file.filename or ""
+
+    async def work() -> Response:
+        # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
+        row = await in_session(_store_upload, user, meta, filename, blob)
+        if isinstance(row, int):  # committed, then the connection died: read on a fresh one
+            row = await read(_network_row, row)
+        return json_response(NetworkOut, row, status_code=201)
+
+    fp = writes.fingerprint("POST /api/networks", meta, filename, writes.fingerprint(blob))
+    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
 
 
 def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
+    """The stored network's row, or only its id when it was committed and answering failed after."""
+    with committed_rows(db, Network) as made:
+        try:
+            return _parse_check_store(db, user, meta, filename, blob)
+        except HTTPException:
+            raise
+        except Exception:
+            if not made:
+                raise
+            log.warning("network %s was committed, then its upload failed; answering with it", made[0], exc_info=True)
+            return made[0]
+
+
+def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
     try:
         info = NetworkMeta.model_validate(json.loads(meta))
     except json.JSONDecodeError as exc:
@@ -194,16 +223,18 @@ async def read_network(network_id: NetworkId, user: Principal = Depends(current_
 
 @router.patch("/{network_id}", response_model=NetworkOut)
 async def patch_network(network_id: NetworkId, patch: NetworkPatch, user: Principal = Depends(current_user)) -> Response:
-    return json_response(NetworkOut, await in_session(_patch, network_id, patch, user))
+    await in_session(_patch, network_id, patch, user)
+    # read after the commit on a read connection (repeated on a fresh one if the database dropped it):
+    # a committed change is answered as one
+    return json_response(NetworkOut, await read(_network_row, network_id))
 
 
-def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal):
+def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal) -> None:
     net = get_or_404(db, network_id, user, write=True)
     for key, value in patch.model_dump(exclude_unset=True).items():
         if value is not None:
             setattr(net, key, value)
     db.commit()
-    return _network_row(db.connection(), network_id)
 
 
 @router.delete("/{network_id}", status_code=204)
