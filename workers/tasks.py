@@ -124,11 +124,11 @@ def load_network(session: Session, network_id: int) -> tuple[Network, torch.nn.M
 def run_train(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
     p = dict(job.params)
     data = load_data(p["dataset"], p["dataset_options"])
-    seed = int(p.get("seed", 0))
-    torch.manual_seed(seed)
-    model = nets.build(p["architecture"], data.input_shape, data.n_classes)
     opt_params = {k: v for k, v in p.items()
                   if k not in ("architecture", "dataset", "dataset_options", "optimizer", "name", "tags", "visibility")}
+    # initial weights from init_seed, or from seed and the sampler (train.initial_seed); recorded in the source
+    model = train.initial_model(p["architecture"], data, p["optimizer"], opt_params)
+    opt_params["init_seed"] = train.initial_seed(p["optimizer"], opt_params)
     progress(0.0, f"training {p['name']} with {p['optimizer']}")
     history = train.train(model, data, p["optimizer"], progress=progress.sub(0.0, 0.97), **opt_params)
     train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train)

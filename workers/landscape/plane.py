@@ -17,7 +17,11 @@ with the barycentric weights of (x, y) in the triangle, applied to every float t
 parameters this is exactly a + x u + y v; the weights are exactly 1 and 0 at the three networks, so
 those grid points are the networks themselves. BatchNorm statistics: bn="recompute" (default) on the
 training inputs at every grid point; bn="interpolate" takes the same affine combination of the
-three networks' statistics, running variances clamped at 0 outside the triangle [ours].
+three networks' statistics. Outside the triangle that combination can make a running variance smaller
+than any of the three (even negative, which BatchNorm cannot evaluate), so there it is kept at least the
+smallest of the three networks' values for that unit [ours]; inside the triangle and at the three nodes
+nothing is clamped, so each network evaluates exactly as itself (a canonical form legitimately holds a
+small negative running variance, running_var' = c^2 (running_var + eps) - eps >= -eps).
 The first layer of every grid point is a combination of the three networks' first layers, so the
 engine computes it from three products with the data (evaluate.Combination).
 """
@@ -65,15 +69,16 @@ def _vector(state: State, names: list[str]) -> torch.Tensor:
 def plane_states(a: State, b: State, c: State, weights: list[tuple[float, float, float]],
                  clamp_var: bool = True) -> Iterator[State]:
     """la*a + lb*b + lc*c on every float tensor for each (la, lb, lc); integer buffers from a; running
-    variances clamped at 0."""
+    variances kept at least the three networks' smallest value (only ever binding outside the triangle)."""
+    floor = {k: torch.minimum(torch.minimum(a[k], b[k]), c[k]).double() for k in a if k.endswith("running_var")}
     for la, lb, lc in weights:
         point = {}
         for k, va in a.items():
             if not va.is_floating_point():
                 point[k] = va.clone()
                 continue
-            t = (la * va.double() + lb * b[k].double() + lc * c[k].double()).to(va.dtype)
-            point[k] = t.clamp_min(0) if clamp_var and k.endswith("running_var") else t
+            t = la * va.double() + lb * b[k].double() + lc * c[k].double()
+            point[k] = (torch.maximum(t, floor[k]) if clamp_var and k in floor else t).to(va.dtype)
         yield point
 
 
