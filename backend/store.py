@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def parse_upload(filename: str, data: bytes) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(exc)).strip()  # torch colours its message for terminals
+            first = text.splitlines()[0] if text else type(exc).__name__
             raise UploadError(
                 "could not read the .pt file as a plain state_dict with torch.load(weights_only=True): "
                 f"{first[:300]}. Save it with torch.save(model.state_dict(), path), or as .safetensors."
