@@ -100,7 +100,7 @@ def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile
         if task is not None:
             task.cancel()
 
-    app = FastAPI(title="Toroid", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Toroid", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Explorer of the error landscapes of trained neural networks.")
     app.state.require_auth = settings.auth == "on" if require_auth is None else require_auth
 
@@ -133,6 +133,18 @@ def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile
     def plotly_bundle() -> FileResponse:
         return FileResponse(plotly_js(), media_type="application/javascript",
                             headers={"Cache-Control": "public, max-age=86400"})
+
+    # /docs: Swagger UI from the swagger-ui-bundle package, served here (no CDN: it works offline)
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/vendor/swagger-ui", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> Response:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="Toroid API", swagger_favicon_url="/favicon.svg",
+                                   swagger_js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url="/vendor/swagger-ui/swagger-ui.css")
 
     app.mount("/", StaticFiles(directory=FRONTEND, html=True), name="frontend")
     return app

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -163,7 +164,8 @@ def _torch_load(data: bytes, device: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", str(exc)).strip()  # torch colours its message for terminals
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise UploadError(
             "could not read the .pt file as a plain state_dict with torch.load(weights_only=True): "
             f"{first[:300]}. Save it with torch.save(model.state_dict(), path), or as .safetensors."

@@ -45,15 +45,27 @@ export function debounce(fn, ms = 200) {
   return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
 }
 
-// A stable colour per category (sampler, path type).
-const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#475569", "#ea580c"];
-const KNOWN = { sgd: 0, rsgd: 2, adv: 1, adam: 3, sam: 4, entropy_sgd: 5, uploaded: 8, linear: 1, linear_aligned: 3, geodesic: 0, bend: 2, hamming: 4 };
+// A stable colour per category. Samplers and how a network was made (uploaded, bend, canonical) share
+// one table and never one colour; path types have their own table (they are never drawn with samplers).
+const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#475569", "#ea580c",
+  "#0f766e", "#a16207", "#9333ea", "#be123c", "#1e40af", "#4d7c0f"];
+const KNOWN = { sgd: 0, adv: 1, rsgd: 2, adam: 3, sam: 4, entropy_sgd: 5, uploaded: 8, bend: 9, canonicalize: 6, canonical: 6, replicated: 10, binarynet: 11 };
+const PATHS = { linear: 1, linear_aligned: 3, geodesic: 0, bend: 2, hamming: 4 };
 const assigned = new Map();
 export function colorOf(category) {
   if (category in KNOWN) return PALETTE[KNOWN[category]];
-  if (!assigned.has(category)) assigned.set(category, PALETTE[(5 + assigned.size) % PALETTE.length]);
+  if (!assigned.has(category)) {
+    const taken = new Set([...Object.values(KNOWN), ...assigned.values()].map((v) => (typeof v === "number" ? PALETTE[v] : v)));
+    const free = PALETTE.find((c) => !taken.has(c)) || PALETTE[(assigned.size + 7) % PALETTE.length];
+    assigned.set(category, free);
+  }
   return assigned.get(category);
 }
+export const pathColor = (type) => PALETTE[PATHS[type] ?? 8];
+
+// Text for Plotly: it reads a subset of HTML in names, labels and titles (<b>, <a href>, <br>); a
+// network's name is shown as typed, never as markup.
+export const ptext = (s) => String(s ?? "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 // One CSV cell. Text starting with = + - @ tab or CR would be run as a formula by a spreadsheet
 // (other users' network names are in these files): it gets a leading ' ; numbers stay numbers.

@@ -5,7 +5,7 @@ import { MultiPicker } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
 import { byId, ensureNetworks, onNetworks, refreshFlatness } from "../store.js";
-import { $, clearProgress, colorOf, esc, idList, mapLimit, num, pct, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
+import { $, clearProgress, colorOf, esc, idList, mapLimit, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
 import { spearman } from "../stats.js";
 
 let root;
@@ -78,10 +78,10 @@ function draw() {
     const upper = r.delta_mean.map((m, i) => 100 * (m + r.delta_std[i]));
     const lower = r.delta_mean.map((m, i) => 100 * (m - r.delta_std[i]));
     traces.push({ x: [...r.sigma, ...r.sigma.slice().reverse()], y: [...upper, ...lower.reverse()], fill: "toself", fillcolor: color, opacity: 0.15,
-      line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: String(id), name: `± std · ${label(id)}`, mode: "lines" });
-    traces.push({ x: r.sigma, y: r.delta_mean.map((v) => 100 * v), name: `${label(id)} · ${samplerOf(byId(id))}`, legendgroup: String(id), mode: "lines+markers",
+      line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: String(id), name: `± std · ${ptext(label(id))}`, mode: "lines" });
+    traces.push({ x: r.sigma, y: r.delta_mean.map((v) => 100 * v), name: `${ptext(label(id))} · ${ptext(samplerOf(byId(id)))}`, legendgroup: String(id), mode: "lines+markers",
       line: { color, dash }, marker: { size: 5 }, customdata: r.delta_std.map((v) => 100 * v), meta: id,
-      hovertemplate: `${esc(label(id))}<br>σ = %{x}<br>ΔE = %{y:.3f}% ± %{customdata:.3f}%<extra></extra>` });
+      hovertemplate: `${ptext(label(id))}<br>σ = %{x}<br>ΔE = %{y:.3f}% ± %{customdata:.3f}%<extra></extra>` });
   });
   const kinds = ids.map((id) => state.results.get(id).kind || "gaussian");
   const cols = { network_id: [], name: [], sampler: [], sigma: [], delta_mean: [], delta_std: [], delta_sem: [], base_train_error: [] };
@@ -114,9 +114,9 @@ function drawScatter(ids) {
   const samplers = [...new Set(usable.map((p) => p.sampler))];
   const traces = samplers.map((s) => {
     const group = usable.filter((p) => p.sampler === s);
-    return { x: group.map((p) => 100 * p.flatness), y: group.map((p) => 100 * p.test_error), text: group.map((p) => p.name), customdata: group.map((p) => p.id),
-      name: s, mode: "markers", marker: { size: 11, color: colorOf(s), line: { color: "white", width: 1 } },
-      hovertemplate: `%{text} (${esc(s)})<br>ΔE(σmax) = %{x:.3f}%<br>test error = %{y:.3f}%<extra></extra>` };
+    return { x: group.map((p) => 100 * p.flatness), y: group.map((p) => 100 * p.test_error), text: group.map((p) => ptext(p.name)), customdata: group.map((p) => p.id),
+      name: ptext(s), mode: "markers", marker: { size: 11, color: colorOf(s), line: { color: "white", width: 1 } },
+      hovertemplate: `%{text} (${ptext(s)})<br>ΔE(σmax) = %{x:.3f}%<br>test error = %{y:.3f}%<extra></extra>` };
   });
   const rho = spearman(usable.map((p) => p.flatness), usable.map((p) => p.test_error));
   const sigmas = [...new Set(usable.map((p) => p.sigma))];

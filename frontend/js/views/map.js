@@ -6,7 +6,7 @@ import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { go, setState } from "../router.js";
 import { byId, ensureNetworks, onNetworks } from "../store.js";
 import { classicalMDS } from "../stats.js";
-import { $, clearProgress, colorOf, esc, idList, num, pct, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
+import { $, clearProgress, colorOf, esc, idList, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
 
 const LABELS = { raw: "raw", aligned: "aligned", normalized: "normalised", normalized_aligned: "normalised-aligned", geodesic: "geodesic D",
   hamming: "hamming (aligned)", hamming_unaligned: "hamming (unaligned)", barriers: "geodesic barrier (max train error)" };
@@ -74,7 +74,7 @@ function draw() {
   const isBarrier = state.dist === "barriers";
   const shown = isBarrier ? z.map((row) => row.map((v) => (v === null ? null : 100 * v))) : z;
   drawPlot("map-heatmap", [{
-    type: "heatmap", z: shown, x: labels, y: labels, colorscale: "Viridis", reversescale: false, customdata: ids.map((a) => ids.map((b) => [a, b])),
+    type: "heatmap", z: shown, x: labels.map(ptext), y: labels.map(ptext), colorscale: "Viridis", reversescale: false, customdata: ids.map((a) => ids.map((b) => [a, b])),
     colorbar: { title: { text: isBarrier ? "barrier %" : LABELS[state.dist] || state.dist, side: "right" } },
     hovertemplate: `%{y} ↔ %{x}<br>${esc(LABELS[state.dist] || state.dist)} = %{z:.5g}${isBarrier ? "%" : ""}<extra>click: compare</extra>`,
   }], {
@@ -107,17 +107,18 @@ function drawMDS() {
   const point = (i) => ({ id: ids[i], name: labels[i], x: coords[i][0], y: coords[i][1], sampler: sampler[i], test_error: testErr[i] });
   const all = ids.map((_, i) => point(i));
   let traces;
-  const hover = `%{text}<br>sampler %{customdata[1]}<br>test error %{customdata[2]}<extra>click two points to compare</extra>`;
-  const custom = (p) => [p.id, p.sampler, pct(p.test_error)];
+  // the names are placed after drawing, where they do not overprint (placeLabels); the hover always has them
+  const hover = `%{customdata[3]}<br>sampler %{customdata[1]}<br>test error %{customdata[2]}<extra>click two points to compare</extra>`;
+  const custom = (p) => [p.id, ptext(p.sampler), pct(p.test_error), ptext(p.name)];
   if (state.color === "test_error") {
-    traces = [{ x: all.map((p) => p.x), y: all.map((p) => p.y), text: all.map((p) => p.name), customdata: all.map(custom), mode: "markers+text", textposition: "top center", cliponaxis: false,
+    traces = [{ x: all.map((p) => p.x), y: all.map((p) => p.y), text: all.map(() => ""), customdata: all.map(custom), mode: "markers+text", textposition: "top center", cliponaxis: false,
       name: "networks", marker: { size: 14, color: all.map((p) => (p.test_error === null ? null : 100 * p.test_error)), colorscale: [[0, "#15803d"], [0.5, "#facc15"], [1, "#b91c1c"]],
         colorbar: { title: { text: "test error %", side: "right" } }, line: { color: "#333", width: 1 } }, hovertemplate: hover }];
   } else {
     traces = [...new Set(sampler)].map((s) => {
       const group = all.filter((p) => p.sampler === s);
-      return { x: group.map((p) => p.x), y: group.map((p) => p.y), text: group.map((p) => p.name), customdata: group.map(custom), mode: "markers+text",
-        textposition: "top center", cliponaxis: false, name: s, marker: { size: 14, color: colorOf(s), line: { color: "white", width: 1 } }, hovertemplate: hover };
+      return { x: group.map((p) => p.x), y: group.map((p) => p.y), text: group.map(() => ""), customdata: group.map(custom), mode: "markers+text",
+        textposition: "top center", cliponaxis: false, name: ptext(s), marker: { size: 14, color: colorOf(s), line: { color: "white", width: 1 } }, hovertemplate: hover };
     });
   }
   if (clicked !== null) {
@@ -127,7 +128,7 @@ function drawMDS() {
   const explained = eigenvalues.map((v) => Math.max(v, 0));
   // room around the points for their names
   const padded = (vals) => { const lo = Math.min(...vals), hi = Math.max(...vals), pad = 0.25 * (hi - lo) || 1; return [lo - pad, hi + pad]; };
-  drawPlot("map-mds", traces, {
+  const drawn = drawPlot("map-mds", traces, {
     title: { text: `Classical MDS of the ${LABELS[key] || key} distances` },
     xaxis: { title: { text: `MDS 1 (eigenvalue ${num(explained[0], 3)})` }, zeroline: false, range: padded(all.map((p) => p.x)) },
     yaxis: { title: { text: `MDS 2 (eigenvalue ${num(explained[1], 3)})` }, zeroline: false, scaleanchor: "x", scaleratio: 1, range: padded(all.map((p) => p.y)) },
@@ -135,6 +136,7 @@ function drawMDS() {
     height: 460, legend: { title: { text: state.color === "test_error" ? "" : "sampler" }, orientation: "h", yref: "container", y: 0.01, yanchor: "bottom", x: 0 },
   }, { name: "map-mds", csv: toCSV({ network_id: all.map((p) => p.id), name: all.map((p) => p.name), sampler: all.map((p) => p.sampler), test_error: all.map((p) => p.test_error), mds1: all.map((p) => p.x), mds2: all.map((p) => p.y) }), json: { distance: key, eigenvalues, points: all } });
   const mds = document.getElementById("map-mds");
+  drawn.then(() => placeLabels(mds, all)).catch(() => {});
   if (!mds.dataset.clicks) {
     mds.dataset.clicks = "1";
     mds.on("plotly_click", (ev) => {
@@ -144,6 +146,44 @@ function drawMDS() {
     });
   }
   fillPairChoice();
+}
+
+// Each point's name goes beside it where it overlaps no other name and no other point (tried in turn:
+// above, below, right, left, and the corners); a name that fits nowhere is left to the hover.
+const PLACES = [["top center", 0, -1], ["bottom center", 0, 1], ["middle right", 1, 0], ["middle left", -1, 0],
+  ["top right", 1, -1], ["top left", -1, -1], ["bottom right", 1, 1], ["bottom left", -1, 1]];
+let measurer;
+function textWidth(text) {
+  measurer = measurer || document.createElement("canvas").getContext("2d");
+  measurer.font = "12px system-ui, -apple-system, 'Segoe UI', sans-serif";
+  return measurer.measureText(text).width;
+}
+
+export function labelPlaces(points, radius = 8, height = 15, gap = 2) {
+  const hit = (a, b) => a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1;
+  const marks = points.map((p) => ({ x0: p.px - radius, x1: p.px + radius, y0: p.py - radius, y1: p.py + radius }));
+  const placed = [];
+  return points.map((p, i) => {
+    const w = p.width + 4;
+    for (const [where, dx, dy] of PLACES) {
+      const cx = p.px + dx * (radius + gap + w / 2), cy = p.py + dy * (radius + gap + height / 2);
+      const box = { x0: cx - w / 2, x1: cx + w / 2, y0: cy - height / 2, y1: cy + height / 2 };
+      if (!placed.some((b) => hit(b, box)) && !marks.some((m, j) => j !== i && hit(m, box))) { placed.push(box); return where; }
+    }
+    return null;
+  });
+}
+
+function placeLabels(gd, all) {
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const byTrace = gd.data.map((t) => (t.customdata || []).map((c) => all.find((p) => p.id === c[0])).filter(Boolean));
+  const flat = byTrace.flat().map((p) => ({ id: p.id, name: p.name, px: xa.l2p(p.x), py: ya.l2p(p.y), width: textWidth(p.name) }));
+  const where = new Map(labelPlaces(flat).map((w, i) => [flat[i].id, w]));
+  const idx = byTrace.map((pts, i) => (pts.length ? i : -1)).filter((i) => i >= 0);
+  return Plotly.restyle(gd, {
+    text: idx.map((i) => byTrace[i].map((p) => (where.get(p.id) ? ptext(p.name) : ""))),
+    textposition: idx.map((i) => byTrace[i].map((p) => where.get(p.id) || "top center")),
+  }, idx);
 }
 
 function pick(id) {

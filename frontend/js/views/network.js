@@ -3,7 +3,7 @@ import { authHeaders, getNetwork, getToken, patchNetwork } from "../api.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { go } from "../router.js";
 import { refreshNetworks, store } from "../store.js";
-import { $, archText, dateText, esc, num, pct, rowsToCSV, samplerOf, setError } from "../util.js";
+import { $, archText, dateText, esc, num, pct, ptext, rowsToCSV, samplerOf, setError } from "../util.js";
 
 let root;
 let net = null;
@@ -70,10 +70,11 @@ function plotHistory() {
   const shapes = pre ? [{ type: "rect", xref: "x", yref: "paper", x0: 0.5, x1: pre + 0.5, y0: 0, y1: 1, fillcolor: "#fde68a", opacity: 0.3, line: { width: 0 } }] : [];
   const annotations = pre ? [{ xref: "x", yref: "paper", x: (pre + 1) / 2, y: 1, text: "pre-training", showarrow: false, yanchor: "bottom" }] : [];
   drawPlot("history-plot", traces, {
-    title: { text: `Training curve of ${net.name}` },
+    title: { text: `Training curve of ${ptext(net.name)}` },
     xaxis: { title: { text: "epoch" } },
     yaxis: { title: { text: "error (%)" }, rangemode: "tozero" },
-    yaxis2: { title: { text: "loss" }, overlaying: "y", side: "right", showgrid: false, zeroline: false, rangemode: "tozero" },
+    yaxis2: { title: { text: "loss", standoff: 8 }, overlaying: "y", side: "right", showgrid: false, zeroline: false, rangemode: "tozero", automargin: true },
+    margin: { t: 40, r: 70, b: 100, l: 60 },
     shapes, annotations,
   }, { name: `network-${net.id}-history`, csv: rowsToCSV(h), json: h });
 }
