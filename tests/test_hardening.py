@@ -480,6 +480,11 @@ def test_architectures_are_sized_before_they_are_built(api, monkeypatch):
     from backend.config import get_settings
     from workers.landscape import nets
 
+    monkeypatch.setattr(get_settings(), "max_parameters", 10_000, raising=False)
+    r = upload(api, blob=save({"w": torch.zeros(4)}), meta={"name": "huge", "architecture": {"kind": "mlp", "hidden": [2000]}})
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert "150010 parameters" in detail and "10000" in detail and "TOROID_MAX_PARAMETERS" in detail
     # the count on the meta device is the built network's count
     for spec in (SPEC, {"kind": "mlp", "hidden": [7, 5], "batchnorm": True}, {"kind": "lenet"}):
         built = nets.build(spec, (1, 8, 8), 10)
@@ -487,11 +492,8 @@ def test_architectures_are_sized_before_they_are_built(api, monkeypatch):
         assert n == nets.n_parameters(built)
         assert nbytes == sum(t.numel() * t.element_size() for t in built.state_dict().values())
     assert nets.spec_size({"kind": "mlp", "hidden": [65536, 65536]}, (1, 8, 8), 10)[0] == 64 * 65536 + 65536 + 65536 ** 2 + 65536 + 65536 * 10 + 10
-    monkeypatch.setattr(get_settings(), "max_parameters", 10_000)
-    r = upload(api, blob=save({"w": torch.zeros(4)}), meta={"name": "huge", "architecture": {"kind": "mlp", "hidden": [2000]}})
-    assert r.status_code == 400, r.text
-    detail = r.json()["detail"]
-    assert "150010 parameters" in detail and "10000" in detail and "TOROID_MAX_PARAMETERS" in detail
+    with pytest.raises(nets.SpecError, match="over the server's limit of 10000"):
+        nets.check_size({"kind": "mlp", "hidden": [2000]}, (1, 8, 8), 10, 10_000)
 
 
 def test_huge_declared_architecture_costs_nothing(api):
