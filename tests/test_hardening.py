@@ -452,6 +452,8 @@ def dropped_after_commit(lab):
 
 @pytest.mark.parametrize("lab", ["services"], indirect=True)  # SQLite has no connection to lose
 def test_a_committed_write_is_answered_as_a_success(lab, dropped_after_commit):
+    from backend import store
+
     client, h = lab.extra["client"], lab.extra["h"]
     a = _upload(client, h["alice"], 151)
     with new_session() as s:
@@ -472,6 +474,20 @@ def test_a_committed_write_is_answered_as_a_success(lab, dropped_after_commit):
     r = client.patch(f"/api/networks/{a['id']}", headers=h["alice"], json={"name": "renamed"})
     assert dropped_after_commit["fired"] >= 3
     assert r.status_code == 200 and r.json()["name"] == "renamed", r.text
+    # cancel the evaluate job of the upload, then delete the network: each committed, then the connection lost
+    kept = client.get("/api/networks", headers=h["alice"], params={"q": "kept"}).json()[0]
+    evaluate = [j["id"] for j in client.get("/api/jobs", headers=h["alice"], params={"kind": "evaluate"}).json()
+                if j["inputs"] == [kept["id"]]]
+    dropped_after_commit["on"] = True
+    r = client.delete(f"/api/jobs/{evaluate[0]}", headers=h["alice"])
+    assert dropped_after_commit["fired"] >= 4
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    dropped_after_commit["on"] = True
+    r = client.delete(f"/api/networks/{kept['id']}", headers=h["alice"])
+    assert dropped_after_commit["fired"] >= 5
+    assert r.status_code == 204, r.text
+    assert client.get(f"/api/networks/{kept['id']}", headers=h["alice"]).status_code == 404
+    assert not store.exists(kept["weights_hash"])
 
 
 # ---- items 2 and 3: sizes from the spec and the file's headers, before anything is made ---------------
