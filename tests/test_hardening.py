@@ -34,7 +34,7 @@ from backend.models import Job, Network, Result, User
 from .conftest import ROOT, close_stack, configure, free_port, make_stack, services_env, stop
 from .helpers import SPEC, random_state, upload
 
-REDIS_DB = 1
+REDIS_DB = 13  # a Redis database of these tests' own (queued messages must not reach another stack's worker)
 
 
 # ---- a real server, and raw HTTP/1.1 on a socket ------------------------------------------------------
