@@ -502,9 +502,10 @@ def test_architectures_are_sized_before_they_are_built(api, monkeypatch):
     detail = r.json()["detail"]
     assert "150010 parameters" in detail and "10000" in detail and "TOROID_MAX_PARAMETERS" in detail
     # the count on the meta device is the built network's count
-    for spec in (SPEC, {"kind": "mlp", "hidden": [7, 5], "batchnorm": True}, {"kind": "lenet"}):
-        built = nets.build(spec, (1, 8, 8), 10)
-        n, nbytes = nets.spec_size(spec, (1, 8, 8), 10)
+    examples = [info["example"] for info in nets.ARCHITECTURES.values()]
+    for spec in (SPEC, {"kind": "mlp", "hidden": [7, 5], "batchnorm": True}, *examples):
+        built = nets.build(spec, (3, 32, 32), 2)
+        n, nbytes = nets.spec_size(spec, (3, 32, 32), 2)
         assert n == nets.n_parameters(built)
         assert nbytes == sum(t.numel() * t.element_size() for t in built.state_dict().values())
     assert nets.spec_size({"kind": "mlp", "hidden": [65536, 65536]}, (1, 8, 8), 10)[0] == 64 * 65536 + 65536 + 65536 ** 2 + 65536 + 65536 * 10 + 10
