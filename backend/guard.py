@@ -145,6 +145,9 @@ class Guard:
                 await answer(send_with_id, *refusal, headers=[(b"connection", b"close"), *extra])
                 return
             await self.app(scope, receive, send_with_id)
+        except BodyRefused as exc:  # raised where the app's handlers do not reach
+            if not started:
+                await answer(send_with_id, exc.status_code, exc.detail, headers=[(b"connection", b"close")])
         except Exception:  # noqa: BLE001 - every unexpected error ends here, answered, never re-raised
             log.exception("unhandled error in request %s: %s %s", request_id, scope.get("method"), scope.get("path"))
             if not started:

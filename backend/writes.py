@@ -7,6 +7,9 @@
   first is still at work waits for it (up to ``WAIT`` seconds, then 409: retry). A first attempt that failed
   with an error leaves nothing behind: its key may be used again. Keys are kept ``TOROID_IDEMPOTENCY_TTL``
   seconds.
+- ``write``: a route's write in one worker thread and session, like ``db.in_session``, run once more on a
+  fresh connection when the database had dropped the connection before anything was committed (a
+  restarted PostgreSQL): nothing was applied, so repeating it is safe.
 - ``committed_rows``: which rows of a model a session committed, so that a route whose write was
   committed answers with it even when the database connection died after the commit (the answer is then
   read again on a fresh connection) instead of a 500 that would make a client repeat it.
@@ -18,16 +21,17 @@ import hashlib
 import time
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Awaitable, Callable, Iterator
+from typing import Awaitable, Callable, Iterator, TypeVar
 
 from fastapi import HTTPException, Request
 from fastapi.responses import Response
 from sqlalchemy import delete, event, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from .config import get_settings
-from .db import in_session
+from .db import new_session
 from .models import IdempotentRequest, utcnow
 
 HEADER = "idempotency-key"
@@ -35,6 +39,24 @@ KEY_HELP = "any unique string (e.g. a UUID) per logical request, the same on its
 WAIT = 30.0  # seconds a repeat waits for the first request with its key to finish
 STALE = 600.0  # a claim this old without an answer was left by a process that died: it may be taken over
 CLAIMED, BUSY = "claimed", "busy"
+T = TypeVar("T")
+
+
+async def write(fn: Callable[..., T], *args) -> T:
+    """``fn(session, *args)`` in a worker thread (see the module's docstring)."""
+    def call() -> T:
+        for attempt in (1, 2):
+            with new_session() as session:
+                committing: list[bool] = []
+                event.listen(session, "before_commit", lambda _s: committing.append(True))
+                try:
+                    return fn(session, *args)
+                except DBAPIError as err:
+                    if attempt == 2 or not err.connection_invalidated or committing:
+                        raise
+        raise AssertionError("unreachable")
+
+    return await run_in_threadpool(call)
 
 
 def request_key(request: Request) -> str | None:
@@ -102,14 +124,6 @@ def _release(db: Session, owner: str, key: str) -> None:
     db.commit()
 
 
-async def _once_more(fn, *args) -> None:
-    """A bookkeeping write, tried again once (on a fresh connection) if the first try failed."""
-    try:
-        await in_session(fn, *args)
-    except Exception:  # noqa: BLE001 - the database dropped the connection: the pool gives a fresh one
-        await in_session(fn, *args)
-
-
 async def idempotent(request: Request, owner: str, key: str | None, fp: str,
                      work: Callable[[], Awaitable[Response]]) -> Response:
     """``work()``'s answer, done once per (owner, key): see the module's docstring."""
@@ -117,7 +131,7 @@ async def idempotent(request: Request, owner: str, key: str | None, fp: str,
         return await work()
     deadline = time.monotonic() + WAIT
     while True:
-        got = await in_session(_claim, owner, key, fp)
+        got = await write(_claim, owner, key, fp)
         if got == CLAIMED:
             break
         if isinstance(got, tuple):
@@ -130,9 +144,9 @@ async def idempotent(request: Request, owner: str, key: str | None, fp: str,
     try:
         response = await work()
     except BaseException:
-        await _once_more(_release, owner, key)
+        await write(_release, owner, key)
         raise
-    await _once_more(_finish, owner, key, response.status_code, bytes(response.body))
+    await write(_finish, owner, key, response.status_code, bytes(response.body))
     return response
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from .. import jobs, writes
 from ..auth import Principal, current_user
-from ..db import in_session, read
+from ..db import read
 from ..models import FINAL_STATES, Job, Network, Result, utcnow
 from ..schemas import JobId, JobIn, JobOut, filter_query, json_response
 from ..writes import committed_rows
@@ -103,7 +103,7 @@ async def submit_job(request: Request, body: JobIn, user: Principal = Depends(cu
     weights ran before, else queued for a worker. With an ``Idempotency-Key`` header a repeat of the
     request is answered with the first answer and submits nothing."""
     async def work() -> Response:
-        out = await in_session(_submit, body, user)
+        out = await writes.write(_submit, body, user)
         if isinstance(out, int):  # committed, then the connection died: the job is read on a fresh one
             out = await read(readable_job, out, user)
         return json_response(JobOut, out, status_code=202)
@@ -170,18 +170,22 @@ async def read_job(job_id: JobId, user: Principal = Depends(current_user)) -> Re
 @router.delete("/{job_id}", response_model=JobOut)
 async def cancel_job(job_id: JobId, user: Principal = Depends(current_user)) -> Response:
     """Cancel a queued or running job. The worker notices at its next progress report."""
-    return json_response(JobOut, await in_session(_cancel, job_id, user))
+    await writes.write(_cancel, job_id, user)
+    # read after the commit (repeated on a fresh connection if the database dropped it): a committed
+    # cancel is answered as one
+    job = await read(readable_job, job_id, user)
+    if job is None:
+        raise HTTPException(404, f"job {job_id} does not exist")
+    return json_response(JobOut, job)
 
 
-def _cancel(db: Session, job_id: int, user: Principal) -> JobOut:
+def _cancel(db: Session, job_id: int, user: Principal) -> None:
     job = get_or_404(db, job_id, user, write=True)
     res = db.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
                      .values(status="cancelled", message="cancelled", finished_at=utcnow()))
     db.commit()
     if res.rowcount == 0:
         raise HTTPException(409, f"job {job_id} already ended ({job.status}); nothing to cancel")
-    db.refresh(job)
-    return job_out(db, job)
 
 
 @router.get("/{job_id}/events")

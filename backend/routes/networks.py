@@ -17,7 +17,7 @@ from .. import jobs, store, writes
 from ..auth import Principal, current_user
 from ..cache import VersionedCache
 from ..config import get_settings
-from ..db import in_session, read
+from ..db import new_session, read
 from ..models import Job, Network
 from ..schemas import (NetworkId, NetworkMeta, NetworkOut, NetworkPatch, NetworkSummary, dump_json, filter_query,
                        json_response)
@@ -110,10 +110,12 @@ async def upload_network(
     if len(blob) > limit:
         raise HTTPException(413, f"the weights file is larger than the limit of {limit} bytes")
     filename = file.filename or ""
+    if len(filename) > 255 or "\x00" in filename:
+        raise HTTPException(400, "the weights file's name must be at most 255 characters, without NUL")
 
     async def work() -> Response:
         # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
-        row = await in_session(_store_upload, user, meta, filename, blob)
+        row = await writes.write(_store_upload, user, meta, filename, blob)
         if isinstance(row, int):  # committed, then the connection died: read on a fresh one
             row = await read(_network_row, row)
         return json_response(NetworkOut, row, status_code=201)
@@ -124,7 +126,7 @@ async def upload_network(
 
 def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
     """The stored network's row, or only its id when it was committed and answering failed after."""
-    with committed_rows(db, Network) as made:
+    with committed_rows(db, Network) as made, committed_rows(db, Job) as queued:
         try:
             return _parse_check_store(db, user, meta, filename, blob)
         except HTTPException:
@@ -133,7 +135,10 @@ def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: 
             if not made:
                 raise
             log.warning("network %s was committed, then its upload failed; answering with it", made[0], exc_info=True)
-            return made[0]
+    if not queued:  # its evaluate job, on a fresh connection
+        with new_session() as fresh:
+            jobs.submit(fresh, "evaluate", {"network": made[0]}, user=user, check_quota=False)
+    return made[0]
 
 
 def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
@@ -223,7 +228,7 @@ async def read_network(network_id: NetworkId, user: Principal = Depends(current_
 
 @router.patch("/{network_id}", response_model=NetworkOut)
 async def patch_network(network_id: NetworkId, patch: NetworkPatch, user: Principal = Depends(current_user)) -> Response:
-    await in_session(_patch, network_id, patch, user)
+    await writes.write(_patch, network_id, patch, user)
     # read after the commit on a read connection (repeated on a fresh one if the database dropped it):
     # a committed change is answered as one
     return json_response(NetworkOut, await read(_network_row, network_id))
@@ -239,11 +244,15 @@ def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal) -
 
 @router.delete("/{network_id}", status_code=204)
 async def delete_network(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
-    await in_session(_delete, network_id, user)
+    h = await writes.write(_delete, network_id, user)
+    # after the commit, on a read connection (repeated on a fresh one if the database dropped it): the
+    # deletion is answered as done, and its weights file goes when no other network shares it
+    if await read(_weights_unused, h):
+        await run_in_threadpool(store.remove, h)
     return Response(status_code=204)
 
 
-def _delete(db: Session, network_id: int, user: Principal) -> None:
+def _delete(db: Session, network_id: int, user: Principal) -> str:
     net = get_or_404(db, network_id, user, write=True)
     running = db.scalars(select(Job).where(Job.status.in_(("queued", "running")))).all()
     users = [j.id for j in running if network_id in (j.inputs or [])]
@@ -252,8 +261,11 @@ def _delete(db: Session, network_id: int, user: Principal) -> None:
     h = net.weights_hash
     db.delete(net)
     db.commit()
-    if db.scalar(select(Network.id).where(Network.weights_hash == h).limit(1)) is None:
-        store.remove(h)
+    return h
+
+
+def _weights_unused(conn: Connection, h: str) -> bool:
+    return conn.execute(select(NETWORKS.c.id).where(NETWORKS.c.weights_hash == h).limit(1)).first() is None
 
 
 @router.get("/{network_id}/weights")
