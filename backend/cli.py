@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     worker = None
     if not args.no_worker:
         log = open(settings.home / "worker.log", "ab")
-        worker = subprocess.Popen(_worker_cmd("gpu,cpu", settings.worker_concurrency, "embedded"),
+        worker = subprocess.Popen(_worker_cmd("interactive,batch", settings.worker_concurrency, "embedded"),
                                   stdout=log, stderr=subprocess.STDOUT)
         print(f"worker started (pid {worker.pid}); log: {settings.home / 'worker.log'}", flush=True)
     def _terminate(signum, _frame):  # uvicorn restores this handler and re-raises SIGTERM when it is done
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("worker", help="start only a Celery worker")
-    w.add_argument("--queues", default="gpu,cpu")
+    w.add_argument("--queues", default="interactive,batch")
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--gpu", type=int, default=None, help="GPU index this worker uses (sets CUDA_VISIBLE_DEVICES)")
     w.add_argument("--name", default=None)

@@ -5,14 +5,14 @@ import asyncio
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from .. import jobs
+from .. import jobs, lifecycle
 from ..auth import Principal, current_user
 from ..db import in_session, read
-from ..models import FINAL_STATES, Job, Result, utcnow
+from ..models import FINAL_STATES, Job, Result
 from ..schemas import JobId, JobIn, JobOut, json_response
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -117,10 +117,7 @@ async def cancel_job(job_id: JobId, user: Principal = Depends(current_user)) -> 
 
 def _cancel(db: Session, job_id: int, user: Principal) -> JobOut:
     job = get_or_404(db, job_id, user, write=True)
-    res = db.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
-                     .values(status="cancelled", message="cancelled", finished_at=utcnow()))
-    db.commit()
-    if res.rowcount == 0:
+    if not lifecycle.cancel(db, job_id):
         raise HTTPException(409, f"job {job_id} already ended ({job.status}); nothing to cancel")
     db.refresh(job)
     return job_out(db, job)
