@@ -213,9 +213,62 @@ def cmd_path(args) -> int:
     return _run_job(args, "path", {"a": args.a, "b": args.b, "type": args.type, "points": args.points})
 
 
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def kind_parser(name: str) -> argparse.ArgumentParser:
+    """`toroid job NAME`: the job kind's inputs and parameters as options, read from the registry."""
+    from workers.landscape import kinds, params
+
+    kind = kinds.KINDS[name]
+    lines = []
+    for key, p in kind.params.items():
+        when = "".join(f" (when {o} is {' or '.join(map(str, v))})" for o, v in (p.get("when") or {}).items())
+        default = "" if p["default"] is None else f"; default {json.dumps(p['default'])}"
+        lines.append(f"  {key}: {p['type']}, {params.describe(p) if p['type'] in params.TYPES else p['type']}"
+                     f"{default}{when}\n      {p['help']}")
+    k = argparse.ArgumentParser(prog=f"toroid job {name}", description=f"{kind.description} (queue: {kind.queue})",
+                                epilog="parameters (also accepted as --NAME VALUE, VALUE as JSON):\n" + "\n".join(lines),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("params", nargs="?", default="{}", help="the params as one JSON object (options below add to it)")
+    _client_options(k, job=True)
+    for key, rule in kind.inputs.items():
+        k.add_argument(f"--{key}", type=int, nargs=None if rule.get("count") == 1 else "+", default=argparse.SUPPRESS,
+                       help="network id" + ("" if rule.get("count") == 1 else "s"))
+    for key in kind.params:
+        k.add_argument(f"--{key}", type=_json_or_text, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return k
+
+
 def cmd_job(args) -> int:
-    params = json.loads(args.params) if args.params else {}
-    return _run_job(args, args.kind, params)
+    from workers.landscape import kinds
+
+    if args.kind not in kinds.KINDS:
+        known = ", ".join(kinds.KINDS)
+        if args.kind is None or args.help:
+            print(f"usage: toroid job KIND [PARAMS] [--NAME VALUE ...]\njob kinds: {known}\n"
+                  "`toroid job KIND --help` lists a kind's parameters")
+            return 0 if args.help else 2
+        print(f"error: unknown job kind {args.kind!r}; known: {known}", file=sys.stderr)
+        return 2
+    parser = kind_parser(args.kind)
+    if args.help or {"-h", "--help"} & set(args.rest):
+        parser.print_help()
+        return 0
+    opts, extra = parser.parse_known_args(args.rest)
+    params = json.loads(opts.params) if opts.params else {}
+    skip = {"params", "url", "token", "no_wait", "quiet", "result_only"}
+    params.update({k: v for k, v in vars(opts).items() if k not in skip})
+    while extra:  # --NAME VALUE pairs the registry does not list (a sampler's parameters); the service checks them
+        name = extra.pop(0)
+        if not name.startswith("--") or not extra:
+            parser.error(f"expected --NAME VALUE, got {name!r}")
+        params[name[2:].replace("-", "_")] = _json_or_text(extra.pop(0))
+    return _run_job(opts, args.kind, params)
 
 
 def cmd_upload(args) -> int:
@@ -274,12 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_parser(name: str, help: str, func, job: bool = False):
         c = sub.add_parser(name, help=help)
-        c.add_argument("--url", default=None, help="service URL (default $TOROID_URL or http://127.0.0.1:8000)")
-        c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
-        if job:
-            c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
-            c.add_argument("--quiet", action="store_true", help="no progress bar")
-            c.add_argument("--result-only", action="store_true", help="print only the result")
+        _client_options(c, job)
         c.set_defaults(func=func)
         return c
 
@@ -304,9 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("b", type=int)
     c.add_argument("--type", default="linear")
     c.add_argument("--points", type=int, default=11)
-    c = client_parser("job", "submit any job kind with JSON params and wait", cmd_job, job=True)
-    c.add_argument("kind")
-    c.add_argument("params", nargs="?", default="{}")
+    c = sub.add_parser("job", help="submit any job kind and wait (`toroid job KIND --help`: its parameters)",
+                       add_help=False)
+    c.add_argument("-h", "--help", action="store_true")
+    c.add_argument("kind", nargs="?")
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+    c.set_defaults(func=cmd_job)
     c = client_parser("upload", "upload a weights file (.safetensors or .pt state_dict)", cmd_upload)
     c.add_argument("file")
     c.add_argument("--arch", required=True, help="architecture spec as JSON")
@@ -317,6 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = client_parser("cancel", "cancel a job", cmd_cancel)
     c.add_argument("job", type=int)
     return p
+
+
+def _client_options(c: argparse.ArgumentParser, job: bool = False) -> None:
+    c.add_argument("--url", default=None, help="service URL (default $TOROID_URL or http://127.0.0.1:8000)")
+    c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
+    if job:
+        c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
+        c.add_argument("--quiet", action="store_true", help="no progress bar")
+        c.add_argument("--result-only", action="store_true", help="print only the result")
 
 
 def main(argv: list[str] | None = None) -> int:

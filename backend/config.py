@@ -20,8 +20,20 @@ class Settings(BaseSettings):
     broker_url: str = ""
     # Folder holding MNIST / Fashion-MNIST / CIFAR in torchvision's layout (never downloaded).
     data_root: Path | None = None
-    # Largest accepted weights upload, in bytes (413 above it).
+    # Largest accepted weights upload, in bytes (413 above it), counted on the bytes as they arrive.
     max_upload_bytes: int = 256 * 1024 * 1024
+    # Largest accepted body of every other request (JSON), in bytes (413 above it).
+    max_json_bytes: int = 1024 * 1024
+    # A request body that sends nothing for this many seconds, or is not complete after
+    # body_timeout seconds, is answered 408 and its connection closed.
+    body_stall_timeout: float = 30.0
+    body_timeout: float = 900.0
+    # Largest network (parameters) an upload or a train job may declare; VGG16 and ResNet-50 fit.
+    max_parameters: int = 150_000_000
+    # A Prometheus scraper's token for /metrics when authentication is on (an admin's token works too).
+    metrics_token: str = ""
+    # How long a repeated Idempotency-Key answers with the first answer, in seconds.
+    idempotency_ttl: float = 24 * 3600.0
     # Worker processes started by `toroid serve` beside the API.
     worker_concurrency: int = 1
     # CPU threads torch may use in each worker process (0: torch's default, one per core).

@@ -58,7 +58,7 @@ def _facts(net: Network) -> kinds.NetworkFacts:
 
 def limits() -> kinds.Limits:
     settings = get_settings()
-    return kinds.Limits(data_root=settings.dataset_root, max_parameters=getattr(settings, "max_parameters", None),
+    return kinds.Limits(data_root=settings.dataset_root, max_parameters=settings.max_parameters,
                         max_cost=settings.max_job_cost)
 
 

@@ -232,3 +232,26 @@ def test_adding_a_kind_is_a_declaration_and_a_runner():
         assert kind.queue in kinds.QUEUES and callable(kind.cost)
         assert set(kind.inputs) <= {"a", "b", "network", "networks"}
 
+
+
+def test_toroid_job_kind_help_is_read_from_the_registry(capsys, monkeypatch):
+    from backend import cli
+
+    for name, kind in kinds.KINDS.items():
+        assert cli.main(["job", name, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert kind.description in out
+        for key, p in kind.params.items():
+            assert f"  {key}: {p['type']}" in out and p["help"][:40] in out, (name, key)
+            if p.get("max") is not None:
+                assert str(p["max"]) in out
+    sent = []
+    monkeypatch.setattr(cli, "_run_job", lambda args, kind, params: sent.append((kind, params)) or 0)
+    assert cli.main(["job", "path", '{"bn": "interpolate"}', "--a", "3", "--b", "4", "--points", "21",
+                     "--type", "geodesic", "--no-wait"]) == 0
+    assert cli.main(["job", "matrix", "--networks", "1", "2", "3", "--barriers", "true"]) == 0
+    assert cli.main(["job", "train", '{"architecture": {"kind": "mlp"}}', "--epochs", "3", "--lr", "0.1"]) == 0
+    assert sent == [("path", {"bn": "interpolate", "a": 3, "b": 4, "points": 21, "type": "geodesic"}),
+                    ("matrix", {"networks": [1, 2, 3], "barriers": True}),
+                    ("train", {"architecture": {"kind": "mlp"}, "epochs": 3, "lr": 0.1})]
+    assert cli.main(["job", "teleport"]) == 2 and "unknown job kind" in capsys.readouterr().err

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
@@ -12,15 +13,18 @@ from starlette.concurrency import run_in_threadpool
 
 from workers.landscape import data, nets
 
-from .. import jobs, networks, store
+from .. import jobs, networks, store, writes
 from ..auth import Principal, current_user
 from ..cache import VersionedCache
 from ..config import get_settings
 from ..db import in_session, read
 from ..models import Job, Network
-from ..schemas import NetworkId, NetworkMeta, NetworkOut, NetworkPatch, NetworkSummary, dump_json, json_response
+from ..schemas import (NetworkId, NetworkMeta, NetworkOut, NetworkPatch, NetworkSummary, dump_json, filter_query,
+                       json_response)
+from ..writes import committed_rows
 
 router = APIRouter(prefix="/networks", tags=["networks"])
+log = logging.getLogger("toroid.api")
 
 
 def get_or_404(db: Session, network_id: int, user: Principal, write: bool = False) -> Network:
@@ -75,10 +79,10 @@ def _list_json(conn: Connection, user: Principal, *filters) -> bytes:
 @router.get("", response_model=list[NetworkSummary])
 async def list_networks(
     user: Principal = Depends(current_user),
-    dataset: str | None = None,
-    kind: str | None = Query(None, description="architecture kind, e.g. mlp"),
-    tag: str | None = None,
-    q: str | None = Query(None, description="text contained in the name"),
+    dataset: filter_query() = None,
+    kind: filter_query("architecture kind, e.g. mlp") = None,
+    tag: filter_query() = None,
+    q: filter_query("text contained in the name") = None,
     limit: int = Query(500, ge=1, le=5000),
     offset: int = Query(0, ge=0, le=2**31 - 1, description="matching networks to skip (in id order)"),
 ) -> Response:
@@ -89,20 +93,46 @@ async def list_networks(
 
 @router.post("", response_model=NetworkOut, status_code=201)
 async def upload_network(
+    request: Request,
     file: UploadFile = File(..., description="weights: .safetensors, or a .pt/.pth state_dict"),
     meta: str = Form(..., description='JSON: {"name", "architecture", "dataset", "tags"?, "visibility"?}'),
     user: Principal = Depends(current_user),
+    idempotency_key: str | None = Header(None, max_length=200, description=writes.KEY_HELP),
 ) -> Response:
+    """Store a network. With an ``Idempotency-Key`` header a repeat of the upload is answered with the
+    first answer and stores nothing."""
     limit = get_settings().max_upload_bytes
     blob = await file.read(limit + 1)
     if len(blob) > limit:
         raise HTTPException(413, f"the weights file is larger than the limit of {limit} bytes")
-    # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
-    return json_response(NetworkOut, await in_session(_store_upload, user, meta, file.filename or "", blob),
-                         status_code=201)
+    filename = file.filename or ""
+
+    async def work() -> Response:
+        # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
+        row = await in_session(_store_upload, user, meta, filename, blob)
+        if isinstance(row, int):  # committed, then the connection died: read on a fresh one
+            row = await read(_network_row, row)
+        return json_response(NetworkOut, row, status_code=201)
+
+    fp = writes.fingerprint("POST /api/networks", meta, filename, writes.fingerprint(blob))
+    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
 
 
 def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
+    """The stored network's row, or only its id when it was committed and answering failed after."""
+    with committed_rows(db, Network) as made:
+        try:
+            return _parse_check_store(db, user, meta, filename, blob)
+        except HTTPException:
+            raise
+        except Exception:
+            if not made:
+                raise
+            log.warning("network %s was committed, then its upload failed; answering with it", made[0], exc_info=True)
+            return made[0]
+
+
+def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
     try:
         info = NetworkMeta.model_validate(json.loads(meta))
     except json.JSONDecodeError as exc:
@@ -119,8 +149,19 @@ def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: 
         shape, n_classes = data.shape_of(info.dataset, options)
     except data.DatasetError as exc:
         raise HTTPException(400, f"dataset: {exc}") from None
+    # the spec's size from the spec alone (nothing allocated), then the file's names and shapes against it
+    # from its header, before any real tensor or module is made
     try:
-        state = store.parse_upload(filename, blob)
+        nets.check_size(spec, shape, n_classes, get_settings().max_parameters)
+        expected = nets.meta_model(spec, shape, n_classes).state_dict()
+    except nets.SpecError as exc:
+        raise HTTPException(400, f"architecture: {exc}") from None
+    expected_bytes = sum(t.numel() * t.element_size() for t in expected.values())
+    try:
+        # a file may hold float64 where the model has float32: twice the bytes, plus the archive's own records
+        shapes = store.upload_shapes(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
+        _check_shapes(expected, shapes)
+        state = store.parse_upload(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
     except store.UploadError as exc:
         raise HTTPException(400, str(exc)) from None
     try:
@@ -145,6 +186,23 @@ def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: 
     return _network_row(db.connection(), net.id)
 
 
+def _check_shapes(expected: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The names and shapes of a file's tensors against the architecture's (the same words as
+    nets.check_state_dict, which checks values and dtypes once the tensors exist)."""
+    problems = []
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(n[:100] for n in unexpected[:20])}"
+                        + (f" and {len(unexpected) - 20} more" if len(unexpected) > 20 else ""))
+    for name in sorted(set(expected) & set(shapes)):
+        if tuple(shapes[name]) != tuple(expected[name].shape):
+            problems.append(f"{name} has shape {list(shapes[name])}, expected {list(expected[name].shape)}")
+    if problems:
+        raise store.UploadError("weights do not fit the architecture: " + "; ".join(problems))
+
+
 def _network_row(conn: Connection, network_id: int):
     return conn.execute(select(NETWORKS).where(NETWORKS.c.id == network_id)).first()
 
@@ -159,16 +217,18 @@ async def read_network(network_id: NetworkId, user: Principal = Depends(current_
 
 @router.patch("/{network_id}", response_model=NetworkOut)
 async def patch_network(network_id: NetworkId, patch: NetworkPatch, user: Principal = Depends(current_user)) -> Response:
-    return json_response(NetworkOut, await in_session(_patch, network_id, patch, user))
+    await in_session(_patch, network_id, patch, user)
+    # read after the commit on a read connection (repeated on a fresh one if the database dropped it):
+    # a committed change is answered as one
+    return json_response(NetworkOut, await read(_network_row, network_id))
 
 
-def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal):
+def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal) -> None:
     net = get_or_404(db, network_id, user, write=True)
     for key, value in patch.model_dump(exclude_unset=True).items():
         if value is not None:
             setattr(net, key, value)
     db.commit()
-    return _network_row(db.connection(), network_id)
 
 
 @router.delete("/{network_id}", status_code=204)

@@ -5,8 +5,8 @@
 
 - ``digits``: scikit-learn's bundled 8x8 digits.
 - ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``: files in torchvision's layout under the data
-  root, which is ``$TOROID_DATA_ROOT``, else ``$TOROID_HOME/data``, else ``~/.toroid/data`` (the same
-  folder as the backend's ``Settings.dataset_root``).
+  root, an argument (the backend passes ``Settings.dataset_root``: ``$TOROID_DATA_ROOT``, else
+  ``$TOROID_HOME/data``); without one, ``~/.toroid/data``. The science never reads the environment.
 - ``hmm``: synthetic Hidden Manifold Model data (SCIENCE.md section 6), generated from a seed.
 
 ``Dataset.info`` records the normalised options, the split, the standardisation constants and a
@@ -150,14 +150,9 @@ def shape_of(name: str, options: dict[str, Any] | None = None) -> tuple[tuple[in
 # Where the files live
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder holding downloaded data sets: ``root``, else $TOROID_DATA_ROOT, else $TOROID_HOME/data,
-    else ~/.toroid/data."""
-    if root is not None:
-        return Path(root).expanduser()
-    if os.environ.get("TOROID_DATA_ROOT"):
-        return Path(os.environ["TOROID_DATA_ROOT"]).expanduser()
-    home = os.environ.get("TOROID_HOME")
-    return (Path(home).expanduser() if home else Path.home() / ".toroid") / "data"
+    """The folder holding downloaded data sets: ``root``, else ~/.toroid/data (the default of the backend's
+    ``Settings.dataset_root``, which is what the service passes)."""
+    return Path(root).expanduser() if root is not None else Path.home() / ".toroid" / "data"
 
 
 def unavailable(name: str, root: str | os.PathLike | None = None) -> str | None:

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from . import bend, data, flatness, nets, paths, plane, train
 from .params import public, validate_params
 
@@ -163,8 +161,6 @@ def _check_path(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[s
     if p["type"] == "bend":
         if a.binary:
             raise KindError("a single-bend path needs real-valued networks; binary networks have 'hamming' paths")
-        if not nets.unit_structure(a.architecture).hidden:
-            raise KindError("a single-bend path needs a network with at least one hidden layer")
     else:
         try:
             paths.check_path_type(a.architecture, p["type"])
@@ -355,23 +351,13 @@ def train_options(p: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in p.items() if k not in TRAIN_PARAMS}
 
 
-def spec_parameters(spec: dict[str, Any], dataset: str, options: dict[str, Any]) -> int:
-    """Parameters of ``spec`` on this data set, counted on the meta device (nothing allocated)."""
-    shape, n_classes = data.shape_of(dataset, options)
-    with torch.device("meta"):
-        model = nets.build(spec, shape, n_classes)
-    return sum(p.numel() for p in model.parameters())
-
-
 def _check_train(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
     reason = data.unavailable(p["dataset"], limits.data_root)
     if reason:
         raise KindError(f"dataset: {reason}")
-    try:
+    try:  # the size from the spec alone (nothing allocated), which also says it builds for this data
         shape, n_classes = data.shape_of(p["dataset"], p["dataset_options"])
-        if limits.max_parameters is not None and hasattr(nets, "check_size"):
-            nets.check_size(p["architecture"], shape, n_classes, limits.max_parameters)
-        spec_parameters(p["architecture"], p["dataset"], p["dataset_options"])  # it builds for this data
+        nets.check_size(p["architecture"], shape, n_classes, limits.max_parameters or 2**62)
     except (nets.SpecError, data.DatasetError) as exc:
         raise KindError(f"architecture: {exc}") from None
     return p
@@ -382,7 +368,7 @@ _PASSES = {"rsgd": "replicas", "entropy_sgd": "L"}
 
 def _train_cost(p: dict[str, Any], networks: Networks) -> float:
     n_train, _ = data.split_sizes(p["dataset"], p["dataset_options"])
-    n = spec_parameters(p["architecture"], p["dataset"], p["dataset_options"])
+    n, _ = nets.spec_size(p["architecture"], *data.shape_of(p["dataset"], p["dataset_options"]))
     passes = p.get(_PASSES.get(p["optimizer"], ""), 2 if p["optimizer"] == "sam" else 1)
     pretrain = p.get("pretrain_epochs", 0) * (1 + p.get("copies", 0))
     return 3.0 * (p["epochs"] * passes + pretrain) * n_train * n

@@ -5,7 +5,7 @@ A table maps a parameter's name to an entry::
     {"type": "int" | "float" | "bool" | "str" | "list[int]" | "list[float]", "default": ..., "help": "...",
      "min": ..., "max": ...,           # bounds of the value (of every item, for lists)
      "min_items": ..., "max_items": ...,  # length of a list
-     "choices": [...],                 # allowed values of a "str"
+     "choices": [...], "max_length": n,  # allowed values, longest value of a "str"
      "nullable": True,                 # null allowed (a null default always is)
      "applies_to": ["real", "binary", "batchnorm"],  # networks the parameter matters for (forms show it)
      "when": {"other": [values]}}      # the parameter matters only when an earlier one has one of these values
@@ -26,7 +26,7 @@ def _scalar_ok(kind: str, v: Any, p: dict[str, Any]) -> tuple[bool, Any]:
     if kind == "bool":
         return isinstance(v, bool), v
     if kind == "str":
-        return isinstance(v, str) and v in p.get("choices", [v]), v
+        return isinstance(v, str) and v in p.get("choices", [v]) and len(v) <= p.get("max_length", len(v)), v
     if kind == "int":
         if isinstance(v, float) and v.is_integer():
             v = int(v)
@@ -42,8 +42,10 @@ def describe(p: dict[str, Any]) -> str:
     """What a value of entry ``p`` must be, in words."""
     kind = p["type"]
     item = kind[5:-1] if kind.startswith("list[") else kind
-    need = {"bool": "true or false", "str": f"one of {p.get('choices')}", "int": "an integer",
-            "float": "a number"}[item]
+    need = {"bool": "true or false", "int": "an integer", "float": "a number",
+            "str": f"one of {p['choices']}" if "choices" in p else "a string"}[item]
+    if item == "str" and "max_length" in p:
+        need += f" of at most {p['max_length']} characters"
     lo, hi = p.get("min"), p.get("max")
     if item in ("int", "float") and (lo is not None or hi is not None):
         need += f" in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
