@@ -280,7 +280,7 @@ def cmd_upload(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from backend.reproduce import run
+    from backend.client.reproduce import run
 
     summary = run(_client(args), scale=args.scale, out=args.out, seeds=args.seeds)
     print(f"report: {summary['report']}\nsummary: {summary['summary']}")

@@ -255,3 +255,14 @@ def test_toroid_job_kind_help_is_read_from_the_registry(capsys, monkeypatch):
                     ("matrix", {"networks": [1, 2, 3], "barriers": True}),
                     ("train", {"architecture": {"kind": "mlp"}, "epochs": 3, "lr": 0.1})]
     assert cli.main(["job", "teleport"]) == 2 and "unknown job kind" in capsys.readouterr().err
+
+
+def test_the_client_side_only_talks_http():
+    import subprocess
+    import sys
+
+    code = ("import sys, backend.client, backend.client.reproduce; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('workers', 'torch', 'sqlalchemy', 'fastapi') "
+            "or m.startswith('backend.') and not m.startswith('backend.client')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
