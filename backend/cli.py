@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     worker = None
     if not args.no_worker:
         log = open(settings.home / "worker.log", "ab")
-        worker = subprocess.Popen(_worker_cmd("gpu,cpu", settings.worker_concurrency, "embedded"),
+        worker = subprocess.Popen(_worker_cmd("interactive,batch", settings.worker_concurrency, "embedded"),
                                   stdout=log, stderr=subprocess.STDOUT)
         print(f"worker started (pid {worker.pid}); log: {settings.home / 'worker.log'}", flush=True)
     def _terminate(signum, _frame):  # uvicorn restores this handler and re-raises SIGTERM when it is done
@@ -243,11 +243,64 @@ def cmd_path(args) -> int:
     return _run_job(args, "path", {"a": args.a, "b": args.b, "type": args.type, "points": args.points})
 
 
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def kind_parser(name: str) -> argparse.ArgumentParser:
+    """`toroid job NAME`: the job kind's inputs and parameters as options, read from the registry."""
+    from workers.landscape import kinds, params
+
+    kind = kinds.KINDS[name]
+    lines = []
+    for key, p in kind.params.items():
+        when = "".join(f" (when {o} is {' or '.join(map(str, v))})" for o, v in (p.get("when") or {}).items())
+        default = "" if p["default"] is None else f"; default {json.dumps(p['default'])}"
+        lines.append(f"  {key}: {p['type']}, {params.describe(p) if p['type'] in params.TYPES else p['type']}"
+                     f"{default}{when}\n      {p['help']}")
+    k = argparse.ArgumentParser(prog=f"toroid job {name}", description=f"{kind.description} (queue: {kind.queue})",
+                                epilog="parameters (also accepted as --NAME VALUE, VALUE as JSON):\n" + "\n".join(lines),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("params", nargs="?", default="{}", help="the params as one JSON object (options below add to it)")
+    _client_options(k, job=True)
+    for key, rule in kind.inputs.items():
+        k.add_argument(f"--{key}", type=int, nargs=None if rule.get("count") == 1 else "+", default=argparse.SUPPRESS,
+                       help="network id" + ("" if rule.get("count") == 1 else "s"))
+    for key in kind.params:
+        k.add_argument(f"--{key}", type=_json_or_text, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return k
+
+
 def cmd_job(args) -> int:
-    params = _json(args.params, "the job's params") if args.params else {}
+    from workers.landscape import kinds
+
+    if args.kind not in kinds.KINDS:
+        known = ", ".join(kinds.KINDS)
+        if args.kind is None or args.help:
+            print(f"usage: toroid job KIND [PARAMS] [--NAME VALUE ...]\njob kinds: {known}\n"
+                  "`toroid job KIND --help` lists a kind's parameters")
+            return 0 if args.help else 2
+        print(f"error: unknown job kind {args.kind!r}; known: {known}", file=sys.stderr)
+        return 2
+    parser = kind_parser(args.kind)
+    if args.help or {"-h", "--help"} & set(args.rest):
+        parser.print_help()
+        return 0
+    opts, extra = parser.parse_known_args(args.rest)
+    params = _json(opts.params, "the job's params") if opts.params else {}
     if not isinstance(params, dict):
-        raise UsageError(f"the job's params must be a JSON object like '{{\"network\": 3}}', got {args.params!r}")
-    return _run_job(args, args.kind, params)
+        raise UsageError(f"the job's params must be a JSON object like '{{\"network\": 3}}', got {opts.params!r}")
+    skip = {"params", "url", "token", "no_wait", "quiet", "result_only"}
+    params.update({k: v for k, v in vars(opts).items() if k not in skip})
+    while extra:  # --NAME VALUE pairs the registry does not list (a sampler's parameters); the service checks them
+        name = extra.pop(0)
+        if not name.startswith("--") or not extra:
+            parser.error(f"expected --NAME VALUE, got {name!r}")
+        params[name[2:].replace("-", "_")] = _json_or_text(extra.pop(0))
+    return _run_job(opts, args.kind, params)
 
 
 def cmd_upload(args) -> int:
@@ -261,7 +314,7 @@ def cmd_upload(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from backend.reproduce import run
+    from backend.client.reproduce import run
 
     summary = run(_client(args), scale=args.scale, out=args.out, seeds=args.seeds)
     print(f"report: {summary['report']}\nsummary: {summary['summary']}")
@@ -291,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("worker", help="start only a Celery worker")
-    w.add_argument("--queues", default="gpu,cpu")
+    w.add_argument("--queues", default="interactive,batch")
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--gpu", type=int, default=None, help="GPU index this worker uses (sets CUDA_VISIBLE_DEVICES)")
     w.add_argument("--name", default=None)
@@ -308,12 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_parser(name: str, help: str, func, job: bool = False):
         c = sub.add_parser(name, help=help)
-        c.add_argument("--url", default=None, help="service URL (default $TOROID_URL or http://127.0.0.1:8000)")
-        c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
-        if job:
-            c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
-            c.add_argument("--quiet", action="store_true", help="no progress bar")
-            c.add_argument("--result-only", action="store_true", help="print only the result")
+        _client_options(c, job)
         c.set_defaults(func=func)
         return c
 
@@ -339,9 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("b", type=int)
     c.add_argument("--type", default="linear")
     c.add_argument("--points", type=int, default=11)
-    c = client_parser("job", "submit any job kind with JSON params and wait", cmd_job, job=True)
-    c.add_argument("kind")
-    c.add_argument("params", nargs="?", default="{}")
+    c = sub.add_parser("job", help="submit any job kind and wait (`toroid job KIND --help`: its parameters)",
+                       add_help=False)
+    c.add_argument("-h", "--help", action="store_true")
+    c.add_argument("kind", nargs="?")
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+    c.set_defaults(func=cmd_job)
     c = client_parser("upload", "upload a weights file (.safetensors or .pt state_dict)", cmd_upload)
     c.add_argument("file")
     c.add_argument("--arch", required=True, help="architecture spec as JSON")
@@ -352,6 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = client_parser("cancel", "cancel a job", cmd_cancel)
     c.add_argument("job", type=int)
     return p
+
+
+def _client_options(c: argparse.ArgumentParser, job: bool = False) -> None:
+    c.add_argument("--url", default=None, help="service URL (default $TOROID_URL or http://127.0.0.1:8000)")
+    c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
+    if job:
+        c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
+        c.add_argument("--quiet", action="store_true", help="no progress bar")
+        c.add_argument("--result-only", action="store_true", help="print only the result")
 
 
 def main(argv: list[str] | None = None) -> int:

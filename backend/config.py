@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # Per-user limits (an admin may set others per user): unfinished jobs, stored weight bytes.
     max_running_jobs: int = 20
     max_stored_bytes: int = 20 * 1024**3
+    # Largest accepted cost estimate of one job (workers/landscape/kinds.py: samples x parameters x
+    # evaluations, training x 3 per epoch); about VGG16 trained 300 epochs on CIFAR-10 fits.
+    max_job_cost: float = 2e15
     # A running job whose worker has not been heard from for this long is handed to another worker.
     heartbeat_timeout: float = 60.0
     # Queued jobs are sent to the broker again after this long (a wiped broker loses nothing).

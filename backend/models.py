@@ -77,7 +77,7 @@ class Job(Base):
     cached_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="SET NULL"), nullable=True,
                                                   index=True)
-    queue: Mapped[str] = mapped_column(String(20), default="cpu")
+    queue: Mapped[str] = mapped_column(String(20), default="interactive")  # "interactive" | "batch"
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -85,6 +85,9 @@ class Job(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # last enqueued
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # worker alive
     fanout: Mapped[int] = mapped_column(Integer, default=0)  # chunks in flight on several workers (0: none)
+    # an equal job queued or running when this one was submitted: this one waits for its answer
+    attached_to: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    cost: Mapped[float | None] = mapped_column(Float, nullable=True)  # kinds' estimate (sample-parameter products)
 
 
 class Result(Base):

@@ -1,7 +1,8 @@
 """The Celery application. Broker and queues come from backend.config.
 
 Embedded default: kombu's filesystem transport under TOROID_HOME (no server). Lab server: Redis.
-Queues: ``gpu`` for heavy jobs (training, paths, flatness), ``cpu`` for light ones.
+Queues: ``interactive`` for short jobs a person waits for (evaluate, distance, canonicalize, most paths
+and flatness), ``batch`` for long ones (train, matrix, plane, big flatness); kinds.py decides per job.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from kombu import Exchange, Queue
 
 from backend.config import get_settings
 
-QUEUES = ("gpu", "cpu")
+QUEUES = ("interactive", "batch")
 
 
 def make_celery() -> Celery:
@@ -26,9 +27,9 @@ def make_celery() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
-        task_default_queue="cpu",
-        task_default_exchange="cpu",
-        task_default_routing_key="cpu",
+        task_default_queue="interactive",
+        task_default_exchange="interactive",
+        task_default_routing_key="interactive",
         task_time_limit=settings.job_time_limit + 60,
         task_soft_time_limit=settings.job_time_limit,
         broker_connection_retry_on_startup=True,

@@ -6,14 +6,14 @@ import logging
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from .. import jobs, writes
+from .. import jobs, lifecycle, writes
 from ..auth import Principal, current_user
 from ..db import read
-from ..models import FINAL_STATES, Job, Network, Result, utcnow
+from ..models import FINAL_STATES, Job, Network, Result
 from ..schemas import JobId, JobIn, JobOut, filter_query, json_response
 from ..writes import committed_rows
 
@@ -181,10 +181,7 @@ async def cancel_job(job_id: JobId, user: Principal = Depends(current_user)) -> 
 
 def _cancel(db: Session, job_id: int, user: Principal) -> None:
     job = get_or_404(db, job_id, user, write=True)
-    res = db.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
-                     .values(status="cancelled", message="cancelled", finished_at=utcnow()))
-    db.commit()
-    if res.rowcount == 0:
+    if not lifecycle.cancel(db, job_id):
         raise HTTPException(409, f"job {job_id} already ended ({job.status}); nothing to cancel")
 
 

@@ -6,14 +6,14 @@ import logging
 
 from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
 from pydantic import ValidationError
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from workers.landscape import data, nets
 
-from .. import jobs, store, writes
+from .. import jobs, networks, store, writes
 from ..auth import Principal, current_user
 from ..cache import VersionedCache
 from ..config import get_settings
@@ -34,10 +34,6 @@ def get_or_404(db: Session, network_id: int, user: Principal, write: bool = Fals
     if write and not user.can_write(net):
         raise HTTPException(403, f"network {network_id} belongs to {net.owner}; only its owner or an admin may change it")
     return net
-
-
-def stored_bytes(db: Session, owner: str) -> int:
-    return int(db.scalar(select(func.coalesce(func.sum(Network.weights_bytes), 0)).where(Network.owner == owner)))
 
 
 NETWORKS = Network.__table__
@@ -180,18 +176,16 @@ def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, b
         raise HTTPException(400, str(exc)) from None
     except nets.SpecError as exc:
         raise HTTPException(400, f"architecture: {exc}") from None
-    used = stored_bytes(db, user.name)
-    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    if used + size > user.max_stored_bytes:
-        raise HTTPException(413, f"storage quota exceeded: {user.name} stores {used} bytes of weights and this "
-                                 f"network adds {size}, over the limit of {user.max_stored_bytes}; delete networks first")
-    weights_hash, weights_bytes = store.put(model.state_dict())
-    net = Network(name=info.name, owner=user.name, weights_bytes=weights_bytes, architecture=spec, dataset=info.dataset,
-                  dataset_options=options, source={"kind": "uploaded", "filename": filename}, tags=info.tags,
-                  visibility=info.visibility, weights_hash=weights_hash, n_params=nets.n_parameters(model),
-                  history=[])
-    db.add(net)
-    db.commit()
+    try:  # a first look, before the file is written; create_network checks again, atomically
+        networks.check_quota(db, user.name, networks.state_bytes(model.state_dict()), user.max_stored_bytes)
+        net = networks.store_state(db, model.state_dict(), max_stored_bytes=user.max_stored_bytes, name=info.name,
+                                   owner=user.name, architecture=spec, dataset=info.dataset, dataset_options=options,
+                                   source={"kind": "uploaded", "filename": filename}, tags=info.tags,
+                                   visibility=info.visibility, n_params=nets.n_parameters(model), history=[])
+        db.commit()
+    except networks.QuotaError as exc:
+        db.rollback()
+        raise HTTPException(413, str(exc)) from None
     # Its train and test errors are measured by a worker, not in this request.
     jobs.submit(db, "evaluate", {"network": net.id}, user=user, check_quota=False)
     return _network_row(db.connection(), net.id)

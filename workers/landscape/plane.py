@@ -38,7 +38,8 @@ from .paths import BN_MODES, PathError, compared_names, first_weight
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
 MODES = ("aligned", "raw")
-MAX_GRID = 101
+MIN_GRID, MAX_GRID = 2, 101
+MAX_MARGIN = 10.0
 
 
 class PlaneError(PathError):
@@ -114,10 +115,10 @@ def plane_result(
         raise PlaneError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
     if not isinstance(states, (list, tuple)) or len(states) != 3:
         raise PlaneError("a plane needs exactly three networks")
-    if not isinstance(grid, int) or isinstance(grid, bool) or not 2 <= grid <= MAX_GRID:
-        raise PlaneError(f"'grid' must be an integer between 2 and {MAX_GRID}, got {grid!r}")
-    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 <= margin <= 10:
-        raise PlaneError(f"'margin' must be a number between 0 and 10, got {margin!r}")
+    if not isinstance(grid, int) or isinstance(grid, bool) or not MIN_GRID <= grid <= MAX_GRID:
+        raise PlaneError(f"'grid' must be an integer between {MIN_GRID} and {MAX_GRID}, got {grid!r}")
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 <= margin <= MAX_MARGIN:
+        raise PlaneError(f"'margin' must be a number between 0 and {MAX_MARGIN}, got {margin!r}")
     device = torch.device(device) if device is not None else default_device()
     model = nets.build(spec, data.input_shape, data.n_classes).to(dtype)
     for s in states:

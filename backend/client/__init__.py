@@ -1,4 +1,5 @@
 """A small Python client of the REST API, for scripts and notebooks (plain dicts and lists, no pandas).
+This package (with ``reproduce/``, `toroid reproduce`) only talks HTTP: it imports nothing of the server.
 
     from backend.client import Client
     c = Client("http://127.0.0.1:8000")
