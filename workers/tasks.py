@@ -138,7 +138,7 @@ def run_train(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
                   architecture=p["architecture"], dataset=p["dataset"],
                   dataset_options=p["dataset_options"],
                   source={"kind": "trained", "optimizer": p["optimizer"], "params": opt_params, "job_id": job.id,
-                          "data": data.info},
+                          "data": data.info, "pretraining": train.pretraining(history)},
                   tags=p.get("tags", []), train_error=train_err, test_error=test_err, train_loss=train_loss,
                   test_loss=test_loss, history=history, weights_hash=h, n_params=nets.n_parameters(model))
     session.add(net)

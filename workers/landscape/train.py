@@ -57,8 +57,9 @@ _COMMON = {
     "init_seed": _p("int", None, "seed of the initial weights; unset: derived from seed and the sampler, so that "
                                  "different samplers never share an initialisation (give the same init_seed to "
                                  "share one on purpose)", nullable=True, min=0),
-    "target_error": _p("float", None, "stop after the first epoch with training error at most this (e.g. 0.01)",
-                       nullable=True, min=0.0, max=1.0),
+    "target_error": _p("float", None, "stop after the first epoch with training error at most this; the paper's "
+                                      "rule is 0.01 (train until below 1%), which every sampler reaches given enough "
+                                      "epochs", nullable=True, min=0.0, max=1.0),
 }
 
 
