@@ -130,8 +130,8 @@ def test_the_shipped_set_shows_the_papers_findings(shipped):
           f"(ADV-ADV geodesic {geodesic_adv:.3f})")
 
 
-def test_toroid_serve_demo_shows_the_networks_as_soon_as_it_answers(tmp_path):
-    """`toroid serve --demo` as a user starts it: the networks are there at the first answer, no job runs."""
+def serve(*args: str):
+    """`toroid serve --port P ARGS` as a user starts it, embedded, in a fresh home; (url, home, log, process)."""
     home = Path(tempfile.mkdtemp(prefix="toroid-demo-serve-"))
     port = free_port()
     env = {**os.environ, "TOROID_HOME": str(home)}
@@ -139,23 +139,51 @@ def test_toroid_serve_demo_shows_the_networks_as_soon_as_it_answers(tmp_path):
         env.pop(key, None)
     toroid = Path(sys.executable).parent / "toroid"
     log = home / "serve.log"
-    proc = subprocess.Popen([str(toroid), "serve", "--port", str(port), "--demo", "--no-worker"],
+    proc = subprocess.Popen([str(toroid), "serve", "--port", str(port), *args],
                             env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    return f"http://127.0.0.1:{port}", home, log, proc
+
+
+def test_toroid_serve_demo_shows_the_networks_as_soon_as_it_answers():
+    """`toroid serve --demo`: the networks are there at the first answer, no job runs."""
+    url, home, log, proc = serve("--demo", "--no-worker")
     from backend.client import Client
 
     try:
         started = time.perf_counter()
-        Client(f"http://127.0.0.1:{port}").wait_ready(timeout=90, alive=lambda: proc.poll() is None)
+        Client(url).wait_ready(timeout=90, alive=lambda: proc.poll() is None)
         ready = time.perf_counter() - started
         import httpx
 
-        nets = httpx.get(f"http://127.0.0.1:{port}/api/networks").json()
-        jobs = httpx.get(f"http://127.0.0.1:{port}/api/jobs").json()
+        nets = httpx.get(f"{url}/api/networks").json()
+        jobs = httpx.get(f"{url}/api/jobs").json()
         assert len(nets) == 9 and {n["name"] for n in nets} == {r["name"] for r in demo.RUNS}
         assert jobs == []
         assert "demo: loaded 9 shipped networks" in log.read_text()
         print(f"toroid serve --demo answered with 9 networks after {ready:.1f} s")
     finally:
+        stop(proc)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_networks_view_shows_a_training_demo_with_its_progress(browser):
+    """`--demo train` before any network exists: the Networks view says the demo is training, never
+    "No networks yet" (no worker here, so the nine jobs stay queued at 0%)."""
+    url, home, log, proc = serve("--demo", "train", "--no-worker")
+    from backend.client import Client
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        Client(url).wait_ready(timeout=90, alive=lambda: proc.poll() is None)
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("#demo-status:not([hidden])", timeout=30_000)
+        assert "The demo is training its networks: 0 of 9 done (0%)" in page.inner_text("#demo-status")
+        assert page.locator("#demo-status progress").count() == 1
+        empty = page.inner_text("#networks-empty")
+        assert "being trained" in empty and "No networks yet" not in empty
+    finally:
+        context.close()
         stop(proc)
         shutil.rmtree(home, ignore_errors=True)
 
