@@ -284,8 +284,10 @@ def _fit(model: nn.Module, data: Dataset, p: dict[str, Any], report: _Reporter, 
         test_err, test_loss = error_and_loss(model, x_test, y_test)
         history.append({"epoch": epoch + 1, "phase": phase, "train_error": train_err, "train_loss": train_loss,
                         "test_error": test_err, "test_loss": test_loss, "lr": lr, **extra})
+        coupling = (f", replicas {extra['replica_distance']:.3g} from their centre (gamma {extra['gamma']:.3g})"
+                    if "replica_distance" in extra else "")
         report.epoch(f"{label} epoch {epoch + 1}/{epochs}: train error {100 * train_err:.2f}%, "
-                     f"test error {100 * test_err:.2f}%")
+                     f"test error {100 * test_err:.2f}%{coupling}")
         if stop(history[-1]):
             break
     return history
