@@ -446,7 +446,8 @@ def _train_rsgd(model, data, p, report):
     [ours] Each step is an SGD step on the replicas' losses (Nesterov momentum), then the exact flow of the
     coupling over the same step size: w_a - c <- (w_a - c) exp(-2 gamma lr), which leaves c unchanged and
     cannot overshoot however large gamma grows (the group's code puts the coupling's gradient through the
-    momentum instead, which diverges once 2 gamma lr is large, and caps gamma for that). gamma = gamma0
+    momentum instead, which is unstable once 2 gamma lr is large; its scripts bound gamma's total growth
+    with a ``gmax`` factor). gamma = gamma0
     (1 + gamma1)^t with t the epochs elapsed (fractional, updated every step). replica_init = "shared" starts
     every replica from ``model``'s weights (the behaviour before; the replicas then sit on their centre from
     the first epochs). After every epoch ``model`` is set to the centre (BatchNorm statistics recomputed on
