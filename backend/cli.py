@@ -10,34 +10,25 @@ import subprocess
 import sys
 from typing import Any
 
-DEMO_TAG = "demo"
-
-
 def _worker_cmd(queues: str, concurrency: int, name: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, "-c", str(concurrency),
             "-n", f"{name}@{socket.gethostname()}", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
 
 
-def seed_demo() -> list[int]:
-    """Queue the training of a few small MLPs on digits, unless the demo networks exist already."""
-    from sqlalchemy import select
+def start_demo(mode: str) -> None:
+    """``--demo`` (load): record the demo networks shipped with the package (seconds, trains nothing);
+    ``--demo train``: queue their training from scratch as ordinary train jobs."""
+    from backend import demo
 
-    from backend import jobs
-    from backend.db import new_session
-    from backend.models import Job
-    from workers.landscape import train
-
-    runs = [("sgd", s) for s in (0, 1, 2)] + [(o, 0) for o in ("rsgd", "adv") if o in train.OPTIMIZERS]
-    submitted = []
-    with new_session() as s:
-        if s.scalars(select(Job).where(Job.kind == "train")).first() is not None:
-            return []
-        for optimizer, seed in runs:
-            params: dict[str, Any] = {"architecture": {"kind": "mlp", "hidden": [32, 32]}, "dataset": "digits",
-                                      "optimizer": optimizer, "epochs": 30, "seed": seed,
-                                      "name": f"demo-{optimizer}-{seed}", "tags": [DEMO_TAG, optimizer]}
-            submitted.append(jobs.submit(s, "train", params).id)
-    return submitted
+    if mode == "train":
+        ids = demo.submit_training()
+        if ids:
+            print(f"demo: training {len(ids)} networks on digits from scratch (jobs {ids}); the Networks view "
+                  "shows their progress", flush=True)
+        return
+    ids = demo.load_demo()
+    print(f"demo: loaded {len(ids)} shipped networks (RSGD, SGD, ADV on digits; trained by "
+          f"`python -m backend.demo.make`)" if ids else "demo: the demo networks are loaded already", flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -67,9 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.demo:
-            ids = seed_demo()
-            if ids:
-                print(f"demo: training {len(ids)} small networks on digits (jobs {ids})", flush=True)
+            start_demo(args.demo)
         print(f"Toroid at http://{args.host}:{args.port}  (data in {settings.home})", flush=True)
         require_auth = settings.auth == "on" or (settings.auth == "auto" and not _loopback(args.host))
         if require_auth:
@@ -338,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="start the API and a Celery worker beside it")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--demo", action="store_true", help="train a few small networks on digits to explore")
+    s.add_argument("--demo", nargs="?", const="load", choices=["load", "train"], default=None,
+                   help="--demo: load the demo networks shipped with the package (RSGD, SGD and ADV minimizers "
+                        "on digits, in seconds); --demo train: train them from scratch as jobs")
     s.add_argument("--no-worker", action="store_true", help="start only the API (workers run elsewhere)")
     s.add_argument("--api-workers", type=int, default=1, help="API processes (uvicorn workers)")
     s.set_defaults(func=cmd_serve)

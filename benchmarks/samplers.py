@@ -129,7 +129,10 @@ def main() -> int:
 
         verdicts = {}
         labels = list(samplers)
-        for a, b in zip(labels, labels[1:]):
+        pairs = list(zip(labels, labels[1:]))
+        if "sgd" in samplers and "adv" in samplers:  # the paper's two comparisons, every other sampler against SGD
+            pairs = [(label, "sgd") for label in labels if label not in ("sgd", "adv")] + [("sgd", "adv")]
+        for a, b in pairs:
             top = below(a, b, len(sigmas) - 1)
             count = sum(below(a, b, i) for i in range(len(sigmas)))
             verdicts[f"{a}<{b}"] = {"largest_sigma": top, "sigmas": count}

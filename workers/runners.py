@@ -101,7 +101,7 @@ def train_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     net = store_state(ctx.session, model.state_dict(), name=p["name"], owner=ctx.owner, visibility=p["visibility"],
                       architecture=p["architecture"], dataset=p["dataset"], dataset_options=p["dataset_options"],
                       source={"kind": "trained", "optimizer": p["optimizer"], "params": options, "job_id": ctx.job_id,
-                              "data": data.info},
+                              "data": data.info, "pretraining": train.pretraining(history)},
                       tags=p["tags"], history=history, n_params=nets.n_parameters(model), **measured)
     return {"network_id": net.id, "train_error": measured["train_error"], "test_error": measured["test_error"],
             "history": history}

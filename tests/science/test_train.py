@@ -55,6 +55,10 @@ def test_rsgd_replicas_collapse_onto_the_centre(digits):
     steps = -(-len(digits.y_train) // 128)  # per epoch
     assert coupled[-1]["gamma"] == pytest.approx(1e-3 * 1.1 ** ((120 * steps - 1) / steps), rel=1e-12)
     assert all(a["gamma"] < b["gamma"] for a, b in zip(coupled, coupled[1:]))
+    messages = []
+    T.train(mlp(digits), digits, "rsgd", epochs=2, progress=lambda f, m: messages.append(m))
+    gamma = f"{1e-3 * 1.1 ** ((2 * steps - 1) / steps):.3g}"  # at the epoch's last step
+    assert any("epoch 2/2" in m and f"from their centre (gamma {gamma})" in m for m in messages), messages
     # control: without coupling nothing pulls them back
     free = [h["replica_distance"] for h in T.train(mlp(digits), digits, "rsgd", epochs=30, gamma0=0.0)]
     assert free[-1] > 0.5 * max(free) and free[-1] > 20 * dist[-1]

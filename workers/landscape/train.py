@@ -57,8 +57,9 @@ _COMMON = {
     "init_seed": _p("int", None, "seed of the initial weights; unset: derived from seed and the sampler, so that "
                                  "different samplers never share an initialisation (give the same init_seed to "
                                  "share one on purpose)", nullable=True, min=0),
-    "target_error": _p("float", None, "stop after the first epoch with training error at most this (e.g. 0.01)",
-                       nullable=True, min=0.0, max=1.0),
+    "target_error": _p("float", None, "stop after the first epoch with training error at most this; the paper's "
+                                      "rule is 0.01 (train until below 1%), which every sampler reaches given enough "
+                                      "epochs", nullable=True, min=0.0, max=1.0),
 }
 
 
@@ -283,8 +284,10 @@ def _fit(model: nn.Module, data: Dataset, p: dict[str, Any], report: _Reporter, 
         test_err, test_loss = error_and_loss(model, x_test, y_test)
         history.append({"epoch": epoch + 1, "phase": phase, "train_error": train_err, "train_loss": train_loss,
                         "test_error": test_err, "test_loss": test_loss, "lr": lr, **extra})
+        coupling = (f", replicas {extra['replica_distance']:.3g} from their centre (gamma {extra['gamma']:.3g})"
+                    if "replica_distance" in extra else "")
         report.epoch(f"{label} epoch {epoch + 1}/{epochs}: train error {100 * train_err:.2f}%, "
-                     f"test error {100 * test_err:.2f}%")
+                     f"test error {100 * test_err:.2f}%{coupling}")
         if stop(history[-1]):
             break
     return history
@@ -443,7 +446,8 @@ def _train_rsgd(model, data, p, report):
     [ours] Each step is an SGD step on the replicas' losses (Nesterov momentum), then the exact flow of the
     coupling over the same step size: w_a - c <- (w_a - c) exp(-2 gamma lr), which leaves c unchanged and
     cannot overshoot however large gamma grows (the group's code puts the coupling's gradient through the
-    momentum instead, which diverges once 2 gamma lr is large, and caps gamma for that). gamma = gamma0
+    momentum instead, which is unstable once 2 gamma lr is large; its scripts bound gamma's total growth
+    with a ``gmax`` factor). gamma = gamma0
     (1 + gamma1)^t with t the epochs elapsed (fractional, updated every step). replica_init = "shared" starts
     every replica from ``model``'s weights (the behaviour before; the replicas then sit on their centre from
     the first epochs). After every epoch ``model`` is set to the centre (BatchNorm statistics recomputed on
