@@ -111,13 +111,13 @@ function drawMDS() {
   const hover = `%{customdata[3]}<br>sampler %{customdata[1]}<br>test error %{customdata[2]}<extra>click two points to compare</extra>`;
   const custom = (p) => [p.id, ptext(p.sampler), pct(p.test_error), ptext(p.name)];
   if (state.color === "test_error") {
-    traces = [{ x: all.map((p) => p.x), y: all.map((p) => p.y), text: all.map(() => ""), customdata: all.map(custom), mode: "markers+text", textposition: "top center", cliponaxis: false,
+    traces = [{ x: all.map((p) => p.x), y: all.map((p) => p.y), text: all.map(() => " "), customdata: all.map(custom), mode: "markers+text", textposition: "top center", cliponaxis: false,
       name: "networks", marker: { size: 14, color: all.map((p) => (p.test_error === null ? null : 100 * p.test_error)), colorscale: [[0, "#15803d"], [0.5, "#facc15"], [1, "#b91c1c"]],
         colorbar: { title: { text: "test error %", side: "right" } }, line: { color: "#333", width: 1 } }, hovertemplate: hover }];
   } else {
     traces = [...new Set(sampler)].map((s) => {
       const group = all.filter((p) => p.sampler === s);
-      return { x: group.map((p) => p.x), y: group.map((p) => p.y), text: group.map(() => ""), customdata: group.map(custom), mode: "markers+text",
+      return { x: group.map((p) => p.x), y: group.map((p) => p.y), text: group.map(() => " "), customdata: group.map(custom), mode: "markers+text",
         textposition: "top center", cliponaxis: false, name: ptext(s), marker: { size: 14, color: colorOf(s), line: { color: "white", width: 1 } }, hovertemplate: hover };
     });
   }
@@ -179,11 +179,10 @@ function placeLabels(gd, all) {
   const byTrace = gd.data.map((t) => (t.customdata || []).map((c) => all.find((p) => p.id === c[0])).filter(Boolean));
   const flat = byTrace.flat().map((p) => ({ id: p.id, name: p.name, px: xa.l2p(p.x), py: ya.l2p(p.y), width: textWidth(p.name) }));
   const where = new Map(labelPlaces(flat).map((w, i) => [flat[i].id, w]));
-  const idx = byTrace.map((pts, i) => (pts.length ? i : -1)).filter((i) => i >= 0);
-  return Plotly.restyle(gd, {
-    text: idx.map((i) => byTrace[i].map((p) => (where.get(p.id) ? ptext(p.name) : ""))),
-    textposition: idx.map((i) => byTrace[i].map((p) => where.get(p.id) || "top center")),
-  }, idx);
+  // (the traces were drawn with a blank name each: Plotly 4 draws no text restyled into a trace drawn without any)
+  const data = gd.data.map((t, i) => (byTrace[i].length ? { ...t, text: byTrace[i].map((p) => (where.get(p.id) ? ptext(p.name) : "")),
+    textposition: byTrace[i].map((p) => where.get(p.id) || "top center") } : t));
+  return Plotly.react(gd, data, gd.layout);
 }
 
 function pick(id) {
