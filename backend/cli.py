@@ -55,12 +55,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     settings.ensure_dirs()
     upgrade_database()
-    worker = None
+    workers: list[subprocess.Popen] = []
     if not args.no_worker:
+        # one worker process per queue: a path job starts within a second or two while a long train
+        # runs on the batch worker (both write to one log)
         log = open(settings.home / "worker.log", "ab")
-        worker = subprocess.Popen(_worker_cmd("gpu,cpu", settings.worker_concurrency, "embedded"),
-                                  stdout=log, stderr=subprocess.STDOUT)
-        print(f"worker started (pid {worker.pid}); log: {settings.home / 'worker.log'}", flush=True)
+        for queue, concurrency in (("interactive", 1), ("batch", settings.worker_concurrency)):
+            workers.append(subprocess.Popen(_worker_cmd(queue, concurrency, f"embedded-{queue}"),
+                                            stdout=log, stderr=subprocess.STDOUT))
+        print(f"workers started: interactive (pid {workers[0].pid}), batch (pid {workers[1].pid}); "
+              f"log: {settings.home / 'worker.log'}", flush=True)
     def _terminate(signum, _frame):  # uvicorn restores this handler and re-raises SIGTERM when it is done
         raise SystemExit(128 + signum)
 
@@ -84,8 +88,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             uvicorn.run(create_app(migrate=False, require_auth=require_auth), host=args.host, port=args.port,
                         log_level="warning")
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.send_signal(signal.SIGTERM)
+        for worker in workers:
             try:
                 worker.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -282,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toroid", description="Toroid: explore the error landscapes of trained networks.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="start the API and a Celery worker beside it")
+    s = sub.add_parser("serve", help="start the API and two Celery workers beside it (queues interactive and batch)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--demo", action="store_true", help="train a few small networks on digits to explore")
@@ -291,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("worker", help="start only a Celery worker")
-    w.add_argument("--queues", default="gpu,cpu")
+    w.add_argument("--queues", default="interactive,batch",
+                   help="comma-separated queues this worker takes: interactive (evaluate, distance, canonicalize, "
+                        "path, small flatness) and/or batch (train, matrix, plane, big flatness)")
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--gpu", type=int, default=None, help="GPU index this worker uses (sets CUDA_VISIBLE_DEVICES)")
     w.add_argument("--name", default=None)

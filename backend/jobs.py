@@ -132,7 +132,7 @@ def validate_train(session: Session, params: dict[str, Any], user: Principal) ->
         raise JobError("'visibility' must be 'lab' or 'private'")
     out = {"architecture": spec, "dataset": name, "dataset_options": options, "optimizer": optimizer,
            "name": net_name, "tags": tags, "visibility": visibility, **opt_params}
-    return out, [], "gpu"
+    return out, [], "batch"
 
 
 def _float(params: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -171,7 +171,7 @@ def validate_path(session: Session, params: dict[str, Any], user: Principal) -> 
             out["epochs"] = _int(params, "epochs", 20, 1, 10000)
         if "lr" in params:
             out["lr"] = _float(params, "lr", 0.02, 1e-6, 10.0)
-    return out, [a.id, b.id], "gpu"
+    return out, [a.id, b.id], "interactive"
 
 
 def validate_flatness(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
@@ -187,7 +187,9 @@ def validate_flatness(session: Session, params: dict[str, Any], user: Principal)
         out["sigmas"] = [float(v) for v in sigmas]
     if params.get("draws") is not None:
         out["draws"] = _int(params, "draws", 10, 1, 10000)
-    return out, [net.id], "gpu"
+    # a few hundred noisy evaluations take seconds: interactive; more go to the batch queue
+    evaluations = len(out.get("sigmas") or [0] * 8) * out.get("draws", 10)
+    return out, [net.id], "interactive" if evaluations <= 400 else "batch"
 
 
 def validate_plane(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
@@ -203,13 +205,13 @@ def validate_plane(session: Session, params: dict[str, Any], user: Principal) ->
     out = {"networks": [n.id for n in three], "grid": _int(params, "grid", 11, 3, 101),
            "mode": _choice(params, "mode", "aligned", ("aligned", "raw")),
            "margin": _float(params, "margin", 0.2, 0.0, 2.0), "bn": _choice(params, "bn", "recompute", paths.BN_MODES)}
-    return out, out["networks"], "gpu"
+    return out, out["networks"], "batch"
 
 
 def validate_canonicalize(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
     _unknown(params, {"network"}, "canonicalize")
     net = get_network(session, params.get("network"), "network", user)
-    return {"network": net.id}, [net.id], "cpu"
+    return {"network": net.id}, [net.id], "interactive"
 
 
 def validate_distance(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
@@ -217,7 +219,7 @@ def validate_distance(session: Session, params: dict[str, Any], user: Principal)
     a = get_network(session, params.get("a"), "a", user)
     b = get_network(session, params.get("b"), "b", user)
     check_same_setting(a, b)
-    return {"a": a.id, "b": b.id}, [a.id, b.id], "cpu"
+    return {"a": a.id, "b": b.id}, [a.id, b.id], "interactive"
 
 
 MAX_MATRIX = 64
@@ -241,13 +243,13 @@ def validate_matrix(session: Session, params: dict[str, Any], user: Principal) -
             raise JobError(f"barriers: {exc}") from None
         out["points"] = _int(params, "points", 11, 2, 101)
         out["bn"] = _choice(params, "bn", "recompute", paths.BN_MODES)
-    return out, out["networks"], "gpu" if barriers else "cpu"
+    return out, out["networks"], "batch"
 
 
 def validate_evaluate(session: Session, params: dict[str, Any], user: Principal) -> tuple[dict, list[int], str]:
     _unknown(params, {"network"}, "evaluate")
     net = get_network(session, params.get("network"), "network", user)
-    return {"network": net.id}, [net.id], "cpu"
+    return {"network": net.id}, [net.id], "interactive"
 
 
 VALIDATORS: dict[str, Callable[[Session, dict[str, Any], Principal], tuple[dict, list[int], str]]] = {

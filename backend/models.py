@@ -46,6 +46,7 @@ class Network(Base):
     dataset_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # optimizer + params, or {"kind": "uploaded"}
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")  # free text, edited by people
     train_error: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_error: Mapped[float | None] = mapped_column(Float, nullable=True)
     train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -76,7 +77,7 @@ class Job(Base):
     cached_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="SET NULL"), nullable=True,
                                                   index=True)
-    queue: Mapped[str] = mapped_column(String(20), default="cpu")
+    queue: Mapped[str] = mapped_column(String(20), default="interactive")  # interactive | batch
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -35,6 +35,7 @@ class NetworkPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     tags: list[str] | None = Field(default=None, max_length=50)
     visibility: Literal["private", "lab"] | None = None
+    note: str | None = Field(default=None, max_length=4000)
 
 
 class NetworkSummary(BaseModel):
@@ -49,6 +50,7 @@ class NetworkSummary(BaseModel):
     dataset_options: dict[str, Any]
     source: dict[str, Any]
     tags: list[str]
+    note: str = ""
     train_error: float | None
     test_error: float | None
     train_loss: float | None
@@ -87,6 +89,8 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    queue_position: int | None = None  # while queued: 1 = the next job of its queue to start
+    eta_seconds: float | None = None  # while running: seconds still needed, from its progress rate
 
 
 class ResultOut(BaseModel):

@@ -69,22 +69,26 @@ def test_stopping_serve_with_sigterm_stops_its_worker(tmp_path):
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     wait_for_log(log, "Toroid at", proc)
     wait_for_log(tmp_path / "worker.log", "ready.", proc)
-    worker = int(re.search(r"worker started \(pid (\d+)\)", log.read_text()).group(1))
+    line = next(x for x in log.read_text().splitlines() if x.startswith("workers started"))
+    workers = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", line)]
+    assert len(workers) == 2  # one per queue: interactive and batch
     proc.send_signal(signal.SIGTERM)  # as docker, systemd or kill stop it
     proc.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.kill(worker, 0)
-        except ProcessLookupError:
-            return
-        try:  # reap it if it is our grandchild turned zombie
-            os.waitpid(worker, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    os.kill(worker, signal.SIGKILL)
-    raise AssertionError("the worker outlived `toroid serve`")
+    for worker in workers:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            try:  # reap it if it is our grandchild turned zombie
+                os.waitpid(worker, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("a worker outlived `toroid serve`")
 
 
 def test_client_waits_for_a_server_and_gives_up_on_a_dead_one(server):
@@ -101,3 +105,39 @@ def test_client_waits_for_a_server_and_gives_up_on_a_dead_one(server):
     assert asked == [1]  # given up at the first sign, not at the deadline
     with pytest.raises(TimeoutError):  # nobody listens: gives up at the deadline
         Client(f"http://127.0.0.1:{free_port()}").wait_ready(timeout=0.5)
+
+
+def test_serve_on_a_busy_port_says_so_before_anything_else(tmp_path):
+    import os
+    import socket
+
+    env = {**os.environ, "TOROID_HOME": str(tmp_path)}
+    for key in ("TOROID_DATABASE_URL", "TOROID_BROKER_URL"):
+        env.pop(key, None)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = subprocess.run([TOROID, "serve", "--port", str(port)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr
+    assert "Toroid at" not in out.stdout and "workers started" not in out.stdout and "Traceback" not in out.stderr
+
+
+def test_user_mistakes_on_the_command_line_are_one_line_errors(tmp_path):
+    # none of these reaches a server: the mistake is found first
+    url = ["--url", "http://127.0.0.1:9"]
+    cases = [
+        (["train", "--arch", "{kind: mlp}"], "--arch is not valid JSON"),
+        (["train", "--param", "lr=fast"], "--param lr is not valid JSON"),
+        (["train", "--param", "lr"], "write KEY=JSON"),
+        (["job", "evaluate", "{'network': 3}"], "params is not valid JSON"),
+        (["job", "evaluate", "[3]"], "must be a JSON object"),
+        (["upload", str(tmp_path / "missing.safetensors"), "--arch", '{"kind": "mlp", "hidden": [8]}'], "no such file"),
+        (["upload", __file__, "--arch", "{mlp"], "--arch is not valid JSON"),
+    ]
+    for args, words in cases:
+        out = subprocess.run([TOROID, *args, *url], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (args, out.stderr)
+        assert words in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+        assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1

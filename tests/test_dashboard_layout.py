@@ -63,7 +63,12 @@ def test_compare_three_path_types_legend_labels_and_summary(server, page):
     s = seeded(server)
     a, b = s["ids"][0], s["ids"][2]
     run_paths(page, server, a, b, ["linear", "linear_aligned", "geodesic"])
-    # in the page: six legend entries wrap into rows; they stay under the axis title
+    # in the page: six legend entries wrap into rows; they stay under the axis title, at any width
+    check_legend_clear_of_axis(page, "#path-plot")
+    page.set_viewport_size({"width": 560, "height": 900})  # three or more rows of legend
+    page.wait_for_function("() => document.querySelector('#path-plot .main-svg').getBoundingClientRect().width < 560")
+    page.wait_for_timeout(800)
+    assert page.evaluate("() => document.getElementById('path-plot')._fullLayout.legend._height") > 50
     check_legend_clear_of_axis(page, "#path-plot")
     # in the exported image: the same figure drawn off-screen by Plotly (its PNG is this SVG, rasterised)
     page.evaluate("""async () => {
@@ -77,6 +82,8 @@ def test_compare_three_path_types_legend_labels_and_summary(server, page):
     assert_apart(legend, boxes(page, "#exported", ".xtick text"), "exported legend and tick labels")
     assert_apart(legend, boxes(page, "#exported", ".g-xtitle text"), "exported legend and axis title")
     page.evaluate("() => document.getElementById('exported').remove()")
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.wait_for_timeout(800)
 
     # barrier labels: no two overlap, and none sits on the plotting area (where the curves are)
     labels = boxes(page, "#path-plot", ".annotation")
