@@ -186,8 +186,8 @@ def _wait(client, job: dict, quiet: bool = False) -> dict:
     with tqdm(total=100, desc=f"job {job['id']} ({job['kind']})", unit="%", disable=quiet,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
         def show(j):
-            bar.n = round(100 * j["progress"])
-            bar.set_postfix_str(j["message"][:60])
+            bar.n = round(100 * j["progress"], 1)
+            bar.set_postfix_str(_where(j) + j["message"][:60])
             bar.refresh()
         return client.wait(job, on_progress=show)
 
@@ -201,6 +201,17 @@ def _json(text: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{what} is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
+
+
+def _where(job: dict) -> str:
+    """Its place in the queue while queued, its ETA while running (what the progress bar shows first)."""
+    if job["status"] == "queued" and job.get("queue_position"):
+        return f"#{job['queue_position']} in the queue · "
+    eta = job.get("eta_seconds")
+    if job["status"] == "running" and eta is not None:
+        minutes, seconds = divmod(int(round(eta)), 60)
+        return f"ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d} · " if minutes >= 60 else f"ETA {minutes}:{seconds:02d} · "
+    return ""
 
 
 def _print(obj: Any) -> None:

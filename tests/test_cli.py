@@ -141,3 +141,13 @@ def test_user_mistakes_on_the_command_line_are_one_line_errors(tmp_path):
         assert out.returncode == 2, (args, out.stderr)
         assert words in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
         assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_progress_bar_shows_the_queue_place_and_the_eta():
+    from backend.cli import _where
+
+    assert _where({"status": "queued", "queue_position": 3}) == "#3 in the queue · "
+    assert _where({"status": "running", "eta_seconds": 125.4}) == "ETA 2:05 · "
+    assert _where({"status": "running", "eta_seconds": 3725}) == "ETA 1:02:05 · "
+    assert _where({"status": "running", "eta_seconds": None}) == ""
+    assert _where({"status": "succeeded", "eta_seconds": None, "queue_position": None}) == ""

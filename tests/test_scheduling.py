@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 
 from .helpers import SPEC, random_state
-from .test_dashboard_support import wait_until
+from .test_dashboard_support import shot, wait_until
 
 
-def test_path_job_finishes_while_a_long_train_runs(server):
+def test_path_job_finishes_while_a_long_train_runs(server, page):
     from backend.client import Client
 
     client = Client(server["url"])
@@ -34,6 +34,15 @@ def test_path_job_finishes_while_a_long_train_runs(server):
         assert running["queue_position"] is None and queued[0]["eta_seconds"] is None
         listed = {j["id"]: j for j in client.jobs(kind="train", limit=50)}
         assert [listed[j["id"]]["queue_position"] for j in later] == [1, 2]
+
+        # the Jobs view shows both: the place of each queued train, the ETA of the running one
+        page.goto(f"{server['url']}/#/jobs?kind=train")
+        page.wait_for_selector(f"#jobs-table tr[data-job='{later[0]['id']}'] .queue-position[data-position='1']")
+        page.wait_for_selector(f"#jobs-table tr[data-job='{later[1]['id']}'] .queue-position[data-position='2']")
+        eta = page.wait_for_selector(f"#jobs-table tr[data-job='{train['id']}'] .eta")
+        assert float(eta.get_attribute("data-eta")) > 0 and "left" in eta.inner_text()
+        assert "next in its queue" in page.inner_text(f"#jobs-table tr[data-job='{later[0]['id']}']")
+        shot(page, "jobs-queue")
 
         # the interactive path job does not wait for any of them
         path = client.submit("path", a=a, b=b, type="linear", points=5)
