@@ -47,7 +47,8 @@ def test_train_from_the_shell_with_a_progress_bar(server):
                  "--name", "cli-trained", "--param", "lr=0.05", "--result-only")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert len(result["history"]) == 3 and "100%" in out.stderr
+    # --result-only: the result without the whole training curve (issue 16); the curve is on the network
+    assert "history" not in result and result["epochs"] == 3 and "100%" in out.stderr
     listing = json.loads(toroid(server, "networks", "--json").stdout)
     trained = [n for n in listing if n["id"] == result["network_id"]]
     assert trained and trained[0]["name"] == "cli-trained" and trained[0]["source"]["params"]["lr"] == 0.05
@@ -151,3 +152,28 @@ def test_progress_bar_shows_the_queue_place_and_the_eta():
     assert _where({"status": "running", "eta_seconds": 3725}) == "ETA 1:02:05 · "
     assert _where({"status": "running", "eta_seconds": None}) == ""
     assert _where({"status": "succeeded", "eta_seconds": None, "queue_position": None}) == ""
+
+
+def test_networks_and_jobs_as_readable_tables(server, tmp_path):
+    spec = {"kind": "mlp", "hidden": [16]}
+    f = tmp_path / "table.safetensors"
+    f.write_bytes(save(random_state(spec, 41)))
+    name = "cli-table-" + "x" * 40  # longer than its column
+    uploaded = json.loads(toroid(server, "upload", str(f), "--arch", json.dumps(spec), "--name", name, "--tag", "t1").stdout)
+    out = toroid(server, "networks")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["id", "name", "architecture"] and "test err" in lines[0]
+    row = next(line for line in lines if line.lstrip().startswith(f"{uploaded['id']} "))
+    assert "cli-table-xxxx" in row and "…" in row and "mlp 16 " in row and "uploaded" in row
+    assert len(row) <= len(lines[0]) + 40 and "{" not in row  # a table, not JSON
+    listing = json.loads(toroid(server, "networks", "--json").stdout)
+    assert any(n["id"] == uploaded["id"] and n["name"] == name for n in listing)
+
+    out = toroid(server, "jobs", "--kind", "evaluate", "--limit", "5")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["id", "kind", "status"] and "queue / ETA" in lines[0]
+    assert all(" evaluate " in line for line in lines[1:-1]) and lines[-1].endswith("--json for everything")
+    jobs = json.loads(toroid(server, "jobs", "--json", "--kind", "evaluate").stdout)
+    assert jobs and all(j["kind"] == "evaluate" and "queue_position" in j for j in jobs)
