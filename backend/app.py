@@ -134,11 +134,13 @@ def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile
         return FileResponse(plotly_js(), media_type="application/javascript",
                             headers={"Cache-Control": "public, max-age=86400"})
 
-    # /docs: Swagger UI from the swagger-ui-bundle package, served here (no CDN: it works offline)
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from swagger_ui_bundle import swagger_ui_path
+    # /docs: Swagger UI 5 (reads OpenAPI 3.1) as shipped in the fastapi-offline package, served here: no CDN
+    from importlib.util import find_spec
 
-    app.mount("/vendor/swagger-ui", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    swagger = Path(find_spec("fastapi_offline").submodule_search_locations[0]) / "static"
+    app.mount("/vendor/swagger-ui", StaticFiles(directory=str(swagger)), name="swagger-ui")
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> Response:

@@ -46,12 +46,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     settings.ensure_dirs()
     upgrade_database()
-    worker = None
+    workers: list[subprocess.Popen] = []
     if not args.no_worker:
+        # one worker process per queue: a path job starts within a second or two while a long train
+        # runs on the batch worker (both write to one log)
         log = open(settings.home / "worker.log", "ab")
-        worker = subprocess.Popen(_worker_cmd("interactive,batch", settings.worker_concurrency, "embedded"),
-                                  stdout=log, stderr=subprocess.STDOUT)
-        print(f"worker started (pid {worker.pid}); log: {settings.home / 'worker.log'}", flush=True)
+        for queue, concurrency in (("interactive", 1), ("batch", settings.worker_concurrency)):
+            workers.append(subprocess.Popen(_worker_cmd(queue, concurrency, f"embedded-{queue}"),
+                                            stdout=log, stderr=subprocess.STDOUT))
+        print(f"workers started: interactive (pid {workers[0].pid}), batch (pid {workers[1].pid}); "
+              f"log: {settings.home / 'worker.log'}", flush=True)
     def _terminate(signum, _frame):  # uvicorn restores this handler and re-raises SIGTERM when it is done
         raise SystemExit(128 + signum)
 
@@ -73,8 +77,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             uvicorn.run(create_app(migrate=False, require_auth=require_auth), host=args.host, port=args.port,
                         log_level="warning")
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.send_signal(signal.SIGTERM)
+        for worker in workers:
             try:
                 worker.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -170,8 +175,8 @@ def _wait(client, job: dict, quiet: bool = False) -> dict:
     with tqdm(total=100, desc=f"job {job['id']} ({job['kind']})", unit="%", disable=quiet,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
         def show(j):
-            bar.n = round(100 * j["progress"])
-            bar.set_postfix_str(j["message"][:60])
+            bar.n = round(100 * j["progress"], 1)
+            bar.set_postfix_str(_where(j) + j["message"][:60])
             bar.refresh()
         return client.wait(job, on_progress=show)
 
@@ -187,8 +192,51 @@ def _json(text: str, what: str) -> Any:
         raise UsageError(f"{what} is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
 
 
+def _where(job: dict) -> str:
+    """Its place in the queue while queued, its ETA while running (what the progress bar shows first)."""
+    if job["status"] == "queued" and job.get("queue_position"):
+        return f"#{job['queue_position']} in the queue · "
+    eta = job.get("eta_seconds")
+    if job["status"] == "running" and eta is not None:
+        minutes, seconds = divmod(int(round(eta)), 60)
+        return f"ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d} · " if minutes >= 60 else f"ETA {minutes}:{seconds:02d} · "
+    return ""
+
+
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
+
+
+def _cell(value: Any, width: int) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str, int, str]]) -> None:
+    """Rows as an aligned text table: columns are (key, heading, width, "<" or ">")."""
+    print("  ".join(f"{h:{a}{w}}" for _, h, w, a in columns).rstrip())
+    for row in rows:
+        print("  ".join(f"{_cell(row.get(k), w):{a}{w}}" for k, _, w, a in columns).rstrip())
+
+
+def _pct(v: float | None) -> str | None:
+    return None if v is None else f"{100 * v:.2f}%"
+
+
+def _arch(spec: dict) -> str:
+    """A short name for an architecture (as the dashboard writes it): mlp 64-64 bn, lenet c6-16 d120-84, ..."""
+    dash = lambda v: "-".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    kind = spec.get("kind", "?")
+    flags = (" bn" if spec.get("batchnorm") else "") + (" nobias" if spec.get("bias") is False else "")
+    if kind in ("mlp", "binary_mlp"):
+        return f"{kind.replace('_', ' ')} {dash(spec.get('hidden', []))}{flags}"
+    if kind in ("lenet", "binary_conv"):
+        return f"{kind.replace('_', ' ')} c{dash(spec.get('channels', []))} d{dash(spec.get('dense', []))}{flags}"
+    if kind == "vgg":
+        return f"{spec.get('config', 'vgg')} x{spec.get('width', 1)}"
+    if kind == "committee":
+        return f"committee K={spec.get('hidden')}"
+    return kind
 
 
 def cmd_networks(args) -> int:
@@ -196,11 +244,17 @@ def cmd_networks(args) -> int:
     if args.json:
         _print(nets)
         return 0
-    print(f"{'id':>4}  {'name':<24} {'architecture':<28} {'dataset':<10} {'train err':>9} {'test err':>9}")
-    for n in nets:
-        fmt = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-        print(f"{n['id']:>4}  {n['name'][:24]:<24} {json.dumps(n['architecture'])[:28]:<28} {n['dataset']:<10} "
-              f"{fmt(n['train_error']):>9} {fmt(n['test_error']):>9}")
+    if not nets:
+        print("no networks yet (toroid train ..., toroid upload ..., or toroid serve --demo)")
+        return 0
+    rows = [{"id": n["id"], "name": n["name"], "architecture": _arch(n["architecture"]), "dataset": n["dataset"],
+             "sampler": n["source"].get("optimizer") or n["source"].get("kind"),
+             "train": _pct(n["train_error"]), "test": _pct(n["test_error"]), "tags": ",".join(n.get("tags") or []),
+             "created": str(n["created_at"])[:16].replace("T", " ")} for n in nets]
+    _table(rows, [("id", "id", 5, ">"), ("name", "name", 24, "<"), ("architecture", "architecture", 26, "<"),
+                  ("dataset", "data set", 10, "<"), ("sampler", "sampler", 9, "<"), ("train", "train err", 9, ">"),
+                  ("test", "test err", 9, ">"), ("tags", "tags", 18, "<"), ("created", "created", 16, "<")])
+    print(f"{len(nets)} network(s); --json for everything")
     return 0
 
 
@@ -211,7 +265,13 @@ def _run_job(args, kind: str, params: dict) -> int:
         _print(job)
         return 0
     job = _wait(client, job, quiet=args.quiet)
-    _print(job["result"] if args.result_only else job)
+    if args.result_only:
+        result = dict(job["result"] or {})
+        if kind == "train" and "history" in result:  # the curve is on the network (toroid networks --json)
+            result["epochs"] = len(result.pop("history"))
+        _print(result)
+    else:
+        _print(job)
     return 0
 
 
@@ -311,7 +371,28 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_jobs(args) -> int:
-    _print(_client(args).jobs())
+    filters = {k: v for k, v in (("status", args.status), ("kind", args.kind), ("limit", args.limit)) if v}
+    jobs = _client(args).jobs(**filters)
+    if args.json:
+        _print(jobs)
+        return 0
+    if not jobs:
+        print("no jobs" + (" match" if args.status or args.kind else " yet"))
+        return 0
+    rows = []
+    for j in jobs:
+        state = j["status"] + (" (cached)" if j["cached"] else "")
+        where = _where(j).rstrip(" ·")
+        shown = {k: v for k, v in j["params"].items() if k not in ("architecture", "tags", "visibility", "dataset_options")}
+        rows.append({"id": j["id"], "kind": j["kind"], "status": state,
+                     "progress": f"{100 * (1.0 if j['status'] == 'succeeded' else j['progress']):.0f}%",
+                     "when": where, "params": json.dumps(shown, separators=(",", ":")),
+                     "created": str(j["created_at"])[:16].replace("T", " "),
+                     "message": (j["error"] or j["message"]) if j["status"] != "succeeded" else ""})
+    _table(rows, [("id", "id", 5, ">"), ("kind", "kind", 12, "<"), ("status", "status", 18, "<"),
+                  ("progress", "done", 5, ">"), ("when", "queue / ETA", 16, "<"), ("params", "params", 36, "<"),
+                  ("created", "created", 16, "<"), ("message", "message", 40, "<")])
+    print(f"{len(jobs)} job(s); --json for everything")
     return 0
 
 
@@ -324,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toroid", description="Toroid: explore the error landscapes of trained networks.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="start the API and a Celery worker beside it")
+    s = sub.add_parser("serve", help="start the API and two Celery workers beside it (queues interactive and batch)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--demo", nargs="?", const="load", choices=["load", "train"], default=None,
@@ -335,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("worker", help="start only a Celery worker")
-    w.add_argument("--queues", default="interactive,batch")
+    w.add_argument("--queues", default="interactive,batch",
+                   help="comma-separated queues this worker takes: interactive (evaluate, distance, canonicalize, "
+                        "path, small flatness) and/or batch (train, matrix, plane, big flatness)")
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--gpu", type=int, default=None, help="GPU index this worker uses (sets CUDA_VISIBLE_DEVICES)")
     w.add_argument("--name", default=None)
@@ -364,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="reproduce-report", help="folder for report.html and summary.json")
     c.add_argument("--seeds", type=int, default=None, help="minimizers per sampler (default by scale)")
     c = client_parser("networks", "list stored networks", cmd_networks)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="every field of every network, as JSON")
     c = client_parser("train", "train a network (a train job) and wait for it", cmd_train, job=True)
     c.add_argument("--arch", default='{"kind": "mlp", "hidden": [32, 32]}', help="architecture spec as JSON")
     c.add_argument("--dataset", default="digits")
@@ -390,7 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", default="digits")
     c.add_argument("--name", default=None)
     c.add_argument("--tag", action="append")
-    client_parser("jobs", "list recent jobs", cmd_jobs)
+    c = client_parser("jobs", "list recent jobs (newest first)", cmd_jobs)
+    c.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"], default=None)
+    c.add_argument("--kind", default=None)
+    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--json", action="store_true", help="every field of every job, as JSON")
     c = client_parser("cancel", "cancel a job", cmd_cancel)
     c.add_argument("job", type=int)
     return p
@@ -402,7 +489,8 @@ def _client_options(c: argparse.ArgumentParser, job: bool = False) -> None:
     if job:
         c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
         c.add_argument("--quiet", action="store_true", help="no progress bar")
-        c.add_argument("--result-only", action="store_true", help="print only the result")
+        c.add_argument("--result-only", action="store_true",
+                       help="print only the result (a train's without its curve: the network has it)")
 
 
 def main(argv: list[str] | None = None) -> int:

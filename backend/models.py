@@ -47,6 +47,7 @@ class Network(Base):
     dataset_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # optimizer + params, or {"kind": "uploaded"}
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")  # free text, edited by people
     train_error: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_error: Mapped[float | None] = mapped_column(Float, nullable=True)
     train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)

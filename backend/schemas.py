@@ -96,6 +96,7 @@ class NetworkPatch(BaseModel):
     name: Name | None = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
     visibility: Literal["private", "lab"] | None = None
+    note: str | None = Field(default=None, max_length=4000)
 
 
 class NetworkSummary(BaseModel):
@@ -110,6 +111,7 @@ class NetworkSummary(BaseModel):
     dataset_options: dict[str, Any]
     source: dict[str, Any]
     tags: list[str]
+    note: str = ""
     train_error: float | None
     test_error: float | None
     train_loss: float | None
@@ -148,6 +150,8 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    queue_position: int | None = None  # while queued: 1 = the next job of its queue to start
+    eta_seconds: float | None = None  # while running: seconds still needed, from its progress rate
 
 
 class ResultOut(BaseModel):

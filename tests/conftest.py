@@ -94,7 +94,9 @@ def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float
 
 
 def start_worker(env: dict[str, str], log: Path, name: str = "test") -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "interactive,batch", "-c", "1",
+    from workers.app import QUEUES
+
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(QUEUES), "-c", "1",
            "-n", f"{name}-{os.getpid()}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)

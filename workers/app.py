@@ -1,8 +1,9 @@
 """The Celery application. Broker and queues come from backend.config.
 
 Embedded default: kombu's filesystem transport under TOROID_HOME (no server). Lab server: Redis.
-Queues: ``interactive`` for short jobs a person waits for (evaluate, distance, canonicalize, most paths
-and flatness), ``batch`` for long ones (train, matrix, plane, big flatness); kinds.py decides per job.
+Queues: ``interactive`` for what a person waits for (evaluate, distance, canonicalize, path, small
+flatness; kinds.py decides per job), ``batch`` for long work (train, matrix, plane, big flatness). Workers are started per queue
+(`toroid serve` runs one process for each), so interactive work never waits behind batch work.
 """
 from __future__ import annotations
 

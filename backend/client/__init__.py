@@ -1,4 +1,5 @@
-"""A small Python client of the REST API, for scripts and notebooks (plain dicts and lists, no pandas).
+"""A small Python client of the REST API, for scripts and notebooks (plain dicts and lists; tables,
+figures and torch modules for notebooks come from backend.client.notebook: ``frame``, ``figure``, ``model``).
 This package (with ``reproduce/``, `toroid reproduce`) only talks HTTP: it imports nothing of the server.
 
     from backend.client import Client
@@ -17,6 +18,8 @@ from typing import Any, Callable
 
 import httpx
 
+from .notebook import NotebookMixin, progress_bar
+
 
 class ApiError(RuntimeError):
     def __init__(self, status: int, detail: Any):
@@ -24,7 +27,7 @@ class ApiError(RuntimeError):
         self.status, self.detail = status, detail
 
 
-class Client:
+class Client(NotebookMixin):
     RETRIES = 3
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
         self.url = (url or os.environ.get("TOROID_URL") or "http://127.0.0.1:8000").rstrip("/")
@@ -125,9 +128,18 @@ class Client:
             time.sleep(0.3)
 
     def wait(self, job: dict | int, timeout: float = 3600, poll: float = 0.3,
-             on_progress: Callable[[dict], None] | None = None) -> dict:
-        """Wait for a job to end; returns it (with its result). Raises ApiError if it failed."""
+             on_progress: Callable[[dict], None] | None = None, progress: bool | None = None) -> dict:
+        """Wait for a job to end; returns it (with its result). Raises ApiError if it failed. A progress
+        bar shows while it waits when ``progress`` is True (None: in a terminal or a notebook, unless
+        ``on_progress`` is given)."""
         job_id = job if isinstance(job, int) else job["id"]
+        if on_progress is None:
+            first = self.job(job_id) if isinstance(job, int) else job
+            show, close = progress_bar(first, progress)
+            try:
+                return self.wait(job_id, timeout, poll, on_progress=show)
+            finally:
+                close()
         deadline = time.monotonic() + timeout
         while True:
             current = self.job(job_id)

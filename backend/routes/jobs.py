@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -26,12 +27,46 @@ JOB_FIELDS = ("id", "kind", "params", "inputs", "status", "progress", "message",
               "cached_from", "result_id", "created_at", "started_at", "finished_at")
 
 
+def eta_seconds(job, now: datetime | None = None) -> float | None:
+    """Seconds a running job still needs: from its own progress rate (elapsed x remaining / done), else
+    from its cost estimate in seconds where the job has one; None when neither tells."""
+    if job.status != "running" or job.started_at is None:
+        return None
+    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=timezone.utc)
+    elapsed = max(((now or datetime.now(timezone.utc)) - started).total_seconds(), 0.0)
+    done = job.progress or 0.0
+    if done >= 0.01 and elapsed > 0:
+        return elapsed * (1.0 - done) / done
+    cost = getattr(job, "cost", None)
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+        return max(float(cost) - elapsed, 0.0)
+    return None
+
+
 def job_dict(job, result: dict | None = None) -> dict:
-    """The API's form of a job (an ORM object or a row of the jobs table)."""
+    """The API's form of a job (an ORM object or a row of the jobs table). ``queue_position`` is filled
+    in by ``add_queue_positions`` (it needs the other queued jobs)."""
     out = {name: getattr(job, name) for name in JOB_FIELDS}
     out["cached"] = job.cached_from is not None
     out["result"] = result
+    out["queue_position"] = None
+    out["eta_seconds"] = eta_seconds(job)
     return out
+
+
+def add_queue_positions(conn: Connection, jobs_: list[dict]) -> list[dict]:
+    """Each queued job's place in its queue (1: the next to start), in one query for the whole list."""
+    if any(j["status"] == "queued" for j in jobs_):
+        waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue).where(JOBS.c.status == "queued")
+                               .order_by(JOBS.c.id)).all()
+        place, seen = {}, {}
+        for job_id, queue in waiting:
+            seen[queue] = seen.get(queue, 0) + 1
+            place[job_id] = seen[queue]
+        for j in jobs_:
+            if j["status"] == "queued":
+                j["queue_position"] = place.get(j["id"])
+    return jobs_
 
 
 def job_out(db: Session, job: Job, with_result: bool = True) -> JobOut:
@@ -39,7 +74,7 @@ def job_out(db: Session, job: Job, with_result: bool = True) -> JobOut:
     if with_result and job.result_id is not None:
         row = db.get(Result, job.result_id)
         result = row.data if row else None
-    return JobOut(**job_dict(job, result))
+    return JobOut(**add_queue_positions(db.connection(), [job_dict(job, result)])[0])
 
 
 def _job_row(conn: Connection, job_id: int, with_result: bool = True):
@@ -84,7 +119,7 @@ def readable_job(conn: Connection, job_id: int, user: Principal, with_result: bo
     result = row.result_data if with_result else None
     if unreadable_networks(conn, user, named_networks(row.inputs, result)):
         return None
-    return job_dict(row, result)
+    return add_queue_positions(conn, [job_dict(row, result)])[0]
 
 
 def get_or_404(db: Session, job_id: int, user: Principal, write: bool = False) -> Job:
@@ -136,7 +171,7 @@ def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str 
         stmt = stmt.where(JOBS.c.kind == kind)
     hidden = unreadable_networks(conn, user)
     if not hidden:
-        return [job_dict(row) for row in conn.execute(stmt.limit(limit))]
+        return add_queue_positions(conn, [job_dict(row) for row in conn.execute(stmt.limit(limit))])
     # jobs naming a network the caller may not read are left out: read on, a page at a time
     out, page, offset = [], max(limit, 100), 0
     while len(out) < limit:
@@ -145,7 +180,7 @@ def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str 
         if len(rows) < page:
             break
         offset += page
-    return out
+    return add_queue_positions(conn, out)
 
 
 @router.get("", response_model=list[JobOut])

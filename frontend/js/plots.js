@@ -57,7 +57,14 @@ export function drawPlot(id, traces, layout, exports = {}) {
   const merged = { ...BASE_LAYOUT, ...layout };
   // axis titles and tick labels take the room they need (a title never sits on the ticks)
   for (const axis of AXES) if (merged[axis]) merged[axis] = { automargin: true, ...merged[axis] };
+  div.dataset.marginB = String((merged.margin || BASE_LAYOUT.margin).b);
   const done = Plotly.react(div, traces, merged, config(name)).then(() => (merged.showlegend === false ? div : fitLegend(div).then(() => div)));
+  if (!div.dataset.fits) {  // the window was resized (responsive plots): the legend's rows changed, fit again
+    div.dataset.fits = "1";
+    div.on("plotly_relayout", (ev) => {
+      if (ev && ev.autosize) Plotly.relayout(div, { "margin.b": Number(div.dataset.marginB) }).then(() => fitLegend(div));
+    });
+  }
   const bar = document.querySelector(`[data-exports-for='${id}']`);
   if (bar) {
     const links = [];

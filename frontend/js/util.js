@@ -98,6 +98,21 @@ export function rowsToCSV(rows) {
 // A data: URL, so that a download never leaves the page (and needs no blob bookkeeping).
 export const dataURL = (text, type) => `data:${type};charset=utf-8,${encodeURIComponent(text)}`;
 
+// Where a job stands: its place in its queue while queued, its ETA while running (both from the API).
+export function durationText(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
+  if (seconds < 60) return `${Math.max(1, Math.round(seconds))} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${String(Math.round(seconds % 60)).padStart(2, "0")} s`;
+  return `${Math.floor(seconds / 3600)} h ${String(Math.round((seconds % 3600) / 60)).padStart(2, "0")} min`;
+}
+// progress in percent: a long job (a 400-epoch train) moves by less than 1% an epoch, so small values keep a decimal
+export const progressText = (p) => { const v = 100 * (p || 0); return v > 0 && v < 10 ? `${v.toFixed(1)}%` : `${Math.round(v)}%`; };
+export function scheduleText(job) {
+  if (job.status === "queued") return job.queue_position ? (job.queue_position === 1 ? "next in its queue" : `${job.queue_position}th in its queue`.replace(/^2th/, "2nd").replace(/^3th/, "3rd")) : "";
+  if (job.status === "running" && job.eta_seconds !== null && job.eta_seconds !== undefined) return `about ${durationText(job.eta_seconds)} left`;
+  return "";
+}
+
 // Progress of one or more jobs in a container: one bar per job, updated in place.
 export function showJobProgress(container, job, label) {
   container.hidden = false;
@@ -118,7 +133,9 @@ export function showJobProgress(container, job, label) {
   row.classList.toggle("done", job.status === "succeeded");
   row.querySelector(".bar").style.width = `${job.status === "succeeded" ? 100 : p}%`;
   const what = label ? `${label} — ` : "";
-  const state = job.cached ? "answered from the cache" : `${job.status} ${p}%`;
+  const when = scheduleText(job);
+  const state = job.cached ? "answered from the cache" : `${job.status}${job.status === "queued" ? "" : ` ${progressText(job.progress)}`}${when ? ` · ${when}` : ""}`;
+  row.dataset.status = job.status;
   row.querySelector(".label").textContent = `${what}job ${job.id}: ${state}${job.message && !job.cached ? ` · ${job.message}` : ""}`;
 }
 

@@ -5,6 +5,7 @@ import { fillSelect } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
 import { byId, ensureNetworks, onNetworks } from "../store.js";
+import { enterMany, initMany, manyParams, renderManyPicker } from "./compare_many.js";
 import { $, $$, clearProgress, esc, isBinary, num, pathColor, pct, ptext, setError, showJobProgress, toCSV } from "../util.js";
 
 export const PATH_TYPES = [
@@ -43,9 +44,12 @@ function readForm() {
   state.lr = $("#bend-lr", root).value.trim();
 }
 
-const urlParams = () => ({ a: state.a, b: state.b, types: state.types, points: state.points,
+const urlParams = () => ({ ...manyParams(), a: state.a, b: state.b, types: state.types, points: state.points,
   bn: state.bn === "recompute" ? "" : state.bn, variant: state.types.includes("bend") && state.variant !== "geodesic" ? state.variant : "",
   epochs: state.types.includes("bend") ? state.epochs : "", lr: state.types.includes("bend") ? state.lr : "" });
+
+// what the main paths were run with (the several-Bs panel has its own key)
+const mainKey = () => { const { bs, btype, bpoints, bgroup, ...main } = urlParams(); return JSON.stringify(main); };
 
 // Which path types fit A: Hamming for binary networks, the others for real ones.
 function updateTypes() {
@@ -90,7 +94,7 @@ async function runAll(ev) {
   if (!state.types.length) { setError(err, "Choose at least one path type."); return; }
   if (!(state.points >= 2 && state.points <= 201)) { setError(err, "Points along each path: 2 to 201."); return; }
   setState("compare", urlParams(), { push: true });
-  lastKey = JSON.stringify(urlParams());
+  lastKey = mainKey();
   const mine = ++run;
   state.results = {};
   state.errors = {};
@@ -242,14 +246,16 @@ export default {
       <div class="two-col wide-left">
         <div>${plotBox("path-plot")}${plotBox("loss-plot")}</div>
         <div><div id="path-summary" class="summary"></div><div id="distances"></div></div>
-      </div>`;
+      </div>
+      <div id="compare-many"></div>`;
+    initMany($("#compare-many", root), { a: () => Number($("#compare-a", root).value) || state.a, changed: () => { readForm(); setState("compare", urlParams()); } });
     $("#path-form", root).addEventListener("submit", runAll);
     $("#compare-search", root).addEventListener("input", () => { readForm(); fillPickers(); });
     $("#compare-a", root).addEventListener("change", () => { readForm(); fillPickers(); });
     $("#compare-b", root).addEventListener("change", updateTypes);
     $("#compare-swap", root).addEventListener("click", () => { readForm(); [state.a, state.b] = [state.b, state.a]; fillPickers(); });
     $$("input[name='path-type']", root).forEach((c) => c.addEventListener("change", updateTypes));
-    onNetworks(() => { if (!section.hidden) { readForm(); fillPickers(); } });
+    onNetworks(() => { if (!section.hidden) { readForm(); fillPickers(); renderManyPicker(); } });
   },
 
   async enter(params) {
@@ -273,7 +279,8 @@ export default {
     $("#bend-epochs", root).value = state.epochs;
     $("#bend-lr", root).value = state.lr;
     updateTypes();
-    const key = JSON.stringify(urlParams());
+    const key = mainKey();
+    const many = enterMany(params);
     if (state.a && state.b && key !== lastKey) {
       if (!byId(state.a) || !byId(state.b)) {
         setError($("#path-error", root), `Network ${!byId(state.a) ? `#${state.a}` : `#${state.b}`} does not exist or is not visible to you.`);
@@ -281,5 +288,6 @@ export default {
       }
       await runAll();
     }
+    await many;
   },
 };

@@ -6,6 +6,7 @@ import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { go, setState } from "../router.js";
 import { byId, ensureNetworks, onNetworks } from "../store.js";
 import { classicalMDS } from "../stats.js";
+import { GROUP_BY, byPairType, groupsOf } from "../groups.js";
 import { $, clearProgress, colorOf, esc, idList, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
 
 const LABELS = { raw: "raw", aligned: "aligned", normalized: "normalised", normalized_aligned: "normalised-aligned", geodesic: "geodesic D",
@@ -16,9 +17,9 @@ let picker;
 let run = 0;
 let lastKey = "";
 let clicked = null;  // the first point clicked on the map, waiting for the second
-const state = { nets: [], dist: "geodesic", color: "sampler", barriers: false, points: 11, result: null, job: null };
+const state = { nets: [], dist: "geodesic", color: "sampler", group: "sampler", barriers: false, points: 11, result: null, job: null };
 
-const urlParams = () => ({ nets: state.nets, dist: state.dist, color: state.color, barriers: state.barriers ? 1 : "", points: state.barriers ? state.points : "" });
+const urlParams = () => ({ nets: state.nets, dist: state.dist, color: state.color, group: state.group === "sampler" ? "" : state.group, barriers: state.barriers ? 1 : "", points: state.barriers ? state.points : "" });
 const saveView = () => setState("map", urlParams());
 
 async function runMatrix(ev) {
@@ -82,6 +83,7 @@ function draw() {
     xaxis: { tickangle: -35, automargin: true }, yaxis: { automargin: true, autorange: "reversed" }, height: 460,
   }, { name: `map-${state.dist}`, csv: toCSV(Object.fromEntries([["network", labels], ...labels.map((l, j) => [l, z.map((row) => row[j])])])), json: r });
   drawMDS();
+  drawPairs();
   $("#map-note", root).dataset.job = state.job.id;
   $("#map-note", root).textContent = `Matrix job ${state.job.id}${state.job.cached ? " (answered from the cache)" : ""}. Click a heatmap cell, or two points of the map, to compare two networks along their paths.`;
   const heat = document.getElementById("map-heatmap");
@@ -111,13 +113,13 @@ function drawMDS() {
   const hover = `%{customdata[3]}<br>sampler %{customdata[1]}<br>test error %{customdata[2]}<extra>click two points to compare</extra>`;
   const custom = (p) => [p.id, ptext(p.sampler), pct(p.test_error), ptext(p.name)];
   if (state.color === "test_error") {
-    traces = [{ x: all.map((p) => p.x), y: all.map((p) => p.y), text: all.map(() => ""), customdata: all.map(custom), mode: "markers+text", textposition: "top center", cliponaxis: false,
+    traces = [{ x: all.map((p) => p.x), y: all.map((p) => p.y), text: all.map(() => " "), customdata: all.map(custom), mode: "markers+text", textposition: "top center", cliponaxis: false,
       name: "networks", marker: { size: 14, color: all.map((p) => (p.test_error === null ? null : 100 * p.test_error)), colorscale: [[0, "#15803d"], [0.5, "#facc15"], [1, "#b91c1c"]],
         colorbar: { title: { text: "test error %", side: "right" } }, line: { color: "#333", width: 1 } }, hovertemplate: hover }];
   } else {
     traces = [...new Set(sampler)].map((s) => {
       const group = all.filter((p) => p.sampler === s);
-      return { x: group.map((p) => p.x), y: group.map((p) => p.y), text: group.map(() => ""), customdata: group.map(custom), mode: "markers+text",
+      return { x: group.map((p) => p.x), y: group.map((p) => p.y), text: group.map(() => " "), customdata: group.map(custom), mode: "markers+text",
         textposition: "top center", cliponaxis: false, name: ptext(s), marker: { size: 14, color: colorOf(s), line: { color: "white", width: 1 } }, hovertemplate: hover };
     });
   }
@@ -179,11 +181,43 @@ function placeLabels(gd, all) {
   const byTrace = gd.data.map((t) => (t.customdata || []).map((c) => all.find((p) => p.id === c[0])).filter(Boolean));
   const flat = byTrace.flat().map((p) => ({ id: p.id, name: p.name, px: xa.l2p(p.x), py: ya.l2p(p.y), width: textWidth(p.name) }));
   const where = new Map(labelPlaces(flat).map((w, i) => [flat[i].id, w]));
-  const idx = byTrace.map((pts, i) => (pts.length ? i : -1)).filter((i) => i >= 0);
-  return Plotly.restyle(gd, {
-    text: idx.map((i) => byTrace[i].map((p) => (where.get(p.id) ? ptext(p.name) : ""))),
-    textposition: idx.map((i) => byTrace[i].map((p) => where.get(p.id) || "top center")),
-  }, idx);
+  // (the traces were drawn with a blank name each: Plotly 4 draws no text restyled into a trace drawn without any)
+  const data = gd.data.map((t, i) => (byTrace[i].length ? { ...t, text: byTrace[i].map((p) => (where.get(p.id) ? ptext(p.name) : "")),
+    textposition: byTrace[i].map((p) => where.get(p.id) || "top center") } : t));
+  return Plotly.react(gd, data, gd.layout);
+}
+
+// The shown quantity (a distance, or the barrier) for every pair, by pair type (RSGD–RSGD, RSGD–SGD, ...,
+// as in the paper's barrier figure): one box per type with all its pairs as points.
+function drawPairs() {
+  const r = state.result;
+  const ids = r.networks;
+  const z = matrices()[state.dist];
+  const isBarrier = state.dist === "barriers";
+  const chosen = ids.map((id) => byId(id)).filter(Boolean);
+  const label = (id, i) => {
+    if (state.group === "sampler" && r.optimizer && r.optimizer[i]) return r.optimizer[i];
+    return groupsOf(byId(id), state.group || "sampler", chosen)[0];
+  };
+  const labels = ids.map(label);
+  const groups = byPairType(isBarrier ? z.map((row) => row.map((v) => (v === null ? null : 100 * v))) : z, labels);
+  const traces = [...groups.entries()].map(([type, values]) => ({
+    type: "box", y: values, name: `${ptext(type)} (${values.length})`, boxpoints: "all", jitter: 0.4, pointpos: 0, boxmean: "sd",
+    marker: { size: 6 }, meta: type, hovertemplate: `${ptext(type)}: %{y:.4g}${isBarrier ? "%" : ""}<extra></extra>`,
+  }));
+  const what = LABELS[state.dist] || state.dist;
+  const rows = [...groups.entries()].map(([type, values]) => {
+    const mean = values.reduce((a, b) => a + b, 0) / values.length;
+    const std = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / values.length);
+    return { type, n: values.length, mean, std };
+  });
+  drawPlot("map-pairs", traces, {
+    title: { text: `${what} by pair type (grouped by ${state.group || "sampler"})` }, showlegend: false,
+    yaxis: { title: { text: isBarrier ? "barrier (max train error, %)" : what }, rangemode: "tozero" }, xaxis: { automargin: true },
+    height: 380, margin: { t: 40, r: 20, b: 80, l: 60 },
+  }, { name: `map-pairs-${state.dist}`, csv: toCSV({ pair_type: rows.map((x) => x.type), n: rows.map((x) => x.n), mean: rows.map((x) => x.mean), std: rows.map((x) => x.std) }), json: { quantity: state.dist, group_by: state.group, pairs: Object.fromEntries(groups) } });
+  $("#map-pairs-table", root).innerHTML = `<table class="data compact"><thead><tr><th>pair type</th><th class="num">pairs</th><th class="num">mean</th><th class="num">± std</th></tr></thead><tbody>${
+    rows.map((x) => `<tr data-pair="${esc(x.type)}"><th scope="row">${esc(x.type)}</th><td class="num">${x.n}</td><td class="num" data-value="${x.mean}">${isBarrier ? `${num(x.mean, 4)}%` : num(x.mean, 5)}</td><td class="num" data-value="${x.std}">${isBarrier ? `${num(x.std, 3)}%` : num(x.std, 3)}</td></tr>`).join("")}</tbody></table>`;
 }
 
 function pick(id) {
@@ -225,12 +259,14 @@ export default {
       <div class="row">
         <label>Heatmap of <select id="map-dist"></select></label>
         <label>Colour the map by <select id="map-color"><option value="sampler">sampler</option><option value="test_error">test error</option></select></label>
+        <label title="pairs of networks are typed by the groups of their two networks">Pair types by <select id="map-group">${GROUP_BY.filter(([v]) => v).map(([v, l]) => `<option value="${v}">${l}</option>`).join("")}</select></label>
         <span id="map-pick" class="hint" aria-live="polite"></span>
       </div>
       <div class="two-col">
         <div>${plotBox("map-heatmap")}</div>
         <div>${plotBox("map-mds")}</div>
       </div>
+      <div class="two-col wide-left"><div>${plotBox("map-pairs")}</div><div id="map-pairs-table" class="summary"></div></div>
       <p id="map-note" class="hint"></p>
       <form id="map-pair" class="row" hidden>
         <label>Compare <select id="map-pair-a"></select></label><label>with <select id="map-pair-b"></select></label>
@@ -240,6 +276,7 @@ export default {
     $("#map-form", root).addEventListener("submit", runMatrix);
     $("#map-dist", root).addEventListener("change", (ev) => { state.dist = ev.target.value; saveView(); if (state.result) draw(); });
     $("#map-color", root).addEventListener("change", (ev) => { state.color = ev.target.value; saveView(); if (state.result) drawMDS(); });
+    $("#map-group", root).addEventListener("change", (ev) => { state.group = ev.target.value; saveView(); if (state.result) drawPairs(); });
     $("#map-pair", root).addEventListener("submit", (ev) => {
       ev.preventDefault();
       const a = $("#map-pair-a", root).value, b = $("#map-pair-b", root).value;
@@ -253,6 +290,8 @@ export default {
     state.nets = idList(params.nets);
     state.dist = params.dist || "geodesic";
     state.color = params.color === "test_error" ? "test_error" : "sampler";
+    state.group = ["tag", "seed"].includes(params.group) ? params.group : "sampler";
+    $("#map-group", root).value = state.group;
     state.barriers = params.barriers === "1";
     state.points = Number(params.points) || 11;
     picker.set(state.nets, { silent: true });

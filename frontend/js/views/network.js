@@ -32,10 +32,12 @@ function render() {
     <dt>parameters</dt><dd class="num">${n.n_params.toLocaleString("en")}</dd>
     <dt>owner</dt><dd>${esc(n.owner)} · ${esc(n.visibility)}</dd>
     <dt>created</dt><dd>${esc(dateText(n.created_at))}</dd>
+    <dt>note</dt><dd id="network-note-text" class="note">${n.note ? esc(n.note) : `<span class="hint">none yet — write one below</span>`}</dd>
     <dt>weights</dt><dd><code title="SHA-256 of the weights">${esc(n.weights_hash.slice(0, 16))}…</code> <button type="button" class="link" id="network-download">download .safetensors</button></dd>`;
   $("#network-tags", root).value = (n.tags || []).join(", ");
   $("#network-rename", root).value = n.name;
   $("#network-visibility", root).value = n.visibility;
+  $("#network-note", root).value = n.note || "";
   $("#network-links", root).innerHTML = `
     <a href="#/flatness?nets=${n.id}">Flatness of this network</a> ·
     <a href="#/networks?sel=${n.id}">Choose it in the table</a> ·
@@ -102,6 +104,7 @@ async function save(ev) {
     name: $("#network-rename", root).value.trim(),
     tags: $("#network-tags", root).value.split(",").map((s) => s.trim()).filter(Boolean),
     visibility: $("#network-visibility", root).value,
+    note: $("#network-note", root).value,
   };
   try {
     net = await patchNetwork(net.id, patch);
@@ -126,6 +129,7 @@ export default {
             <label>Name <input id="network-rename"></label>
             <label>Tags <input id="network-tags" placeholder="comma, separated"></label>
             <label>Visibility <select id="network-visibility"><option>lab</option><option>private</option></select></label>
+            <label class="block wide">Note <textarea id="network-note" rows="3" maxlength="4000" placeholder="what this run is, what to remember about it"></textarea></label>
             <button type="submit">Save</button> <span id="network-saved" class="done" aria-live="polite"></span>
           </form>
           <p id="network-links"></p>
