@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from .config import get_settings
-from .db import new_session
+from .db import committing, new_session
 from .models import Job, Result, utcnow
 
 log = logging.getLogger("toroid.lifecycle")
@@ -63,12 +63,8 @@ def locked(session: Session, *names: str) -> Iterator[Session]:
     """One transaction holding the named locks until it ends: committed when the block ends, rolled back
     on an error."""
     lock(session, *names)
-    try:
+    with committing(session):
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
 
 
 # ---- submission -------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from . import nets, symmetry
+from .data import Dataset
 from .evaluate import (Combination, bn_inputs, default_device, error_and_loss, evaluate_states, has_batchnorm,
                        recalibrate_bn)
 
@@ -334,7 +335,7 @@ def _check_bn(bn: str) -> None:
         raise PathError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
 
 
-def _setup(spec: dict[str, Any], data: Any, states: list[State], dtype: torch.dtype, device: Any, bn: str,
+def _setup(spec: dict[str, Any], data: Dataset, states: list[State], dtype: torch.dtype, device: Any, bn: str,
            bn_samples: int | None):
     """Model on the device, splits on the device, inputs for BatchNorm recomputation (None when not needed)."""
     device = torch.device(device) if device is not None else default_device()
@@ -356,7 +357,7 @@ def add_barrier(out: dict[str, Any]) -> None:
 
 def path_result(
     spec: dict[str, Any],
-    data: Any,
+    data: Dataset,
     state_a: State,
     state_b: State,
     type: str = "linear",
