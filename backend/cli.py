@@ -10,34 +10,25 @@ import subprocess
 import sys
 from typing import Any
 
-DEMO_TAG = "demo"
-
-
 def _worker_cmd(queues: str, concurrency: int, name: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, "-c", str(concurrency),
             "-n", f"{name}@{socket.gethostname()}", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
 
 
-def seed_demo() -> list[int]:
-    """Queue the training of a few small MLPs on digits, unless the demo networks exist already."""
-    from sqlalchemy import select
+def start_demo(mode: str) -> None:
+    """``--demo`` (load): record the demo networks shipped with the package (seconds, trains nothing);
+    ``--demo train``: queue their training from scratch as ordinary train jobs."""
+    from backend import demo
 
-    from backend import jobs
-    from backend.db import new_session
-    from backend.models import Job
-    from workers.landscape import train
-
-    runs = [("sgd", s) for s in (0, 1, 2)] + [(o, 0) for o in ("rsgd", "adv") if o in train.OPTIMIZERS]
-    submitted = []
-    with new_session() as s:
-        if s.scalars(select(Job).where(Job.kind == "train")).first() is not None:
-            return []
-        for optimizer, seed in runs:
-            params: dict[str, Any] = {"architecture": {"kind": "mlp", "hidden": [32, 32]}, "dataset": "digits",
-                                      "optimizer": optimizer, "epochs": 30, "seed": seed,
-                                      "name": f"demo-{optimizer}-{seed}", "tags": [DEMO_TAG, optimizer]}
-            submitted.append(jobs.submit(s, "train", params).id)
-    return submitted
+    if mode == "train":
+        ids = demo.submit_training()
+        if ids:
+            print(f"demo: training {len(ids)} networks on digits from scratch (jobs {ids}); the Networks view "
+                  "shows their progress", flush=True)
+        return
+    ids = demo.load_demo()
+    print(f"demo: loaded {len(ids)} shipped networks (RSGD, SGD, ADV on digits; trained by "
+          f"`python -m backend.demo.make`)" if ids else "demo: the demo networks are loaded already", flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -71,9 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.demo:
-            ids = seed_demo()
-            if ids:
-                print(f"demo: training {len(ids)} small networks on digits (jobs {ids})", flush=True)
+            start_demo(args.demo)
         print(f"Toroid at http://{args.host}:{args.port}  (data in {settings.home})", flush=True)
         require_auth = settings.auth == "on" or (settings.auth == "auto" and not _loopback(args.host))
         if require_auth:
@@ -303,11 +292,64 @@ def cmd_path(args) -> int:
     return _run_job(args, "path", {"a": args.a, "b": args.b, "type": args.type, "points": args.points})
 
 
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def kind_parser(name: str) -> argparse.ArgumentParser:
+    """`toroid job NAME`: the job kind's inputs and parameters as options, read from the registry."""
+    from workers.landscape import kinds, params
+
+    kind = kinds.KINDS[name]
+    lines = []
+    for key, p in kind.params.items():
+        when = "".join(f" (when {o} is {' or '.join(map(str, v))})" for o, v in (p.get("when") or {}).items())
+        default = "" if p["default"] is None else f"; default {json.dumps(p['default'])}"
+        lines.append(f"  {key}: {p['type']}, {params.describe(p) if p['type'] in params.TYPES else p['type']}"
+                     f"{default}{when}\n      {p['help']}")
+    k = argparse.ArgumentParser(prog=f"toroid job {name}", description=f"{kind.description} (queue: {kind.queue})",
+                                epilog="parameters (also accepted as --NAME VALUE, VALUE as JSON):\n" + "\n".join(lines),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("params", nargs="?", default="{}", help="the params as one JSON object (options below add to it)")
+    _client_options(k, job=True)
+    for key, rule in kind.inputs.items():
+        k.add_argument(f"--{key}", type=int, nargs=None if rule.get("count") == 1 else "+", default=argparse.SUPPRESS,
+                       help="network id" + ("" if rule.get("count") == 1 else "s"))
+    for key in kind.params:
+        k.add_argument(f"--{key}", type=_json_or_text, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return k
+
+
 def cmd_job(args) -> int:
-    params = _json(args.params, "the job's params") if args.params else {}
+    from workers.landscape import kinds
+
+    if args.kind not in kinds.KINDS:
+        known = ", ".join(kinds.KINDS)
+        if args.kind is None or args.help:
+            print(f"usage: toroid job KIND [PARAMS] [--NAME VALUE ...]\njob kinds: {known}\n"
+                  "`toroid job KIND --help` lists a kind's parameters")
+            return 0 if args.help else 2
+        print(f"error: unknown job kind {args.kind!r}; known: {known}", file=sys.stderr)
+        return 2
+    parser = kind_parser(args.kind)
+    if args.help or {"-h", "--help"} & set(args.rest):
+        parser.print_help()
+        return 0
+    opts, extra = parser.parse_known_args(args.rest)
+    params = _json(opts.params, "the job's params") if opts.params else {}
     if not isinstance(params, dict):
-        raise UsageError(f"the job's params must be a JSON object like '{{\"network\": 3}}', got {args.params!r}")
-    return _run_job(args, args.kind, params)
+        raise UsageError(f"the job's params must be a JSON object like '{{\"network\": 3}}', got {opts.params!r}")
+    skip = {"params", "url", "token", "no_wait", "quiet", "result_only"}
+    params.update({k: v for k, v in vars(opts).items() if k not in skip})
+    while extra:  # --NAME VALUE pairs the registry does not list (a sampler's parameters); the service checks them
+        name = extra.pop(0)
+        if not name.startswith("--") or not extra:
+            parser.error(f"expected --NAME VALUE, got {name!r}")
+        params[name[2:].replace("-", "_")] = _json_or_text(extra.pop(0))
+    return _run_job(opts, args.kind, params)
 
 
 def cmd_upload(args) -> int:
@@ -321,7 +363,7 @@ def cmd_upload(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from backend.reproduce import run
+    from backend.client.reproduce import run
 
     summary = run(_client(args), scale=args.scale, out=args.out, seeds=args.seeds)
     print(f"report: {summary['report']}\nsummary: {summary['summary']}")
@@ -366,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="start the API and two Celery workers beside it (queues interactive and batch)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--demo", action="store_true", help="train a few small networks on digits to explore")
+    s.add_argument("--demo", nargs="?", const="load", choices=["load", "train"], default=None,
+                   help="--demo: load the demo networks shipped with the package (RSGD, SGD and ADV minimizers "
+                        "on digits, in seconds); --demo train: train them from scratch as jobs")
     s.add_argument("--no-worker", action="store_true", help="start only the API (workers run elsewhere)")
     s.add_argument("--api-workers", type=int, default=1, help="API processes (uvicorn workers)")
     s.set_defaults(func=cmd_serve)
@@ -391,13 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_parser(name: str, help: str, func, job: bool = False):
         c = sub.add_parser(name, help=help)
-        c.add_argument("--url", default=None, help="service URL (default $TOROID_URL or http://127.0.0.1:8000)")
-        c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
-        if job:
-            c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
-            c.add_argument("--quiet", action="store_true", help="no progress bar")
-            c.add_argument("--result-only", action="store_true",
-                           help="print only the result (a train's without its curve: the network has it)")
+        _client_options(c, job)
         c.set_defaults(func=func)
         return c
 
@@ -423,9 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("b", type=int)
     c.add_argument("--type", default="linear")
     c.add_argument("--points", type=int, default=11)
-    c = client_parser("job", "submit any job kind with JSON params and wait", cmd_job, job=True)
-    c.add_argument("kind")
-    c.add_argument("params", nargs="?", default="{}")
+    c = sub.add_parser("job", help="submit any job kind and wait (`toroid job KIND --help`: its parameters)",
+                       add_help=False)
+    c.add_argument("-h", "--help", action="store_true")
+    c.add_argument("kind", nargs="?")
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+    c.set_defaults(func=cmd_job)
     c = client_parser("upload", "upload a weights file (.safetensors or .pt state_dict)", cmd_upload)
     c.add_argument("file")
     c.add_argument("--arch", required=True, help="architecture spec as JSON")
@@ -440,6 +481,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = client_parser("cancel", "cancel a job", cmd_cancel)
     c.add_argument("job", type=int)
     return p
+
+
+def _client_options(c: argparse.ArgumentParser, job: bool = False) -> None:
+    c.add_argument("--url", default=None, help="service URL (default $TOROID_URL or http://127.0.0.1:8000)")
+    c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
+    if job:
+        c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
+        c.add_argument("--quiet", action="store_true", help="no progress bar")
+        c.add_argument("--result-only", action="store_true",
+                       help="print only the result (a train's without its curve: the network has it)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import notebook
+from backend.client import notebook
 from workers.landscape import data as datasets
 
 from .helpers import SPEC, plain_error, random_state

@@ -2,7 +2,7 @@
 
 Embedded default: kombu's filesystem transport under TOROID_HOME (no server). Lab server: Redis.
 Queues: ``interactive`` for what a person waits for (evaluate, distance, canonicalize, path, small
-flatness), ``batch`` for long work (train, matrix, plane, big flatness). Workers are started per queue
+flatness; kinds.py decides per job), ``batch`` for long work (train, matrix, plane, big flatness). Workers are started per queue
 (`toroid serve` runs one process for each), so interactive work never waits behind batch work.
 """
 from __future__ import annotations

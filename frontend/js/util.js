@@ -67,15 +67,21 @@ export const pathColor = (type) => PALETTE[PATHS[type] ?? 8];
 // network's name is shown as typed, never as markup.
 export const ptext = (s) => String(s ?? "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
+// One CSV cell. Text starting with = + - @ tab or CR would be run as a formula by a spreadsheet
+// (other users' network names are in these files): it gets a leading ' ; numbers stay numbers.
+const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
+export function csvCell(v) {
+  if (v === null || v === undefined) return "";
+  let s = String(v);
+  if (typeof v !== "number" && /^[=+\-@\t\r]/.test(s) && !NUMBER.test(s)) s = "'" + s;
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
 // CSV from column arrays: {name: [values]}; missing cells stay empty.
 export function toCSV(columns) {
   const names = Object.keys(columns);
   const n = Math.max(0, ...names.map((k) => columns[k].length));
-  const cell = (v) => {
-    if (v === null || v === undefined) return "";
-    const s = String(v);
-    return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-  };
+  const cell = csvCell;
   const lines = [names.map(cell).join(",")];
   for (let i = 0; i < n; i++) lines.push(names.map((k) => cell(columns[k][i])).join(","));
   return lines.join("\n") + "\n";

@@ -13,4 +13,4 @@ Modules (see ../shared/SCIENCE.md for the method):
 
 # Version of the science code: part of every job's cache key. Bump it whenever a change to this
 # package can change a result, so that cached results computed by older code are not reused.
-SCIENCE_VERSION = "2"
+SCIENCE_VERSION = "3"  # 3: BatchNorm sign flip in the canonical form, exact plane nodes, init_seed, sampler defaults

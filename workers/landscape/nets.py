@@ -39,6 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import graphs
+
 
 class SpecError(ValueError):
     """An architecture spec that cannot be built; the message says what is wrong."""
@@ -121,6 +123,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "example": {"kind": "perceptron"},
     },
 }
+ARCHITECTURES.update(graphs.ARCHITECTURES)  # residual networks and layer graphs (graphs.py)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,6 +163,11 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     if unknown:
         raise SpecError(f"unknown parameter(s) {unknown} for architecture {kind!r}; allowed: {sorted(params)}")
     get = lambda name: spec.get(name, params[name]["default"])  # noqa: E731
+    if kind in graphs.ARCHITECTURES:
+        try:
+            return graphs.normalize(kind, spec, get)
+        except graphs.GraphSpecError as exc:
+            raise SpecError(str(exc)) from None
     out: dict[str, Any] = {"kind": kind}
     if kind in ("mlp", "binary_mlp"):
         out["hidden"] = _positive_int_list(get("hidden"), "hidden")
@@ -341,6 +349,11 @@ def build(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) ->
     input_shape = tuple(int(s) for s in input_shape)
     if not isinstance(n_classes, int) or n_classes < 2:
         raise SpecError(f"a classifier needs at least 2 classes, got {n_classes!r}")
+    if spec["kind"] in graphs.ARCHITECTURES:
+        try:
+            return graphs.build(spec, input_shape, n_classes)
+        except graphs.GraphSpecError as exc:
+            raise SpecError(str(exc)) from None
     plan = _plan(spec, n_classes)
     if any(isinstance(s, _Layer) and s.kind == "conv" for s in plan) and len(input_shape) != 3:
         raise SpecError(f"architecture {spec['kind']!r} needs image inputs (channels, height, width); "
@@ -427,8 +440,12 @@ class Structure:
 
 
 def unit_structure(spec: dict[str, Any]) -> Structure:
-    """Which tensors and axes belong to each unit of ``spec``'s network (read from the same plan as ``build``)."""
+    """Which tensors and axes belong to each unit of ``spec``'s network (read from the same plan as ``build``).
+    Layer-by-layer architectures only; every real-valued network's symmetries are derived from its graph
+    by groups.unit_groups."""
     spec = normalize_spec(spec)
+    if spec["kind"] in graphs.ARCHITECTURES:
+        raise SpecError(f"architecture {spec['kind']!r} has no layer-by-layer unit structure; use groups.unit_groups")
     layers = [s for s in _plan(spec) if isinstance(s, _Layer)]
     output = layers[-1] if layers[-1].act is None else None
     hidden = layers[:-1] if output is not None else layers
@@ -447,7 +464,8 @@ def unit_structure(spec: dict[str, Any]) -> Structure:
 
 
 def is_binary(spec: dict[str, Any]) -> bool:
-    return unit_structure(spec).binary
+    spec = normalize_spec(spec)
+    return spec["kind"] not in graphs.ARCHITECTURES and unit_structure(spec).binary
 
 
 # --------------------------------------------------------------------------------------------------
@@ -489,3 +507,30 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# Size of a spec, before anything is allocated
+
+
+def meta_model(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """The network of ``spec`` built on the ``meta`` device: shapes and dtypes, no memory, no init work."""
+    with torch.device("meta"):
+        return build(spec, input_shape, n_classes)
+
+
+def spec_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> tuple[int, int]:
+    """(parameters, bytes of the state dict including buffers) of ``spec``'s network, from the spec alone."""
+    model = meta_model(spec, input_shape, n_classes)
+    state = model.state_dict()
+    return n_parameters(model), sum(t.numel() * t.element_size() for t in state.values())
+
+
+def check_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, max_parameters: int) -> int:
+    """Raise ``SpecError`` naming the count and the limit when ``spec`` has more than ``max_parameters``
+    parameters; returns the count."""
+    n, _ = spec_size(spec, input_shape, n_classes)
+    if n > max_parameters:
+        raise SpecError(f"this architecture has {n} parameters, over the server's limit of {max_parameters} "
+                        "(TOROID_MAX_PARAMETERS); choose a smaller one")
+    return n

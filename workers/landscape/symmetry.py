@@ -10,9 +10,12 @@ architecture. SCIENCE.md section 2 gives the method.
   them, running_var' = c^2 (running_var + eps) - eps), the linear bias before BN is folded into
   running_mean (b' = 0, running_mean' = running_mean - b: an exact eval-mode symmetry), and the
   post-BN affine pair (gamma_k, beta_k) is divided by |gamma_k|, the outgoing slice absorbing that
-  factor: the unit becomes ReLU(+-zhat + beta'), gamma = +-1 (a unit with gamma = 0 is left alone).
-  This choice keeps the linear interpolation of gamma that the geodesic path uses on the canonical
-  set (gamma stays +1 between two units with gamma = +1).
+  factor. BatchNorm's sign symmetry is removed first, as its own step (``fix_bn_signs``): negating a
+  unit's pre-BN weights, its bias, its running mean and its gamma together computes the same function
+  (beta and the running variance unchanged), so every unit with gamma < 0 is flipped that way. The unit
+  becomes ReLU(zhat + beta'), gamma = +1 (a unit with gamma = 0 is left alone), and the form is unique.
+  This keeps the linear interpolation of gamma that the geodesic path uses on the canonical set (gamma
+  stays +1 between two canonical units) and lets alignment pair a flipped unit with its twin.
   Binary nets: weights replaced by their signs (+-1, sign(0) = +1 as in the forward pass); each
   flippable hidden unit (see ``nets.Layer.flip``) is flipped so that its first incoming weight is +1,
   which makes the form unique within each class of flip-equivalent nets [ours]. Units followed by
@@ -21,7 +24,8 @@ architecture. SCIENCE.md section 2 gives the method.
   permuted (and flipped, binary) to match state_a, raw values kept. Matching is computed on
   normalised copies, layer by layer with the Hungarian algorithm on the cosine of incoming weights,
   the next layer being compared in aligned coordinates; the output layer is never permuted.
-  Only incoming weights enter the cost, as in the paper (for BatchNorm units: the pre-BN weights).
+  Only incoming weights enter the cost, as in the paper (for BatchNorm units: the pre-BN weights, whose
+  sign the canonical form fixed, so the signed cosine pairs a flipped unit with its twin).
 """
 from __future__ import annotations
 
@@ -99,6 +103,31 @@ def _rescale_pre_bn(state: State, layer: Layer, c: torch.Tensor, divide: bool = 
     state[var] = ((v / c2 if divide else v * c2) - BN_EPS).to(state[var].dtype)
 
 
+def _flip_bn(state: State, layer: Layer, signs: torch.Tensor) -> None:
+    """BatchNorm's sign symmetry: multiply a unit's pre-BN weights, bias, running mean and gamma by signs[k]
+    (+-1); beta and running_var stay. Exact in eval mode, and in train mode (the batch mean flips too)."""
+    g, _, mean, _ = layer.bn_names()
+    for name in [layer.weight, layer.bias, mean, g]:
+        if name:
+            state[name] = scale_axis(state[name], 0, signs)
+
+
+def fix_bn_signs(spec: dict[str, Any], state: State) -> State:
+    """Step 1 of the canonical form of BatchNorm units, on its own: every unit followed by BatchNorm whose
+    gamma is negative is flipped (``_flip_bn``) so that gamma >= 0. Same function; other units untouched."""
+    out = _copy(state)
+    for layer in nets.unit_structure(spec).hidden:
+        if layer.bn:
+            _fix_bn_signs(out, layer)
+    return out
+
+
+def _fix_bn_signs(state: State, layer: Layer) -> None:
+    gamma = state[f"{layer.bn}.weight"]
+    if bool((gamma < 0).any()):
+        _flip_bn(state, layer, torch.where(gamma < 0, -1.0, 1.0).double())
+
+
 def _row_norms(w: torch.Tensor) -> torch.Tensor:
     """(H,) float64 norms of each unit's incoming weights; 0 replaced by 1 (a dead unit is left alone)."""
     n = w.double().flatten(1).norm(dim=1)
@@ -127,6 +156,7 @@ def canonical_form(spec: dict[str, Any], state: State) -> State:
     for layer in s.hidden:
         n = _row_norms(out[layer.weight])  # (H,)
         if layer.bn:
+            _fix_bn_signs(out, layer)  # gamma >= 0 (BatchNorm's sign symmetry)
             g, beta, mean, _ = layer.bn_names()
             if layer.bias:  # fold the bias into the running mean: only (b - mean) matters in eval mode
                 out[mean] = out[mean] - out[layer.bias]
@@ -209,8 +239,8 @@ def align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
 @torch.no_grad()
 def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale: float = 2.0) -> State:
     """A copy of ``state`` computing the same function: every hidden layer randomly permuted, every unit
-    rescaled by a random positive factor in [1/max_scale, max_scale] (both BatchNorm freedoms), the
-    output layer by one positive factor; binary nets: every latent weight rescaled by its own positive
+    rescaled by a random positive factor in [1/max_scale, max_scale] (both BatchNorm freedoms), about half
+    of the BatchNorm units flipped (BatchNorm's sign symmetry), the output layer by one positive factor; binary nets: every latent weight rescaled by its own positive
     factor and flippable units flipped at random."""
     s = nets.unit_structure(spec)
     gen = torch.Generator().manual_seed(seed)
@@ -226,6 +256,7 @@ def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale
             if layer.flip:
                 _flip_layer(out, layer, torch.where(torch.rand(h, generator=gen) < 0.5, 1.0, -1.0).double())
         elif layer.bn:
+            _flip_bn(out, layer, torch.where(torch.rand(h, generator=gen) < 0.5, -1.0, 1.0).double())
             _rescale_pre_bn(out, layer, positive(h))
             c = positive(h)
             for name in layer.bn_names()[:2]:

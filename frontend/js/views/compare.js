@@ -6,7 +6,7 @@ import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
 import { byId, ensureNetworks, onNetworks } from "../store.js";
 import { enterMany, initMany, manyParams, renderManyPicker } from "./compare_many.js";
-import { $, $$, clearProgress, esc, isBinary, num, pathColor, pct, ptext, setError, showJobProgress } from "../util.js";
+import { $, $$, clearProgress, esc, isBinary, num, pathColor, pct, ptext, setError, showJobProgress, toCSV } from "../util.js";
 
 export const PATH_TYPES = [
   { type: "linear", label: "linear", help: "straight line between the raw networks", real: true },
@@ -172,7 +172,7 @@ function draw() {
     const r = state.results[type];
     r.t.forEach((t, i) => rows.push({ type, t, train_error: r.train_error[i], test_error: r.test_error[i], train_loss: r.train_loss ? r.train_loss[i] : null, test_loss: r.test_loss ? r.test_loss[i] : null }));
   });
-  const csv = "type,t,train_error,test_error,train_loss,test_loss\n" + rows.map((r) => [r.type, r.t, r.train_error, r.test_error, r.train_loss ?? "", r.test_loss ?? ""].join(",")).join("\n") + "\n";
+  const csv = toCSV(Object.fromEntries(["type", "t", "train_error", "test_error", "train_loss", "test_loss"].map((k) => [k, rows.map((r) => r[k])])));
   const json = { a: state.a, b: state.b, paths: Object.fromEntries(order.map((t) => [t, state.results[t]])), distances: state.distances };
   drawPlot("path-plot", errTraces, {
     title: { text: `Error along the paths: ${title}`, y: 1, yref: "container", yanchor: "top", pad: { t: 10 } },

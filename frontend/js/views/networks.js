@@ -1,5 +1,5 @@
 // Networks: a sortable, filterable table; choose networks for the other views; train; upload; delete.
-import { deleteNetwork, runJob, uploadNetwork } from "../api.js";
+import { FINAL, deleteNetwork, listJobs, runJob, uploadNetwork } from "../api.js";
 import { paramFields, readParams } from "../forms.js";
 import { go, setState } from "../router.js";
 import { catalogues, onNetworks, refreshNetworks, store } from "../store.js";
@@ -91,11 +91,39 @@ function renderTable() {
   }).join("");
   const empty = $("#networks-empty", root);
   if (store.error) { empty.textContent = `Could not list the networks: ${store.error}`; empty.className = "error"; empty.hidden = false; }
+  else if (!store.networks.length && demo) { empty.textContent = "The demo's networks are being trained (see above); they appear here as they finish."; empty.className = "hint"; empty.hidden = false; }
   else if (!store.networks.length) { empty.innerHTML = "No networks yet. Train one or upload one below, or start the service with <code>--demo</code>."; empty.className = "hint"; empty.hidden = false; }
   else if (!rows.length) { empty.textContent = "No network matches the filter."; empty.className = "hint"; empty.hidden = false; }
   else empty.hidden = true;
   $("#networks-count", root).textContent = `${rows.length} of ${store.networks.length} networks`;
   renderSelection();
+}
+
+// `toroid serve --demo train` trains the demo's networks as train jobs tagged "demo" (plain `--demo` loads the
+// shipped ones before the service answers): while any of them runs, say so with their progress.
+let demo = null;
+let demoTimer = null;
+async function refreshDemo() {
+  let jobs;
+  try { jobs = await listJobs({ kind: "train", limit: 200 }); } catch (_) { return; }
+  const mine = jobs.filter((j) => ((j.params || {}).tags || []).includes("demo"));
+  const active = mine.filter((j) => !FINAL.includes(j.status));
+  const before = demo;
+  demo = active.length ? {
+    total: mine.length, done: mine.length - active.length,
+    progress: mine.reduce((sum, j) => sum + (FINAL.includes(j.status) ? 1 : j.progress || 0), 0) / mine.length,
+    now: active.find((j) => j.status === "running"),
+  } : null;
+  const line = $("#demo-status", root);
+  if (demo) {
+    const now = demo.now ? ` Now: ${esc(demo.now.params.name || `job ${demo.now.id}`)}, ${esc(demo.now.message || "starting")}.` : "";
+    line.innerHTML = `The demo is training its networks: ${demo.done} of ${demo.total} done (${Math.round(100 * demo.progress)}%).${now} <progress max="1" value="${demo.progress}"></progress>`;
+    line.hidden = false;
+  } else line.hidden = true;
+  if ((before && (!demo || demo.done !== before.done)) || (!before && demo)) refreshNetworks();
+  clearTimeout(demoTimer);
+  if (demo) demoTimer = setTimeout(() => { if (!root.hidden) refreshDemo(); }, 2000);
+  else renderTable();
 }
 
 function renderSelection() {
@@ -280,6 +308,7 @@ export default {
         <button id="sel-plane" type="button">Plane of the three</button>
         <button id="sel-clear" type="button" class="secondary">Clear</button>
       </div>
+      <p id="demo-status" class="hint" role="status" hidden></p>
       <div class="table-wrap"><table id="networks-table" class="data"><thead></thead><tbody></tbody></table></div>
       <p id="networks-empty" class="hint" hidden></p>
 
@@ -403,6 +432,7 @@ export default {
     if (!store.catalogues && $("#train-kind", root).options.length === 0) fillForms();  // e.g. the first try came before signing in
     fillFilters();
     renderTable();
+    refreshDemo();
     await refreshNetworks();
   },
 };

@@ -1,0 +1,385 @@
+"""Residual networks and declarative layer graphs (issue 15: bring your own network).
+
+Three families, each built as an ``nn.Sequential`` whose children are named so that the state_dict
+keys are those a lab already has:
+- ``resnet`` (CIFAR-style, He et al. 2016 section 4.2): depth 6n+2, a 3x3 stem conv of 16w channels,
+  three stages of n basic blocks with 16w, 32w, 64w channels (stride 2 at the start of stages 2 and 3),
+  global average pooling, one linear layer. Shortcuts that change the shape are a 1x1 conv + BatchNorm
+  (the "option B" of the mode-connectivity and re-basin code) [ours]; the others are identities.
+  Names follow torchvision's ResNet: conv1, bn1, layer1.0.conv1, ..., layer3.2.downsample.0, fc.
+- ``resnet18`` / ``resnet34``: torchvision's layout exactly (7x7 stride-2 stem, 3x3 stride-2 max-pool,
+  four stages of basic blocks, adaptive average pooling, fc), so that ``torch.save(model.state_dict())``
+  of ``torchvision.models.resnet18(num_classes=C)`` (its first conv replaced for other input channels)
+  loads as it is. ``width`` multiplies every channel count (1.0 = torchvision's).
+- ``graph``: a JSON list of layers (``LAYER_TYPES``) built into a module of the service's own; no code
+  is ever uploaded or run. Children are named by their index, as ``nn.Sequential`` names them, so a
+  lab's plain ``nn.Sequential`` of the same layers has the same state_dict keys; a residual block
+  ``{"type": "add", "branch": [...], "shortcut": "identity" | "conv_bn"}`` holds ``branch.<i>`` and
+  ``shortcut.0`` (1x1 conv, no bias) / ``shortcut.1`` (BatchNorm).
+Every BatchNorm uses nets.BN_EPS. The symmetries of all of them are derived from the traced module
+(groups.py); nothing here describes units.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from math import prod
+from typing import Any
+
+import torch
+from torch import nn
+
+BN_EPS = 1e-5  # the same as nets.BN_EPS (nets imports this module)
+
+CIFAR_DEPTHS = tuple(6 * n + 2 for n in range(1, 19))  # 8, 14, 20, ..., 110
+TORCHVISION_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+MAX_LAYERS = 400
+MAX_NESTING = 4
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "resnet": {
+        "description": "CIFAR-style ResNet (depth 6n+2: 20, 32, 56, ...): 3x3 stem conv, three stages of basic "
+        "blocks (conv-BN-ReLU-conv-BN, add, ReLU) with 16w, 32w, 64w channels, 1x1 conv+BN shortcuts where the "
+        "shape changes, global average pooling, linear output. torchvision's state_dict names.",
+        "params": {
+            "depth": {"type": "int", "default": 20, "choices": list(CIFAR_DEPTHS),
+                      "help": "number of layers with weights, 6n+2 (20, 32, 56 are the literature's)"},
+            "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 16,
+                      "help": "multiplier of every stage's channels (16, 32, 64 at width 1)"},
+        },
+        "example": {"kind": "resnet", "depth": 20, "width": 1.0},
+    },
+    "resnet18": {
+        "description": "torchvision's resnet18 layout and state_dict names (7x7 stride-2 stem, max-pool, four "
+        "stages of two basic blocks, adaptive average pooling, fc): a state_dict of torchvision.models.resnet18"
+        "(num_classes=C) uploads as it is.",
+        "params": {
+            "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
+                      "help": "multiplier of every channel count (1 = torchvision's 64 ... 512)"},
+        },
+        "example": {"kind": "resnet18"},
+    },
+    "resnet34": {
+        "description": "torchvision's resnet34 layout and state_dict names (stages of 3, 4, 6, 3 basic blocks).",
+        "params": {
+            "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
+                      "help": "multiplier of every channel count (1 = torchvision's 64 ... 512)"},
+        },
+        "example": {"kind": "resnet34"},
+    },
+    "graph": {
+        "description": "Your own CNN or MLP as a JSON list of layers: linear, conv, batchnorm, relu, gelu "
+        "(permutations only), maxpool, avgpool, adaptive_avgpool, flatten, dropout, and residual 'add' blocks "
+        "(a branch plus an identity or 1x1 conv+BatchNorm shortcut). The last layer is a linear without 'out' "
+        "(one output per class). State_dict names are the layer indices, as nn.Sequential's.",
+        "params": {
+            "layers": {"type": "json", "default": None,
+                       "help": "list of layer objects, e.g. {\"type\": \"conv\", \"out\": 16, \"kernel\": 3, "
+                               "\"padding\": 1}; see the README's 'Bring your own network'"},
+        },
+        "example": {"kind": "graph", "layers": [
+            {"type": "conv", "out": 16, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"},
+            {"type": "relu"},
+            {"type": "add", "branch": [
+                {"type": "conv", "out": 16, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"},
+                {"type": "relu"},
+                {"type": "conv", "out": 16, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"}],
+             "shortcut": "identity"},
+            {"type": "relu"}, {"type": "adaptive_avgpool"}, {"type": "flatten"}, {"type": "linear"}]},
+    },
+}
+
+# layer type -> {field: (kind, default, lo, hi)}; kind "int" | "float" | "bool"; default None = required
+LAYER_TYPES: dict[str, dict[str, tuple]] = {
+    "linear": {"out": ("int", None, 1, 65536), "bias": ("bool", True, None, None)},
+    "conv": {"out": ("int", None, 1, 65536), "kernel": ("int", 3, 1, 15), "stride": ("int", 1, 1, 8),
+             "padding": ("int", 0, 0, 15), "bias": ("bool", True, None, None)},
+    "batchnorm": {},
+    "relu": {},
+    "gelu": {},
+    "maxpool": {"kernel": ("int", 2, 1, 15), "stride": ("int", None, 1, 15), "padding": ("int", 0, 0, 7)},
+    "avgpool": {"kernel": ("int", 2, 1, 15), "stride": ("int", None, 1, 15), "padding": ("int", 0, 0, 7)},
+    "adaptive_avgpool": {"size": ("int", 1, 1, 64)},
+    "flatten": {},
+    "dropout": {"p": ("float", 0.5, 0.0, 0.99)},
+    "add": {"stride": ("int", 1, 1, 8)},  # plus "branch" (a list of layers) and "shortcut"
+}
+REFUSED = {  # layer types asked for that have symmetries the service does not remove exactly
+    "tanh": "tanh is odd (tanh(-x) = -tanh(x)): each unit has a sign flip besides its permutation, which the "
+            "canonical form does not remove yet; use relu or gelu",
+    "sigmoid": "sigmoid(-x) = 1 - sigmoid(x) gives each unit a sign flip with a shift of the next layer's bias, "
+               "which the canonical form does not remove; use relu or gelu",
+    "layernorm": "LayerNorm couples every channel of a sample (it is invariant to one scale and one shift of "
+                 "the whole layer, not per unit); its symmetries are not handled, so it is refused",
+    "groupnorm": "GroupNorm couples the channels of a group; its symmetries are not handled, so it is refused",
+    "relu6": "relu6 is not positively homogeneous (it saturates at 6), so a unit's scale is not a symmetry and "
+             "its canonical form would need a different treatment; use relu, or gelu (permutations only)",
+}
+
+
+class GraphSpecError(ValueError):
+    """A layer graph that cannot be built; nets re-raises it as SpecError."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _field(layer: dict, where: str, name: str, kind: str, default: Any, lo: Any, hi: Any) -> Any:
+    value = layer.get(name, default)
+    if value is None:
+        raise GraphSpecError(f"{where}: '{name}' is required")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise GraphSpecError(f"{where}: '{name}' must be true or false, got {value!r}")
+        return value
+    ok = isinstance(value, (int, float)) if kind == "float" else isinstance(value, int)
+    if not ok or isinstance(value, bool) or not lo <= value <= hi:
+        what = "a number" if kind == "float" else "an integer"
+        raise GraphSpecError(f"{where}: '{name}' must be {what} between {lo} and {hi}, got {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def _normalize_layers(layers: Any, where: str, depth: int, count: list[int], last_is_output: bool) -> list[dict]:
+    if not isinstance(layers, list) or not layers:
+        raise GraphSpecError(f"{where} must be a non-empty list of layer objects, got {layers!r}")
+    out = []
+    for i, layer in enumerate(layers):
+        here = f"{where}[{i}]"
+        count[0] += 1
+        if count[0] > MAX_LAYERS:
+            raise GraphSpecError(f"a layer graph holds at most {MAX_LAYERS} layers")
+        if not isinstance(layer, dict) or not isinstance(layer.get("type"), str):
+            raise GraphSpecError(f"{here} must be an object with a 'type', got {layer!r}")
+        kind = layer["type"].lower()
+        if kind in REFUSED:
+            raise GraphSpecError(f"{here}: layer type {kind!r} is refused: {REFUSED[kind]}")
+        if kind not in LAYER_TYPES:
+            raise GraphSpecError(f"{here}: unknown layer type {layer['type']!r}; known: {', '.join(LAYER_TYPES)}")
+        fields = LAYER_TYPES[kind]
+        extra = {"branch", "shortcut"} if kind == "add" else set()
+        unknown = sorted(set(layer) - set(fields) - extra - {"type"})
+        if unknown:
+            raise GraphSpecError(f"{here}: unknown field(s) {unknown} for a {kind!r} layer; allowed: {sorted(fields | extra)}")
+        norm: dict[str, Any] = {"type": kind}
+        is_output = last_is_output and i == len(layers) - 1
+        for name, (fk, default, lo, hi) in fields.items():
+            if kind == "linear" and name == "out" and is_output:
+                if layer.get("out") is not None:
+                    raise GraphSpecError(f"{here}: the last layer is the output layer; leave out 'out' (it has one "
+                                         "output per class of the data set)")
+                continue
+            if name == "stride" and kind in ("maxpool", "avgpool") and layer.get("stride") is None:
+                norm["stride"] = norm["kernel"]  # PyTorch's default: stride = kernel
+                continue
+            norm[name] = _field(layer, here, name, fk, default, lo, hi)
+        if kind == "add":
+            if depth >= MAX_NESTING:
+                raise GraphSpecError(f"{here}: residual blocks nest at most {MAX_NESTING} deep")
+            norm["branch"] = _normalize_layers(layer.get("branch"), f"{here}.branch", depth + 1, count, False)
+            shortcut = layer.get("shortcut", "identity")
+            if shortcut not in ("identity", "conv_bn"):
+                raise GraphSpecError(f"{here}: 'shortcut' must be \"identity\" or \"conv_bn\" (a 1x1 conv + BatchNorm), "
+                                     f"got {shortcut!r}")
+            norm["shortcut"] = shortcut
+        out.append(norm)
+    if last_is_output and out[-1]["type"] != "linear":
+        raise GraphSpecError(f"{where}: the last layer must be a 'linear' layer without 'out' (the output layer), "
+                             f"got {out[-1]['type']!r}")
+    return out
+
+
+def _check_activations(layers: list[dict], pending: str | None, where: str) -> str | None:
+    """Raise when two layers with weights have no nonlinearity between them (their product has every
+    invertible mixing of the units as a symmetry, not only permutations and scales). ``pending``: the
+    place of a layer with weights whose output has seen no nonlinearity yet, or None."""
+    for i, layer in enumerate(layers):
+        here = f"{where}[{i}]"
+        kind = layer["type"]
+        if kind in ("linear", "conv"):
+            if pending is not None:
+                raise GraphSpecError(f"{here}: no activation (relu, gelu or a max-pool) between the layer at {pending} "
+                                     f"and this {kind} layer: two linear maps in a row have more symmetries than "
+                                     "permutations and scales (any invertible mixing), which the service does not "
+                                     "remove; put a relu between them")
+            pending = here
+        elif kind in ("relu", "gelu", "maxpool"):
+            pending = None
+        elif kind == "add":
+            in_branch = _check_activations(layer["branch"], pending, f"{here}.branch")
+            in_shortcut = f"{here}.shortcut" if layer["shortcut"] == "conv_bn" else pending
+            if layer["shortcut"] == "conv_bn" and pending is not None:
+                raise GraphSpecError(f"{here}: no activation between the layer at {pending} and the shortcut's 1x1 conv; "
+                                     "put a relu before the residual block")
+            pending = in_branch if (in_branch is not None and in_shortcut is not None) else None
+    return pending
+
+
+def normalize(kind: str, spec: dict[str, Any], get) -> dict[str, Any]:
+    """The normalised spec of one of this module's kinds (``get(name)`` reads a parameter or its default)."""
+    out: dict[str, Any] = {"kind": kind}
+    if kind in ("resnet", "resnet18", "resnet34"):
+        width = get("width")
+        hi = ARCHITECTURES[kind]["params"]["width"]["max"]
+        if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0.0625 <= width <= hi:
+            raise GraphSpecError(f"'width' must be a number between 0.0625 and {hi}, got {width!r}")
+        out["width"] = float(width)
+    if kind == "resnet":
+        depth = get("depth")
+        if depth not in CIFAR_DEPTHS or isinstance(depth, bool):
+            raise GraphSpecError(f"'depth' of a CIFAR ResNet must be 6n+2 between 8 and 110 (20, 32, 56, ...), got {depth!r}")
+        out["depth"] = depth
+    if kind == "graph":
+        layers = _normalize_layers(get("layers"), "layers", 0, [0], True)
+        _check_activations(layers, None, "layers")
+        out["layers"] = layers
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Modules
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), same attribute names."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out, eps=BN_EPS)
+        self.relu = nn.ReLU(inplace=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                            nn.BatchNorm2d(c_out, eps=BN_EPS))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+def _stage(c_in: int, c_out: int, blocks: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(*[BasicBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1) for i in range(blocks)])
+
+
+def _channels(base: int, width: float) -> int:
+    return max(1, round(base * width))
+
+
+def build_resnet(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Sequential:
+    if len(input_shape) != 3:
+        raise GraphSpecError(f"architecture {spec['kind']!r} needs image inputs (channels, height, width); this data "
+                             f"set's inputs have shape {list(input_shape)}")
+    c_in, w = input_shape[0], spec["width"]
+    mods: OrderedDict[str, nn.Module] = OrderedDict()
+    if spec["kind"] == "resnet":
+        n = (spec["depth"] - 2) // 6
+        widths = [_channels(c, w) for c in (16, 32, 64)]
+        mods["conv1"] = nn.Conv2d(c_in, widths[0], 3, 1, 1, bias=False)
+        mods["bn1"], mods["relu"] = nn.BatchNorm2d(widths[0], eps=BN_EPS), nn.ReLU()
+        prev = widths[0]
+        for s, c in enumerate(widths):
+            mods[f"layer{s + 1}"] = _stage(prev, c, n, 1 if s == 0 else 2)
+            prev = c
+    else:
+        widths = [_channels(c, w) for c in (64, 128, 256, 512)]
+        mods["conv1"] = nn.Conv2d(c_in, widths[0], 7, 2, 3, bias=False)
+        mods["bn1"], mods["relu"] = nn.BatchNorm2d(widths[0], eps=BN_EPS), nn.ReLU()
+        mods["maxpool"] = nn.MaxPool2d(3, 2, 1)
+        prev = widths[0]
+        for s, (c, blocks) in enumerate(zip(widths, TORCHVISION_BLOCKS[spec["kind"]])):
+            mods[f"layer{s + 1}"] = _stage(prev, c, blocks, 1 if s == 0 else 2)
+            prev = c
+    mods["avgpool"], mods["flatten"] = nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    mods["fc"] = nn.Linear(prev, n_classes)
+    return nn.Sequential(mods)
+
+
+class Residual(nn.Module):
+    """branch(x) + shortcut(x); the shortcut is the identity or a 1x1 conv + BatchNorm."""
+
+    def __init__(self, branch: nn.Sequential, shortcut: nn.Module):
+        super().__init__()
+        self.branch, self.shortcut = branch, shortcut
+
+    def forward(self, x):
+        return self.branch(x) + self.shortcut(x)
+
+
+def _layer_modules(layers: list[dict], shape: tuple[int, ...], n_classes: int, where: str,
+                   top: bool) -> tuple[nn.Sequential, tuple[int, ...]]:
+    """The modules of ``layers`` for inputs of ``shape`` (no batch axis), and the output shape."""
+    mods: list[nn.Module] = []
+    for i, layer in enumerate(layers):
+        here, kind = f"{where}[{i}]", layer["type"]
+        images = len(shape) == 3
+        if kind in ("conv", "maxpool", "avgpool", "adaptive_avgpool") and not images:
+            raise GraphSpecError(f"{here}: a {kind} layer needs image activations (channels, height, width); it gets "
+                                 f"shape {list(shape)}")
+        if kind == "linear":
+            if len(shape) != 1:
+                raise GraphSpecError(f"{here}: a linear layer needs flat inputs; it gets shape {list(shape)}: put a "
+                                     "'flatten' before it")
+            width = n_classes if top and i == len(layers) - 1 else layer["out"]
+            mods.append(nn.Linear(shape[0], width, bias=layer["bias"]))
+            shape = (width,)
+        elif kind == "conv":
+            k, s, p = layer["kernel"], layer["stride"], layer["padding"]
+            mods.append(nn.Conv2d(shape[0], layer["out"], k, s, p, bias=layer["bias"]))
+            shape = (layer["out"], (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1)
+        elif kind == "batchnorm":
+            mods.append((nn.BatchNorm2d if images else nn.BatchNorm1d)(shape[0], eps=BN_EPS))
+        elif kind == "relu":
+            mods.append(nn.ReLU())
+        elif kind == "gelu":
+            mods.append(nn.GELU())
+        elif kind in ("maxpool", "avgpool"):
+            k, s, p = layer["kernel"], layer["stride"], layer["padding"]
+            if 2 * p > k:
+                raise GraphSpecError(f"{here}: padding {p} must be at most half the kernel {k}")
+            mods.append((nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(k, s, p))
+            shape = (shape[0], (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1)
+        elif kind == "adaptive_avgpool":
+            mods.append(nn.AdaptiveAvgPool2d(layer["size"]))
+            shape = (shape[0], layer["size"], layer["size"])
+        elif kind == "flatten":
+            mods.append(nn.Flatten())
+            shape = (prod(shape),)
+        elif kind == "dropout":
+            mods.append(nn.Dropout(layer["p"]))
+        elif kind == "add":
+            branch, out_shape = _layer_modules(layer["branch"], shape, n_classes, f"{here}.branch", False)
+            if layer["shortcut"] == "conv_bn":
+                if not images:
+                    raise GraphSpecError(f"{here}: a conv_bn shortcut needs image activations; it gets {list(shape)}")
+                st = layer["stride"]
+                shortcut: nn.Module = nn.Sequential(nn.Conv2d(shape[0], out_shape[0], 1, st, bias=False),
+                                                    nn.BatchNorm2d(out_shape[0], eps=BN_EPS))
+                short_shape = (out_shape[0], (shape[1] - 1) // st + 1, (shape[2] - 1) // st + 1)
+            else:
+                shortcut, short_shape = nn.Identity(), shape
+            if tuple(short_shape) != tuple(out_shape):
+                raise GraphSpecError(f"{here}: the branch gives shape {list(out_shape)} but the shortcut gives "
+                                     f"{list(short_shape)}; use shortcut \"conv_bn\" (with 'stride') where they differ")
+            mods.append(Residual(branch, shortcut))
+            shape = out_shape
+        if any(d < 1 for d in shape):
+            raise GraphSpecError(f"{here}: the activations shrink to shape {list(shape)}; use a larger input, more "
+                                 "padding or fewer poolings")
+    return nn.Sequential(*mods), shape
+
+
+def build_graph(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Sequential:
+    model, _ = _layer_modules(spec["layers"], tuple(input_shape), n_classes, "layers", True)
+    return model
+
+
+def build(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """The module of a normalised spec of one of this module's kinds."""
+    if spec["kind"] == "graph":
+        return build_graph(spec, input_shape, n_classes)
+    return build_resnet(spec, input_shape, n_classes)
+
