@@ -24,28 +24,26 @@ log = logging.getLogger("toroid.api")
 
 JOBS, RESULTS = Job.__table__, Result.__table__
 JOB_FIELDS = ("id", "kind", "params", "inputs", "status", "progress", "message", "error", "owner", "visibility",
-              "cached_from", "result_id", "created_at", "started_at", "finished_at")
+              "cached_from", "result_id", "created_at", "started_at", "finished_at", "queue", "cost")
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def eta_seconds(job, now: datetime | None = None) -> float | None:
-    """Seconds a running job still needs: from its own progress rate (elapsed x remaining / done), else
-    from its cost estimate in seconds where the job has one; None when neither tells."""
+    """Seconds a running job still needs, from its own progress rate (elapsed x remaining / done); None
+    before it has done 1% (``add_queue_positions`` then estimates it from its cost)."""
     if job.status != "running" or job.started_at is None:
         return None
-    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=timezone.utc)
-    elapsed = max(((now or datetime.now(timezone.utc)) - started).total_seconds(), 0.0)
+    elapsed = max(((now or datetime.now(timezone.utc)) - _aware(job.started_at)).total_seconds(), 0.0)
     done = job.progress or 0.0
-    if done >= 0.01 and elapsed > 0:
-        return elapsed * (1.0 - done) / done
-    cost = getattr(job, "cost", None)
-    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-        return max(float(cost) - elapsed, 0.0)
-    return None
+    return elapsed * (1.0 - done) / done if done >= 0.01 and elapsed > 0 else None
 
 
 def job_dict(job, result: dict | None = None) -> dict:
-    """The API's form of a job (an ORM object or a row of the jobs table). ``queue_position`` is filled
-    in by ``add_queue_positions`` (it needs the other queued jobs)."""
+    """The API's form of a job (an ORM object or a row of the jobs table). ``queue_position`` (and an
+    ETA from the cost) is filled in by ``add_queue_positions``: it needs the other jobs."""
     out = {name: getattr(job, name) for name in JOB_FIELDS}
     out["cached"] = job.cached_from is not None
     out["result"] = result
@@ -55,7 +53,9 @@ def job_dict(job, result: dict | None = None) -> dict:
 
 
 def add_queue_positions(conn: Connection, jobs_: list[dict]) -> list[dict]:
-    """Each queued job's place in its queue (1: the next to start), in one query for the whole list."""
+    """Each queued job's place in its queue (1: the next to start), and for a running job without a
+    progress rate yet, an ETA from its cost: the seconds per unit of cost that recent finished jobs of
+    its kind took, times its cost, less the time it has run. One query each, for the whole list."""
     if any(j["status"] == "queued" for j in jobs_):
         waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue).where(JOBS.c.status == "queued")
                                .order_by(JOBS.c.id)).all()
@@ -66,6 +66,24 @@ def add_queue_positions(conn: Connection, jobs_: list[dict]) -> list[dict]:
         for j in jobs_:
             if j["status"] == "queued":
                 j["queue_position"] = place.get(j["id"])
+    early = [j for j in jobs_ if j["status"] == "running" and j["eta_seconds"] is None and j.get("cost")
+             and j["started_at"] is not None]
+    if early:
+        finished = conn.execute(
+            select(JOBS.c.kind, JOBS.c.cost, JOBS.c.started_at, JOBS.c.finished_at)
+            .where(JOBS.c.status == "succeeded", JOBS.c.kind.in_({j["kind"] for j in early}),
+                   JOBS.c.cached_from.is_(None), JOBS.c.cost > 0, JOBS.c.started_at.is_not(None))
+            .order_by(JOBS.c.id.desc()).limit(200)).all()
+        rates: dict[str, list[float]] = {}
+        for kind, cost, started, ended in finished:
+            if ended is not None and len(rates.setdefault(kind, [])) < 20:
+                rates[kind].append((_aware(ended) - _aware(started)).total_seconds() / cost)
+        now = datetime.now(timezone.utc)
+        for j in early:
+            if rates.get(j["kind"]):
+                per_unit = sorted(rates[j["kind"]])[len(rates[j["kind"]]) // 2]  # the median
+                elapsed = (now - _aware(j["started_at"])).total_seconds()
+                j["eta_seconds"] = max(per_unit * j["cost"] - elapsed, 0.0)
     return jobs_
 
 
