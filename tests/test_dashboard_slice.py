@@ -1,0 +1,69 @@
+"""The Slice view: its form is the slice kind's declaration (GET /api/job-kinds), the job it submits has
+the form's values, and the contour, surface and 1-D curves draw the API's numbers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from .test_dashboard_support import hash_of, plot_data, seeded, shot, wait_done, wait_plot
+
+pytestmark = pytest.mark.browser
+
+
+def test_slice_form_from_the_catalogue_contour_surface_and_line(server, page):
+    s = seeded(server)
+    client, net = s["client"], s["ids"][0]
+    kinds = {k["kind"]: k for k in client._call("GET", "/job-kinds")}
+    page.goto(f"{server['url']}/#/slice")
+    page.wait_for_selector("#slice-params [data-param]")
+    # one field per declared parameter, with the declared default; bn only for BatchNorm networks
+    fields = page.eval_on_selector_all("#slice-params [data-param]", "els => els.map(e => [e.dataset.param, e.value])")
+    declared = kinds["slice"]["params"]
+    assert [f for f, _ in fields] == list(declared)
+    for name, value in fields:
+        assert float(value) == declared[name]["default"] if declared[name]["type"] in ("int", "float") else value == declared[name]["default"], name
+    page.fill("#slice-search", s["tag"])
+    page.select_option("#slice-network", str(net))
+    assert page.is_hidden("label[for='slice-bn']")  # an MLP without BatchNorm: the field does not apply
+    page.fill("#slice-points", "5")
+    page.fill("#slice-span", "0.6")
+    page.select_option("#slice-mode", "canonical")
+    page.fill("#slice-seed", "3")
+    page.click("#run-slice")
+    wait_done(page, "#slice-note[data-job]", "#slice-error")
+    wait_plot(page, "slice-contour", 2)
+    wait_plot(page, "slice-surface", 1)
+    job = client.job(int(page.get_attribute("#slice-note", "data-job")))
+    assert job["kind"] == "slice" and job["params"]["network"] == net
+    assert {k: job["params"][k] for k in ("dims", "points", "span", "mode", "seed")} == \
+        {"dims": 2, "points": 5, "span": 0.6, "mode": "canonical", "seed": 3}
+    r = job["result"]
+    contour, star = plot_data(page, "slice-contour")
+    assert contour["type"] == "contour" and contour["x"] == pytest.approx(r["x"]) and contour["y"] == pytest.approx(r["y"])
+    assert np.allclose(np.array(contour["z"], dtype=float), 100 * np.array(r["train_error"]))
+    assert star["x"] == [0] and star["y"] == [0]
+    surface = plot_data(page, "slice-surface")[0]
+    assert surface["type"] == "surface" and np.allclose(np.array(surface["z"], dtype=float), 100 * np.array(r["train_error"]))
+    # the network's own errors at the origin
+    assert r["center"]["train_error"] == pytest.approx(client.network(net)["train_error"])
+    h = hash_of(page)
+    assert f"network={net}" in h and "mode=canonical" in h and "points=5" in h
+    page.select_option("#slice-show", "test_loss")
+    page.wait_for_function("() => document.getElementById('slice-contour').data[0].name === 'test loss'")
+    assert np.allclose(np.array(plot_data(page, "slice-contour")[0]["z"], dtype=float), np.array(r["test_loss"]))
+    page.select_option("#slice-show", "train_error")
+    shot(page, "slice")
+
+    # 1-D: the line along the first direction, train and test error
+    page.fill("#slice-dims", "1")
+    page.fill("#slice-points", "9")
+    page.click("#run-slice")
+    page.wait_for_function("() => (document.getElementById('slice-contour').data || [])[0] && document.getElementById('slice-contour').data[0].type !== 'contour'")
+    wait_done(page, "#slice-note[data-job]", "#slice-error")
+    page.wait_for_function(f"() => document.getElementById('slice-note').dataset.job !== '{job['id']}'")
+    line = client.job(int(page.get_attribute("#slice-note", "data-job")))
+    assert line["params"]["dims"] == 1 and len(line["result"]["x"]) == 9
+    traces = {t["name"]: t for t in plot_data(page, "slice-contour")}
+    assert traces["train error"]["y"] == pytest.approx([100 * v for v in line["result"]["train_error"]])
+    assert page.is_hidden("#slice-surface")
+    shot(page, "slice-1d")
