@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -52,17 +52,39 @@ def job_dict(job, result: dict | None = None) -> dict:
     return out
 
 
+def _queue_order(conn: Connection) -> dict[int, int]:
+    """The place each queued job will start at in its queue, if nothing ends meanwhile: the workers' rule
+    (backend.lifecycle.claim) played forward, the job of the owner with the fewest jobs running first, the
+    oldest among those, each start counting as one more running job of its owner. Jobs waiting for an equal
+    job (attached_to) have no place: they start with it."""
+    waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.owner)
+                           .where(JOBS.c.status == "queued", JOBS.c.attached_to.is_(None)).order_by(JOBS.c.id)).all()
+    running: dict[str, int] = dict(conn.execute(select(JOBS.c.owner, func.count(JOBS.c.id))
+                                                .where(JOBS.c.status == "running").group_by(JOBS.c.owner)).all())
+    place: dict[int, int] = {}
+    by_queue: dict[str, list] = {}
+    for row in waiting:
+        by_queue.setdefault(row.queue, []).append(row)
+    for rows in by_queue.values():
+        count = dict(running)
+        left = {}  # owner -> its queued jobs, oldest first
+        for row in rows:
+            left.setdefault(row.owner, []).append(row.id)
+        for position in range(1, len(rows) + 1):
+            owner = min(left, key=lambda o: (count.get(o, 0), left[o][0]))
+            place[left[owner].pop(0)] = position
+            count[owner] = count.get(owner, 0) + 1
+            if not left[owner]:
+                del left[owner]
+    return place
+
+
 def add_queue_positions(conn: Connection, jobs_: list[dict]) -> list[dict]:
-    """Each queued job's place in its queue (1: the next to start), and for a running job without a
+    """Each queued job's place in its queue (1: the next to start; ``_queue_order``), and for a running job without a
     progress rate yet, an ETA from its cost: the seconds per unit of cost that recent finished jobs of
     its kind took, times its cost, less the time it has run. One query each, for the whole list."""
     if any(j["status"] == "queued" for j in jobs_):
-        waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue).where(JOBS.c.status == "queued")
-                               .order_by(JOBS.c.id)).all()
-        place, seen = {}, {}
-        for job_id, queue in waiting:
-            seen[queue] = seen.get(queue, 0) + 1
-            place[job_id] = seen[queue]
+        place = _queue_order(conn)
         for j in jobs_:
             if j["status"] == "queued":
                 j["queue_position"] = place.get(j["id"])
