@@ -46,6 +46,20 @@ def test_path_job_finishes_while_a_long_train_runs(server, page):
         assert "next in its queue" in page.inner_text(f"#jobs-table tr[data-job='{later[0]['id']}']")
         shot(page, "jobs-queue")
 
+        # the running train's live curve: a point per reported epoch, growing while it runs
+        page.click(f"#jobs-table tr[data-job='{train['id']}'] a[data-live]")
+        page.wait_for_function("() => location.hash.startsWith('#/network?job=')")
+        page.wait_for_function("() => { const d = document.getElementById('history-plot'); return d && d.data && d.data[0].x.length >= 2; }",
+                               timeout=90_000)
+        seen = page.evaluate("() => document.getElementById('history-plot').data[0].x.length")
+        page.wait_for_function(f"() => document.getElementById('history-plot').data[0].x.length > {seen}", timeout=90_000)
+        curve = page.evaluate("() => document.getElementById('history-plot').data.map(t => ({name: t.name, x: t.x, y: t.y}))")
+        assert [t["name"] for t in curve] == ["train error", "test error"]
+        assert curve[0]["x"] == sorted(curve[0]["x"]) and all(1 <= e <= 400 for e in curve[0]["x"])
+        assert all(0 <= v <= 100 for v in curve[0]["y"] + curve[1]["y"])
+        assert "Training sched-long" in page.inner_text("#network-title")
+        shot(page, "network-live")
+
         # the interactive path job does not wait for any of them
         path = client.submit("path", a=a, b=b, type="linear", points=5)
         done = client.wait(path, timeout=120)

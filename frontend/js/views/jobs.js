@@ -33,6 +33,7 @@ function describe(j) {
 // The view that shows a job's result (the same address the view itself would write).
 function link(j) {
   const p = j.params || {};
+  if (j.kind === "train" && (j.status === "running" || j.status === "queued")) return `<a href="${esc(hashOf("network", { job: j.id }))}" data-live="${j.id}">live curve</a>`;
   if (j.status !== "succeeded") return "";
   const q = (view, params) => `<a href="${esc(hashOf(view, params))}">${view === "network" || view === "networks" ? "network" : "open"}</a>`;
   switch (j.kind) {

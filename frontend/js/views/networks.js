@@ -212,7 +212,14 @@ async function submitTrain(ev) {
   button.disabled = true;
   const progress = $("#train-progress", root);
   try {
-    const job = await runJob("train", params, (j) => showJobProgress(progress, j, `training ${params.name || ""}`));
+    const job = await runJob("train", params, (j) => {
+      showJobProgress(progress, j, `training ${params.name || ""}`);
+      if (j.status === "running" && !$("#train-done", root).dataset.live) {
+        $("#train-done", root).dataset.live = String(j.id);
+        $("#train-done", root).innerHTML = `<a href="#/network?job=${j.id}">Follow its training curve</a> while it runs.`;
+      }
+    });
+    delete $("#train-done", root).dataset.live;
     await refreshNetworks();
     const id = job.result.network_id;
     $("#train-done", root).innerHTML = `Trained <a href="#/network?id=${id}">network #${id}</a>: train error ${pct(job.result.train_error)}, test error ${pct(job.result.test_error)}${job.cached ? " (answered from the cache)" : ""}.`;
