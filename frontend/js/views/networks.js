@@ -214,18 +214,19 @@ async function submitTrain(ev) {
   try {
     const job = await runJob("train", params, (j) => {
       showJobProgress(progress, j, `training ${params.name || ""}`);
-      if (j.status === "running" && !$("#train-done", root).dataset.live) {
-        $("#train-done", root).dataset.live = String(j.id);
-        $("#train-done", root).innerHTML = `<a href="#/network?job=${j.id}">Follow its training curve</a> while it runs.`;
+      if (j.status === "running" && $("#train-live", root).dataset.job !== String(j.id)) {
+        $("#train-live", root).dataset.job = String(j.id);
+        $("#train-live", root).innerHTML = `<a href="#/network?job=${j.id}">Follow its training curve</a> while it runs.`;
+        $("#train-live", root).hidden = false;
       }
     });
-    delete $("#train-done", root).dataset.live;
     await refreshNetworks();
     const id = job.result.network_id;
     $("#train-done", root).innerHTML = `Trained <a href="#/network?id=${id}">network #${id}</a>: train error ${pct(job.result.train_error)}, test error ${pct(job.result.test_error)}${job.cached ? " (answered from the cache)" : ""}.`;
   } catch (e) {
     setError(err, e.message);
   } finally {
+    $("#train-live", root).hidden = true;
     button.disabled = false;
   }
 }
@@ -340,6 +341,7 @@ export default {
             <div class="row"><button id="train-submit" type="submit">Train</button>
               <span id="train-error" class="error" role="alert" hidden></span></div>
             <div id="train-progress" class="progress-list" hidden></div>
+            <p id="train-live" class="hint" hidden></p>
             <p id="train-done" class="done" aria-live="polite"></p>
           </form>
         </details>
