@@ -67,3 +67,37 @@ def test_slice_form_from_the_catalogue_contour_surface_and_line(server, page):
     assert traces["train error"]["y"] == pytest.approx([100 * v for v in line["result"]["train_error"]])
     assert page.is_hidden("#slice-surface")
     shot(page, "slice-1d")
+
+
+def test_every_views_job_form_reads_the_catalogue(server, page):
+    """Bounds, defaults and choices of the job forms come from GET /api/job-kinds, not from the page."""
+    from backend.client import Client
+
+    kinds = {k["kind"]: k for k in Client(server["url"])._call("GET", "/job-kinds")}
+    page.goto(f"{server['url']}/#/compare")
+    path = kinds["path"]["params"]
+    # the declared help is on the fields (the page's own markup has none)
+    page.wait_for_function("help => document.querySelector('#path-points').closest('label').title === help", arg=path["points"]["help"])
+    assert page.get_attribute("label:has(#bend-epochs)", "title") == path["epochs"]["help"]
+    assert page.get_attribute("#bend-epochs", "placeholder") == str(path["epochs"]["default"])
+    assert page.get_attribute("#path-points", "max") == str(path["points"]["max"])
+    assert page.eval_on_selector_all("#bend-variant option", "os => os.map(o => o.value)") == path["variant"]["choices"]
+    assert page.eval_on_selector_all("#path-bn option", "os => os.map(o => o.value)") == path["bn"]["choices"]
+    page.goto(f"{server['url']}/#/plane")
+    page.wait_for_selector("#plane-params [data-param]")
+    plane = kinds["plane"]["params"]
+    assert page.eval_on_selector_all("#plane-params [data-param]", "els => els.map(e => e.dataset.param)") == list(plane)
+    assert page.get_attribute("#plane-grid", "min") == str(plane["grid"]["min"])
+    assert page.eval_on_selector_all("#plane-mode option", "os => os.map(o => o.textContent)") == plane["mode"]["choices"]
+    page.goto(f"{server['url']}/#/flatness")
+    page.wait_for_selector("#flat-params-fields [data-param]")
+    flat = kinds["flatness"]["params"]
+    assert page.eval_on_selector_all("#flat-params-fields [data-param]", "els => els.map(e => e.dataset.param)") == list(flat)
+    assert page.get_attribute("#flat-draws", "max") == str(flat["draws"]["max"])
+    page.goto(f"{server['url']}/#/map")
+    page.wait_for_selector("#map-params [data-param]")
+    # points and bn matter only with barriers (their `when`): hidden until the box is ticked
+    assert page.is_hidden("label[for='map-points']")
+    page.check("#map-barriers")
+    assert page.is_visible("label[for='map-points']")
+    assert page.get_attribute("#map-points", "max") == str(kinds["matrix"]["params"]["points"]["max"])
