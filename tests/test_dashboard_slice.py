@@ -77,7 +77,8 @@ def test_every_views_job_form_reads_the_catalogue(server, page):
     page.goto(f"{server['url']}/#/compare")
     path = kinds["path"]["params"]
     # the declared help is on the fields (the page's own markup has none)
-    page.wait_for_function("help => document.querySelector('#path-points').closest('label').title === help", arg=path["points"]["help"])
+    page.wait_for_function("help => { const e = document.querySelector('#path-points'); return !!e && e.closest('label').title === help; }",
+                           arg=path["points"]["help"])
     assert page.get_attribute("label:has(#bend-epochs)", "title") == path["epochs"]["help"]
     assert page.get_attribute("#bend-epochs", "placeholder") == str(path["epochs"]["default"])
     assert page.get_attribute("#path-points", "max") == str(path["points"]["max"])
