@@ -150,8 +150,10 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    queue: str | None = None  # "interactive" or "batch"
+    cost: float | None = None  # the kind's estimate (sample-parameter products)
     queue_position: int | None = None  # while queued: 1 = the next job of its queue to start
-    eta_seconds: float | None = None  # while running: seconds still needed, from its progress rate
+    eta_seconds: float | None = None  # while running: seconds still needed (progress rate, else cost)
 
 
 class ResultOut(BaseModel):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from .helpers import SPEC, random_state
 from .test_dashboard_support import shot, wait_until
 
@@ -44,6 +46,20 @@ def test_path_job_finishes_while_a_long_train_runs(server, page):
         assert "next in its queue" in page.inner_text(f"#jobs-table tr[data-job='{later[0]['id']}']")
         shot(page, "jobs-queue")
 
+        # the running train's live curve: a point per reported epoch, growing while it runs
+        page.click(f"#jobs-table tr[data-job='{train['id']}'] a[data-live]")
+        page.wait_for_function("() => location.hash.startsWith('#/network?job=')")
+        page.wait_for_function("() => { const d = document.getElementById('history-plot'); return d && d.data && d.data[0].x.length >= 2; }",
+                               timeout=90_000)
+        seen = page.evaluate("() => document.getElementById('history-plot').data[0].x.length")
+        page.wait_for_function(f"() => document.getElementById('history-plot').data[0].x.length > {seen}", timeout=90_000)
+        curve = page.evaluate("() => document.getElementById('history-plot').data.map(t => ({name: t.name, x: t.x, y: t.y}))")
+        assert [t["name"] for t in curve] == ["train error", "test error"]
+        assert curve[0]["x"] == sorted(curve[0]["x"]) and all(1 <= e <= 400 for e in curve[0]["x"])
+        assert all(0 <= v <= 100 for v in curve[0]["y"] + curve[1]["y"])
+        assert "Training sched-long" in page.inner_text("#network-title")
+        shot(page, "network-live")
+
         # the interactive path job does not wait for any of them
         path = client.submit("path", a=a, b=b, type="linear", points=5)
         done = client.wait(path, timeout=120)
@@ -64,3 +80,57 @@ def test_path_job_finishes_while_a_long_train_runs(server, page):
                 pass
     wait_until(lambda: client.job(train["id"])["status"] == "cancelled", timeout=30, what="the cancel")
     time.sleep(0.5)
+
+
+@pytest.fixture
+def own_db():
+    """A database of its own (embedded, no worker): nothing else queued in it."""
+    from .conftest import close_stack, make_stack
+
+    stack = make_stack("sched", with_worker=False)
+    yield stack
+    close_stack(stack)
+
+
+def test_queue_places_follow_the_workers_fair_rule_and_eta_from_cost(own_db):
+    """Places are the claim rule played forward: the owner with the fewest running jobs first, the oldest
+    of theirs; a job attached to an equal one has no place. A running job too young for a progress rate
+    gets its ETA from its cost and the seconds per cost unit of finished jobs of its kind."""
+    from datetime import timedelta
+
+    from backend.db import new_session, read_connection
+    from backend.models import Job, utcnow
+    from backend.routes.jobs import add_queue_positions, job_dict
+
+    now = utcnow()
+    with new_session() as s:
+        mk = lambda **kw: Job(kind=kw.pop("kind", "path"), params={}, inputs=[], cache_key=str(kw.pop("key")), **kw)  # noqa: E731
+        running = mk(key=0, owner="ann", status="running", queue="batch", started_at=now - timedelta(seconds=4),
+                     progress=0.0, cost=2000.0, kind="train")
+        done = [mk(key=10 + k, owner="bob", status="succeeded", queue="batch", kind="train", cost=1000.0,
+                   started_at=now - timedelta(seconds=100), finished_at=now - timedelta(seconds=100 - sec))
+                for k, sec in enumerate((9, 10, 30))]  # 9, 10 and 30 s for cost 1000: median 0.01 s per unit
+        a1 = mk(key=1, owner="ann", status="queued", queue="batch")
+        a2 = mk(key=2, owner="ann", status="queued", queue="batch")
+        b1 = mk(key=3, owner="bob", status="queued", queue="batch")
+        i1 = mk(key=4, owner="ann", status="queued", queue="interactive")
+        twin = mk(key=5, owner="bob", status="queued", queue="batch")
+        s.add_all([running, *done, a1, a2, b1, i1])
+        s.flush()
+        twin.attached_to = b1.id
+        s.add(twin)
+        s.commit()
+        ids = {n: j.id for n, j in (("run", running), ("a1", a1), ("a2", a2), ("b1", b1), ("i1", i1), ("twin", twin))}
+    with read_connection() as conn:
+        with new_session() as s:
+            rows = {n: job_dict(s.get(Job, i)) for n, i in ids.items()}
+        before = utcnow()
+        out = {n: j for n, j in zip(rows, add_queue_positions(conn, list(rows.values())))}
+        after = utcnow()
+    # ann has a job running, bob none: bob's job goes first although it is younger; then ann's, oldest first
+    assert out["b1"]["queue_position"] == 1 and out["a1"]["queue_position"] == 2 and out["a2"]["queue_position"] == 3
+    assert out["i1"]["queue_position"] == 1  # a queue of its own
+    assert out["twin"]["queue_position"] is None and out["run"]["queue_position"] is None
+    # cost 2000 x 0.01 s per unit = 20 s, less the time it has run (4 s when inserted)
+    started = now - timedelta(seconds=4)
+    assert 20 - (after - started).total_seconds() - 1e-6 <= out["run"]["eta_seconds"] <= 20 - (before - started).total_seconds() + 1e-6

@@ -20,6 +20,7 @@ from backend.config import get_settings
 from backend.models import Network
 from backend.networks import ERROR_FIELDS, fill_errors, store_state
 from workers.landscape import bend, evaluate, flatness, kinds, nets, paths, plane, symmetry, train
+from workers.landscape import slice as slices
 from workers.landscape import data as datasets
 
 State = dict[str, torch.Tensor]
@@ -144,6 +145,14 @@ def plane_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     return {"networks": p["networks"], **result}
 
 
+def slice_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
+    net = ctx.network(p["network"])
+    result = slices.slice_result(net.architecture, ctx.data(net.id), ctx.state(net.id), dims=p["dims"],
+                                 points=p["points"], span=p["span"], mode=p["mode"], seed=p["seed"], bn=p["bn"],
+                                 progress=ctx.progress)
+    return {"network_id": net.id, **result}
+
+
 def canonicalize_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     net = ctx.network(p["network"])
     ctx.progress(0.2, "normalising units")
@@ -202,6 +211,7 @@ RUNNERS: dict[str, Runner] = {
     "path": Runner(path_piece),
     "flatness": Runner(flatness_piece),
     "plane": Runner(plane_piece),
+    "slice": Runner(slice_piece),
     "canonicalize": Runner(canonicalize_piece),
     "distance": Runner(distance_piece),
     "matrix": Runner(matrix_piece, matrix_finish),

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -24,28 +24,26 @@ log = logging.getLogger("toroid.api")
 
 JOBS, RESULTS = Job.__table__, Result.__table__
 JOB_FIELDS = ("id", "kind", "params", "inputs", "status", "progress", "message", "error", "owner", "visibility",
-              "cached_from", "result_id", "created_at", "started_at", "finished_at")
+              "cached_from", "result_id", "created_at", "started_at", "finished_at", "queue", "cost")
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def eta_seconds(job, now: datetime | None = None) -> float | None:
-    """Seconds a running job still needs: from its own progress rate (elapsed x remaining / done), else
-    from its cost estimate in seconds where the job has one; None when neither tells."""
+    """Seconds a running job still needs, from its own progress rate (elapsed x remaining / done); None
+    before it has done 1% (``add_queue_positions`` then estimates it from its cost)."""
     if job.status != "running" or job.started_at is None:
         return None
-    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=timezone.utc)
-    elapsed = max(((now or datetime.now(timezone.utc)) - started).total_seconds(), 0.0)
+    elapsed = max(((now or datetime.now(timezone.utc)) - _aware(job.started_at)).total_seconds(), 0.0)
     done = job.progress or 0.0
-    if done >= 0.01 and elapsed > 0:
-        return elapsed * (1.0 - done) / done
-    cost = getattr(job, "cost", None)
-    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-        return max(float(cost) - elapsed, 0.0)
-    return None
+    return elapsed * (1.0 - done) / done if done >= 0.01 and elapsed > 0 else None
 
 
 def job_dict(job, result: dict | None = None) -> dict:
-    """The API's form of a job (an ORM object or a row of the jobs table). ``queue_position`` is filled
-    in by ``add_queue_positions`` (it needs the other queued jobs)."""
+    """The API's form of a job (an ORM object or a row of the jobs table). ``queue_position`` (and an
+    ETA from the cost) is filled in by ``add_queue_positions``: it needs the other jobs."""
     out = {name: getattr(job, name) for name in JOB_FIELDS}
     out["cached"] = job.cached_from is not None
     out["result"] = result
@@ -54,18 +52,60 @@ def job_dict(job, result: dict | None = None) -> dict:
     return out
 
 
+def _queue_order(conn: Connection) -> dict[int, int]:
+    """The place each queued job will start at in its queue, if nothing ends meanwhile: the workers' rule
+    (backend.lifecycle.claim) played forward, the job of the owner with the fewest jobs running first, the
+    oldest among those, each start counting as one more running job of its owner. Jobs waiting for an equal
+    job (attached_to) have no place: they start with it."""
+    waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.owner)
+                           .where(JOBS.c.status == "queued", JOBS.c.attached_to.is_(None)).order_by(JOBS.c.id)).all()
+    running: dict[str, int] = dict(conn.execute(select(JOBS.c.owner, func.count(JOBS.c.id))
+                                                .where(JOBS.c.status == "running").group_by(JOBS.c.owner)).all())
+    place: dict[int, int] = {}
+    by_queue: dict[str, list] = {}
+    for row in waiting:
+        by_queue.setdefault(row.queue, []).append(row)
+    for rows in by_queue.values():
+        count = dict(running)
+        left = {}  # owner -> its queued jobs, oldest first
+        for row in rows:
+            left.setdefault(row.owner, []).append(row.id)
+        for position in range(1, len(rows) + 1):
+            owner = min(left, key=lambda o: (count.get(o, 0), left[o][0]))
+            place[left[owner].pop(0)] = position
+            count[owner] = count.get(owner, 0) + 1
+            if not left[owner]:
+                del left[owner]
+    return place
+
+
 def add_queue_positions(conn: Connection, jobs_: list[dict]) -> list[dict]:
-    """Each queued job's place in its queue (1: the next to start), in one query for the whole list."""
+    """Each queued job's place in its queue (1: the next to start; ``_queue_order``), and for a running job without a
+    progress rate yet, an ETA from its cost: the seconds per unit of cost that recent finished jobs of
+    its kind took, times its cost, less the time it has run. One query each, for the whole list."""
     if any(j["status"] == "queued" for j in jobs_):
-        waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue).where(JOBS.c.status == "queued")
-                               .order_by(JOBS.c.id)).all()
-        place, seen = {}, {}
-        for job_id, queue in waiting:
-            seen[queue] = seen.get(queue, 0) + 1
-            place[job_id] = seen[queue]
+        place = _queue_order(conn)
         for j in jobs_:
             if j["status"] == "queued":
                 j["queue_position"] = place.get(j["id"])
+    early = [j for j in jobs_ if j["status"] == "running" and j["eta_seconds"] is None and j.get("cost")
+             and j["started_at"] is not None]
+    if early:
+        finished = conn.execute(
+            select(JOBS.c.kind, JOBS.c.cost, JOBS.c.started_at, JOBS.c.finished_at)
+            .where(JOBS.c.status == "succeeded", JOBS.c.kind.in_({j["kind"] for j in early}),
+                   JOBS.c.cached_from.is_(None), JOBS.c.cost > 0, JOBS.c.started_at.is_not(None))
+            .order_by(JOBS.c.id.desc()).limit(200)).all()
+        rates: dict[str, list[float]] = {}
+        for kind, cost, started, ended in finished:
+            if ended is not None and len(rates.setdefault(kind, [])) < 20:
+                rates[kind].append((_aware(ended) - _aware(started)).total_seconds() / cost)
+        now = datetime.now(timezone.utc)
+        for j in early:
+            if rates.get(j["kind"]):
+                per_unit = sorted(rates[j["kind"]])[len(rates[j["kind"]]) // 2]  # the median
+                elapsed = (now - _aware(j["started_at"])).total_seconds()
+                j["eta_seconds"] = max(per_unit * j["cost"] - elapsed, 0.0)
     return jobs_
 
 

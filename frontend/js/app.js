@@ -9,9 +9,10 @@ import compare from "./views/compare.js";
 import flatness from "./views/flatness.js";
 import map from "./views/map.js";
 import plane from "./views/plane.js";
+import slice from "./views/slice.js";
 import jobs from "./views/jobs.js";
 
-const VIEWS = { networks, network, compare, flatness, map, plane, jobs };
+const VIEWS = { networks, network, compare, flatness, map, plane, slice, jobs };
 const NAV_OF = { network: "networks" };
 let current = null;
 

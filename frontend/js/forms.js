@@ -1,5 +1,7 @@
-// Form fields generated from the API's catalogues ({name: {type, default, help, min, max, choices, nullable}}),
-// and read back into typed values.
+// Form fields generated from the API's catalogues ({name: {type, default, help, min, max, choices, nullable,
+// applies_to, when}}: architectures, data sets, optimizers and the job kinds of GET /api/job-kinds), and read
+// back into typed values. A field whose `when` does not hold, or that does not apply to the chosen network
+// (`applies_to`: real / binary / batchnorm), is hidden and not sent.
 import { esc } from "./util.js";
 
 function fieldValue(spec) {
@@ -10,8 +12,8 @@ function fieldValue(spec) {
 }
 
 // HTML of labelled inputs, one per parameter. `prefix` keeps ids unique on the page.
-export function paramFields(params, prefix) {
-  return Object.entries(params || {}).map(([name, spec]) => {
+export function paramFields(params, prefix, { skip = [] } = {}) {
+  return Object.entries(params || {}).filter(([name, spec]) => !skip.includes(name) && !["object", "list[str]"].includes(spec.type)).map(([name, spec]) => {
     const id = `${prefix}-${name}`;
     const help = spec.help ? `${spec.help}${spec.nullable ? " (empty: none)" : ""}` : "";
     const attrs = `id="${id}" data-param="${esc(name)}" data-type="${esc(spec.type)}" ${spec.nullable ? "data-nullable='1'" : ""} title="${esc(help)}"`;
@@ -26,14 +28,33 @@ export function paramFields(params, prefix) {
     } else {
       input = `<input type="text" ${attrs} value="${esc(fieldValue(spec))}" size="${spec.type.startsWith("list") ? 10 : 8}">`;
     }
-    return `<label class="param" for="${id}"><span>${esc(name)}</span>${input}</label>`;
+    const when = spec.when ? ` data-when='${esc(JSON.stringify(spec.when))}'` : "";
+    const applies = spec.applies_to ? ` data-applies='${esc(JSON.stringify(spec.applies_to))}'` : "";
+    return `<label class="param" for="${id}"${when}${applies}><span>${esc(name)}</span>${input}</label>`;
   }).join("");
+}
+
+// Show the fields that matter: `when` holds for the values now in the form, and the field applies to a
+// network with these traits ({real, binary, batchnorm}; null: no network chosen yet, show all).
+export function updateFields(container, traits = null) {
+  const values = {};
+  container.querySelectorAll("[data-param]").forEach((el) => {
+    values[el.dataset.param] = el.dataset.type === "bool" ? el.checked : el.dataset.type === "int" || el.dataset.type === "float" ? Number(el.value) : el.value;
+  });
+  container.querySelectorAll("label.param").forEach((label) => {
+    const when = label.dataset.when ? JSON.parse(label.dataset.when) : {};
+    const applies = label.dataset.applies ? JSON.parse(label.dataset.applies) : null;
+    const holds = Object.entries(when).every(([other, allowed]) => allowed.some((v) => v === values[other] || String(v) === String(values[other])));
+    const fits = !traits || !applies || applies.some((t) => traits[t]);
+    label.hidden = !(holds && fits);
+  });
 }
 
 // Read the fields back: {name: value}. Throws an Error naming the field when a value cannot be read.
 export function readParams(container) {
   const out = {};
   container.querySelectorAll("[data-param]").forEach((el) => {
+    if (el.closest("label.param") && el.closest("label.param").hidden) return;  // does not apply: not sent
     const name = el.dataset.param;
     const type = el.dataset.type;
     if (type === "bool") { out[name] = el.checked; return; }

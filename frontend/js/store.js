@@ -43,6 +43,17 @@ export function catalogues() {
   return cataloguesPending;
 }
 
+// The job kinds (GET /api/job-kinds): inputs, parameter tables, queues; the views' forms are built from them.
+let kindsPending = null;
+export function jobKinds() {
+  if (store.jobKinds) return Promise.resolve(store.jobKinds);
+  if (!kindsPending) {
+    kindsPending = api("/job-kinds").then((list) => { store.jobKinds = Object.fromEntries(list.map((k) => [k.kind, k])); return store.jobKinds; })
+      .finally(() => { kindsPending = null; });
+  }
+  return kindsPending;
+}
+
 // Flatness of a network, if a flatness job finished for it: the most recent job's result, summarised by
 // delta_E at the largest sigma (the paper's summary number). Results never change, so they are fetched once.
 const resultCache = new Map();

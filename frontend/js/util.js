@@ -23,6 +23,9 @@ export function archText(a) {
 
 export const BINARY_KINDS = ["binary_mlp", "binary_conv", "committee", "perceptron"];
 export const isBinary = (net) => !!net && BINARY_KINDS.includes(net.architecture && net.architecture.kind);
+// What a job kind's `applies_to` is matched against (null: no network chosen, every field shows)
+export const traitsOf = (net) => (net ? { real: !isBinary(net), binary: isBinary(net),
+  batchnorm: !!(net.architecture && (net.architecture.batchnorm || net.architecture.kind === "vgg")) } : null);
 
 // How a network was obtained: the sampler for trained ones, else the source kind (uploaded, canonicalize, bend).
 export const samplerOf = (net) => (net && net.source ? net.source.optimizer || net.source.kind || "?" : "?");

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import bend, data, flatness, nets, paths, plane, train
+from . import slice as slices
 from .params import public, validate_params
 
 QUEUES = ("interactive", "batch")
@@ -263,6 +264,36 @@ def _plane_cost(p: dict[str, Any], networks: Networks) -> float:
     return _work(networks["networks"][0], (p["grid"] + 3) ** 2)
 
 
+# ---- slice -----------------------------------------------------------------------------------------
+
+SLICE_PARAMS = {
+    "dims": _p("int", 2, "1: a line through the network along one random direction; 2: a plane along two", min=1, max=2),
+    "points": _p("int", 21, f"grid nodes per axis on [-span, span] (the network itself is added when it is not one; "
+                 f"2-D: at most {slices.MAX_POINTS[2]})", min=3, max=slices.MAX_POINTS[1]),
+    "span": _p("float", 1.0, "half-width of the grid, in units of the filter-normalised directions", min=0.01, max=10.0),
+    "mode": _p("str", "filter", "filter: the network as stored, filter-normalised Gaussian directions (Li et al.); "
+               "canonical: in canonical form on the product of spheres, tangent directions, the exponential map",
+               choices=list(slices.MODES)),
+    "seed": {**SEED, "help": "seed of the random directions"},
+    "bn": _p("str", "recompute", "BatchNorm statistics at each point: recomputed on the training inputs, or the network's",
+             choices=list(slices.BN_MODES), applies_to=["batchnorm"]),
+}
+
+
+def _check_slice(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
+    net = networks["network"][0]
+    if net.binary:
+        raise KindError("slices are for real-valued networks; binary networks live on the hypercube (see flatness)")
+    if p["points"] > slices.MAX_POINTS[p["dims"]]:
+        raise KindError(f"parameter 'points' of a {p['dims']}-D slice must be at most {slices.MAX_POINTS[p['dims']]}, "
+                        f"got {p['points']}")
+    return p
+
+
+def _slice_cost(p: dict[str, Any], networks: Networks) -> float:
+    return _work(networks["network"][0], (p["points"] + 1) ** p["dims"])
+
+
 # ---- matrix ----------------------------------------------------------------------------------------
 
 MAX_MATRIX = 64
@@ -393,6 +424,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          join=_join_flatness),
     Kind("plane", "error and loss on the plane through three networks", {"networks": {"count": 3}}, PLANE_PARAMS,
          _plane_cost, queue="batch", check=_check_plane),
+    Kind("slice", "error and loss on a 1-D or 2-D random-direction section around one network (filter-normalised, "
+         "or in canonical coordinates)", {"network": ONE}, SLICE_PARAMS, _slice_cost, batch_above=INTERACTIVE_COST,
+         check=_check_slice),
     Kind("matrix", "distances (and barriers) between every pair of networks",
          {"networks": {"min": 2, "max": MAX_MATRIX}}, MATRIX_PARAMS, _matrix_cost, queue="batch", check=_check_matrix,
          split=_split_matrix, join=_join_matrix),

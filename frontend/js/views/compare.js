@@ -4,7 +4,7 @@ import { runJob } from "../api.js";
 import { fillSelect } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
-import { byId, ensureNetworks, onNetworks } from "../store.js";
+import { byId, ensureNetworks, jobKinds, onNetworks } from "../store.js";
 import { enterMany, initMany, manyParams, renderManyPicker } from "./compare_many.js";
 import { $, $$, clearProgress, esc, isBinary, num, pathColor, pct, ptext, setError, showJobProgress, toCSV } from "../util.js";
 
@@ -92,7 +92,8 @@ async function runAll(ev) {
   setError(err, "");
   if (!state.a || !state.b) { setError(err, "Choose two networks, A and B."); return; }
   if (!state.types.length) { setError(err, "Choose at least one path type."); return; }
-  if (!(state.points >= 2 && state.points <= 201)) { setError(err, "Points along each path: 2 to 201."); return; }
+  const pts = $("#path-points", root);  // bounds from the path kind's declaration
+  if (!(state.points >= Number(pts.min) && state.points <= Number(pts.max))) { setError(err, `Points along each path: ${pts.min} to ${pts.max}.`); return; }
   setState("compare", urlParams(), { push: true });
   lastKey = mainKey();
   const mine = ++run;
@@ -217,6 +218,36 @@ function renderDistances() {
     <p class="hint small">Per parameter (‖θA − θB‖ / √N) unless stated; hover a name for its meaning.</p>`;
 }
 
+// The path kind's declaration (GET /api/job-kinds) sets the form's bounds, defaults, choices and help: path
+// types the server does not offer are not offered, the bend's fields take its declared limits.
+let bound = false;
+async function bindCatalogue() {
+  if (bound) return;
+  let kind;
+  try { kind = (await jobKinds()).path; } catch (_) { return; }  // the hand-written limits stay
+  if (!kind) return;
+  bound = true;
+  const p = kind.params;
+  const set = (el, spec) => {
+    if (!el || !spec) return;
+    if (spec.min !== undefined && spec.min !== null) el.min = spec.min;
+    if (spec.max !== undefined && spec.max !== null) el.max = spec.max;
+    if (spec.help) el.closest("label").title = spec.help;
+  };
+  set($("#path-points", root), p.points);
+  set($("#bend-epochs", root), p.epochs);
+  set($("#bend-lr", root), p.lr);
+  if (p.epochs && p.epochs.default !== null && p.epochs.default !== undefined) $("#bend-epochs", root).placeholder = String(p.epochs.default);
+  if (p.lr && p.lr.default !== null && p.lr.default !== undefined) $("#bend-lr", root).placeholder = String(p.lr.default);
+  if (p.variant && p.variant.choices) {
+    const names = { geodesic: "geodesic (paper)", garipov: "Garipov polychain" };
+    $("#bend-variant", root).innerHTML = p.variant.choices.map((c) => `<option value="${esc(c)}">${esc(names[c] || c)}</option>`).join("");
+  }
+  if (p.bn && p.bn.choices) $("#path-bn", root).innerHTML = p.bn.choices.map((c) => `<option value="${esc(c)}">${esc(c)}</option>`).join("");
+  const offered = p.type && p.type.choices ? p.type.choices : null;
+  if (offered) $$("input[name='path-type']", root).forEach((c) => { c.closest("label").hidden = !offered.includes(c.value); });
+}
+
 export default {
   init(section) {
     root = section;
@@ -260,6 +291,7 @@ export default {
 
   async enter(params) {
     await ensureNetworks();
+    await bindCatalogue();
     state.a = Number(params.a) || null;
     state.b = Number(params.b) || null;
     const a = byId(state.a);

@@ -4,7 +4,8 @@ import { runJob } from "../api.js";
 import { MultiPicker } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
-import { byId, ensureNetworks, onNetworks, refreshFlatness } from "../store.js";
+import { paramFields } from "../forms.js";
+import { byId, ensureNetworks, jobKinds, onNetworks, refreshFlatness } from "../store.js";
 import { $, clearProgress, colorOf, esc, idList, mapLimit, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
 import { spearman } from "../stats.js";
 import { GROUP_BY, groupIds, meanStd } from "../groups.js";
@@ -34,7 +35,7 @@ async function runAll(ev) {
   state.nets = picker.selected.slice();
   state.sigmas = $("#flat-sigmas", root).value.trim();
   state.draws = $("#flat-draws", root).value.trim();
-  state.noise = $("#flat-noise", root).value;
+  state.noise = $("#flat-params", root).value;
   state.seed = $("#flat-seed", root).value.trim();
   const err = $("#flat-error", root);
   setError(err, "");
@@ -183,10 +184,7 @@ export default {
       <form id="flat-form">
         <div id="flat-picker"></div>
         <div class="row">
-          <label>σ values <input id="flat-sigmas" placeholder="(worker's default)" size="24" title="comma-separated noise levels, e.g. 0.05, 0.1, 0.2"></label>
-          <label>Draws per σ <input id="flat-draws" type="number" min="1" max="10000" placeholder="default"></label>
-          <label title="which parameters get the multiplicative noise">Noise on <select id="flat-noise"><option value="weights">weights</option><option value="all">all parameters</option></select></label>
-          <label title="seed of the noise draws">Seed <input id="flat-seed" type="number" min="0" placeholder="0"></label>
+          <span id="flat-params-fields" class="params"></span>
           <label title="one curve per group: the mean over its networks, with a band of ± one standard deviation">Group by <select id="flat-group">${GROUP_BY.map(([v, l]) => `<option value="${v}">${l}</option>`).join("")}</select></label>
           <button id="run-flatness" type="submit">Measure flatness</button>
         </div>
@@ -211,6 +209,17 @@ export default {
 
   async enter(params) {
     await ensureNetworks();
+    const box = $("#flat-params-fields", root);
+    if (!box.dataset.ready) {  // the flatness kind's parameters, as declared (GET /api/job-kinds)
+      try {
+        box.innerHTML = paramFields((await jobKinds()).flatness.params, "flat");
+        box.dataset.ready = "1";
+      } catch (e) { setError($("#flat-error", root), `Could not read the job kinds: ${e.message}`); return; }
+      $("#flat-sigmas", root).placeholder = "(the architecture's default)";
+      $("#flat-sigmas", root).size = 24;
+      $("#flat-seed", root).value = "";
+      $("#flat-seed", root).placeholder = "0";
+    }
     state.nets = idList(params.nets);
     state.sigmas = params.sigmas || "";
     state.draws = params.draws || "";
@@ -221,7 +230,7 @@ export default {
     picker.set(state.nets, { silent: true });
     $("#flat-sigmas", root).value = state.sigmas;
     $("#flat-draws", root).value = state.draws;
-    $("#flat-noise", root).value = state.noise;
+    $("#flat-params", root).value = state.noise;
     $("#flat-seed", root).value = state.seed;
     const key = runKey();
     if (state.nets.length && key !== lastKey) await runAll();

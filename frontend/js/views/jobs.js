@@ -4,7 +4,7 @@ import { hashOf, setState } from "../router.js";
 import { byId, refreshNetworks } from "../store.js";
 import { $, archText, dateText, esc, progressText, scheduleText, setError } from "../util.js";
 
-const KINDS = ["train", "evaluate", "path", "distance", "matrix", "canonicalize", "flatness", "plane"];
+const KINDS = ["train", "evaluate", "path", "distance", "matrix", "canonicalize", "flatness", "plane", "slice"];
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 
 let root;
@@ -24,6 +24,7 @@ function describe(j) {
     case "matrix": return `matrix of ${(p.networks || []).length} networks${p.barriers ? " with barriers" : ""}`;
     case "flatness": return `flatness of ${netName(p.network)}${p.sigmas ? `, σ ∈ {${p.sigmas.join(", ")}}` : ""}`;
     case "plane": return `plane through ${(p.networks || []).map(netName).join(", ")}, ${p.grid ?? "?"}²${p.mode ? ` ${esc(p.mode)}` : ""}`;
+    case "slice": return `${p.dims ?? 2}-D ${esc(p.mode || "filter")} slice around ${netName(p.network)}, ${p.points ?? "?"} points, span ${p.span ?? "?"}`;
     case "evaluate": case "canonicalize": return `${j.kind} ${netName(p.network)}`;
     default: return esc(JSON.stringify(p));
   }
@@ -32,6 +33,7 @@ function describe(j) {
 // The view that shows a job's result (the same address the view itself would write).
 function link(j) {
   const p = j.params || {};
+  if (j.kind === "train" && (j.status === "running" || j.status === "queued")) return `<a href="${esc(hashOf("network", { job: j.id }))}" data-live="${j.id}">live curve</a>`;
   if (j.status !== "succeeded") return "";
   const q = (view, params) => `<a href="${esc(hashOf(view, params))}">${view === "network" || view === "networks" ? "network" : "open"}</a>`;
   switch (j.kind) {
@@ -42,6 +44,7 @@ function link(j) {
     case "matrix": return q("map", { nets: p.networks || [], barriers: p.barriers ? 1 : "", points: p.barriers ? p.points : "" });
     case "flatness": return q("flatness", { nets: [p.network], sigmas: (p.sigmas || []).join(","), draws: p.draws, noise: p.params === "all" ? "all" : "", seed: p.seed || "" });
     case "plane": return q("plane", { nets: p.networks || [], grid: p.grid, mode: p.mode, margin: p.margin, bn: p.bn && p.bn !== "recompute" ? p.bn : "" });
+    case "slice": return q("slice", { network: p.network, dims: p.dims, points: p.points, span: p.span, mode: p.mode, seed: p.seed, bn: p.bn });
     case "evaluate": case "canonicalize": return q("network", { id: p.network });
     default: return "";
   }

@@ -4,10 +4,11 @@ import { runJob } from "../api.js";
 import { MultiPicker } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { go, setState } from "../router.js";
-import { byId, ensureNetworks, onNetworks } from "../store.js";
+import { paramFields, updateFields } from "../forms.js";
+import { byId, ensureNetworks, jobKinds, onNetworks } from "../store.js";
 import { classicalMDS } from "../stats.js";
 import { GROUP_BY, byPairType, groupsOf } from "../groups.js";
-import { $, clearProgress, colorOf, esc, idList, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
+import { $, clearProgress, colorOf, esc, idList, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV, traitsOf } from "../util.js";
 
 const LABELS = { raw: "raw", aligned: "aligned", normalized: "normalised", normalized_aligned: "normalised-aligned", geodesic: "geodesic D",
   hamming: "hamming (aligned)", hamming_unaligned: "hamming (unaligned)", barriers: "geodesic barrier (max train error)" };
@@ -40,6 +41,8 @@ async function runMatrix(ev) {
   clearPlot("map-mds");
   const params = { networks: state.nets, barriers: state.barriers };
   if (state.barriers) params.points = state.points;
+  const bn = $("#map-bn", root);  // shown only for BatchNorm networks (the kind's applies_to)
+  if (state.barriers && bn && !bn.closest("label").hidden && bn.value !== "recompute") params.bn = bn.value;
   try {
     const job = await runJob("matrix", params, (j) => { if (mine === run) showJobProgress($("#map-progress", root), j, `distance matrix of ${state.nets.length} networks`); });
     if (mine !== run) return;
@@ -249,8 +252,7 @@ export default {
       <form id="map-form">
         <div id="map-picker"></div>
         <div class="row">
-          <label title="also compute the barrier (max train error) along the geodesic between every pair: n(n−1)/2 paths, slower"><input id="map-barriers" type="checkbox"> geodesic barriers too</label>
-          <label>Points per path <input id="map-points" type="number" min="2" max="101" value="11"></label>
+          <span id="map-params" class="params"></span>
           <button id="run-map" type="submit">Compute the map</button>
         </div>
         <p id="map-error" class="error" role="alert" hidden></p>
@@ -287,6 +289,14 @@ export default {
 
   async enter(params) {
     await ensureNetworks();
+    const box = $("#map-params", root);
+    if (!box.dataset.ready) {  // the matrix kind's parameters, as declared (GET /api/job-kinds)
+      try {
+        box.innerHTML = paramFields((await jobKinds()).matrix.params, "map");
+        box.dataset.ready = "1";
+      } catch (e) { setError($("#map-error", root), `Could not read the job kinds: ${e.message}`); return; }
+      box.addEventListener("change", () => updateFields(box, traitsOf(byId(picker.selected[0]))));
+    }
     state.nets = idList(params.nets);
     state.dist = params.dist || "geodesic";
     state.color = params.color === "test_error" ? "test_error" : "sampler";
@@ -297,6 +307,7 @@ export default {
     picker.set(state.nets, { silent: true });
     $("#map-barriers", root).checked = state.barriers;
     $("#map-points", root).value = state.points;
+    updateFields(box, traitsOf(byId(state.nets[0])));
     $("#map-color", root).value = state.color;
     const key = JSON.stringify({ nets: state.nets, barriers: state.barriers, points: state.points });
     if (state.nets.length >= 2 && key !== lastKey) await runMatrix();

@@ -1,12 +1,64 @@
 // One network: its metadata, its training curve, tags and visibility, download, links to the other views.
-import { authHeaders, getNetwork, getToken, patchNetwork } from "../api.js";
+import { authHeaders, followJob, getJob, getNetwork, getToken, patchNetwork } from "../api.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { go } from "../router.js";
 import { refreshNetworks, store } from "../store.js";
-import { $, archText, dateText, esc, num, pct, ptext, rowsToCSV, samplerOf, setError } from "../util.js";
+import { $, archText, dateText, esc, num, pct, progressText, ptext, rowsToCSV, samplerOf, scheduleText, setError } from "../util.js";
 
 let root;
 let net = null;
+let watching = 0;  // the live curve being followed (a newer one stops the older)
+
+// A train job's progress message at the end of an epoch ("training epoch 7/400: train error 1.23%, test error
+// 3.45%", workers/landscape/train.py): one point of the curve while the network does not exist yet.
+export function epochOf(message) {
+  const m = /^(.*?)epoch (\d+)\/(\d+): train error ([\d.]+)%, test error ([\d.]+)%/.exec(message || "");
+  return m ? { phase: m[1].trim() || "training", epoch: Number(m[2]), total: Number(m[3]), train_error: Number(m[4]) / 100, test_error: Number(m[5]) / 100 } : null;
+}
+
+// A running train job: its curve as it grows, then the network's own page when it is stored.
+async function followTraining(jobId) {
+  const mine = ++watching;
+  const err = $("#network-error", root);
+  let job;
+  try { job = await getJob(jobId); } catch (e) { setError(err, e.message); return; }
+  if (job.kind !== "train") { setError(err, `Job ${jobId} is a ${job.kind} job, not a training.`); return; }
+  const points = new Map();  // "phase/epoch" -> point
+  const p = job.params || {};
+  $("#network-title", root).textContent = `Training ${p.name || ""} (job ${job.id})`;
+  $("#network-meta", root).innerHTML = `<dt>architecture</dt><dd>${esc(archText(p.architecture))}</dd><dt>data set</dt><dd>${esc(p.dataset)}</dd>
+    <dt>sampler</dt><dd>${esc(p.optimizer)}, ${p.epochs ?? "?"} epochs, seed ${p.seed ?? 0}</dd><dt>state</dt><dd id="live-state" aria-live="polite"></dd>`;
+  $("#network-edit", root).hidden = true;
+  $("#network-compare", root).hidden = true;
+  $("#network-links", root).innerHTML = `<a href="#/jobs?focus=${job.id}">the job</a>`;
+  const draw = (j) => {
+    if (mine !== watching) return;
+    const e = epochOf(j.message);
+    if (e) points.set(`${e.phase}/${e.epoch}`, e);
+    $("#live-state", root).textContent = `${j.status} ${progressText(j.progress)}${scheduleText(j) ? ` · ${scheduleText(j)}` : ""} — ${j.message || ""}`;
+    const phases = [...new Set([...points.values()].map((q) => q.phase))];
+    const traces = phases.flatMap((phase) => {
+      const pts = [...points.values()].filter((q) => q.phase === phase).sort((a, b) => a.epoch - b.epoch);
+      const suffix = phases.length > 1 ? ` (${phase})` : "";
+      return [
+        { x: pts.map((q) => q.epoch), y: pts.map((q) => 100 * q.train_error), name: `train error${suffix}`, mode: "lines+markers", marker: { size: 4 }, line: { color: "#2563eb" } },
+        { x: pts.map((q) => q.epoch), y: pts.map((q) => 100 * q.test_error), name: `test error${suffix}`, mode: "lines+markers", marker: { size: 4 }, line: { color: "#dc2626" } },
+      ];
+    });
+    if (!traces.length) return;
+    $("#history-note", root).textContent = "Live: a point at each epoch end the worker reported; the full curve (with the losses) is on the network's page when the training ends.";
+    drawPlot("history-plot", traces, {
+      title: { text: `Training curve of ${ptext(p.name || `job ${j.id}`)} (live)` }, xaxis: { title: { text: "epoch" }, range: [0, (p.epochs || 1) + 1] },
+      yaxis: { title: { text: "error (%)" }, rangemode: "tozero" },
+    }, { name: `job-${j.id}-live`, csv: rowsToCSV([...points.values()]), json: [...points.values()] });
+  };
+  try {
+    const done = await followJob(job, draw);
+    if (mine !== watching) return;
+    if (done.status === "succeeded" && done.result && done.result.network_id) go("network", { id: done.result.network_id });
+    else setError(err, `The training ${done.status === "cancelled" ? "was cancelled" : `failed: ${done.error || done.message}`}.`);
+  } catch (e) { if (mine === watching) setError(err, e.message); }
+}
 
 function sourceText(src) {
   if (!src) return "";
@@ -154,8 +206,12 @@ export default {
   async enter(params) {
     const err = $("#network-error", root);
     setError(err, "");
+    watching++;  // stop following a training shown before
+    $("#network-edit", root).hidden = false;
+    $("#network-compare", root).hidden = false;
+    if (Number(params.job)) { clearPlot("history-plot"); $("#history-note", root).textContent = "Waiting for the first epoch…"; await followTraining(Number(params.job)); return; }
     const id = Number(params.id);
-    if (!id) { setError(err, "No network given: the address needs ?id=<network id>."); return; }
+    if (!id) { setError(err, "No network given: the address needs ?id=<network id> (or ?job=<a running train job>)."); return; }
     try {
       net = await getNetwork(id);
     } catch (e) {

@@ -212,13 +212,21 @@ async function submitTrain(ev) {
   button.disabled = true;
   const progress = $("#train-progress", root);
   try {
-    const job = await runJob("train", params, (j) => showJobProgress(progress, j, `training ${params.name || ""}`));
+    const job = await runJob("train", params, (j) => {
+      showJobProgress(progress, j, `training ${params.name || ""}`);
+      if (j.status === "running" && $("#train-live", root).dataset.job !== String(j.id)) {
+        $("#train-live", root).dataset.job = String(j.id);
+        $("#train-live", root).innerHTML = `<a href="#/network?job=${j.id}">Follow its training curve</a> while it runs.`;
+        $("#train-live", root).hidden = false;
+      }
+    });
     await refreshNetworks();
     const id = job.result.network_id;
     $("#train-done", root).innerHTML = `Trained <a href="#/network?id=${id}">network #${id}</a>: train error ${pct(job.result.train_error)}, test error ${pct(job.result.test_error)}${job.cached ? " (answered from the cache)" : ""}.`;
   } catch (e) {
     setError(err, e.message);
   } finally {
+    $("#train-live", root).hidden = true;
     button.disabled = false;
   }
 }
@@ -333,6 +341,7 @@ export default {
             <div class="row"><button id="train-submit" type="submit">Train</button>
               <span id="train-error" class="error" role="alert" hidden></span></div>
             <div id="train-progress" class="progress-list" hidden></div>
+            <p id="train-live" class="hint" hidden></p>
             <p id="train-done" class="done" aria-live="polite"></p>
           </form>
         </details>

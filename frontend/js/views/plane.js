@@ -1,10 +1,11 @@
 // Plane: the error on the 2-D plane through three networks (Gram–Schmidt, as Garipov et al.), the three marked.
 import { runJob } from "../api.js";
+import { paramFields, updateFields } from "../forms.js";
 import { fillSelect } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
-import { byId, ensureNetworks, onNetworks } from "../store.js";
-import { $, clearProgress, esc, idList, pct, setError, showJobProgress, toCSV, ptext } from "../util.js";
+import { byId, ensureNetworks, jobKinds, onNetworks } from "../store.js";
+import { $, clearProgress, esc, idList, pct, setError, showJobProgress, toCSV, ptext, traitsOf } from "../util.js";
 
 let root;
 let run = 0;
@@ -25,6 +26,7 @@ const jobParams = () => {
 function fillPickers() {
   const filter = $("#plane-search", root).value.trim();
   SLOTS.forEach((slot, i) => fillSelect($(`#${slot}`, root), state.nets[i] || "", filter));
+  updateFields($("#plane-params", root), traitsOf(byId($("#plane-a", root).value)));
 }
 
 function readForm() {
@@ -41,7 +43,8 @@ async function runPlane(ev) {
   const err = $("#plane-error", root);
   setError(err, "");
   if (chosen().length !== 3 || new Set(chosen()).size !== 3) { setError(err, "Choose three different networks."); return; }
-  if (!(state.grid >= 3 && state.grid <= 101)) { setError(err, "Grid: 3 to 101 points per side."); return; }
+  const grid = $("#plane-grid", root);  // bounds as declared by the plane kind
+  if (!(state.grid >= Number(grid.min) && state.grid <= Number(grid.max))) { setError(err, `Grid: ${grid.min} to ${grid.max} points per side.`); return; }
   setState("plane", urlParams(), { push: true });
   lastKey = JSON.stringify(jobParams());
   const mine = ++run;
@@ -102,10 +105,7 @@ export default {
           <label>C <select id="plane-c"></select></label>
         </div>
         <div class="row">
-          <label>Grid (points per side) <input id="plane-grid" type="number" min="3" max="101" value="15"></label>
-          <label title="aligned: B and C are permuted to match A and all three are in canonical form; raw: the networks as stored">Mode <select id="plane-mode"><option value="aligned">aligned</option><option value="raw">raw</option></select></label>
-          <label title="how far the grid reaches beyond the three networks, as a fraction of their spread (empty: the worker's default)">Margin <input id="plane-margin" type="number" min="0" max="2" step="0.05" placeholder="0.2"></label>
-          <label title="BatchNorm statistics at each grid point: recomputed on training data, or interpolated">BatchNorm <select id="plane-bn"><option value="recompute">recompute</option><option value="interpolate">interpolate</option></select></label>
+          <span id="plane-params" class="params"></span>
           <button id="run-plane" type="submit">Compute the plane</button>
           <label>Show <select id="plane-show"><option value="train">train error</option><option value="test">test error</option></select></label>
         </div>
@@ -117,11 +117,20 @@ export default {
     $("#plane-form", root).addEventListener("submit", runPlane);
     $("#plane-search", root).addEventListener("input", () => { readForm(); fillPickers(); });
     $("#plane-show", root).addEventListener("change", (ev) => { state.show = ev.target.value; setState("plane", urlParams()); if (state.result) draw(); });
+    $("#plane-a", root).addEventListener("change", () => updateFields($("#plane-params", root), traitsOf(byId($("#plane-a", root).value))));
     onNetworks(() => { if (!section.hidden) { readForm(); fillPickers(); } });
   },
 
   async enter(params) {
     await ensureNetworks();
+    if (!$("#plane-params", root).dataset.ready) {  // the plane kind's parameters, as declared (GET /api/job-kinds)
+      try {
+        $("#plane-params", root).innerHTML = paramFields((await jobKinds()).plane.params, "plane");
+        $("#plane-params", root).dataset.ready = "1";
+      } catch (e) { setError($("#plane-error", root), `Could not read the job kinds: ${e.message}`); return; }
+      $("#plane-margin", root).value = "";
+      $("#plane-margin", root).placeholder = "0.2";
+    }
     state.nets = idList(params.nets).slice(0, 3);
     state.grid = Number(params.grid) || 15;
     state.mode = params.mode === "raw" ? "raw" : "aligned";

@@ -1,0 +1,253 @@
+"""Random-direction sections of the landscape around one network, 1-D and 2-D (Li et al. 2018,
+"Visualizing the loss landscape of neural nets", as in the loss-landscape and loss-landscapes
+packages), taken in two coordinate systems.
+
+mode "filter" (Li et al.): the network theta as stored. A direction d holds, for every weight tensor
+(dense rows and conv filters: the incoming weights of one unit each, axis 0), a Gaussian draw rescaled
+unit by unit to the norm of that unit's weights in theta, d[k] <- z[k] ||theta[k]|| / ||z[k]|| (filter
+normalisation: the section looks the same whatever the scale of each unit). Biases and BatchNorm's
+gamma and beta do not move [ours; Li et al.'s ``ignore="biasbn"``]. A point of a 2-D slice is
+theta + x d1 + y d2, of a 1-D slice theta + x d1, with x, y on a grid over [-span, span].
+
+mode "canonical": theta is first put into canonical form (symmetry.canonical_form: the incoming
+weights of every hidden unit of norm 1, the output matrix of norm sqrt(H_L)), so that it lies on the
+paper's product of spheres (the same function as theta). Each sphere is one hidden unit's incoming
+weights, or the whole output matrix. A direction is a Gaussian draw projected, sphere by sphere, onto
+the tangent space at theta, z - (z . u) u with u the unit vector of theta's row, and rescaled to the
+sphere's radius R = ||theta[k]|| (the same filter normalisation). A point at (x, y) is the exponential
+map of the tangent vector v = x d1 + y d2, per sphere
+
+    theta[k] cos(|v[k]| / R) + v[k] R sin(|v[k]| / R) / |v[k]|,
+
+which stays exactly on the product of spheres (the great circle from theta along v[k] has length
+|v[k]| there): a section of the landscape the paper's geometry lives on, free of the scale symmetry
+that makes raw-coordinate sections depend on each unit's norm. Biases, BatchNorm parameters and
+statistics keep their canonical values [ours].
+
+Directions: one torch.Generator seeded with ``seed`` draws z for every floating tensor in state_dict
+order, d1 first, then d2, in float64 on the CPU (the same seed gives the same directions on any
+device; the 1-D slice with a seed is the y = 0 line of the 2-D slice with that seed). They are not
+orthogonalised [as Li et al.: two high-dimensional Gaussian draws are nearly orthogonal].
+Grid [ours]: ``points`` evenly spaced values on [-span, span] per axis, and 0 added when it is not one
+of them, so that the network itself is a grid point and its values there are its own errors.
+BatchNorm statistics: bn="recompute" (default) on the training inputs at every point, or "keep" the
+network's (canonical: the canonical form's) statistics.
+The first layer of every point is a per-unit combination of theta's, d1's and d2's first layers (the
+exponential map's coefficients differ from unit to unit), so the engine computes it from three
+products with the data (evaluate.Combination).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator
+
+import torch
+
+from . import nets, symmetry
+from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
+from .paths import PathError, compared_names, first_weight
+
+State = dict[str, torch.Tensor]
+Progress = Callable[[float, str], None]
+MODES = ("filter", "canonical")
+BN_MODES = ("recompute", "keep")
+MAX_POINTS = {1: 401, 2: 101}
+
+
+class SliceError(PathError):
+    """Inputs a slice cannot be computed for; the message says why."""
+
+
+def _float64(state: State) -> State:
+    return {k: v.detach().double() if v.is_floating_point() else v.clone() for k, v in state.items()}
+
+
+def spheres(spec: dict[str, Any]) -> dict[str, bool]:
+    """The tensors that lie on spheres in canonical coordinates: {name: True when each row (unit) is its
+    own sphere (hidden layers), False when the whole tensor is one sphere (the output matrix)}."""
+    s = nets.unit_structure(spec)
+    out = {layer.weight: True for layer in s.hidden}
+    if s.output is not None:
+        out[s.output.weight] = False
+    return out
+
+
+def _rows(t: torch.Tensor, per_row: bool) -> torch.Tensor:
+    """The tensor as (spheres, coordinates): each unit's row, or the whole tensor as one row."""
+    return t.reshape(t.shape[0], -1) if per_row else t.reshape(1, -1)
+
+
+def center(spec: dict[str, Any], state: State, mode: str) -> State:
+    """The network the slice is centred on, in float64: as stored, or in canonical form."""
+    state = _float64(state)
+    return symmetry.canonical_form(spec, state) if mode == "canonical" else state
+
+
+def directions(spec: dict[str, Any], theta: State, mode: str, seed: int, count: int) -> list[State]:
+    """``count`` filter-normalised directions at ``theta`` (the centre, see ``center``); module docstring."""
+    gen = torch.Generator().manual_seed(int(seed))
+    moving = ({k: True for k in compared_names(theta) if theta[k].dim() >= 2} if mode == "filter"
+              else spheres(spec))
+    out = []
+    for _ in range(count):
+        d: State = {}
+        for name, t in theta.items():
+            if not t.is_floating_point():
+                continue
+            z = torch.randn(t.shape, generator=gen, dtype=torch.float64)
+            if name not in moving:
+                d[name] = torch.zeros_like(t, dtype=torch.float64)
+                continue
+            per_row = moving[name]
+            rows, zr = _rows(t, per_row), _rows(z, per_row)
+            if mode == "canonical":  # onto the tangent space of each sphere at theta
+                u = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)
+                zr = zr - (zr * u).sum(1, keepdim=True) * u
+            zr = zr * (rows.norm(dim=1, keepdim=True) / zr.norm(dim=1, keepdim=True).clamp_min(1e-300))
+            d[name] = zr.reshape(t.shape)
+        out.append(d)
+    return out
+
+
+def _exp_coefficients(rows: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sphere (row): (cos(|v|/R), R sin(|v|/R) / |v|), the exponential map's weights of theta and v."""
+    radius = rows.norm(dim=1)
+    n = v.norm(dim=1)
+    angle = n / radius.clamp_min(1e-300)
+    safe = torch.where(n > 0, n, torch.ones_like(n))
+    scale = torch.where(n > 0, radius * torch.sin(angle) / safe, torch.ones_like(n))
+    return torch.cos(angle), scale
+
+
+def point(spec: dict[str, Any], theta: State, dirs: list[State], coords: tuple[float, ...], mode: str) -> State:
+    """The state at ``coords`` (x, or x and y) of the slice through ``theta`` along ``dirs``."""
+    out: State = {}
+    sphere = spheres(spec) if mode == "canonical" else {}
+    for name, t in theta.items():
+        if not t.is_floating_point():
+            out[name] = t.clone()
+            continue
+        v = sum(c * d[name] for c, d in zip(coords, dirs))
+        if name in sphere:
+            rows, vr = _rows(t, sphere[name]), _rows(v, sphere[name])
+            c0, s = _exp_coefficients(rows, vr)
+            out[name] = (c0[:, None] * rows + s[:, None] * vr).reshape(t.shape)
+        else:
+            out[name] = t + v
+    return out
+
+
+def _first_combination(spec: dict[str, Any], theta: State, dirs: list[State], grid: list[tuple[float, ...]],
+                       mode: str) -> Combination:
+    """The first layer of every grid point as a per-unit combination of theta's and the directions'."""
+    name = first_weight(spec)
+    w = theta[name]
+    h = w.shape[0]
+    coef = torch.zeros(len(grid), 1 + len(dirs), h, dtype=torch.float64)
+    sphere = spheres(spec).get(name) if mode == "canonical" else None
+    for i, coords in enumerate(grid):
+        if sphere is None:
+            coef[i, 0] = 1.0
+            for j, c in enumerate(coords):
+                coef[i, 1 + j] = c
+            continue
+        v = sum(c * d[name] for c, d in zip(coords, dirs))
+        c0, s = _exp_coefficients(_rows(w, sphere), _rows(v, sphere))
+        coef[i, 0] = c0.expand(h) if not sphere else c0
+        for j, c in enumerate(coords):
+            coef[i, 1 + j] = (c * s).expand(h) if not sphere else c * s
+    return Combination(name, [w] + [d[name] for d in dirs], coef)
+
+
+def axis(span: float, points: int) -> list[float]:
+    """``points`` evenly spaced values on [-span, span], with 0 among them (added when it is not)."""
+    nodes = [span * (2 * i - (points - 1)) / (points - 1) for i in range(points)]  # symmetric about 0
+    if min(abs(v) for v in nodes) > 1e-12 * span:
+        nodes.append(0.0)
+    return sorted(0.0 if abs(v) <= 1e-12 * span else v for v in nodes)
+
+
+def check(spec: dict[str, Any], dims: int, points: int, span: float, mode: str, bn: str, seed: int) -> None:
+    if nets.is_binary(spec):
+        raise SliceError("slices are for real-valued networks (binary weights are +-1: no direction to move along)")
+    if mode not in MODES:
+        raise SliceError(f"unknown slice mode {mode!r}; known: {', '.join(MODES)}")
+    if bn not in BN_MODES:
+        raise SliceError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
+    if dims not in (1, 2) or isinstance(dims, bool):
+        raise SliceError(f"'dims' must be 1 or 2, got {dims!r}")
+    if not isinstance(points, int) or isinstance(points, bool) or not 3 <= points <= MAX_POINTS[dims]:
+        raise SliceError(f"'points' must be an integer between 3 and {MAX_POINTS[dims]} for a {dims}-D slice, got {points!r}")
+    if not isinstance(span, (int, float)) or isinstance(span, bool) or not 0 < span <= 10:
+        raise SliceError(f"'span' must be a number in (0, 10], got {span!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise SliceError(f"'seed' must be a non-negative integer, got {seed!r}")
+
+
+def slice_result(
+    spec: dict[str, Any],
+    data: Any,
+    state: State,
+    dims: int = 2,
+    points: int = 21,
+    span: float = 1.0,
+    mode: str = "filter",
+    seed: int = 0,
+    bn: str = "recompute",
+    progress: Progress | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: Any = None,
+    bn_samples: int | None = None,
+    memory_mb: float | None = None,
+) -> dict[str, Any]:
+    """Train/test error and loss on a 1-D or 2-D random-direction section around one network.
+
+    Returns {"dims", "mode", "seed", "span", "bn" (None without BatchNorm), "x": [...], and for 2-D "y":
+    [...]; "train_error", "test_error", "train_loss", "test_loss": lists over x (1-D) or len(y) rows of
+    len(x) values (value [i][j] at (x[j], y[i])); "center": the four values at the origin (the network
+    itself); "direction_norms": the Euclidean norm of each direction}. Raises ``SliceError`` for bad
+    parameters or binary networks.
+    """
+    spec = nets.normalize_spec(spec)
+    check(spec, dims, points, span, mode, bn, seed)
+    device = torch.device(device) if device is not None else default_device()
+    model = nets.build(spec, data.input_shape, data.n_classes).to(dtype)
+    nets.check_state_dict(model, state)
+    model = model.to(device)
+
+    theta = center(spec, state, mode)
+    dirs = directions(spec, theta, mode, seed, dims)
+    xs = axis(float(span), points)
+    ys = axis(float(span), points) if dims == 2 else [0.0]
+    grid = [(x,) for x in xs] if dims == 1 else [(x, y) for y in ys for x in xs]  # 2-D: row by row (y outer)
+
+    def states() -> Iterator[State]:
+        for coords in grid:
+            yield point(spec, theta, dirs, coords, mode)
+
+    with_bn = has_batchnorm(model)
+    bn_data = bn_inputs(data.x_train, bn_samples).to(device) if with_bn and bn == "recompute" else None
+    splits = {"train": (data.x_train.to(device), data.y_train.to(device)),
+              "test": (data.x_test.to(device), data.y_test.to(device))}
+
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(fraction, message.replace("point", "slice point"))
+
+    res = evaluate_states(model, states(), splits, progress=report, total=len(grid), bn_data=bn_data,
+                          first=_first_combination(spec, theta, dirs, grid, mode), memory_mb=memory_mb)
+    out: dict[str, Any] = {"dims": dims, "mode": mode, "seed": seed, "span": float(span),
+                           "bn": bn if with_bn else None, "x": xs}
+    origin = grid.index((0.0,) if dims == 1 else (0.0, 0.0))
+    out["center"] = {}
+    for split in ("train", "test"):
+        for what in ("error", "loss"):
+            flat = res[split][what]
+            out[f"{split}_{what}"] = flat if dims == 1 else [flat[i * len(xs):(i + 1) * len(xs)] for i in range(len(ys))]
+            out["center"][f"{split}_{what}"] = flat[origin]
+    if dims == 2:
+        out["y"] = ys
+    names = [k for k in dirs[0]]
+    out["direction_norms"] = [math.sqrt(sum(float((d[k] ** 2).sum()) for k in names)) for d in dirs]
+    return out
