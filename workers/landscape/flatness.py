@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import nets, symmetry
+from .groups import unit_groups
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
 from .paths import first_weight
 
@@ -68,10 +69,12 @@ def default_sigmas(spec: dict[str, Any]) -> list[float]:
 
 def noised_names(spec: dict[str, Any], model: torch.nn.Module, params: str) -> list[str]:
     """state_dict names that get noise: every layer's weight tensor, or (params="all") every parameter."""
-    s = nets.unit_structure(spec)
-    if params == "all" and not s.binary:
+    if nets.is_binary(spec):
+        s = nets.unit_structure(spec)
+        return [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+    if params == "all":
         return [name for name, _ in model.named_parameters()]
-    return [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+    return list(unit_groups(spec).weights)
 
 
 def _stream(seed: int, i: int) -> torch.Generator:
