@@ -212,6 +212,7 @@ class _Plan:
     last: str  # name of the last module with weights (float32 in bf16 mode)
     pp_act: int  # largest activation of one sample in the conv stage (entries)
     st_act: int  # largest activation of one sample and one point in the dense stage (entries)
+    whole: nn.Module | None = None  # a model the stages above do not fit: run whole, point after point
 
 
 def _is_weighted(m: nn.Module) -> bool:
@@ -219,7 +220,33 @@ def _is_weighted(m: nn.Module) -> bool:
 
 
 @torch.no_grad()
+def _whole_plan(model: nn.Module, input_shape: tuple[int, ...]) -> _Plan:
+    """Any other model (e.g. a layer graph whose first layer with weights is a residual block): each point's
+    whole forward pass by ``functional_call``, over the shared data chunk, point after point."""
+    sizes = [1]
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel()))
+             for m in model.modules() if not list(m.children())]
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, *input_shape, dtype=_dtype(model), device=_device(model)))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return _Plan([], ("", model), [], [], {}, "", max(sizes), 1, whole=model)
+
+
 def _make_plan(model: nn.Module, input_shape: tuple[int, ...]) -> _Plan:
+    """The engine's stages for a model from nets.build; ``_whole_plan`` for models they do not fit."""
+    try:
+        return _sequential_plan(model, input_shape)
+    except TypeError:
+        return _whole_plan(model, input_shape)
+
+
+@torch.no_grad()
+def _sequential_plan(model: nn.Module, input_shape: tuple[int, ...]) -> _Plan:
     if not isinstance(model, nn.Sequential):
         raise TypeError("the batched evaluation runs nn.Sequential models (as nets.build makes them)")
     children = list(model.named_children())
@@ -333,6 +360,10 @@ def _forward(plan: _Plan, stack: State, x: torch.Tensor, comb: Combination | Non
     name0, first = plan.first
     K = next(iter(stack.values())).shape[0]
     cast = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    if plan.whole is not None:  # (the last layer is not kept in float32 here)
+        with cast:
+            h = torch.stack([functional_call(plan.whole, unstack(stack, k), (x,)) for k in range(K)])
+        return h.float() if bf16 else h
     with cast:
         for m in plan.prefix:
             x = m(x)
@@ -430,7 +461,7 @@ def _precision(device: torch.device, precision: str | None) -> Iterator[bool]:
 
 
 def _cpu_channels_last(plan: _Plan, x: torch.Tensor) -> bool:
-    return bool(plan.per_point) and x.device.type == "cpu" and x.dtype == torch.float32
+    return (bool(plan.per_point) or plan.whole is not None) and x.device.type == "cpu" and x.dtype == torch.float32
 
 
 def _channels_last(plan: _Plan, x: torch.Tensor) -> torch.Tensor:
@@ -441,7 +472,8 @@ def _channels_last(plan: _Plan, x: torch.Tensor) -> torch.Tensor:
 
 def _conv_weights_channels_last(plan: _Plan, stack: State) -> State:
     """Each point's conv weights channels_last too (a 1-channel input alone cannot say which layout it is in)."""
-    convs = [name for name, m in [plan.first, *plan.per_point] if isinstance(m, nn.Conv2d)]
+    convs = [f"{name}.{sub}" if name and sub else name or sub
+             for name, m in [plan.first, *plan.per_point] for sub, c in m.named_modules() if isinstance(c, nn.Conv2d)]
     out = dict(stack)
     for name in convs:
         w = stack[f"{name}.weight"]  # (K, O, I, kh, kw)
@@ -501,7 +533,7 @@ def _chunk_combination(plan: _Plan, first: Combination | None, k0: int, K: int, 
                        device: torch.device) -> Combination | None:
     """The combination for points k0 ... k0 + K - 1, on the device, when it applies: it names the first
     layer, that layer is linear in its weights (not binary), and it needs fewer products than points."""
-    if first is None:
+    if first is None or plan.whole is not None:
         return None
     name, m = plan.first
     if first.name != f"{name}.weight" or _binary(m):

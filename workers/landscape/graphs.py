@@ -159,7 +159,7 @@ def _normalize_layers(layers: Any, where: str, depth: int, count: list[int], las
         extra = {"branch", "shortcut"} if kind == "add" else set()
         unknown = sorted(set(layer) - set(fields) - extra - {"type"})
         if unknown:
-            raise GraphSpecError(f"{here}: unknown field(s) {unknown} for a {kind!r} layer; allowed: {sorted(fields | extra)}")
+            raise GraphSpecError(f"{here}: unknown field(s) {unknown} for a {kind!r} layer; allowed: {sorted(set(fields) | extra)}")
         norm: dict[str, Any] = {"type": kind}
         is_output = last_is_output and i == len(layers) - 1
         for name, (fk, default, lo, hi) in fields.items():

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from . import nets
+from . import graphs, nets
 
 
 class GroupError(nets.SpecError):
@@ -135,14 +135,17 @@ HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.MaxPool2d, nn.MaxPool1d)
 def _meta_model(spec: dict[str, Any]) -> nn.Module:
     """The spec's module on the meta device, for some input shape it builds for (the structure does not depend
     on the sizes: blocks are found from the tensors' sizes when they are used)."""
-    last: Exception | None = None
+    errors: list[Exception] = []
     for shape in ((3, 256, 256), (3, 2048, 2048), (64,)):
         try:
-            with torch.device("meta"):
+            with torch.device("meta"):  # a normalised spec: graphs.build does not validate it again
+                if spec["kind"] in graphs.ARCHITECTURES:
+                    return graphs.build(spec, shape, 10)
                 return nets.build(spec, shape, 10)
-        except nets.SpecError as exc:
-            last = exc
-    raise GroupError(f"cannot build the network to derive its symmetries: {last}")
+        except (nets.SpecError, graphs.GraphSpecError) as exc:
+            errors.append(exc)
+    telling = [e for e in errors if "needs image" not in str(e)] or errors  # the image attempt's, for conv nets
+    raise GroupError(f"the network cannot be built: {telling[0]}")
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
@@ -320,6 +323,11 @@ def _normalising_order(built: dict[int, Segment], readers, seg: _UnionFind, writ
         visit(r)
     rest = [r for r in sorted(built) if r not in deps]
     return tuple(built[r] for r in order + rest)
+
+
+def check(normalized_spec: dict[str, Any]) -> None:
+    """Raise ``GroupError`` when the symmetries of a normalised spec cannot be derived exactly."""
+    _derive(json.dumps(normalized_spec, sort_keys=True))
 
 
 def unit_groups(spec: dict[str, Any]) -> Groups:

@@ -165,9 +165,14 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     get = lambda name: spec.get(name, params[name]["default"])  # noqa: E731
     if kind in graphs.ARCHITECTURES:
         try:
-            return graphs.normalize(kind, spec, get)
+            out = graphs.normalize(kind, spec, get)
         except graphs.GraphSpecError as exc:
             raise SpecError(str(exc)) from None
+        if kind == "graph":  # its symmetries must be derivable exactly (groups.GroupError is a SpecError)
+            from . import groups
+
+            groups.check(out)
+        return out
     out: dict[str, Any] = {"kind": kind}
     if kind in ("mlp", "binary_mlp"):
         out["hidden"] = _positive_int_list(get("hidden"), "hidden")
