@@ -1,4 +1,8 @@
-"""Symmetries of a network: canonical form (positive rescalings, sign flips) and alignment (permutations).
+"""Frozen copy of workers/landscape/symmetry.py before issue 15 (per-layer unit structure): the reference that
+the group derivation must reproduce on the existing architectures (tests/science/test_groups.py).
+
+Its own docstring:
+Symmetries of a network: canonical form (positive rescalings, sign flips) and alignment (permutations).
 
 Everything here is written once over ``nets.unit_structure(spec)`` and works on state dicts, for every
 architecture. SCIENCE.md section 2 gives the method.
@@ -31,8 +35,8 @@ from typing import Any
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from . import nets
-from .nets import BN_EPS, Layer, Structure, WeightsError
+from workers.landscape import nets
+from workers.landscape.nets import BN_EPS, Layer, Structure, WeightsError
 
 State = dict[str, torch.Tensor]
 

@@ -145,7 +145,7 @@ def _meta_model(spec: dict[str, Any]) -> nn.Module:
         except (nets.SpecError, graphs.GraphSpecError) as exc:
             errors.append(exc)
     telling = [e for e in errors if "needs image" not in str(e)] or errors  # the image attempt's, for conv nets
-    raise GroupError(f"the network cannot be built: {telling[0]}")
+    raise GroupError(f"the network cannot be built (checked with inputs of shape 3x256x256, and 64 for flat inputs): {telling[0]}")
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
@@ -167,7 +167,7 @@ def _derive(key: str) -> Groups:
     INPUT = (perm.new(), seg.new())  # the input's space: never permuted or rescaled
     values: dict[fx.Node, _Value] = {}
     writers: list[tuple[int, int, Writer, int]] = []  # (perm, seg, writer, perm of the input or -1)
-    readers: list[tuple[str, int]] = []  # (weight, seg of the input)
+    readers: list[tuple[str, int, int]] = []  # (weight, seg of the input, perm of the input)
     members: list[tuple[int, str, int]] = []  # (perm, tensor, axis)
     absorbers: list[tuple[str, int, str]] = []  # (bn, seg of its input, path at its input)
     blocked: list[int] = []
@@ -198,7 +198,7 @@ def _derive(key: str) -> Groups:
                                      "symmetry, which the service does not remove")
                 weight = f"{name}.weight"
                 weights.append(weight)
-                readers.append((weight, v.seg))
+                readers.append((weight, v.seg, v.perm))
                 out = _Value(perm.new(), seg.new(), "affine")
                 bias = f"{name}.bias" if m.bias is not None else None
                 writers.append((out.perm, out.seg, Writer(weight, bias, False), v.perm))
@@ -249,10 +249,9 @@ def _derive(key: str) -> Groups:
         if not w.bn:
             root_in = perm.find(p_in)
             by_perm[perm.find(p)]["writers"].append((w.vector, None if root_in in fixed_perms else root_in))
-    for weight, s in readers:
-        p = _perm_of_seg_reader(weight, s, seg, writers, perm)
-        if p is not None:
-            by_perm.setdefault(p, {"axes": [], "writers": []})["axes"].append((weight, 1))
+    for weight, s, p in readers:
+        if perm.find(p) not in fixed_perms:
+            by_perm.setdefault(perm.find(p), {"axes": [], "writers": []})["axes"].append((weight, 1))
     order = [perm.find(perm_of_writer[w]) for w in weights]
     roots = [r for r in dict.fromkeys(order) if r not in fixed_perms]
     index = {r: i for i, r in enumerate(roots)}
@@ -264,11 +263,13 @@ def _derive(key: str) -> Groups:
     seg_info: dict[int, dict[str, list]] = {}
     for p, s, w, _ in writers:
         seg_info.setdefault(seg.find(s), {"writers": [], "readers": [], "bns": [], "paths": []})["writers"].append(w)
-    for weight, s in readers:
+    for weight, s, _ in readers:
         r = seg.find(s)
-        if r != input_seg:
+        if r in seg_info:  # (not the input's, nor one after a GELU: no writer, nothing to scale)
             seg_info[r]["readers"].append(weight)
     for bn, s, path in absorbers:
+        if seg.find(s) not in seg_info:
+            continue
         seg_info[seg.find(s)]["bns"].append(bn)
         seg_info[seg.find(s)]["paths"].append(path)
     built: dict[int, Segment] = {}
@@ -286,20 +287,11 @@ def _derive(key: str) -> Groups:
     return Groups(groups, segments, output, tuple(weights))
 
 
-def _perm_of_seg_reader(weight: str, s: int, seg: _UnionFind, writers, perm: _UnionFind) -> int | None:
-    """The permutation group a reader's input axis belongs to: that of a writer of the same segment."""
-    r = seg.find(s)
-    for p, ws, _, _ in writers:
-        if seg.find(ws) == r:
-            return perm.find(p)
-    return None  # reads the network's input
-
-
 def _normalising_order(built: dict[int, Segment], readers, seg: _UnionFind, writers) -> tuple[Segment, ...]:
     """Segments ordered so that a conv / linear writer of a scaled segment is measured after every segment it
     reads has been normalised (its rows absorbed those factors); a cycle (a residual stream written by layers
     without BatchNorm) has no such order and is refused."""
-    read_by = {w: seg.find(s) for w, s in readers}
+    read_by = {w: seg.find(s) for w, s, _ in readers}
     deps = {r: {read_by[w.vector] for w in s.writers if not w.bn and read_by.get(w.vector) in built}
             for r, s in built.items() if s.scaled}
     order: list[int] = []
