@@ -160,7 +160,7 @@ def test_lenet_builds_for_mnist_and_digits_and_vgg_for_other_sizes():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"kind": "resnet"}, "unknown architecture kind"),
+    ({"kind": "resnet50"}, "unknown architecture kind"),
     ("mlp", "JSON object"),
     ({"kind": "mlp", "hidden": [0]}, "positive integers"),
     ({"kind": "mlp", "hidden": []}, "non-empty"),

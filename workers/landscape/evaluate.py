@@ -230,6 +230,9 @@ def _whole_plan(model: nn.Module, input_shape: tuple[int, ...]) -> _Plan:
     model.eval()
     try:
         model(torch.zeros(1, *input_shape, dtype=_dtype(model), device=_device(model)))
+    except NotImplementedError:
+        raise TypeError("the batched evaluation runs nn.Sequential models (as nets.build makes them) or modules "
+                        "with a forward pass") from None
     finally:
         for h in hooks:
             h.remove()

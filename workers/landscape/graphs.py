@@ -56,7 +56,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
             "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
                       "help": "multiplier of every channel count (1 = torchvision's 64 ... 512)"},
         },
-        "example": {"kind": "resnet18"},
+        "example": {"kind": "resnet18", "width": 1.0},
     },
     "resnet34": {
         "description": "torchvision's resnet34 layout and state_dict names (stages of 3, 4, 6, 3 basic blocks).",
@@ -64,7 +64,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
             "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
                       "help": "multiplier of every channel count (1 = torchvision's 64 ... 512)"},
         },
-        "example": {"kind": "resnet34"},
+        "example": {"kind": "resnet34", "width": 1.0},
     },
     "graph": {
         "description": "Your own CNN or MLP as a JSON list of layers: linear, conv, batchnorm, relu, gelu "
@@ -72,7 +72,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "(a branch plus an identity or 1x1 conv+BatchNorm shortcut). The last layer is a linear without 'out' "
         "(one output per class). State_dict names are the layer indices, as nn.Sequential's.",
         "params": {
-            "layers": {"type": "json", "default": None,
+            "layers": {"type": "json", "default": None,  # filled in below: the example's layers
                        "help": "list of layer objects, e.g. {\"type\": \"conv\", \"out\": 16, \"kernel\": 3, "
                                "\"padding\": 1}; see the README's 'Bring your own network'"},
         },
@@ -383,3 +383,9 @@ def build(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) ->
         return build_graph(spec, input_shape, n_classes)
     return build_resnet(spec, input_shape, n_classes)
 
+
+
+# the example in normalised form (every field filled in) is also the default
+ARCHITECTURES["graph"]["example"]["layers"] = _normalize_layers(ARCHITECTURES["graph"]["example"]["layers"],
+                                                                "layers", 0, [0], True)
+ARCHITECTURES["graph"]["params"]["layers"]["default"] = ARCHITECTURES["graph"]["example"]["layers"]
