@@ -223,3 +223,50 @@ def test_torchvision_state_dicts_load_into_the_same_names():
     nets.load_weights(model, tv.state_dict())
     x = torch.randn(3, 1, 16, 16)
     torch.testing.assert_close(model.eval()(x), tv.eval()(x), rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Every computation runs on the new networks (float32, as the workers run them)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "graph_conv_shortcut"])
+def test_training_with_every_optimizer_and_every_computation_run_on_new_networks(name):
+    from workers.landscape import flatness, plane, train
+
+    spec, shape, n_classes = NEW[name]
+    data = make_data(shape, n_classes, n_train=48, n_test=16)
+    states = []
+    for i, optimizer in enumerate(sorted(train.OPTIMIZERS)):
+        torch.manual_seed(i)
+        model = nets.build(spec, shape, n_classes)
+        extra = {"pretrain_epochs": 1} if optimizer == "adv" else {"replicas": 2} if optimizer == "rsgd" else {}
+        history = train.train(model, data, optimizer, epochs=1, batch_size=16, seed=i, **extra)
+        assert history[-1]["epoch"] == 1 and all(torch.isfinite(v).all() for v in model.state_dict().values()
+                                          if v.is_floating_point()), optimizer
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    a, b, c = states[:3]
+    model = nets.build(spec, shape, n_classes)
+    plain = evaluate.evaluate_states_loop(model, [a], {"train": (data.x_train, data.y_train)},
+                                          bn_data=data.x_train)["train"]["error"][0]
+
+    flat = flatness.flatness_result(spec, data, a, sigmas=[0.0, 0.05], draws=2)
+    assert flat["base_train_error"] == plain and flat["delta_mean"][0] == 0.0 and flat["bn"] == "recompute"
+
+    grid = plane.plane_result(spec, data, [a, b, c], grid=3)
+    j = grid["x"].index(grid["points"][0]["x"])
+    i = grid["y"].index(grid["points"][0]["y"])
+    ca = symmetry.canonical_form(spec, a)
+    own = evaluate.evaluate_states_loop(model, [ca], {"train": (data.x_train, data.y_train)},
+                                        bn_data=data.x_train)["train"]["error"][0]
+    assert grid["train_error"][i][j] == own  # the first network lies on the grid
+
+    for variant in ("geodesic", "garipov"):
+        bend, mid = paths.bend_result(spec, data, a, b, points=3, variant=variant, epochs=1, batch_size=16)
+        assert bend["t"] == [0.0, 0.5, 1.0] and set(mid) == set(a)
+        assert bend["barrier"] == max(bend["train_error"])
+    for type in ("linear", "linear_aligned", "geodesic"):
+        for bn in ("recompute", "interpolate"):
+            res = paths.path_result(spec, data, a, b, type=type, points=3, bn=bn)
+            assert res["bn"] == bn and len(res["train_error"]) == 3
+            if type == "linear" and bn == "recompute":
+                assert res["train_error"][0] == plain
