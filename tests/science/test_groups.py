@@ -20,6 +20,8 @@ NEW = {  # name -> (spec, input shape, classes)
     "resnet14_narrow": ({"kind": "resnet", "depth": 14, "width": 0.125}, (3, 8, 8), 3),
     "resnet18": ({"kind": "resnet18", "width": 0.0625}, (3, 16, 16), 4),
     "resnet34": ({"kind": "resnet34", "width": 0.0625}, (1, 16, 16), 3),
+    "vgg11_bn": ({"kind": "vgg11_bn", "width": 0.0625, "hidden": 8}, (3, 32, 32), 3),
+    "vgg16_bn": ({"kind": "vgg16_bn", "width": 0.0625, "hidden": 6}, (1, 32, 32), 3),
     "graph_example": (nets.ARCHITECTURES["graph"]["example"], (3, 8, 8), 4),
     "graph_conv_shortcut": ({"kind": "graph", "layers": STEM + [
         {"type": "add", "branch": [
@@ -270,3 +272,17 @@ def test_training_with_every_optimizer_and_every_computation_run_on_new_networks
             assert res["bn"] == bn and len(res["train_error"]) == 3
             if type == "linear" and bn == "recompute":
                 assert res["train_error"][0] == plain
+
+
+def test_torchvision_vgg_bn_state_dicts_load_into_the_same_names():
+    from torchvision.models import vgg
+
+    tv = vgg.VGG(vgg.make_layers(vgg.cfgs["A"], batch_norm=True), num_classes=3)  # torchvision's vgg11_bn
+    tv.classifier[0], tv.classifier[3], tv.classifier[6] = (torch.nn.Linear(512 * 49, 8), torch.nn.Linear(8, 8),
+                                                            torch.nn.Linear(8, 3))  # a small classifier
+    model = nets.build({"kind": "vgg11_bn", "hidden": 8}, (3, 32, 32), 3)
+    nets.load_weights(model, tv.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model.eval()(x), tv.eval()(x), rtol=0, atol=0)
+    with pytest.raises(nets.SpecError, match="at least 32x32"):
+        nets.build({"kind": "vgg16_bn"}, (1, 8, 8), 3)
