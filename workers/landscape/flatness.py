@@ -17,7 +17,7 @@ Choices the paper leaves open [ours]:
   minutes; "delta_sem" (std / sqrt(draws)) says how precise the mean is. sigma = 0 needs no draw
   (delta 0 exactly).
 - Default sigma grids, 11 values from 0: MLP up to 0.5, LeNet up to 0.25, VGG up to 0.08 (the paper's
-  ranges); binary eps 0 ... 0.06.
+  ranges; ResNets and torchvision's VGG-BN as VGG, layer graphs as the MLP); binary eps 0 ... 0.06.
 - BatchNorm networks: bn="recompute" (default) recomputes the running statistics on the training inputs
   for every draw (and for the unperturbed network): noise on the weights before a BatchNorm shifts the
   statistics of its inputs, and stale statistics would measure that mismatch rather than the landscape
@@ -46,6 +46,8 @@ SIGMA_GRIDS = {  # largest sigma per architecture kind (the paper's figures); 11
     "mlp": 0.5,
     "lenet": 0.25,
     "vgg": 0.08,
+    # deep BatchNorm convnets (issue 15) [ours]: the VGG range
+    "resnet": 0.08, "resnet18": 0.08, "resnet34": 0.08, "vgg11_bn": 0.08, "vgg16_bn": 0.08,
 }
 FLIP_FRACTIONS = [0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06]
 DEFAULT_DRAWS = {"multiplicative": 20, "flip": 10}
