@@ -51,6 +51,10 @@ Progress = Callable[[float, str], None]
 State = dict[str, torch.Tensor]
 Splits = dict[str, tuple[torch.Tensor, torch.Tensor]]
 PRECISIONS = ("fp32", "tf32", "bf16")
+# Inputs per batch when BatchNorm statistics are recomputed [ours]: 256 (it was 4096 before issue 15).
+# Measured on CPU, ResNet-20 on 1000 inputs: batches of 256 take half the time of one batch of 1000
+# (the activations of a batch stay cache-sized); the statistics are the average of the batches' own.
+BN_BATCH = 256
 
 
 def _dtype(model: nn.Module) -> torch.dtype:
@@ -112,7 +116,7 @@ def _bn_accumulating(model: nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> nn.Module:
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = BN_BATCH) -> nn.Module:
     """Recompute every BatchNorm's running mean and variance on inputs ``x``; leaves the model in eval mode.
 
     One pass over ``x`` in batches, with ``momentum=None`` (cumulative average of the batch statistics,
@@ -653,7 +657,7 @@ def evaluate_states(
     bn_data: torch.Tensor | None = None,
     *,
     first: Combination | None = None,
-    bn_batch: int = 4096,
+    bn_batch: int = BN_BATCH,
     memory_mb: float | None = None,
     chunk: int | None = None,
     precision: str | None = None,
@@ -712,7 +716,7 @@ def _batched(it: Iterable[State], size: int) -> Iterator[list[State]]:
 
 
 @torch.no_grad()
-def recalibrate_states(model: nn.Module, states: list[State], x: torch.Tensor, batch_size: int = 4096, *,
+def recalibrate_states(model: nn.Module, states: list[State], x: torch.Tensor, batch_size: int = BN_BATCH, *,
                        first: Combination | None = None, memory_mb: float | None = None) -> list[State]:
     """Copies of ``states`` with every BatchNorm's statistics recomputed on inputs ``x`` (e.g. a fixed subset
     of the training set, see ``bn_inputs``), all points together; each equals ``recalibrate_bn`` on that state.
