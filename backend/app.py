@@ -1,4 +1,5 @@
-"""create_app(): the API routers under /api, the static dashboard at /, and JSON error handlers."""
+"""create_app(): the API routers under /api, the static dashboard at /, JSON error handlers, and the front
+door (backend.guard) in front of them all."""
 from __future__ import annotations
 
 import asyncio
@@ -12,11 +13,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import jobs
 from .config import get_settings
 from .db import new_session, upgrade_database
+from .guard import Guard
+from .schemas import BAD_INPUT
 from .routes import jobs as jobs_routes
 from .routes import meta, networks, results
 
@@ -29,6 +34,23 @@ def plotly_js() -> Path:
     import plotly
 
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+# Every error the API answers with, in the OpenAPI description (422 FastAPI adds itself).
+ERROR_RESPONSES = {status: {"model": ErrorOut, "description": text} for status, text in (
+    (400, "bad input: the message says what to change"),
+    (401, "an API token is required (Authorization: Bearer <token>) or the one sent is unknown"),
+    (403, "the thing belongs to someone else"),
+    (404, "no such thing, or not visible to the caller"),
+    (408, "the request body stalled"),
+    (409, "conflicts with the current state (e.g. an Idempotency-Key reused for another request)"),
+    (413, "body over its limit, or the storage quota is full"),
+    (429, "the caller's limit of unfinished jobs is reached"),
+)}
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -56,25 +78,6 @@ async def _reconcile_forever(every: float) -> None:
         await asyncio.sleep(every)
 
 
-class UploadLimit:
-    """Refuse (413) a request whose declared body is over the upload limit before reading it.
-    A plain ASGI middleware: it costs nothing on the other requests."""
-
-    def __init__(self, app, settings):
-        self.app, self.settings = app, settings
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            # multipart overhead on top of the weights file itself
-            if length.isdigit() and int(length) > self.settings.max_upload_bytes + 1024 * 1024:
-                response = JSONResponse({"detail": f"request body larger than the limit of "
-                                                   f"{self.settings.max_upload_bytes} bytes"}, status_code=413)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile: bool = True) -> FastAPI:
     """The service. ``require_auth`` None follows TOROID_AUTH ("on" requires a token)."""
     settings = get_settings()
@@ -97,40 +100,53 @@ def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile
         if task is not None:
             task.cancel()
 
-    app = FastAPI(title="Toroid", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Toroid", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Explorer of the error landscapes of trained neural networks.")
     app.state.require_auth = settings.auth == "on" if require_auth is None else require_auth
 
-    app.add_middleware(UploadLimit, settings=settings)
+    app.add_middleware(Guard)  # authentication, body limits and unexpected errors (backend.guard)
 
     @app.exception_handler(RequestValidationError)
     async def validation_handler(_request: Request, exc: RequestValidationError):
-        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+        # NULs and over-long or over-deep free-form JSON are the caller's mistake in so many words: 400
+        status = 400 if any(e.get("type") == BAD_INPUT for e in exc.errors()) else 422
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_handler(_request: Request, exc: StarletteHTTPException):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def crash_handler(_request: Request, exc: Exception):
-        log.exception("unhandled error")
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
-
     for router in (meta.router, networks.router, jobs_routes.router, results.router):
-        app.include_router(router, prefix="/api")
+        app.include_router(router, prefix="/api", responses=ERROR_RESPONSES)
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        from .metrics import render
+        from .metrics import check_scraper, render
 
-        return Response(render(), media_type=CONTENT_TYPE_LATEST)
+        if app.state.require_auth:
+            await check_scraper(request)
+        return Response(await run_in_threadpool(render), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/vendor/plotly.min.js", include_in_schema=False)
     def plotly_bundle() -> FileResponse:
         return FileResponse(plotly_js(), media_type="application/javascript",
                             headers={"Cache-Control": "public, max-age=86400"})
+
+    # /docs: Swagger UI 5 (reads OpenAPI 3.1) as shipped in the fastapi-offline package, served here: no CDN
+    from importlib.util import find_spec
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    swagger = Path(find_spec("fastapi_offline").submodule_search_locations[0]) / "static"
+    app.mount("/vendor/swagger-ui", StaticFiles(directory=str(swagger)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> Response:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="Toroid API", swagger_favicon_url="/favicon.svg",
+                                   swagger_js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
+                                   swagger_css_url="/vendor/swagger-ui/swagger-ui.css")
 
     app.mount("/", StaticFiles(directory=FRONTEND, html=True), name="frontend")
     return app

@@ -10,34 +10,25 @@ import subprocess
 import sys
 from typing import Any
 
-DEMO_TAG = "demo"
-
-
 def _worker_cmd(queues: str, concurrency: int, name: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, "-c", str(concurrency),
             "-n", f"{name}@{socket.gethostname()}", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
 
 
-def seed_demo() -> list[int]:
-    """Queue the training of a few small MLPs on digits, unless the demo networks exist already."""
-    from sqlalchemy import select
+def start_demo(mode: str) -> None:
+    """``--demo`` (load): record the demo networks shipped with the package (seconds, trains nothing);
+    ``--demo train``: queue their training from scratch as ordinary train jobs."""
+    from backend import demo
 
-    from backend import jobs
-    from backend.db import new_session
-    from backend.models import Job
-    from workers.landscape import train
-
-    runs = [("sgd", s) for s in (0, 1, 2)] + [(o, 0) for o in ("rsgd", "adv") if o in train.OPTIMIZERS]
-    submitted = []
-    with new_session() as s:
-        if s.scalars(select(Job).where(Job.kind == "train")).first() is not None:
-            return []
-        for optimizer, seed in runs:
-            params: dict[str, Any] = {"architecture": {"kind": "mlp", "hidden": [32, 32]}, "dataset": "digits",
-                                      "optimizer": optimizer, "epochs": 30, "seed": seed,
-                                      "name": f"demo-{optimizer}-{seed}", "tags": [DEMO_TAG, optimizer]}
-            submitted.append(jobs.submit(s, "train", params).id)
-    return submitted
+    if mode == "train":
+        ids = demo.submit_training()
+        if ids:
+            print(f"demo: training {len(ids)} networks on digits from scratch (jobs {ids}); the Networks view "
+                  "shows their progress", flush=True)
+        return
+    ids = demo.load_demo()
+    print(f"demo: loaded {len(ids)} shipped networks (RSGD, SGD, ADV on digits; trained by "
+          f"`python -m backend.demo.make`)" if ids else "demo: the demo networks are loaded already", flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -48,23 +39,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from backend.db import upgrade_database
 
     settings = get_settings()
+    busy = _port_busy(args.host, args.port)
+    if busy:
+        print(f"error: cannot listen on {args.host}:{args.port} ({busy}); stop what uses it or choose "
+              "another port with --port", file=sys.stderr)
+        return 1
     settings.ensure_dirs()
     upgrade_database()
-    worker = None
+    workers: list[subprocess.Popen] = []
     if not args.no_worker:
+        # one worker process per queue: a path job starts within a second or two while a long train
+        # runs on the batch worker (both write to one log)
         log = open(settings.home / "worker.log", "ab")
-        worker = subprocess.Popen(_worker_cmd("gpu,cpu", settings.worker_concurrency, "embedded"),
-                                  stdout=log, stderr=subprocess.STDOUT)
-        print(f"worker started (pid {worker.pid}); log: {settings.home / 'worker.log'}", flush=True)
+        for queue, concurrency in (("interactive", 1), ("batch", settings.worker_concurrency)):
+            workers.append(subprocess.Popen(_worker_cmd(queue, concurrency, f"embedded-{queue}"),
+                                            stdout=log, stderr=subprocess.STDOUT))
+        print(f"workers started: interactive (pid {workers[0].pid}), batch (pid {workers[1].pid}); "
+              f"log: {settings.home / 'worker.log'}", flush=True)
     def _terminate(signum, _frame):  # uvicorn restores this handler and re-raises SIGTERM when it is done
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.demo:
-            ids = seed_demo()
-            if ids:
-                print(f"demo: training {len(ids)} small networks on digits (jobs {ids})", flush=True)
+            start_demo(args.demo)
         print(f"Toroid at http://{args.host}:{args.port}  (data in {settings.home})", flush=True)
         require_auth = settings.auth == "on" or (settings.auth == "auto" and not _loopback(args.host))
         if require_auth:
@@ -79,13 +77,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
             uvicorn.run(create_app(migrate=False, require_auth=require_auth), host=args.host, port=args.port,
                         log_level="warning")
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.send_signal(signal.SIGTERM)
+        for worker in workers:
             try:
                 worker.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 worker.kill()
     return 0
+
+
+def _port_busy(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (None when it can): checked before anything starts or prints."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _loopback(host: str) -> bool:
@@ -164,14 +175,68 @@ def _wait(client, job: dict, quiet: bool = False) -> dict:
     with tqdm(total=100, desc=f"job {job['id']} ({job['kind']})", unit="%", disable=quiet,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
         def show(j):
-            bar.n = round(100 * j["progress"])
-            bar.set_postfix_str(j["message"][:60])
+            bar.n = round(100 * j["progress"], 1)
+            bar.set_postfix_str(_where(j) + j["message"][:60])
             bar.refresh()
         return client.wait(job, on_progress=show)
 
 
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, no traceback."""
+
+
+def _json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{what} is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
+
+
+def _where(job: dict) -> str:
+    """Its place in the queue while queued, its ETA while running (what the progress bar shows first)."""
+    if job["status"] == "queued" and job.get("queue_position"):
+        return f"#{job['queue_position']} in the queue · "
+    eta = job.get("eta_seconds")
+    if job["status"] == "running" and eta is not None:
+        minutes, seconds = divmod(int(round(eta)), 60)
+        return f"ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d} · " if minutes >= 60 else f"ETA {minutes}:{seconds:02d} · "
+    return ""
+
+
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
+
+
+def _cell(value: Any, width: int) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str, int, str]]) -> None:
+    """Rows as an aligned text table: columns are (key, heading, width, "<" or ">")."""
+    print("  ".join(f"{h:{a}{w}}" for _, h, w, a in columns).rstrip())
+    for row in rows:
+        print("  ".join(f"{_cell(row.get(k), w):{a}{w}}" for k, _, w, a in columns).rstrip())
+
+
+def _pct(v: float | None) -> str | None:
+    return None if v is None else f"{100 * v:.2f}%"
+
+
+def _arch(spec: dict) -> str:
+    """A short name for an architecture (as the dashboard writes it): mlp 64-64 bn, lenet c6-16 d120-84, ..."""
+    dash = lambda v: "-".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    kind = spec.get("kind", "?")
+    flags = (" bn" if spec.get("batchnorm") else "") + (" nobias" if spec.get("bias") is False else "")
+    if kind in ("mlp", "binary_mlp"):
+        return f"{kind.replace('_', ' ')} {dash(spec.get('hidden', []))}{flags}"
+    if kind in ("lenet", "binary_conv"):
+        return f"{kind.replace('_', ' ')} c{dash(spec.get('channels', []))} d{dash(spec.get('dense', []))}{flags}"
+    if kind == "vgg":
+        return f"{spec.get('config', 'vgg')} x{spec.get('width', 1)}"
+    if kind == "committee":
+        return f"committee K={spec.get('hidden')}"
+    return kind
 
 
 def cmd_networks(args) -> int:
@@ -179,11 +244,17 @@ def cmd_networks(args) -> int:
     if args.json:
         _print(nets)
         return 0
-    print(f"{'id':>4}  {'name':<24} {'architecture':<28} {'dataset':<10} {'train err':>9} {'test err':>9}")
-    for n in nets:
-        fmt = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-        print(f"{n['id']:>4}  {n['name'][:24]:<24} {json.dumps(n['architecture'])[:28]:<28} {n['dataset']:<10} "
-              f"{fmt(n['train_error']):>9} {fmt(n['test_error']):>9}")
+    if not nets:
+        print("no networks yet (toroid train ..., toroid upload ..., or toroid serve --demo)")
+        return 0
+    rows = [{"id": n["id"], "name": n["name"], "architecture": _arch(n["architecture"]), "dataset": n["dataset"],
+             "sampler": n["source"].get("optimizer") or n["source"].get("kind"),
+             "train": _pct(n["train_error"]), "test": _pct(n["test_error"]), "tags": ",".join(n.get("tags") or []),
+             "created": str(n["created_at"])[:16].replace("T", " ")} for n in nets]
+    _table(rows, [("id", "id", 5, ">"), ("name", "name", 24, "<"), ("architecture", "architecture", 26, "<"),
+                  ("dataset", "data set", 10, "<"), ("sampler", "sampler", 9, "<"), ("train", "train err", 9, ">"),
+                  ("test", "test err", 9, ">"), ("tags", "tags", 18, "<"), ("created", "created", 16, "<")])
+    print(f"{len(nets)} network(s); --json for everything")
     return 0
 
 
@@ -194,18 +265,26 @@ def _run_job(args, kind: str, params: dict) -> int:
         _print(job)
         return 0
     job = _wait(client, job, quiet=args.quiet)
-    _print(job["result"] if args.result_only else job)
+    if args.result_only:
+        result = dict(job["result"] or {})
+        if kind == "train" and "history" in result:  # the curve is on the network (toroid networks --json)
+            result["epochs"] = len(result.pop("history"))
+        _print(result)
+    else:
+        _print(job)
     return 0
 
 
 def cmd_train(args) -> int:
-    params = {"architecture": json.loads(args.arch), "dataset": args.dataset, "optimizer": args.optimizer,
+    params = {"architecture": _json(args.arch, "--arch"), "dataset": args.dataset, "optimizer": args.optimizer,
               "epochs": args.epochs, "seed": args.seed}
     if args.name:
         params["name"] = args.name
     for item in args.param or []:
-        key, _, value = item.partition("=")
-        params[key] = json.loads(value)
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--param {item!r}: write KEY=JSON, e.g. lr=0.05")
+        params[key] = _json(value, f"--param {key}")
     return _run_job(args, "train", params)
 
 
@@ -213,21 +292,78 @@ def cmd_path(args) -> int:
     return _run_job(args, "path", {"a": args.a, "b": args.b, "type": args.type, "points": args.points})
 
 
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def kind_parser(name: str) -> argparse.ArgumentParser:
+    """`toroid job NAME`: the job kind's inputs and parameters as options, read from the registry."""
+    from workers.landscape import kinds, params
+
+    kind = kinds.KINDS[name]
+    lines = []
+    for key, p in kind.params.items():
+        when = "".join(f" (when {o} is {' or '.join(map(str, v))})" for o, v in (p.get("when") or {}).items())
+        default = "" if p["default"] is None else f"; default {json.dumps(p['default'])}"
+        lines.append(f"  {key}: {p['type']}, {params.describe(p) if p['type'] in params.TYPES else p['type']}"
+                     f"{default}{when}\n      {p['help']}")
+    k = argparse.ArgumentParser(prog=f"toroid job {name}", description=f"{kind.description} (queue: {kind.queue})",
+                                epilog="parameters (also accepted as --NAME VALUE, VALUE as JSON):\n" + "\n".join(lines),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("params", nargs="?", default="{}", help="the params as one JSON object (options below add to it)")
+    _client_options(k, job=True)
+    for key, rule in kind.inputs.items():
+        k.add_argument(f"--{key}", type=int, nargs=None if rule.get("count") == 1 else "+", default=argparse.SUPPRESS,
+                       help="network id" + ("" if rule.get("count") == 1 else "s"))
+    for key in kind.params:
+        k.add_argument(f"--{key}", type=_json_or_text, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return k
+
+
 def cmd_job(args) -> int:
-    params = json.loads(args.params) if args.params else {}
-    return _run_job(args, args.kind, params)
+    from workers.landscape import kinds
+
+    if args.kind not in kinds.KINDS:
+        known = ", ".join(kinds.KINDS)
+        if args.kind is None or args.help:
+            print(f"usage: toroid job KIND [PARAMS] [--NAME VALUE ...]\njob kinds: {known}\n"
+                  "`toroid job KIND --help` lists a kind's parameters")
+            return 0 if args.help else 2
+        print(f"error: unknown job kind {args.kind!r}; known: {known}", file=sys.stderr)
+        return 2
+    parser = kind_parser(args.kind)
+    if args.help or {"-h", "--help"} & set(args.rest):
+        parser.print_help()
+        return 0
+    opts, extra = parser.parse_known_args(args.rest)
+    params = _json(opts.params, "the job's params") if opts.params else {}
+    if not isinstance(params, dict):
+        raise UsageError(f"the job's params must be a JSON object like '{{\"network\": 3}}', got {opts.params!r}")
+    skip = {"params", "url", "token", "no_wait", "quiet", "result_only"}
+    params.update({k: v for k, v in vars(opts).items() if k not in skip})
+    while extra:  # --NAME VALUE pairs the registry does not list (a sampler's parameters); the service checks them
+        name = extra.pop(0)
+        if not name.startswith("--") or not extra:
+            parser.error(f"expected --NAME VALUE, got {name!r}")
+        params[name[2:].replace("-", "_")] = _json_or_text(extra.pop(0))
+    return _run_job(opts, args.kind, params)
 
 
 def cmd_upload(args) -> int:
+    if not os.path.isfile(args.file):
+        raise UsageError(f"no such file: {args.file}")
     net = _client(args).upload(args.file, name=args.name or os.path.basename(args.file),
-                               architecture=json.loads(args.arch), dataset=args.dataset,
+                               architecture=_json(args.arch, "--arch"), dataset=args.dataset,
                                tags=args.tag or [])
     _print(net)
     return 0
 
 
 def cmd_reproduce(args) -> int:
-    from backend.reproduce import run
+    from backend.client.reproduce import run
 
     summary = run(_client(args), scale=args.scale, out=args.out, seeds=args.seeds)
     print(f"report: {summary['report']}\nsummary: {summary['summary']}")
@@ -235,7 +371,28 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_jobs(args) -> int:
-    _print(_client(args).jobs())
+    filters = {k: v for k, v in (("status", args.status), ("kind", args.kind), ("limit", args.limit)) if v}
+    jobs = _client(args).jobs(**filters)
+    if args.json:
+        _print(jobs)
+        return 0
+    if not jobs:
+        print("no jobs" + (" match" if args.status or args.kind else " yet"))
+        return 0
+    rows = []
+    for j in jobs:
+        state = j["status"] + (" (cached)" if j["cached"] else "")
+        where = _where(j).rstrip(" ·")
+        shown = {k: v for k, v in j["params"].items() if k not in ("architecture", "tags", "visibility", "dataset_options")}
+        rows.append({"id": j["id"], "kind": j["kind"], "status": state,
+                     "progress": f"{100 * (1.0 if j['status'] == 'succeeded' else j['progress']):.0f}%",
+                     "when": where, "params": json.dumps(shown, separators=(",", ":")),
+                     "created": str(j["created_at"])[:16].replace("T", " "),
+                     "message": (j["error"] or j["message"]) if j["status"] != "succeeded" else ""})
+    _table(rows, [("id", "id", 5, ">"), ("kind", "kind", 12, "<"), ("status", "status", 18, "<"),
+                  ("progress", "done", 5, ">"), ("when", "queue / ETA", 16, "<"), ("params", "params", 36, "<"),
+                  ("created", "created", 16, "<"), ("message", "message", 40, "<")])
+    print(f"{len(jobs)} job(s); --json for everything")
     return 0
 
 
@@ -248,16 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toroid", description="Toroid: explore the error landscapes of trained networks.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="start the API and a Celery worker beside it")
+    s = sub.add_parser("serve", help="start the API and two Celery workers beside it (queues interactive and batch)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--demo", action="store_true", help="train a few small networks on digits to explore")
+    s.add_argument("--demo", nargs="?", const="load", choices=["load", "train"], default=None,
+                   help="--demo: load the demo networks shipped with the package (RSGD, SGD and ADV minimizers "
+                        "on digits, in seconds); --demo train: train them from scratch as jobs")
     s.add_argument("--no-worker", action="store_true", help="start only the API (workers run elsewhere)")
     s.add_argument("--api-workers", type=int, default=1, help="API processes (uvicorn workers)")
     s.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("worker", help="start only a Celery worker")
-    w.add_argument("--queues", default="gpu,cpu")
+    w.add_argument("--queues", default="interactive,batch",
+                   help="comma-separated queues this worker takes: interactive (evaluate, distance, canonicalize, "
+                        "path, small flatness) and/or batch (train, matrix, plane, big flatness)")
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--gpu", type=int, default=None, help="GPU index this worker uses (sets CUDA_VISIBLE_DEVICES)")
     w.add_argument("--name", default=None)
@@ -274,23 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     def client_parser(name: str, help: str, func, job: bool = False):
         c = sub.add_parser(name, help=help)
-        c.add_argument("--url", default=None, help="service URL (default $TOROID_URL or http://127.0.0.1:8000)")
-        c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
-        if job:
-            c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
-            c.add_argument("--quiet", action="store_true", help="no progress bar")
-            c.add_argument("--result-only", action="store_true", help="print only the result")
+        _client_options(c, job)
         c.set_defaults(func=func)
         return c
 
     c = client_parser("reproduce", "rerun the paper's main experiments through the service; write a report",
                       cmd_reproduce)
     c.add_argument("--scale", choices=["tiny", "small", "full"], default="small",
-                   help="tiny: seconds (tests); small: about 30 minutes on 2 CPU cores; full: a GPU server")
+                   help="tiny: seconds (tests); small: about 3 minutes on 2 CPU cores with digits and HMM, about "
+                        "17 with MNIST and Fashion-MNIST in TOROID_DATA_ROOT; full: a GPU server")
     c.add_argument("--out", default="reproduce-report", help="folder for report.html and summary.json")
     c.add_argument("--seeds", type=int, default=None, help="minimizers per sampler (default by scale)")
     c = client_parser("networks", "list stored networks", cmd_networks)
-    c.add_argument("--json", action="store_true")
+    c.add_argument("--json", action="store_true", help="every field of every network, as JSON")
     c = client_parser("train", "train a network (a train job) and wait for it", cmd_train, job=True)
     c.add_argument("--arch", default='{"kind": "mlp", "hidden": [32, 32]}', help="architecture spec as JSON")
     c.add_argument("--dataset", default="digits")
@@ -304,19 +461,36 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("b", type=int)
     c.add_argument("--type", default="linear")
     c.add_argument("--points", type=int, default=11)
-    c = client_parser("job", "submit any job kind with JSON params and wait", cmd_job, job=True)
-    c.add_argument("kind")
-    c.add_argument("params", nargs="?", default="{}")
+    c = sub.add_parser("job", help="submit any job kind and wait (`toroid job KIND --help`: its parameters)",
+                       add_help=False)
+    c.add_argument("-h", "--help", action="store_true")
+    c.add_argument("kind", nargs="?")
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+    c.set_defaults(func=cmd_job)
     c = client_parser("upload", "upload a weights file (.safetensors or .pt state_dict)", cmd_upload)
     c.add_argument("file")
     c.add_argument("--arch", required=True, help="architecture spec as JSON")
     c.add_argument("--dataset", default="digits")
     c.add_argument("--name", default=None)
     c.add_argument("--tag", action="append")
-    client_parser("jobs", "list recent jobs", cmd_jobs)
+    c = client_parser("jobs", "list recent jobs (newest first)", cmd_jobs)
+    c.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"], default=None)
+    c.add_argument("--kind", default=None)
+    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--json", action="store_true", help="every field of every job, as JSON")
     c = client_parser("cancel", "cancel a job", cmd_cancel)
     c.add_argument("job", type=int)
     return p
+
+
+def _client_options(c: argparse.ArgumentParser, job: bool = False) -> None:
+    c.add_argument("--url", default=None, help="service URL (default $TOROID_URL or http://127.0.0.1:8000)")
+    c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
+    if job:
+        c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
+        c.add_argument("--quiet", action="store_true", help="no progress bar")
+        c.add_argument("--result-only", action="store_true",
+                       help="print only the result (a train's without its curve: the network has it)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # client errors: one readable line, not a traceback
         from backend.client import ApiError
 
+        if isinstance(exc, UsageError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         if isinstance(exc, (ApiError,)):
             print(f"error: {exc.detail}", file=sys.stderr)
             return 1

@@ -20,8 +20,20 @@ class Settings(BaseSettings):
     broker_url: str = ""
     # Folder holding MNIST / Fashion-MNIST / CIFAR in torchvision's layout (never downloaded).
     data_root: Path | None = None
-    # Largest accepted weights upload, in bytes (413 above it).
+    # Largest accepted weights upload, in bytes (413 above it), counted on the bytes as they arrive.
     max_upload_bytes: int = 256 * 1024 * 1024
+    # Largest accepted body of every other request (JSON), in bytes (413 above it).
+    max_json_bytes: int = 1024 * 1024
+    # A request body that sends nothing for this many seconds, or is not complete after
+    # body_timeout seconds, is answered 408 and its connection closed.
+    body_stall_timeout: float = 30.0
+    body_timeout: float = 900.0
+    # Largest network (parameters) an upload or a train job may declare; VGG16 and ResNet-50 fit.
+    max_parameters: int = 150_000_000
+    # A Prometheus scraper's token for /metrics when authentication is on (an admin's token works too).
+    metrics_token: str = ""
+    # How long a repeated Idempotency-Key answers with the first answer, in seconds.
+    idempotency_ttl: float = 24 * 3600.0
     # Worker processes started by `toroid serve` beside the API.
     worker_concurrency: int = 1
     # CPU threads torch may use in each worker process (0: torch's default, one per core).
@@ -34,6 +46,9 @@ class Settings(BaseSettings):
     # Per-user limits (an admin may set others per user): unfinished jobs, stored weight bytes.
     max_running_jobs: int = 20
     max_stored_bytes: int = 20 * 1024**3
+    # Largest accepted cost estimate of one job (workers/landscape/kinds.py: samples x parameters x
+    # evaluations, training x 3 per epoch); about VGG16 trained 300 epochs on CIFAR-10 fits.
+    max_job_cost: float = 2e15
     # A running job whose worker has not been heard from for this long is handed to another worker.
     heartbeat_timeout: float = 60.0
     # Queued jobs are sent to the broker again after this long (a wiped broker loses nothing).

@@ -2,6 +2,8 @@
 so every API replica reports the same numbers whichever process ran the jobs."""
 from __future__ import annotations
 
+import secrets
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import func, select
@@ -66,6 +68,23 @@ class ToroidCollector:
         yield depth
         yield GaugeMetricFamily("toroid_networks", "Stored networks", value=n_networks)
         yield GaugeMetricFamily("toroid_stored_bytes", "Bytes of stored weights", value=stored)
+
+
+async def check_scraper(request) -> None:
+    """With authentication on, /metrics is for an admin's token or ``TOROID_METRICS_TOKEN`` (a scraper's):
+    its totals count private networks and jobs too."""
+    from fastapi import HTTPException
+
+    from .auth import authenticate
+
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = get_settings().metrics_token
+    if expected and scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), expected.encode()):
+        return
+    user = await authenticate(request.app, header)
+    if not user.is_admin:
+        raise HTTPException(403, "/metrics needs an admin's token or TOROID_METRICS_TOKEN")
 
 
 def render() -> bytes:

@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -46,6 +47,7 @@ class Network(Base):
     dataset_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # optimizer + params, or {"kind": "uploaded"}
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")  # free text, edited by people
     train_error: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_error: Mapped[float | None] = mapped_column(Float, nullable=True)
     train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -76,7 +78,7 @@ class Job(Base):
     cached_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
     result_id: Mapped[int | None] = mapped_column(ForeignKey("results.id", ondelete="SET NULL"), nullable=True,
                                                   index=True)
-    queue: Mapped[str] = mapped_column(String(20), default="cpu")
+    queue: Mapped[str] = mapped_column(String(20), default="interactive")  # "interactive" | "batch"
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -84,6 +86,9 @@ class Job(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # last enqueued
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # worker alive
     fanout: Mapped[int] = mapped_column(Integer, default=0)  # chunks in flight on several workers (0: none)
+    # an equal job queued or running when this one was submitted: this one waits for its answer
+    attached_to: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    cost: Mapped[float | None] = mapped_column(Float, nullable=True)  # kinds' estimate (sample-parameter products)
 
 
 class Result(Base):
@@ -103,3 +108,19 @@ class TableVersion(Base):
 
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IdempotentRequest(Base):
+    """A write sent with an ``Idempotency-Key`` header (migration 0005): a repeat with the same key from the
+    same user is answered with ``response`` (while ``status_code`` is None the first is still at work)."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("owner", "key", name="uq_idempotency_owner_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(200))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the method, path and body
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -6,9 +6,10 @@ from typing import Any, Literal
 
 from functools import lru_cache
 
-from fastapi import Path
+from fastapi import Path, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
 
 MAX_ID = 2**31 - 1
@@ -18,23 +19,84 @@ JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="job id")]
 ResultId = Annotated[int, Path(ge=1, le=MAX_ID, description="result id")]
 
 
+# ---- bounded input: every string has a length limit and no NUL (PostgreSQL refuses NULs in text and
+# JSON); free-form JSON (architectures, options, job params) is bounded in depth, size and string length.
+# These errors are answered 400 (backend.app), before any work.
+
+BAD_INPUT = "toroid_bad_input"  # the error type the app answers with 400
+MAX_DEPTH, MAX_NODES, MAX_STRING, MAX_KEY = 8, 10_000, 1000, 100
+
+
+def no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError(BAD_INPUT, "NUL characters are not allowed in text")
+    return value
+
+
+def bounded_json(value: Any) -> Any:
+    """``value`` (parsed JSON) within MAX_DEPTH levels, MAX_NODES values, strings of at most MAX_STRING
+    characters and keys of at most MAX_KEY, with no NUL anywhere."""
+    nodes = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise PydanticCustomError(BAD_INPUT, f"more than {MAX_NODES} values in one JSON object")
+        if depth > MAX_DEPTH:
+            raise PydanticCustomError(BAD_INPUT, f"JSON nested deeper than {MAX_DEPTH} levels")
+        if isinstance(item, str):
+            if len(item) > MAX_STRING:
+                raise PydanticCustomError(BAD_INPUT, f"a string longer than {MAX_STRING} characters")
+            no_nul(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str) or len(key) > MAX_KEY:
+                    raise PydanticCustomError(BAD_INPUT, f"a key longer than {MAX_KEY} characters")
+                no_nul(key)
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return value
+
+
+def text(max_length: int, min_length: int = 0) -> Any:
+    """A string of ``min_length`` to ``max_length`` characters without NUL."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length), AfterValidator(no_nul)]
+
+
+def _no_nul_or_none(value: str | None) -> str | None:
+    return value if value is None else no_nul(value)
+
+
+def filter_query(description: str | None = None, max_length: int = 200) -> Any:
+    """An optional query-string filter: bounded, no NUL."""
+    return Annotated[str | None, Query(max_length=max_length, description=description), AfterValidator(_no_nul_or_none)]
+
+
+Name = text(200, 1)
+Tag = text(100, 1)
+JSONObject = Annotated[dict[str, Any], AfterValidator(bounded_json)]
+
+
 class NetworkMeta(BaseModel):
     """The ``meta`` JSON part of a network upload."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
-    architecture: dict[str, Any]
-    dataset: str = "digits"
-    dataset_options: dict[str, Any] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list, max_length=50)
+    name: Name
+    architecture: JSONObject
+    dataset: text(100, 1) = "digits"
+    dataset_options: JSONObject = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
     visibility: Literal["private", "lab"] = "lab"
 
 
 class NetworkPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    tags: list[str] | None = Field(default=None, max_length=50)
+    name: Name | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=50)
     visibility: Literal["private", "lab"] | None = None
+    note: str | None = Field(default=None, max_length=4000)
 
 
 class NetworkSummary(BaseModel):
@@ -49,6 +111,7 @@ class NetworkSummary(BaseModel):
     dataset_options: dict[str, Any]
     source: dict[str, Any]
     tags: list[str]
+    note: str = ""
     train_error: float | None
     test_error: float | None
     train_loss: float | None
@@ -64,8 +127,8 @@ class NetworkOut(NetworkSummary):
 
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: str = Field(max_length=40)
-    params: dict[str, Any] = Field(default_factory=dict)
+    kind: text(40)
+    params: JSONObject = Field(default_factory=dict)
     visibility: Literal["private", "lab"] | None = None  # default: private if any input network is
 
 
@@ -87,6 +150,8 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    queue_position: int | None = None  # while queued: 1 = the next job of its queue to start
+    eta_seconds: float | None = None  # while running: seconds still needed, from its progress rate
 
 
 class ResultOut(BaseModel):

@@ -26,7 +26,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TOROID_VARS = ("TOROID_HOME", "TOROID_DATABASE_URL", "TOROID_BROKER_URL", "TOROID_DATA_ROOT",
                "TOROID_MAX_UPLOAD_BYTES", "TOROID_WORKER_CONCURRENCY", "TOROID_JOB_TIME_LIMIT", "TOROID_AUTH",
-               "TOROID_HEARTBEAT_TIMEOUT", "TOROID_FANOUT_PAIRS", "TOROID_TORCH_THREADS", "TOROID_RESEND_AFTER")
+               "TOROID_HEARTBEAT_TIMEOUT", "TOROID_FANOUT_PAIRS", "TOROID_TORCH_THREADS", "TOROID_RESEND_AFTER",
+               "TOROID_FANOUT_POINTS", "TOROID_FANOUT_PATH_POINTS", "TOROID_MAX_JOB_COST")
 
 
 def missing_service(reason: str):
@@ -93,7 +94,9 @@ def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float
 
 
 def start_worker(env: dict[str, str], log: Path, name: str = "test") -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "gpu,cpu", "-c", "1",
+    from workers.app import QUEUES
+
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(QUEUES), "-c", "1",
            "-n", f"{name}-{os.getpid()}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)

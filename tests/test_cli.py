@@ -47,7 +47,8 @@ def test_train_from_the_shell_with_a_progress_bar(server):
                  "--name", "cli-trained", "--param", "lr=0.05", "--result-only")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert len(result["history"]) == 3 and "100%" in out.stderr
+    # --result-only: the result without the whole training curve (issue 16); the curve is on the network
+    assert "history" not in result and result["epochs"] == 3 and "100%" in out.stderr
     listing = json.loads(toroid(server, "networks", "--json").stdout)
     trained = [n for n in listing if n["id"] == result["network_id"]]
     assert trained and trained[0]["name"] == "cli-trained" and trained[0]["source"]["params"]["lr"] == 0.05
@@ -69,22 +70,26 @@ def test_stopping_serve_with_sigterm_stops_its_worker(tmp_path):
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     wait_for_log(log, "Toroid at", proc)
     wait_for_log(tmp_path / "worker.log", "ready.", proc)
-    worker = int(re.search(r"worker started \(pid (\d+)\)", log.read_text()).group(1))
+    line = next(x for x in log.read_text().splitlines() if x.startswith("workers started"))
+    workers = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", line)]
+    assert len(workers) == 2  # one per queue: interactive and batch
     proc.send_signal(signal.SIGTERM)  # as docker, systemd or kill stop it
     proc.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.kill(worker, 0)
-        except ProcessLookupError:
-            return
-        try:  # reap it if it is our grandchild turned zombie
-            os.waitpid(worker, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    os.kill(worker, signal.SIGKILL)
-    raise AssertionError("the worker outlived `toroid serve`")
+    for worker in workers:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            try:  # reap it if it is our grandchild turned zombie
+                os.waitpid(worker, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("a worker outlived `toroid serve`")
 
 
 def test_client_waits_for_a_server_and_gives_up_on_a_dead_one(server):
@@ -101,3 +106,74 @@ def test_client_waits_for_a_server_and_gives_up_on_a_dead_one(server):
     assert asked == [1]  # given up at the first sign, not at the deadline
     with pytest.raises(TimeoutError):  # nobody listens: gives up at the deadline
         Client(f"http://127.0.0.1:{free_port()}").wait_ready(timeout=0.5)
+
+
+def test_serve_on_a_busy_port_says_so_before_anything_else(tmp_path):
+    import os
+    import socket
+
+    env = {**os.environ, "TOROID_HOME": str(tmp_path)}
+    for key in ("TOROID_DATABASE_URL", "TOROID_BROKER_URL"):
+        env.pop(key, None)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = subprocess.run([TOROID, "serve", "--port", str(port)], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr
+    assert "Toroid at" not in out.stdout and "workers started" not in out.stdout and "Traceback" not in out.stderr
+
+
+def test_user_mistakes_on_the_command_line_are_one_line_errors(tmp_path):
+    # none of these reaches a server: the mistake is found first
+    url = ["--url", "http://127.0.0.1:9"]
+    cases = [
+        (["train", "--arch", "{kind: mlp}"], "--arch is not valid JSON"),
+        (["train", "--param", "lr=fast"], "--param lr is not valid JSON"),
+        (["train", "--param", "lr"], "write KEY=JSON"),
+        (["job", "evaluate", "{'network': 3}"], "params is not valid JSON"),
+        (["job", "evaluate", "[3]"], "must be a JSON object"),
+        (["upload", str(tmp_path / "missing.safetensors"), "--arch", '{"kind": "mlp", "hidden": [8]}'], "no such file"),
+        (["upload", __file__, "--arch", "{mlp"], "--arch is not valid JSON"),
+    ]
+    for args, words in cases:
+        out = subprocess.run([TOROID, *args, *url], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (args, out.stderr)
+        assert words in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+        assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_progress_bar_shows_the_queue_place_and_the_eta():
+    from backend.cli import _where
+
+    assert _where({"status": "queued", "queue_position": 3}) == "#3 in the queue · "
+    assert _where({"status": "running", "eta_seconds": 125.4}) == "ETA 2:05 · "
+    assert _where({"status": "running", "eta_seconds": 3725}) == "ETA 1:02:05 · "
+    assert _where({"status": "running", "eta_seconds": None}) == ""
+    assert _where({"status": "succeeded", "eta_seconds": None, "queue_position": None}) == ""
+
+
+def test_networks_and_jobs_as_readable_tables(server, tmp_path):
+    spec = {"kind": "mlp", "hidden": [16]}
+    f = tmp_path / "table.safetensors"
+    f.write_bytes(save(random_state(spec, 41)))
+    name = "cli-table-" + "x" * 40  # longer than its column
+    uploaded = json.loads(toroid(server, "upload", str(f), "--arch", json.dumps(spec), "--name", name, "--tag", "t1").stdout)
+    out = toroid(server, "networks")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["id", "name", "architecture"] and "test err" in lines[0]
+    row = next(line for line in lines if line.lstrip().startswith(f"{uploaded['id']} "))
+    assert "cli-table-xxxx" in row and "…" in row and "mlp 16 " in row and "uploaded" in row
+    assert len(row) <= len(lines[0]) + 40 and "{" not in row  # a table, not JSON
+    listing = json.loads(toroid(server, "networks", "--json").stdout)
+    assert any(n["id"] == uploaded["id"] and n["name"] == name for n in listing)
+
+    out = toroid(server, "jobs", "--kind", "evaluate", "--limit", "5")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["id", "kind", "status"] and "queue / ETA" in lines[0]
+    assert all(" evaluate " in line for line in lines[1:-1]) and lines[-1].endswith("--json for everything")
+    jobs = json.loads(toroid(server, "jobs", "--json", "--kind", "evaluate").stdout)
+    assert jobs and all(j["kind"] == "evaluate" and "queue_position" in j for j in jobs)

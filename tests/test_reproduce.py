@@ -18,7 +18,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from backend.client import Client
-from backend.reproduce import run
+from backend.client.reproduce import run
 
 EXPECTED = ["test_error/mlp-digits", "flatness/mlp-digits", "flatness_vs_test_error/mlp-digits",
             "barrier_order/mlp-digits", "alignment_barriers/mlp-digits", "distance_order/mlp-digits",
@@ -215,9 +215,9 @@ def test_rerun_reuses_stored_results_and_cli(reproduced, server, tmp_path):
 # ---- the pure parts, without a service ---------------------------------------------------------------
 
 def test_scales_pairs_and_statistics():
-    from backend.reproduce import _pairs
-    from backend.reproduce import config as C
-    from backend.reproduce.measure import extract, measure, spearman
+    from backend.client.reproduce import _pairs
+    from backend.client.reproduce import config as C
+    from backend.client.reproduce.measure import extract, measure, spearman
 
     for name in ("tiny", "small", "full"):
         scale = C.get_scale(name)

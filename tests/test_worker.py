@@ -112,4 +112,4 @@ def test_prometheus_metrics_count_jobs_by_state(live):
     assert lines['toroid_jobs{state="queued"}'] == sum(j["status"] == "queued" for j in jobs)
     assert lines['toroid_job_duration_seconds_count{kind="path"}'] >= 1
     assert lines["toroid_networks"] == len(live.client.get("/api/networks").json())
-    assert 'toroid_queue_depth{queue="gpu"}' in lines
+    assert 'toroid_queue_depth{queue="batch"}' in lines and 'toroid_queue_depth{queue="interactive"}' in lines

@@ -1,7 +1,9 @@
 """The Celery application. Broker and queues come from backend.config.
 
 Embedded default: kombu's filesystem transport under TOROID_HOME (no server). Lab server: Redis.
-Queues: ``gpu`` for heavy jobs (training, paths, flatness), ``cpu`` for light ones.
+Queues: ``interactive`` for what a person waits for (evaluate, distance, canonicalize, path, small
+flatness; kinds.py decides per job), ``batch`` for long work (train, matrix, plane, big flatness). Workers are started per queue
+(`toroid serve` runs one process for each), so interactive work never waits behind batch work.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from kombu import Exchange, Queue
 
 from backend.config import get_settings
 
-QUEUES = ("gpu", "cpu")
+QUEUES = ("interactive", "batch")
 
 
 def make_celery() -> Celery:
@@ -26,9 +28,9 @@ def make_celery() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
-        task_default_queue="cpu",
-        task_default_exchange="cpu",
-        task_default_routing_key="cpu",
+        task_default_queue="interactive",
+        task_default_exchange="interactive",
+        task_default_routing_key="interactive",
         task_time_limit=settings.job_time_limit + 60,
         task_soft_time_limit=settings.job_time_limit,
         broker_connection_retry_on_startup=True,

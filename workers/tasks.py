@@ -1,33 +1,30 @@
-"""One Celery task per job kind: load the inputs, call the science, store the result, report progress.
+"""Celery glue, the same for every job kind: claim a job, run its pieces (workers/runners.py), report
+progress, hand the result to the life cycle (backend/lifecycle.py).
 
-The database is the truth. A task claims its job (queued -> running), reports progress into the job
-row (and learns there that it was cancelled), and writes its result and the job's final state in one
-transaction, only if the job is still running: a job delivered twice, or cancelled, is never
-finished twice.
+A job whose kind splits it into several pieces (kinds.py) fans out: each piece is a ``toroid.chunk``
+task on any worker of the job's queue, and a chord's body ``toroid.assemble`` joins their outputs and
+finishes the job. The database is the truth: a task changes a job only while it owns the attempt it
+claimed, so a job delivered twice, or cancelled, is never finished twice.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import traceback
-from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
-from sqlalchemy import update
-from sqlalchemy.orm import Session
 
-from backend import store
+from backend import lifecycle
 from backend.config import get_settings
 from backend.db import new_session
-from backend.models import Job, Network, Result, utcnow
-from workers.app import celery_app
-from workers.landscape import data as datasets
-from workers.landscape import evaluate, nets, paths, symmetry, train
+from backend.models import Job
+from workers.app import celery_app, get_celery
+from workers.landscape.kinds import KINDS
+from workers.runners import RUNNERS, Context, load_data  # noqa: F401  (load_data: for tools and tests)
 
 log = logging.getLogger("toroid.tasks")
 
@@ -42,6 +39,10 @@ def _limit_threads(**_kwargs) -> None:
 
 class JobCancelled(Exception):
     pass
+
+
+class FannedOut(Exception):
+    """The job's pieces went to a Celery chord; its body finishes the job."""
 
 
 class Reporter:
@@ -61,388 +62,8 @@ class Reporter:
         if now - self._last < self.interval and fraction < 1.0:
             return
         self._last = now
-        value = min(max(self.start + fraction * self.span, 0.0), 1.0)
-        with new_session() as s:
-            res = s.execute(update(Job).where(*_mine(self.job_id, self.attempt))
-                            .values(progress=value, message=message[:500], heartbeat_at=utcnow()))
-            s.commit()
-            if res.rowcount == 0:
-                raise JobCancelled()
-
-
-def _mine(job_id: int, attempt: int):
-    """SQL conditions: the job is still running as this attempt (not cancelled, not handed over)."""
-    return Job.id == job_id, Job.status == "running", Job.attempts == attempt
-
-
-class Heartbeat(threading.Thread):
-    """Tells the database every few seconds that this attempt's worker is alive, even in long steps
-    without progress reports; the reconciler re-queues jobs whose heartbeat stops."""
-
-    def __init__(self, job_id: int, attempt: int, every: float):
-        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
-        self.job_id, self.attempt, self.every = job_id, attempt, every
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.every):
-            try:
-                with new_session() as s:
-                    s.execute(update(Job).where(*_mine(self.job_id, self.attempt)).values(heartbeat_at=utcnow()))
-                    s.commit()
-            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
-                log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
-
-
-@lru_cache(maxsize=4)
-def _dataset(name: str, options_json: str) -> datasets.Dataset:
-    return datasets.load_dataset(name, json.loads(options_json))
-
-
-def load_data(name: str, options: dict[str, Any]) -> datasets.Dataset:
-    return _dataset(name, json.dumps(options, sort_keys=True))
-
-
-def load_network(session: Session, network_id: int) -> tuple[Network, torch.nn.Module, dict[str, torch.Tensor], datasets.Dataset]:
-    net = session.get(Network, network_id)
-    if net is None:
-        raise ValueError(f"network {network_id} no longer exists")
-    data = load_data(net.dataset, net.dataset_options)
-    model = nets.build(net.architecture, data.input_shape, data.n_classes)
-    try:
-        state = store.get(net.weights_hash)
-    except FileNotFoundError:
-        raise ValueError(f"the weights of network {net.id} are missing from the weight store "
-                         f"({net.weights_hash}); restore the store from a backup or delete the network") from None
-    nets.load_weights(model, state)
-    # a copy: the model is reused to evaluate other points, which overwrites its own tensors
-    return net, model, {k: v.detach().clone() for k, v in model.state_dict().items()}, data
-
-
-# ---- runners: (session, job, progress) -> JSON result ---------------------------------------
-
-def run_train(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
-    p = dict(job.params)
-    data = load_data(p["dataset"], p["dataset_options"])
-    seed = int(p.get("seed", 0))
-    torch.manual_seed(seed)
-    model = nets.build(p["architecture"], data.input_shape, data.n_classes)
-    opt_params = {k: v for k, v in p.items()
-                  if k not in ("architecture", "dataset", "dataset_options", "optimizer", "name", "tags", "visibility")}
-    progress(0.0, f"training {p['name']} with {p['optimizer']}")
-    history = train.train(model, data, p["optimizer"], progress=progress.sub(0.0, 0.97), **opt_params)
-    train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train)
-    test_err, test_loss = evaluate.error_and_loss(model, data.x_test, data.y_test)
-    h, size = store.put(model.state_dict())
-    net = Network(name=p["name"], owner=job.owner, visibility=p.get("visibility", "lab"), weights_bytes=size,
-                  architecture=p["architecture"], dataset=p["dataset"],
-                  dataset_options=p["dataset_options"],
-                  source={"kind": "trained", "optimizer": p["optimizer"], "params": opt_params, "job_id": job.id,
-                          "data": data.info},
-                  tags=p.get("tags", []), train_error=train_err, test_error=test_err, train_loss=train_loss,
-                  test_loss=test_loss, history=history, weights_hash=h, n_params=nets.n_parameters(model))
-    session.add(net)
-    session.flush()
-    return {"network_id": net.id, "train_error": train_err, "test_error": test_err, "history": history}
-
-
-def run_evaluate(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
-    net, model, _, data = load_network(session, job.params["network"])
-    progress(0.1, "evaluating")
-    train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train)
-    test_err, test_loss = evaluate.error_and_loss(model, data.x_test, data.y_test)
-    net.train_error, net.train_loss, net.test_error, net.test_loss = train_err, train_loss, test_err, test_loss
-    return {"network_id": net.id, "train_error": train_err, "test_error": test_err,
-            "train_loss": train_loss, "test_loss": test_loss}
-
-
-SPLITTABLE_PATHS = ("linear", "linear_aligned", "geodesic")
-
-
-def path_pieces(session: Session, params: dict[str, Any]) -> list[list[float]]:
-    """The positions of a long linear, linear-aligned or geodesic path in chunks of
-    TOROID_FANOUT_PATH_POINTS (a bend or Hamming path is one piece)."""
-    ts = paths.positions(params["points"])
-    if params["type"] not in SPLITTABLE_PATHS:
-        return [ts]
-    per_chunk = max(get_settings().fanout_path_points, 2)
-    return [ts[k : k + per_chunk] for k in range(0, len(ts), per_chunk)]
-
-
-def path_piece(session: Session, params: dict[str, Any], ts: list[float], progress) -> dict[str, Any]:
-    net_a, _, state_a, data = load_network(session, params["a"])
-    _, _, state_b, _ = load_network(session, params["b"])
-    return paths.path_result(net_a.architecture, data, state_a, state_b, type=params["type"],
-                             points=params["points"], bn=params.get("bn", "recompute"), progress=progress, ts=ts)
-
-
-def path_assemble(session: Session, params: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    out = dict(outputs[0])
-    for key in ("t", "train_error", "test_error", "train_loss", "test_loss"):
-        out[key] = [v for o in outputs for v in o[key]]
-    out["barrier"] = max(out["train_error"])
-    out["barrier_excess"] = out["barrier"] - (out["train_error"][0] + out["train_error"][-1]) / 2
-    out["chunks"] = len(outputs)
-    return out
-
-
-def run_path(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
-    fan_out(session, job, progress)
-    p = job.params
-    net_a, _, state_a, data = load_network(session, p["a"])
-    net_b, _, state_b, _ = load_network(session, p["b"])
-    if p["type"] == "bend":
-        options = {k: p[k] for k in ("epochs", "lr") if k in p}
-        result, midpoint = paths.bend_result(net_a.architecture, data, state_a, state_b, points=p["points"],
-                                             variant=p["variant"], seed=p["seed"], bn=p["bn"], progress=progress,
-                                             **options)
-        mid = store_network(session, job, net_a, midpoint, f"bend of {net_a.name} and {net_b.name}",
-                            {"kind": "bend", "from": [net_a.id, net_b.id], "variant": p["variant"], "job_id": job.id},
-                            data)
-        return {**result, "midpoint_network_id": mid.id}
-    return paths.path_result(net_a.architecture, data, state_a, state_b, type=p["type"], points=p["points"],
-                             bn=p.get("bn", "recompute"), orders=p.get("orders", 5), seed=p.get("seed", 0),
-                             progress=progress)
-
-
-def store_network(session: Session, job: Job, like: Network, state: dict[str, torch.Tensor], name: str,
-                  source: dict[str, Any], data: datasets.Dataset) -> Network:
-    """Store ``state`` as a new network of ``like``'s architecture and data set, with its errors."""
-    model = nets.build(like.architecture, data.input_shape, data.n_classes)
-    nets.load_weights(model, state)
-    train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train)
-    test_err, test_loss = evaluate.error_and_loss(model, data.x_test, data.y_test)
-    h, size = store.put(model.state_dict())
-    net = Network(name=name[:200], owner=job.owner, visibility=job.visibility, architecture=like.architecture,
-                  dataset=like.dataset, dataset_options=like.dataset_options, source=source, tags=list(like.tags or []),
-                  train_error=train_err, test_error=test_err, train_loss=train_loss, test_loss=test_loss, history=[],
-                  weights_hash=h, weights_bytes=size, n_params=nets.n_parameters(model))
-    session.add(net)
-    session.flush()
-    return net
-
-
-def flatness_pieces(session: Session, params: dict[str, Any]) -> list[list[float]]:
-    """The noise levels of a flatness job in chunks of at most TOROID_FANOUT_POINTS evaluated points.
-    Each draw's noise is the same whatever levels a chunk holds, so chunks give the unsplit result."""
-    from workers.landscape import flatness
-
-    net = session.get(Network, params["network"])
-    kind = "flip" if nets.is_binary(net.architecture) else "multiplicative"
-    sigmas = params.get("sigmas") or flatness.default_sigmas(net.architecture)
-    draws = params.get("draws") or flatness.DEFAULT_DRAWS[kind]
-    per_chunk = max(get_settings().fanout_points // max(draws, 1), 1)
-    return [sigmas[k : k + per_chunk] for k in range(0, len(sigmas), per_chunk)]
-
-
-def flatness_piece(session: Session, params: dict[str, Any], sigmas: list[float] | None, progress) -> dict[str, Any]:
-    from workers.landscape import flatness
-
-    net, _, state, data = load_network(session, params["network"])
-    result = flatness.flatness_result(net.architecture, data, state, sigmas=sigmas, draws=params.get("draws"),
-                                      seed=params["seed"], params=params["params"], progress=progress)
-    return {"network_id": net.id, **result}
-
-
-def flatness_assemble(session: Session, params: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    out = dict(outputs[0])
-    for key in ("sigma", "delta_mean", "delta_std", "delta_sem"):
-        out[key] = [v for o in outputs for v in o[key]]
-    out["chunks"] = len(outputs)
-    return out
-
-
-def run_flatness(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
-    fan_out(session, job, progress)
-    result = flatness_piece(session, job.params, job.params.get("sigmas"), progress)
-    return {**result, "chunks": 1}
-
-
-def run_plane(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
-    from workers.landscape import plane
-
-    p = job.params
-    loaded = [load_network(session, i) for i in p["networks"]]
-    result = plane.plane_result(loaded[0][0].architecture, loaded[0][3], [x[2] for x in loaded], grid=p["grid"],
-                                mode=p["mode"], margin=p["margin"], bn=p["bn"], progress=progress)
-    return {"networks": p["networks"], **result}
-
-
-def run_canonicalize(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
-    net, _, state, data = load_network(session, job.params["network"])
-    progress(0.2, "normalising units")
-    canon = symmetry.canonical_form(net.architecture, state)
-    out = store_network(session, job, net, canon, f"{net.name} (canonical)",
-                        {"kind": "canonicalize", "from": net.id, "job_id": job.id}, data)
-    return {"network_id": out.id, "from": net.id, "train_error": out.train_error, "test_error": out.test_error}
-
-
-def run_distance(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
-    net_a, _, state_a, _ = load_network(session, job.params["a"])
-    _, _, state_b, _ = load_network(session, job.params["b"])
-    progress(0.1, "aligning and measuring")
-    return paths.distances(net_a.architecture, state_a, state_b)
-
-
-def matrix_pair(spec: dict[str, Any], data, params: dict[str, Any], state_i, state_j, progress) -> dict[str, Any]:
-    """Distances (and the geodesic or Hamming barrier) of one pair of a matrix job."""
-    d = paths.distances(spec, state_i, state_j)
-    out = {"distances": {k: v for k, v in d.items() if (isinstance(v, (int, float)) or v is None) and k != "n_parameters"}}
-    if params["barriers"]:
-        kind = "hamming" if nets.is_binary(spec) else "geodesic"
-        r = paths.path_result(spec, data, state_i, state_j, type=kind, points=params["points"], bn=params["bn"],
-                              progress=progress)
-        out["barrier"] = r["barrier"]
-    return out
-
-
-def matrix_assemble(session: Session, ids: list[int], params: dict[str, Any],
-                    pairs: list[tuple[int, int, dict[str, Any]]], chunks: int = 1) -> dict[str, Any]:
-    n = len(ids)
-    nets_ = [session.get(Network, i) for i in ids]
-    keys = list(pairs[0][2]["distances"]) if pairs else []
-    matrices = {key: [[0.0] * n for _ in range(n)] for key in keys}
-    barriers = [[0.0] * n for _ in range(n)] if params["barriers"] else None
-    for i, j, out in pairs:
-        for key in keys:
-            matrices[key][i][j] = matrices[key][j][i] = out["distances"].get(key)
-        if barriers is not None:
-            barriers[i][j] = barriers[j][i] = out["barrier"]
-    return {"networks": ids, "names": [x.name for x in nets_], "distances": matrices, "barriers": barriers,
-            "train_error": [x.train_error for x in nets_], "test_error": [x.test_error for x in nets_],
-            "optimizer": [(x.source or {}).get("optimizer") for x in nets_], "chunks": chunks}
-
-
-def matrix_pieces(session: Session, params: dict[str, Any]) -> list[list[tuple[int, int]]]:
-    """The pairs of a matrix job in chunks of TOROID_FANOUT_PAIRS."""
-    n = len(params["networks"])
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    per_chunk = max(get_settings().fanout_pairs, 1)
-    return [pairs[k : k + per_chunk] for k in range(0, len(pairs), per_chunk)]
-
-
-def matrix_piece(session: Session, params: dict[str, Any], pairs: list, progress) -> list:
-    ids = params["networks"]
-    needed = sorted({i for pair in pairs for i in pair})
-    loaded = {i: load_network(session, ids[i]) for i in needed}
-    spec, data = loaded[needed[0]][0].architecture, loaded[needed[0]][3]
-    done = []
-    for k, (i, j) in enumerate(pairs):
-        step = progress.sub(k / len(pairs), 1 / len(pairs))
-        step(0.0, f"pair {k + 1} of {len(pairs)}: networks {ids[i]} and {ids[j]}")
-        done.append((i, j, matrix_pair(spec, data, params, loaded[i][2], loaded[j][2], step.sub(0.1, 0.9))))
-    return done
-
-
-def run_matrix(session: Session, job: Job, progress: Reporter) -> dict[str, Any]:
-    fan_out(session, job, progress)
-    (pairs,) = matrix_pieces(session, job.params) or [[]]
-    return matrix_assemble(session, job.params["networks"], job.params, matrix_piece(session, job.params, pairs, progress))
-
-
-RUNNERS: dict[str, Callable[[Session, Job, Reporter], dict[str, Any]]] = {
-    "train": run_train,
-    "evaluate": run_evaluate,
-    "path": run_path,
-    "canonicalize": run_canonicalize,
-    "distance": run_distance,
-    "matrix": run_matrix,
-    "flatness": run_flatness,
-    "plane": run_plane,
-}
-
-
-# ---- the task wrapper -------------------------------------------------------------------------
-
-def _claim(job_id: int) -> int | None:
-    """queued -> running, atomically; returns this attempt's number, or None when another worker has
-    the job or it has ended (a duplicate or late message is then simply dropped)."""
-    with new_session() as s:
-        res = s.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
-                        .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(),
-                                attempts=Job.attempts + 1, message="started", progress=0.0))
-        s.commit()
-        if res.rowcount != 1:
-            return None
-        return s.get(Job, job_id).attempts
-
-
-def _fail(job_id: int, attempt: int, error: str) -> None:
-    with new_session() as s:
-        s.execute(update(Job).where(*_mine(job_id, attempt))
-                  .values(status="failed", error=error[:4000], message="failed", finished_at=utcnow()))
-        s.commit()
-
-
-def execute(job_id: int) -> str:
-    """Run job ``job_id`` once; returns its final status (or 'skipped')."""
-    attempt = _claim(job_id)
-    if attempt is None:
-        log.info("job %s is not queued (taken, cancelled or ended); message dropped", job_id)
-        return "skipped"
-    settings = get_settings()
-    heartbeat = Heartbeat(job_id, attempt, every=max(min(settings.heartbeat_timeout / 4, 10.0), 0.5))
-    heartbeat.start()
-    progress = Reporter(job_id, attempt)
-    session = new_session()
-    try:
-        job = session.get(Job, job_id)
-        result = RUNNERS[job.kind](session, job, progress)
-        # result, new rows and the final state in one transaction, only if this attempt still owns the job
-        return "succeeded" if _finish(session, job_id, attempt, result, job.kind) else "cancelled"
-    except JobCancelled:
-        session.rollback()
-        return "cancelled"
-    except FannedOut:
-        session.rollback()
-        return "fanned out"
-    except SoftTimeLimitExceeded:
-        session.rollback()
-        _fail(job_id, attempt, f"the job ran past its time limit of {settings.job_time_limit} s and was stopped")
-        return "failed"
-    except (ValueError, KeyError, RuntimeError, OSError) as exc:
-        session.rollback()
-        log.warning("job %s failed: %s", job_id, exc)
-        _fail(job_id, attempt, f"{type(exc).__name__}: {exc}")
-        return "failed"
-    except Exception as exc:  # noqa: BLE001 - a job must end in a final state whatever happens
-        session.rollback()
-        log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
-        _fail(job_id, attempt, f"internal error ({type(exc).__name__}: {exc}); see the worker log")
-        return "failed"
-    finally:
-        heartbeat.stopped.set()
-        session.close()
-
-
-def _register(kind: str) -> None:
-    @celery_app.task(name=f"toroid.{kind}", acks_late=True, reject_on_worker_lost=True)
-    def _task(job_id: int) -> str:
-        return execute(job_id)
-
-
-for _kind in RUNNERS:
-    _register(_kind)
-
-
-# ---- fan-out: chunks of a big job on several workers, reassembled by a chord --------------------
-
-def _finish(session: Session, job_id: int, attempt: int, result: dict[str, Any], kind: str) -> bool:
-    row = Result(kind=kind, data=result)
-    session.add(row)
-    session.flush()
-    res = session.execute(update(Job).where(*_mine(job_id, attempt))
-                          .values(status="succeeded", progress=1.0, message="done", result_id=row.id,
-                                  finished_at=utcnow()))
-    if res.rowcount != 1:
-        session.rollback()
-        return False
-    session.commit()
-    return True
-
-
-class FannedOut(Exception):
-    """Raised by a runner that handed its work to a Celery chord; the chord's body finishes the job."""
+        if not lifecycle.report(self.job_id, self.attempt, min(max(self.start + fraction * self.span, 0.0), 1.0), message):
+            raise JobCancelled()
 
 
 class NullProgress:
@@ -455,30 +76,101 @@ class NullProgress:
         return self
 
 
-# kind -> (split params into pieces, compute one piece, assemble the pieces' outputs into the result)
-FANOUT: dict[str, tuple[Callable, Callable, Callable]] = {
-    "matrix": (matrix_pieces, matrix_piece,
-               lambda session, params, outputs: matrix_assemble(session, params["networks"], params,
-                                                                [tuple(x) for o in outputs for x in o],
-                                                                chunks=len(outputs))),
-    "flatness": (flatness_pieces, flatness_piece, flatness_assemble),
-    "path": (path_pieces, path_piece, path_assemble),
-}
+class Heartbeat(threading.Thread):
+    """Tells the database every few seconds that this attempt's worker is alive, even in long steps
+    without progress reports; the reconciler re-queues jobs whose heartbeat stops."""
+
+    def __init__(self, job_id: int, attempt: int):
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.job_id, self.attempt = job_id, attempt
+        self.every = max(min(get_settings().heartbeat_timeout / 4, 10.0), 0.5)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                lifecycle.beat(self.job_id, self.attempt)
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next one
+                log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stopped.set()
 
 
-def fan_out(session: Session, job: Job, progress: Reporter) -> None:
-    """If the job splits into several pieces, hand them to a Celery chord (pieces on any worker of the
-    job's queue, reassembled by ``toroid.assemble``) and raise FannedOut; else return."""
+def _sizes() -> dict[str, int]:
+    s = get_settings()
+    return {"pairs": s.fanout_pairs, "points": s.fanout_points, "path_points": s.fanout_path_points}
+
+
+def _fail_message(exc: BaseException) -> str:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"the job ran past its time limit of {get_settings().job_time_limit} s and was stopped"
+    if isinstance(exc, (ValueError, KeyError, RuntimeError, OSError)):
+        return f"{type(exc).__name__}: {exc}"
+    log.error("job crashed:\n%s", traceback.format_exc())
+    return f"internal error ({type(exc).__name__}: {exc}); see the worker log"
+
+
+def execute(hint: int) -> str:
+    """Claim the best queued job of job ``hint``'s queue (lifecycle.claim) and run it once; returns its
+    final status (or 'skipped', 'fanned out')."""
+    claimed = lifecycle.claim(hint)
+    if claimed is None:
+        log.info("nothing queued for the message of job %s (taken, cancelled or ended); dropped", hint)
+        return "skipped"
+    job_id, attempt = claimed
+    session = new_session()
+    try:
+        with Heartbeat(job_id, attempt):
+            job = session.get(Job, job_id)
+            kind, runner = KINDS[job.kind], RUNNERS[job.kind]
+            pieces = kind.pieces(job.params, _sizes())
+            if len(pieces) > 1:
+                _fan_out(session, job, attempt, pieces)
+            ctx = Context(session, job_id, job.owner, job.visibility, Reporter(job_id, attempt))
+            result = runner.finish(ctx, job.params, kind.joined(job.params, [runner.piece(ctx, job.params, pieces[0])]))
+            # result, new rows and the final state in one transaction, only if this attempt still owns the job
+            return "succeeded" if lifecycle.finish(session, job_id, attempt, job.kind, result) else "cancelled"
+    except JobCancelled:
+        session.rollback()
+        return "cancelled"
+    except FannedOut:
+        session.rollback()
+        return "fanned out"
+    except Exception as exc:  # noqa: BLE001 - a job must end in a final state whatever happens
+        session.rollback()
+        log.warning("job %s failed: %s", job_id, exc)
+        lifecycle.fail(job_id, attempt, _fail_message(exc))
+        return "failed"
+    finally:
+        session.close()
+
+
+def _register(kind: str) -> None:
+    @celery_app.task(name=f"toroid.{kind}", acks_late=True, reject_on_worker_lost=True)
+    def _task(job_id: int) -> str:
+        return execute(job_id)
+
+
+for _kind in KINDS:
+    _register(_kind)
+
+
+# ---- fan-out: pieces of a big job on several workers, joined by a chord -----------------------------
+
+def _fan_out(session, job: Job, attempt: int, pieces: list[Any]) -> None:
+    """Hand the pieces to a Celery chord (once per attempt) and raise FannedOut."""
     from celery import chord
 
-    pieces = FANOUT[job.kind][0](session, job.params)
-    if len(pieces) < 2:
-        return
-    session.execute(update(Job).where(*_mine(job.id, progress.attempt))
-                    .values(fanout=len(pieces), message=f"fanned out in {len(pieces)} chunks"))
-    session.commit()
-    header = [chunk_task.si(job.id, progress.attempt, piece, len(pieces)).set(queue=job.queue) for piece in pieces]
-    chord(header)(assemble_task.s(job.id, progress.attempt).set(queue=job.queue))
+    if lifecycle.fanned_out(session, job.id, attempt, len(pieces)):
+        app = get_celery()  # the application of the current settings (as lifecycle.enqueue)
+        header = [app.signature("toroid.chunk", args=(job.id, attempt, piece, len(pieces)), queue=job.queue, immutable=True)
+                  for piece in pieces]
+        chord(header, app=app)(app.signature("toroid.assemble", args=(job.id, attempt), queue=job.queue))
     raise FannedOut()
 
 
@@ -486,46 +178,38 @@ def fan_out(session: Session, job: Job, progress: Reporter) -> None:
 def chunk_task(job_id: int, attempt: int, piece: Any, n_chunks: int) -> Any:
     """One piece of a fanned-out job. Returns its output, or None when the job was cancelled or handed
     to another attempt (the chord body then does nothing)."""
-    with new_session() as s:
-        job = s.get(Job, job_id)
-        if job is None or job.status != "running" or job.attempts != attempt:
-            return None
-        kind, params = job.kind, dict(job.params)
-    heartbeat = Heartbeat(job_id, attempt, every=max(min(get_settings().heartbeat_timeout / 4, 10.0), 0.5))
-    heartbeat.start()
+    if not lifecycle.still_mine(job_id, attempt):
+        return None
     session = new_session()
     try:
-        out = FANOUT[kind][1](session, params, piece, NullProgress())
-        with new_session() as s:  # one more chunk done
-            res = s.execute(update(Job).where(*_mine(job_id, attempt))
-                            .values(progress=Job.progress + 0.99 / n_chunks, heartbeat_at=utcnow(),
-                                    message=f"{n_chunks} chunks: one more done"))
-            s.commit()
-        return out if res.rowcount == 1 else None
+        with Heartbeat(job_id, attempt):
+            job = session.get(Job, job_id)
+            ctx = Context(session, job_id, job.owner, job.visibility, NullProgress())
+            out = RUNNERS[job.kind].piece(ctx, dict(job.params), piece)
+            session.rollback()  # a piece only reads
+        return out if lifecycle.chunk_done(job_id, attempt, n_chunks) else None
     except Exception as exc:  # noqa: BLE001 - the job fails with the reason; the chord body never runs
         log.error("chunk of job %s failed:\n%s", job_id, traceback.format_exc())
-        _fail(job_id, attempt, f"{type(exc).__name__}: {exc}")
+        lifecycle.fail(job_id, attempt, f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        heartbeat.stopped.set()
         session.close()
 
 
 @celery_app.task(name="toroid.assemble", acks_late=True, reject_on_worker_lost=True)
 def assemble_task(outputs: list, job_id: int, attempt: int) -> str:
-    if any(o is None for o in outputs):
+    if any(o is None for o in outputs) or not lifecycle.still_mine(job_id, attempt):
         return "skipped"
     session = new_session()
     try:
         job = session.get(Job, job_id)
-        if job is None or job.status != "running" or job.attempts != attempt:
-            return "skipped"
-        result = FANOUT[job.kind][2](session, job.params, outputs)
-        return "succeeded" if _finish(session, job_id, attempt, result, job.kind) else "cancelled"
+        ctx = Context(session, job_id, job.owner, job.visibility, NullProgress())
+        result = RUNNERS[job.kind].finish(ctx, job.params, KINDS[job.kind].joined(job.params, outputs))
+        return "succeeded" if lifecycle.finish(session, job_id, attempt, job.kind, result) else "cancelled"
     except Exception as exc:  # noqa: BLE001
         session.rollback()
         log.error("assembling job %s failed:\n%s", job_id, traceback.format_exc())
-        _fail(job_id, attempt, f"internal error while assembling ({type(exc).__name__}: {exc})")
+        lifecycle.fail(job_id, attempt, f"internal error while assembling ({type(exc).__name__}: {exc})")
         return "failed"
     finally:
         session.close()

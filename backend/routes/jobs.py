@@ -2,20 +2,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from datetime import datetime, timezone
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from .. import jobs
+from .. import jobs, lifecycle, writes
 from ..auth import Principal, current_user
-from ..db import in_session, read
-from ..models import FINAL_STATES, Job, Result, utcnow
-from ..schemas import JobId, JobIn, JobOut, json_response
+from ..db import read
+from ..models import FINAL_STATES, Job, Network, Result
+from ..schemas import JobId, JobIn, JobOut, filter_query, json_response
+from ..writes import committed_rows
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+log = logging.getLogger("toroid.api")
 
 
 JOBS, RESULTS = Job.__table__, Result.__table__
@@ -23,12 +27,46 @@ JOB_FIELDS = ("id", "kind", "params", "inputs", "status", "progress", "message",
               "cached_from", "result_id", "created_at", "started_at", "finished_at")
 
 
+def eta_seconds(job, now: datetime | None = None) -> float | None:
+    """Seconds a running job still needs: from its own progress rate (elapsed x remaining / done), else
+    from its cost estimate in seconds where the job has one; None when neither tells."""
+    if job.status != "running" or job.started_at is None:
+        return None
+    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=timezone.utc)
+    elapsed = max(((now or datetime.now(timezone.utc)) - started).total_seconds(), 0.0)
+    done = job.progress or 0.0
+    if done >= 0.01 and elapsed > 0:
+        return elapsed * (1.0 - done) / done
+    cost = getattr(job, "cost", None)
+    if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+        return max(float(cost) - elapsed, 0.0)
+    return None
+
+
 def job_dict(job, result: dict | None = None) -> dict:
-    """The API's form of a job (an ORM object or a row of the jobs table)."""
+    """The API's form of a job (an ORM object or a row of the jobs table). ``queue_position`` is filled
+    in by ``add_queue_positions`` (it needs the other queued jobs)."""
     out = {name: getattr(job, name) for name in JOB_FIELDS}
     out["cached"] = job.cached_from is not None
     out["result"] = result
+    out["queue_position"] = None
+    out["eta_seconds"] = eta_seconds(job)
     return out
+
+
+def add_queue_positions(conn: Connection, jobs_: list[dict]) -> list[dict]:
+    """Each queued job's place in its queue (1: the next to start), in one query for the whole list."""
+    if any(j["status"] == "queued" for j in jobs_):
+        waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue).where(JOBS.c.status == "queued")
+                               .order_by(JOBS.c.id)).all()
+        place, seen = {}, {}
+        for job_id, queue in waiting:
+            seen[queue] = seen.get(queue, 0) + 1
+            place[job_id] = seen[queue]
+        for j in jobs_:
+            if j["status"] == "queued":
+                j["queue_position"] = place.get(j["id"])
+    return jobs_
 
 
 def job_out(db: Session, job: Job, with_result: bool = True) -> JobOut:
@@ -36,7 +74,7 @@ def job_out(db: Session, job: Job, with_result: bool = True) -> JobOut:
     if with_result and job.result_id is not None:
         row = db.get(Result, job.result_id)
         result = row.data if row else None
-    return JobOut(**job_dict(job, result))
+    return JobOut(**add_queue_positions(db.connection(), [job_dict(job, result)])[0])
 
 
 def _job_row(conn: Connection, job_id: int, with_result: bool = True):
@@ -48,16 +86,45 @@ def _job_row(conn: Connection, job_id: int, with_result: bool = True):
     return conn.execute(stmt.where(JOBS.c.id == job_id)).first()
 
 
+NETWORKS = Network.__table__
+RESULT_NETWORK_KEYS = ("network_id", "midpoint_network_id", "from")  # networks a result names
+
+
+def unreadable_networks(conn: Connection, user: Principal, ids=None) -> set[int]:
+    """Ids (among ``ids``; all when None) of networks ``user`` may not read: others' private ones.
+    A job or result naming one of them is as unreadable as the network."""
+    if user.is_admin:
+        return set()
+    stmt = select(NETWORKS.c.id).where(NETWORKS.c.visibility == "private", NETWORKS.c.owner != user.name)
+    if ids is not None:
+        ids = sorted({i for i in ids if isinstance(i, int) and not isinstance(i, bool)})
+        if not ids:
+            return set()
+        stmt = stmt.where(NETWORKS.c.id.in_(ids))
+    return set(conn.scalars(stmt))
+
+
+def named_networks(inputs, result_data: dict | None = None) -> list:
+    """The networks a job names: its inputs, and those its result names (the network a train made)."""
+    named = list(inputs or [])
+    if isinstance(result_data, dict):
+        named += [result_data.get(k) for k in RESULT_NETWORK_KEYS]
+    return named
+
+
 def readable_job(conn: Connection, job_id: int, user: Principal, with_result: bool = True) -> dict | None:
     row = _job_row(conn, job_id, with_result)
     if row is None or not user.can_read(row):
         return None
-    return job_dict(row, row.result_data if with_result else None)
+    result = row.result_data if with_result else None
+    if unreadable_networks(conn, user, named_networks(row.inputs, result)):
+        return None
+    return add_queue_positions(conn, [job_dict(row, result)])[0]
 
 
 def get_or_404(db: Session, job_id: int, user: Principal, write: bool = False) -> Job:
     job = db.get(Job, job_id)
-    if job is None or not user.can_read(job):
+    if job is None or not user.can_read(job) or unreadable_networks(db.connection(), user, job.inputs):
         raise HTTPException(404, f"job {job_id} does not exist")
     if write and not user.can_write(job):
         raise HTTPException(403, f"job {job_id} belongs to {job.owner}; only its owner or an admin may cancel it")
@@ -65,18 +132,33 @@ def get_or_404(db: Session, job_id: int, user: Principal, write: bool = False) -
 
 
 @router.post("", response_model=JobOut, status_code=202)
-async def submit_job(body: JobIn, user: Principal = Depends(current_user)) -> Response:
+async def submit_job(request: Request, body: JobIn, user: Principal = Depends(current_user),
+                     idempotency_key: str | None = Header(None, max_length=200, description=writes.KEY_HELP)) -> Response:
     """Validate and submit a job: answered at once from the cache when the same job on the same
-    weights ran before, else queued for a worker."""
-    return json_response(JobOut, await in_session(_submit, body, user), status_code=202)
+    weights ran before, else queued for a worker. With an ``Idempotency-Key`` header a repeat of the
+    request is answered with the first answer and submits nothing."""
+    async def work() -> Response:
+        out = await writes.write(_submit, body, user)
+        if isinstance(out, int):  # committed, then the connection died: the job is read on a fresh one
+            out = await read(readable_job, out, user)
+        return json_response(JobOut, out, status_code=202)
+
+    fp = writes.fingerprint("POST /api/jobs", body.model_dump_json())
+    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
 
 
-def _submit(db: Session, body: JobIn, user: Principal) -> JobOut:
-    try:
-        job = jobs.submit(db, body.kind, body.params, user=user, visibility=body.visibility)
-    except jobs.JobError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
-    return job_out(db, job)
+def _submit(db: Session, body: JobIn, user: Principal) -> JobOut | int:
+    """The submitted job, or only its id when it was committed and answering failed after the commit."""
+    with committed_rows(db, Job) as made:
+        try:
+            return job_out(db, jobs.submit(db, body.kind, body.params, user=user, visibility=body.visibility))
+        except jobs.JobError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        except Exception:
+            if not made:
+                raise
+            log.warning("job %s was committed, then its request failed; answering with it", made[0], exc_info=True)
+            return made[0]
 
 
 def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str | None, limit: int) -> list[dict]:
@@ -87,14 +169,25 @@ def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str 
         stmt = stmt.where(JOBS.c.status == status)
     if kind:
         stmt = stmt.where(JOBS.c.kind == kind)
-    return [job_dict(row) for row in conn.execute(stmt.limit(limit))]
+    hidden = unreadable_networks(conn, user)
+    if not hidden:
+        return add_queue_positions(conn, [job_dict(row) for row in conn.execute(stmt.limit(limit))])
+    # jobs naming a network the caller may not read are left out: read on, a page at a time
+    out, page, offset = [], max(limit, 100), 0
+    while len(out) < limit:
+        rows = conn.execute(stmt.limit(page).offset(offset)).all()
+        out += [job_dict(row) for row in rows if hidden.isdisjoint(row.inputs or [])][:limit - len(out)]
+        if len(rows) < page:
+            break
+        offset += page
+    return add_queue_positions(conn, out)
 
 
 @router.get("", response_model=list[JobOut])
 async def list_jobs(
     user: Principal = Depends(current_user),
-    status: str | None = None,
-    kind: str | None = None,
+    status: filter_query() = None,
+    kind: filter_query() = None,
     limit: int = Query(100, ge=1, le=1000),
 ) -> Response:
     """Jobs you may read, newest first, without their results (read one job or its result for that)."""
@@ -112,18 +205,19 @@ async def read_job(job_id: JobId, user: Principal = Depends(current_user)) -> Re
 @router.delete("/{job_id}", response_model=JobOut)
 async def cancel_job(job_id: JobId, user: Principal = Depends(current_user)) -> Response:
     """Cancel a queued or running job. The worker notices at its next progress report."""
-    return json_response(JobOut, await in_session(_cancel, job_id, user))
+    await writes.write(_cancel, job_id, user)
+    # read after the commit (repeated on a fresh connection if the database dropped it): a committed
+    # cancel is answered as one
+    job = await read(readable_job, job_id, user)
+    if job is None:
+        raise HTTPException(404, f"job {job_id} does not exist")
+    return json_response(JobOut, job)
 
 
-def _cancel(db: Session, job_id: int, user: Principal) -> JobOut:
+def _cancel(db: Session, job_id: int, user: Principal) -> None:
     job = get_or_404(db, job_id, user, write=True)
-    res = db.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
-                     .values(status="cancelled", message="cancelled", finished_at=utcnow()))
-    db.commit()
-    if res.rowcount == 0:
+    if not lifecycle.cancel(db, job_id):
         raise HTTPException(409, f"job {job_id} already ended ({job.status}); nothing to cancel")
-    db.refresh(job)
-    return job_out(db, job)
 
 
 @router.get("/{job_id}/events")

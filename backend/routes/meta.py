@@ -5,9 +5,10 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from workers.landscape import SCIENCE_VERSION, data, nets, paths, train
+from workers.landscape import SCIENCE_VERSION, data, kinds, nets, paths, train
 
 from ..auth import Principal, current_user
+from ..config import get_settings
 from ..db import read
 
 router = APIRouter(tags=["meta"])
@@ -31,7 +32,7 @@ def architectures() -> list[dict]:
 
 @router.get("/datasets")
 def datasets() -> list[dict]:
-    return data.list_datasets()
+    return data.list_datasets(get_settings().dataset_root)
 
 
 @router.get("/optimizers")
@@ -46,9 +47,17 @@ async def me(request: Request, user: Principal = Depends(current_user)) -> dict:
             "max_running_jobs": user.max_running_jobs, "max_stored_bytes": user.max_stored_bytes}
 
 
-@router.get("/path-types")
+@router.get("/job-kinds")
+def job_kinds() -> list[dict]:
+    """Every job kind: its inputs (params holding network ids), its parameter table (type, default, bounds,
+    choices, help, applies_to, when) and its queue; what the API accepts is exactly this."""
+    return kinds.catalogue()
+
+
+@router.get("/path-types", deprecated=True)
 def path_types() -> list[dict]:
-    """Path types of a path job, and whether they are for real-valued or binary networks."""
+    """Path types of a path job, and whether they are for real-valued or binary networks (an alias of
+    /api/job-kinds' path entry, kept for one release)."""
     out = [{"type": t, "description": d, "binary": t == "hamming"} for t, d in paths.PATH_TYPES.items()]
     out.append({"type": "bend", "binary": False,
                 "description": "single-bend path: a trained midpoint joined to both ends (variant geodesic or garipov)"})

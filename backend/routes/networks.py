@@ -2,25 +2,29 @@
 from __future__ import annotations
 
 import json
+import logging
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
 from pydantic import ValidationError
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from workers.landscape import data, nets
 
-from .. import jobs, store
+from .. import jobs, networks, store, writes
 from ..auth import Principal, current_user
 from ..cache import VersionedCache
 from ..config import get_settings
-from ..db import in_session, read
+from ..db import new_session, read
 from ..models import Job, Network
-from ..schemas import NetworkId, NetworkMeta, NetworkOut, NetworkPatch, NetworkSummary, dump_json, json_response
+from ..schemas import (NetworkId, NetworkMeta, NetworkOut, NetworkPatch, NetworkSummary, dump_json, filter_query,
+                       json_response)
+from ..writes import committed_rows
 
 router = APIRouter(prefix="/networks", tags=["networks"])
+log = logging.getLogger("toroid.api")
 
 
 def get_or_404(db: Session, network_id: int, user: Principal, write: bool = False) -> Network:
@@ -30,10 +34,6 @@ def get_or_404(db: Session, network_id: int, user: Principal, write: bool = Fals
     if write and not user.can_write(net):
         raise HTTPException(403, f"network {network_id} belongs to {net.owner}; only its owner or an admin may change it")
     return net
-
-
-def stored_bytes(db: Session, owner: str) -> int:
-    return int(db.scalar(select(func.coalesce(func.sum(Network.weights_bytes), 0)).where(Network.owner == owner)))
 
 
 NETWORKS = Network.__table__
@@ -79,10 +79,10 @@ def _list_json(conn: Connection, user: Principal, *filters) -> bytes:
 @router.get("", response_model=list[NetworkSummary])
 async def list_networks(
     user: Principal = Depends(current_user),
-    dataset: str | None = None,
-    kind: str | None = Query(None, description="architecture kind, e.g. mlp"),
-    tag: str | None = None,
-    q: str | None = Query(None, description="text contained in the name"),
+    dataset: filter_query() = None,
+    kind: filter_query("architecture kind, e.g. mlp") = None,
+    tag: filter_query() = None,
+    q: filter_query("text contained in the name") = None,
     limit: int = Query(500, ge=1, le=5000),
     offset: int = Query(0, ge=0, le=2**31 - 1, description="matching networks to skip (in id order)"),
 ) -> Response:
@@ -93,20 +93,51 @@ async def list_networks(
 
 @router.post("", response_model=NetworkOut, status_code=201)
 async def upload_network(
+    request: Request,
     file: UploadFile = File(..., description="weights: .safetensors, or a .pt/.pth state_dict"),
     meta: str = Form(..., description='JSON: {"name", "architecture", "dataset", "tags"?, "visibility"?}'),
     user: Principal = Depends(current_user),
+    idempotency_key: str | None = Header(None, max_length=200, description=writes.KEY_HELP),
 ) -> Response:
+    """Store a network. With an ``Idempotency-Key`` header a repeat of the upload is answered with the
+    first answer and stores nothing."""
     limit = get_settings().max_upload_bytes
     blob = await file.read(limit + 1)
     if len(blob) > limit:
         raise HTTPException(413, f"the weights file is larger than the limit of {limit} bytes")
-    # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
-    return json_response(NetworkOut, await in_session(_store_upload, user, meta, file.filename or "", blob),
-                         status_code=201)
+    filename = file.filename or ""
+    if len(filename) > 255 or "\x00" in filename:
+        raise HTTPException(400, "the weights file's name must be at most 255 characters, without NUL")
+
+    async def work() -> Response:
+        # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
+        row = await writes.write(_store_upload, user, meta, filename, blob)
+        if isinstance(row, int):  # committed, then the connection died: read on a fresh one
+            row = await read(_network_row, row)
+        return json_response(NetworkOut, row, status_code=201)
+
+    fp = writes.fingerprint("POST /api/networks", meta, filename, writes.fingerprint(blob))
+    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
 
 
 def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
+    """The stored network's row, or only its id when it was committed and answering failed after."""
+    with committed_rows(db, Network) as made, committed_rows(db, Job) as queued:
+        try:
+            return _parse_check_store(db, user, meta, filename, blob)
+        except HTTPException:
+            raise
+        except Exception:
+            if not made:
+                raise
+            log.warning("network %s was committed, then its upload failed; answering with it", made[0], exc_info=True)
+    if not queued:  # its evaluate job, on a fresh connection
+        with new_session() as fresh:
+            jobs.submit(fresh, "evaluate", {"network": made[0]}, user=user, check_quota=False)
+    return made[0]
+
+
+def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
     try:
         info = NetworkMeta.model_validate(json.loads(meta))
     except json.JSONDecodeError as exc:
@@ -123,8 +154,19 @@ def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: 
         shape, n_classes = data.shape_of(info.dataset, options)
     except data.DatasetError as exc:
         raise HTTPException(400, f"dataset: {exc}") from None
+    # the spec's size from the spec alone (nothing allocated), then the file's names and shapes against it
+    # from its header, before any real tensor or module is made
     try:
-        state = store.parse_upload(filename, blob)
+        nets.check_size(spec, shape, n_classes, get_settings().max_parameters)
+        expected = nets.meta_model(spec, shape, n_classes).state_dict()
+    except nets.SpecError as exc:
+        raise HTTPException(400, f"architecture: {exc}") from None
+    expected_bytes = sum(t.numel() * t.element_size() for t in expected.values())
+    try:
+        # a file may hold float64 where the model has float32: twice the bytes, plus the archive's own records
+        shapes = store.upload_shapes(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
+        _check_shapes(expected, shapes)
+        state = store.parse_upload(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
     except store.UploadError as exc:
         raise HTTPException(400, str(exc)) from None
     try:
@@ -134,21 +176,36 @@ def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: 
         raise HTTPException(400, str(exc)) from None
     except nets.SpecError as exc:
         raise HTTPException(400, f"architecture: {exc}") from None
-    used = stored_bytes(db, user.name)
-    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    if used + size > user.max_stored_bytes:
-        raise HTTPException(413, f"storage quota exceeded: {user.name} stores {used} bytes of weights and this "
-                                 f"network adds {size}, over the limit of {user.max_stored_bytes}; delete networks first")
-    weights_hash, weights_bytes = store.put(model.state_dict())
-    net = Network(name=info.name, owner=user.name, weights_bytes=weights_bytes, architecture=spec, dataset=info.dataset,
-                  dataset_options=options, source={"kind": "uploaded", "filename": filename}, tags=info.tags,
-                  visibility=info.visibility, weights_hash=weights_hash, n_params=nets.n_parameters(model),
-                  history=[])
-    db.add(net)
-    db.commit()
+    try:  # a first look, before the file is written; create_network checks again, atomically
+        networks.check_quota(db, user.name, networks.state_bytes(model.state_dict()), user.max_stored_bytes)
+        net = networks.store_state(db, model.state_dict(), max_stored_bytes=user.max_stored_bytes, name=info.name,
+                                   owner=user.name, architecture=spec, dataset=info.dataset, dataset_options=options,
+                                   source={"kind": "uploaded", "filename": filename}, tags=info.tags,
+                                   visibility=info.visibility, n_params=nets.n_parameters(model), history=[])
+        db.commit()
+    except networks.QuotaError as exc:
+        db.rollback()
+        raise HTTPException(413, str(exc)) from None
     # Its train and test errors are measured by a worker, not in this request.
     jobs.submit(db, "evaluate", {"network": net.id}, user=user, check_quota=False)
     return _network_row(db.connection(), net.id)
+
+
+def _check_shapes(expected: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The names and shapes of a file's tensors against the architecture's (the same words as
+    nets.check_state_dict, which checks values and dtypes once the tensors exist)."""
+    problems = []
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(n[:100] for n in unexpected[:20])}"
+                        + (f" and {len(unexpected) - 20} more" if len(unexpected) > 20 else ""))
+    for name in sorted(set(expected) & set(shapes)):
+        if tuple(shapes[name]) != tuple(expected[name].shape):
+            problems.append(f"{name} has shape {list(shapes[name])}, expected {list(expected[name].shape)}")
+    if problems:
+        raise store.UploadError("weights do not fit the architecture: " + "; ".join(problems))
 
 
 def _network_row(conn: Connection, network_id: int):
@@ -165,25 +222,31 @@ async def read_network(network_id: NetworkId, user: Principal = Depends(current_
 
 @router.patch("/{network_id}", response_model=NetworkOut)
 async def patch_network(network_id: NetworkId, patch: NetworkPatch, user: Principal = Depends(current_user)) -> Response:
-    return json_response(NetworkOut, await in_session(_patch, network_id, patch, user))
+    await writes.write(_patch, network_id, patch, user)
+    # read after the commit on a read connection (repeated on a fresh one if the database dropped it):
+    # a committed change is answered as one
+    return json_response(NetworkOut, await read(_network_row, network_id))
 
 
-def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal):
+def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal) -> None:
     net = get_or_404(db, network_id, user, write=True)
     for key, value in patch.model_dump(exclude_unset=True).items():
         if value is not None:
             setattr(net, key, value)
     db.commit()
-    return _network_row(db.connection(), network_id)
 
 
 @router.delete("/{network_id}", status_code=204)
 async def delete_network(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
-    await in_session(_delete, network_id, user)
+    h = await writes.write(_delete, network_id, user)
+    # after the commit, on a read connection (repeated on a fresh one if the database dropped it): the
+    # deletion is answered as done, and its weights file goes when no other network shares it
+    if await read(_weights_unused, h):
+        await run_in_threadpool(store.remove, h)
     return Response(status_code=204)
 
 
-def _delete(db: Session, network_id: int, user: Principal) -> None:
+def _delete(db: Session, network_id: int, user: Principal) -> str:
     net = get_or_404(db, network_id, user, write=True)
     running = db.scalars(select(Job).where(Job.status.in_(("queued", "running")))).all()
     users = [j.id for j in running if network_id in (j.inputs or [])]
@@ -192,8 +255,11 @@ def _delete(db: Session, network_id: int, user: Principal) -> None:
     h = net.weights_hash
     db.delete(net)
     db.commit()
-    if db.scalar(select(Network.id).where(Network.weights_hash == h).limit(1)) is None:
-        store.remove(h)
+    return h
+
+
+def _weights_unused(conn: Connection, h: str) -> bool:
+    return conn.execute(select(NETWORKS.c.id).where(NETWORKS.c.weights_hash == h).limit(1)).first() is None
 
 
 @router.get("/{network_id}/weights")

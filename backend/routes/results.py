@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
@@ -13,8 +14,20 @@ from ..auth import Principal, current_user
 from ..db import read
 from ..models import Job, Result
 from ..schemas import ResultId, ResultOut, json_response
+from .jobs import named_networks, unreadable_networks
 
 router = APIRouter(prefix="/results", tags=["results"])
+
+
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", re.IGNORECASE)
+
+
+def csv_cell(value):
+    """A CSV cell a spreadsheet will not run: text starting with = + - @ tab or CR gets a leading '
+    (numbers stay numbers). The dashboard's exports do the same (frontend/js/util.js: csvCell)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") and not NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def curves_csv(data: dict) -> str:
@@ -28,20 +41,28 @@ def curves_csv(data: dict) -> str:
         columns = {"t": columns.pop("t"), **columns}
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(list(columns))
+    writer.writerow([csv_cell(k) for k in columns])
     for i in range(n):
-        writer.writerow([columns[k][i] for k in columns])
+        writer.writerow([csv_cell(columns[k][i]) for k in columns])
     return out.getvalue()
 
 
 def readable_result(conn: Connection, result_id: int, user: Principal):
     """The result row, or None when it does not exist or no job that produced or reused it is
-    readable by ``user`` (a result is as visible as the most visible of its jobs)."""
+    readable by ``user`` (a result is as visible as the most visible of its jobs), or it names a network
+    ``user`` may not read."""
     jobs, results = Job.__table__, Result.__table__
-    through = select(jobs.c.id).where(jobs.c.result_id == result_id)
+    through = select(jobs.c.inputs).where(jobs.c.result_id == result_id)
     if not user.is_admin:
         through = through.where(or_(jobs.c.visibility == "lab", jobs.c.owner == user.name))
-    return conn.execute(select(results).where(results.c.id == result_id, exists(through))).first()
+    row = conn.execute(select(results).where(results.c.id == result_id, exists(through))).first()
+    if row is None or user.is_admin:
+        return row
+    inputs = [list(i or []) for i in conn.scalars(through)]
+    hidden = unreadable_networks(conn, user, [n for i in inputs for n in i] + named_networks([], row.data))
+    if hidden.intersection(named_networks([], row.data)) or all(hidden.intersection(i) for i in inputs):
+        return None
+    return row
 
 
 @router.get("/{result_id}", response_model=ResultOut)

@@ -45,25 +45,43 @@ export function debounce(fn, ms = 200) {
   return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
 }
 
-// A stable colour per category (sampler, path type).
-const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#475569", "#ea580c"];
-const KNOWN = { sgd: 0, rsgd: 2, adv: 1, adam: 3, sam: 4, entropy_sgd: 5, uploaded: 8, linear: 1, linear_aligned: 3, geodesic: 0, bend: 2, hamming: 4 };
+// A stable colour per category. Samplers and how a network was made (uploaded, bend, canonical) share
+// one table and never one colour; path types have their own table (they are never drawn with samplers).
+const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#475569", "#ea580c",
+  "#0f766e", "#a16207", "#9333ea", "#be123c", "#1e40af", "#4d7c0f"];
+const KNOWN = { sgd: 0, adv: 1, rsgd: 2, adam: 3, sam: 4, entropy_sgd: 5, uploaded: 8, bend: 9, canonicalize: 6, canonical: 6, replicated: 10, binarynet: 11 };
+const PATHS = { linear: 1, linear_aligned: 3, geodesic: 0, bend: 2, hamming: 4 };
 const assigned = new Map();
 export function colorOf(category) {
   if (category in KNOWN) return PALETTE[KNOWN[category]];
-  if (!assigned.has(category)) assigned.set(category, PALETTE[(5 + assigned.size) % PALETTE.length]);
+  if (!assigned.has(category)) {
+    const taken = new Set([...Object.values(KNOWN), ...assigned.values()].map((v) => (typeof v === "number" ? PALETTE[v] : v)));
+    const free = PALETTE.find((c) => !taken.has(c)) || PALETTE[(assigned.size + 7) % PALETTE.length];
+    assigned.set(category, free);
+  }
   return assigned.get(category);
+}
+export const pathColor = (type) => PALETTE[PATHS[type] ?? 8];
+
+// Text for Plotly: it reads a subset of HTML in names, labels and titles (<b>, <a href>, <br>); a
+// network's name is shown as typed, never as markup.
+export const ptext = (s) => String(s ?? "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+
+// One CSV cell. Text starting with = + - @ tab or CR would be run as a formula by a spreadsheet
+// (other users' network names are in these files): it gets a leading ' ; numbers stay numbers.
+const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
+export function csvCell(v) {
+  if (v === null || v === undefined) return "";
+  let s = String(v);
+  if (typeof v !== "number" && /^[=+\-@\t\r]/.test(s) && !NUMBER.test(s)) s = "'" + s;
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
 // CSV from column arrays: {name: [values]}; missing cells stay empty.
 export function toCSV(columns) {
   const names = Object.keys(columns);
   const n = Math.max(0, ...names.map((k) => columns[k].length));
-  const cell = (v) => {
-    if (v === null || v === undefined) return "";
-    const s = String(v);
-    return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-  };
+  const cell = csvCell;
   const lines = [names.map(cell).join(",")];
   for (let i = 0; i < n; i++) lines.push(names.map((k) => cell(columns[k][i])).join(","));
   return lines.join("\n") + "\n";
@@ -79,6 +97,21 @@ export function rowsToCSV(rows) {
 
 // A data: URL, so that a download never leaves the page (and needs no blob bookkeeping).
 export const dataURL = (text, type) => `data:${type};charset=utf-8,${encodeURIComponent(text)}`;
+
+// Where a job stands: its place in its queue while queued, its ETA while running (both from the API).
+export function durationText(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
+  if (seconds < 60) return `${Math.max(1, Math.round(seconds))} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${String(Math.round(seconds % 60)).padStart(2, "0")} s`;
+  return `${Math.floor(seconds / 3600)} h ${String(Math.round((seconds % 3600) / 60)).padStart(2, "0")} min`;
+}
+// progress in percent: a long job (a 400-epoch train) moves by less than 1% an epoch, so small values keep a decimal
+export const progressText = (p) => { const v = 100 * (p || 0); return v > 0 && v < 10 ? `${v.toFixed(1)}%` : `${Math.round(v)}%`; };
+export function scheduleText(job) {
+  if (job.status === "queued") return job.queue_position ? (job.queue_position === 1 ? "next in its queue" : `${job.queue_position}th in its queue`.replace(/^2th/, "2nd").replace(/^3th/, "3rd")) : "";
+  if (job.status === "running" && job.eta_seconds !== null && job.eta_seconds !== undefined) return `about ${durationText(job.eta_seconds)} left`;
+  return "";
+}
 
 // Progress of one or more jobs in a container: one bar per job, updated in place.
 export function showJobProgress(container, job, label) {
@@ -100,7 +133,9 @@ export function showJobProgress(container, job, label) {
   row.classList.toggle("done", job.status === "succeeded");
   row.querySelector(".bar").style.width = `${job.status === "succeeded" ? 100 : p}%`;
   const what = label ? `${label} — ` : "";
-  const state = job.cached ? "answered from the cache" : `${job.status} ${p}%`;
+  const when = scheduleText(job);
+  const state = job.cached ? "answered from the cache" : `${job.status}${job.status === "queued" ? "" : ` ${progressText(job.progress)}`}${when ? ` · ${when}` : ""}`;
+  row.dataset.status = job.status;
   row.querySelector(".label").textContent = `${what}job ${job.id}: ${state}${job.message && !job.cached ? ` · ${job.message}` : ""}`;
 }
 

@@ -73,31 +73,32 @@ def test_listing_and_option_defaults():
             D.normalize_options(name, bad)
 
 
-def test_missing_folder_names_folder_and_files(tmp_path, monkeypatch):
-    monkeypatch.setenv("TOROID_DATA_ROOT", str(tmp_path / "data"))
+def test_missing_folder_names_folder_and_files(tmp_path):
+    root = tmp_path / "data"
     with pytest.raises(D.DatasetError) as err:
-        D.load_dataset("mnist")
+        D.load_dataset("mnist", root=root)
     msg = str(err.value)
     assert str(tmp_path / "data" / "MNIST" / "raw") in msg
     for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         assert f in msg
     assert "TOROID_DATA_ROOT" in msg and "never downloads" in msg
     with pytest.raises(D.DatasetError, match=r"cifar-10-batches-py.*data_batch_1.*test_batch"):
-        D.load_dataset("cifar10")
+        D.load_dataset("cifar10", root=root)
     # one file missing: only that one is named as missing
     fake_mnist(tmp_path / "data", "FashionMNIST")
     (tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(D.DatasetError, match=r"missing: t10k-labels-idx1-ubyte\."):
-        D.load_dataset("fashion_mnist")
+        D.load_dataset("fashion_mnist", root=root)
 
 
-def test_data_root_resolution(tmp_path, monkeypatch):
-    monkeypatch.delenv("TOROID_DATA_ROOT", raising=False)
+def test_data_root_is_an_argument_never_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TOROID_HOME", str(tmp_path / "home"))
-    assert D.data_root() == tmp_path / "home" / "data"
     monkeypatch.setenv("TOROID_DATA_ROOT", str(tmp_path / "elsewhere"))
-    assert D.data_root() == tmp_path / "elsewhere"
+    assert D.data_root() == Path.home() / ".toroid" / "data"
     assert D.data_root(tmp_path / "explicit") == tmp_path / "explicit"
+    from backend.config import Settings
+
+    assert Settings().dataset_root == tmp_path / "elsewhere"  # the service reads it and passes it
 
 
 @pytest.mark.parametrize("name, sub", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
@@ -121,20 +122,19 @@ def test_mnist_like_from_idx_files(tmp_path, name, sub):
     assert D.shape_of(name) == (ds.input_shape, ds.n_classes)
 
 
-def test_subsets_parity_and_seed(tmp_path, monkeypatch):
+def test_subsets_parity_and_seed(tmp_path):
     arrays = fake_mnist(tmp_path)
-    monkeypatch.setenv("TOROID_DATA_ROOT", str(tmp_path))
-    a = D.load_dataset("mnist", {"n_train": 20, "n_test": 10, "seed": 3, "labels": "parity"})
+    a = D.load_dataset("mnist", {"n_train": 20, "n_test": 10, "seed": 3, "labels": "parity"}, root=tmp_path)
     assert len(a.y_train) == 20 and len(a.y_test) == 10 and a.n_classes == 2
     # the subset is a set of original examples, labelled by digit parity
     x_raw, y_raw = arrays["train"]
     rows = {x_raw[i].tobytes(): int(y_raw[i]) for i in range(len(y_raw))}
     restored = np.rint(a.x_train.numpy()[:, 0] * a.info["std"][0] + a.info["mean"][0]).astype(np.uint8)
     assert [rows[r.tobytes()] % 2 for r in restored] == a.y_train.tolist()
-    b = D.load_dataset("mnist", {"n_train": 20, "n_test": 10, "seed": 4, "labels": "parity"})
+    b = D.load_dataset("mnist", {"n_train": 20, "n_test": 10, "seed": 4, "labels": "parity"}, root=tmp_path)
     assert not torch.equal(a.x_train, b.x_train)
     with pytest.raises(D.DatasetError, match="n_train=61 is larger than the 60"):
-        D.load_dataset("mnist", {"n_train": 61})
+        D.load_dataset("mnist", {"n_train": 61}, root=tmp_path)
 
 
 def test_cifar10_and_cifar100_batches(tmp_path):

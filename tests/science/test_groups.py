@@ -233,7 +233,7 @@ def test_torchvision_state_dicts_load_into_the_same_names():
 
 @pytest.mark.parametrize("name", ["resnet8", "graph_conv_shortcut"])
 def test_training_with_every_optimizer_and_every_computation_run_on_new_networks(name):
-    from workers.landscape import flatness, plane, train
+    from workers.landscape import bend, flatness, plane, train
 
     spec, shape, n_classes = NEW[name]
     data = make_data(shape, n_classes, n_train=48, n_test=16)
@@ -263,9 +263,9 @@ def test_training_with_every_optimizer_and_every_computation_run_on_new_networks
     assert grid["train_error"][i][j] == own  # the first network lies on the grid
 
     for variant in ("geodesic", "garipov"):
-        bend, mid = paths.bend_result(spec, data, a, b, points=3, variant=variant, epochs=1, batch_size=16)
-        assert bend["t"] == [0.0, 0.5, 1.0] and set(mid) == set(a)
-        assert bend["barrier"] == max(bend["train_error"])
+        bend_, mid = bend.bend_result(spec, data, a, b, points=3, variant=variant, epochs=1, batch_size=16)
+        assert bend_["t"] == [0.0, 0.5, 1.0] and set(mid) == set(a)
+        assert bend_["barrier"] == max(bend_["train_error"])
     for type in ("linear", "linear_aligned", "geodesic"):
         for bn in ("recompute", "interpolate"):
             res = paths.path_result(spec, data, a, b, type=type, points=3, bn=bn)

@@ -33,7 +33,9 @@ CASES = {
 }
 REAL = [k for k, (spec, _, _) in CASES.items() if not nets.is_binary(spec)]
 BINARY = [k for k in CASES if k not in REAL]
-BATCHNORM = ["mlp_bn", "lenet_bn", "vgg11", "vgg16_8x8"]
+# every case whose built network holds a BatchNorm (found from the module, so a new architecture joins by itself)
+BATCHNORM = [k for k, (spec, shape, n) in CASES.items()
+             if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in nets.build(spec, shape, n).modules())]
 
 
 def make_data(input_shape: tuple[int, ...], n_classes: int, n_train: int = 96, n_test: int = 48, seed: int = 0) -> Dataset:

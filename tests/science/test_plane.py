@@ -86,3 +86,44 @@ def test_degenerate_planes_and_bad_parameters():
     seen = []
     plane.plane_result(spec, ds, [a, b, c], grid=2, margin=0.0, progress=lambda f, m: seen.append((f, m)))
     assert seen[-1][0] == 1.0 and "grid point" in seen[-1][1]
+
+
+def test_interpolated_batchnorm_statistics_leave_the_three_networks_exactly_themselves():
+    """A canonical form holds running_var' = c^2 (running_var + eps) - eps, legitimately below 0: in
+    bn="interpolate" mode each node must evaluate exactly as its network (no clamping there)."""
+    from torch.nn import functional as F
+
+    from workers.landscape import nets
+
+    from .test_nets import model_of
+
+    spec, data, a, b = trained_pair("mlp_bn")
+    s = nets.unit_structure(spec)
+    bn = s.hidden[0].bn
+    a = dict(a)
+    a[f"{bn}.running_var"] = a[f"{bn}.running_var"].clone()
+    a[f"{bn}.running_var"][:3] = 0.0  # units whose pre-BN output was constant on the calibration data
+    a[s.hidden[0].weight] = a[s.hidden[0].weight] * 3.0
+    c = symmetry.random_symmetry(spec, b, seed=4)
+    c = {k: v + 0.3 * torch.randn(v.shape, generator=torch.Generator().manual_seed(5), dtype=v.dtype)
+         if k.endswith(("weight", "bias")) else v for k, v in c.items()}
+    ca = symmetry.canonical_form(spec, a)
+    assert bool((ca[f"{bn}.running_var"] < 0).any())  # the case of the issue
+    res = plane.plane_result(spec, data, [a, b, c], grid=4, bn="interpolate", dtype=torch.float64)
+    p = res["points"][0]
+    node_loss = res["train_loss"][res["y"].index(p["y"])][res["x"].index(p["x"])]
+    with torch.no_grad():
+        own = float(F.cross_entropy(model_of(spec, data, ca)(data.x_train.double()), data.y_train))
+    assert node_loss == pytest.approx(own, rel=1e-9)
+    assert at(res, 0) == plain_error(spec, data, a)
+
+
+def test_plane_states_keep_running_variances_at_least_the_smallest_of_the_three_outside():
+    a = {"bn.running_var": torch.tensor([1.0, -1e-6]), "w": torch.tensor([1.0, 2.0])}
+    b = {"bn.running_var": torch.tensor([2.0, 0.5]), "w": torch.tensor([0.0, 0.0])}
+    c = {"bn.running_var": torch.tensor([3.0, 0.5]), "w": torch.tensor([5.0, 5.0])}
+    inside, node, outside = plane.plane_states(a, b, c, [(0.2, 0.3, 0.5), (1.0, 0.0, 0.0), (2.0, -1.0, 0.0)])
+    assert torch.allclose(inside["bn.running_var"], torch.tensor([2.3, 0.3999998]))
+    assert torch.equal(node["bn.running_var"], a["bn.running_var"])  # -1e-6 kept: the network itself
+    assert torch.equal(outside["bn.running_var"], torch.tensor([1.0, -1e-6]))  # 2*1-2 = 0 -> 1; 2*(-1e-6)-0.5 -> -1e-6
+    assert torch.equal(outside["w"], torch.tensor([2.0, 4.0]))  # parameters are never clamped

@@ -28,12 +28,13 @@ def state(model):
 def test_every_sampler_fits_the_digits(digits, optimizer):
     model = mlp(digits)
     start = error_and_loss(model, digits.x_train, digits.y_train)[0]
-    history = T.train(model, digits, optimizer, epochs=40, batch_size=32, target_error=0.005)
+    history = T.train(model, digits, optimizer, epochs=100, batch_size=32, target_error=0.005)
     final = error_and_loss(model, digits.x_train, digits.y_train)[0]
-    assert start > 0.5 and final < 0.01, (optimizer, start, final)
+    assert start > 0.5 and final < 0.01, (optimizer, start, final)  # the paper's stopping rule, when asked
     assert history[-1]["train_error"] == final  # the stored model is the one evaluated last
-    assert history[-1]["phase"] == "train" and history[-1]["epoch"] < 40  # stopped early at the target
-    assert history[-1]["test_error"] < 0.1
+    assert history[-1]["phase"] == "train" and history[-1]["epoch"] < 100  # stopped early at the target
+    # ADV's minima generalise badly by design (its pre-training fits random labels first, issue 14)
+    assert history[-1]["test_error"] < (0.5 if optimizer == "adv" else 0.1)
 
 
 def test_history_without_target_runs_all_epochs(digits):
@@ -45,14 +46,55 @@ def test_history_without_target_runs_all_epochs(digits):
 
 
 def test_rsgd_replicas_collapse_onto_the_centre(digits):
-    coupled = T.train(mlp(digits), digits, "rsgd", epochs=30)
+    """Independent initialisations (the group's code): the replicas start far apart and the growing coupling
+    gamma = 1e-3 (1.1)^t brings them onto their centre; the history records both per epoch."""
+    coupled = T.train(mlp(digits), digits, "rsgd", epochs=120)
     dist = [h["replica_distance"] for h in coupled]
-    assert max(dist) > 0.05  # the replicas did move apart (own minibatches)
+    assert dist[0] > 1.0  # independent initial weights: far apart from the start
     assert dist[-1] < 0.02 * max(dist)
-    assert coupled[-1]["gamma"] > 100 * coupled[0]["gamma"]
+    steps = -(-len(digits.y_train) // 128)  # per epoch
+    assert coupled[-1]["gamma"] == pytest.approx(1e-3 * 1.1 ** ((120 * steps - 1) / steps), rel=1e-12)
+    assert all(a["gamma"] < b["gamma"] for a, b in zip(coupled, coupled[1:]))
+    messages = []
+    T.train(mlp(digits), digits, "rsgd", epochs=2, progress=lambda f, m: messages.append(m))
+    gamma = f"{1e-3 * 1.1 ** ((2 * steps - 1) / steps):.3g}"  # at the epoch's last step
+    assert any("epoch 2/2" in m and f"from their centre (gamma {gamma})" in m for m in messages), messages
     # control: without coupling nothing pulls them back
     free = [h["replica_distance"] for h in T.train(mlp(digits), digits, "rsgd", epochs=30, gamma0=0.0)]
     assert free[-1] > 0.5 * max(free) and free[-1] > 20 * dist[-1]
+
+
+def test_rsgd_replicas_start_from_their_own_initialisations_unless_shared(digits):
+    independent = T.train(mlp(digits), digits, "rsgd", epochs=1, replicas=3)
+    shared = T.train(mlp(digits), digits, "rsgd", epochs=1, replicas=3, replica_init="shared")
+    assert shared[0]["replica_distance"] < 0.2 * independent[0]["replica_distance"]
+    again = mlp(digits)
+    T.train(again, digits, "rsgd", epochs=1, replicas=3)
+    first = mlp(digits)
+    T.train(first, digits, "rsgd", epochs=1, replicas=3)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())  # seeded
+    other = mlp(digits)
+    T.train(other, digits, "rsgd", epochs=1, replicas=3, init_seed=7)  # other replica initialisations
+    assert not torch.equal(other.fc1.weight, first.fc1.weight)
+
+
+def test_init_seed_depends_on_the_sampler_unless_given(digits):
+    spec = {"kind": "mlp", "hidden": [16]}
+    seeds = {o: T.initial_seed(o, {"seed": 3}) for o in T.OPTIMIZERS}
+    assert len(set(seeds.values())) == len(seeds)  # same seed, different samplers: different initialisations
+    assert T.initial_seed("sgd", {"seed": 3}) == seeds["sgd"] != T.initial_seed("sgd", {"seed": 4})
+    assert T.initial_seed("sgd", {"seed": 3, "init_seed": 11}) == T.initial_seed("rsgd", {"init_seed": 11}) == 11
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = T.initial_model(spec, digits, "sgd", {"seed": 3})
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global random state is left alone
+    b = T.initial_model(spec, digits, "sgd", {"seed": 3})
+    c = T.initial_model(spec, digits, "rsgd", {"seed": 3})
+    d = T.initial_model(spec, digits, "rsgd", {"seed": 3, "init_seed": seeds["sgd"]})
+    assert torch.equal(a.fc1.weight, b.fc1.weight) and torch.equal(a.fc1.weight, d.fc1.weight)
+    assert not torch.equal(a.fc1.weight, c.fc1.weight)
+    help_ = {k: T.OPTIMIZERS["sgd"]["params"][k]["help"] for k in ("seed", "init_seed")}
+    assert "minibatch" in help_["seed"] and "initial weights" in help_["init_seed"]
 
 
 def test_rsgd_result_is_the_centre_of_the_replicas(digits):
@@ -92,7 +134,7 @@ def test_adv_pretrains_on_the_random_labels(digits, monkeypatch):
 
     monkeypatch.setattr(T, "adversarial_set", spy)
     model = mlp(digits)
-    history = T.train(model, digits, "adv", epochs=2, pretrain_epochs=3)
+    history = T.train(model, digits, "adv", epochs=2, pretrain_epochs=3)  # a cap of 3: not fitted
     n = len(digits.y_train)
     assert seen["kw"] == {"copies": 1, "zero_fraction": 0.1, "seed": 0}
     assert len(seen["y"]) == 2 * n
@@ -101,7 +143,24 @@ def test_adv_pretrains_on_the_random_labels(digits, monkeypatch):
     # a network pre-trained on half-random labels errs on the adversarial set far more than on the clean one
     pre = history[2]
     assert pre["adversarial_error"] > pre["train_error"] + 0.2
+    assert pre["pretrain_fitted"] is False and "cap of 3 epochs" in pre["note"] and "not learned" in pre["note"]
+    summary = T.pretraining(history)
+    assert summary == {"epochs": 3, "error": pre["adversarial_error"], "fitted": False, "note": pre["note"]}
+    assert T.pretraining(history[3:]) is None
 
+
+def test_adv_pretrains_until_the_random_labels_are_fitted(digits):
+    """Issue 14: a pre-training left at 46% error gave minima flatter than SGD's; it now runs to the target."""
+    messages = []
+    model = mlp(digits, hidden=(128, 128))
+    history = T.train(model, digits, "adv", epochs=5, progress=lambda f, m: messages.append(m))
+    pre = [h for h in history if h["phase"] == "pretrain"]
+    assert 5 < len(pre) < 500  # stopped by the target, not by the cap
+    assert pre[-1]["adversarial_error"] <= 0.05 < pre[-2]["adversarial_error"]
+    assert pre[-1]["pretrain_fitted"] is True and "note" not in pre[-1]
+    assert any("pre-training fitted after" in m for m in messages)
+    assert T.pretraining(history)["fitted"] is True
+    assert [h["phase"] for h in history[len(pre):]] == ["train"] * 5
 
 def test_binary_network_latent_weights_are_clamped(digits):
     ds = D.load_dataset("digits", {"labels": "parity"})

@@ -14,4 +14,5 @@ Modules (see ../shared/SCIENCE.md for the method):
 
 # Version of the science code: part of every job's cache key. Bump it whenever a change to this
 # package can change a result, so that cached results computed by older code are not reused.
-SCIENCE_VERSION = "3"  # 3: unit groups, BatchNorm sign flip in canonical forms, BatchNorm batches of 256
+SCIENCE_VERSION = "4"  # 4: unit groups from the traced module, BatchNorm batches of 256; 3: BatchNorm sign flip in
+# the canonical form, exact plane nodes, init_seed, sampler defaults

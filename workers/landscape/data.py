@@ -5,8 +5,8 @@
 
 - ``digits``: scikit-learn's bundled 8x8 digits.
 - ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``: files in torchvision's layout under the data
-  root, which is ``$TOROID_DATA_ROOT``, else ``$TOROID_HOME/data``, else ``~/.toroid/data`` (the same
-  folder as the backend's ``Settings.dataset_root``).
+  root, an argument (the backend passes ``Settings.dataset_root``: ``$TOROID_DATA_ROOT``, else
+  ``$TOROID_HOME/data``); without one, ``~/.toroid/data``. The science never reads the environment.
 - ``hmm``: synthetic Hidden Manifold Model data (SCIENCE.md section 6), generated from a seed.
 
 ``Dataset.info`` records the normalised options, the split, the standardisation constants and a
@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .params import validate_params
 
 
 class DatasetError(ValueError):
@@ -46,8 +48,7 @@ class Dataset:
 
 
 # ----------------------------------------------------------------------------------------------
-# Parameter tables. A parameter is {"type": "int"|"float"|"bool"|"str", "default", "help"} with
-# optional "min", "max", "nullable" (None allowed) and "choices" (for "str").
+# Parameter tables (the format of params.py; validated by params.validate_params).
 
 def _subset_params(n_train_default: int | None = None, n_test_default: int | None = None) -> dict[str, Any]:
     return {
@@ -125,52 +126,6 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
-def validate_params(schema: dict[str, dict[str, Any]], values: Any, what: str, error: type[Exception]) -> dict[str, Any]:
-    """Check ``values`` against a parameter table and return them with every default filled in.
-
-    Raises ``error`` with a message naming the parameter and what it must be. Integral floats are
-    accepted for "int" (JSON clients often send 5.0) and ints for "float".
-    """
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise error(f"the parameters of {what} must be an object, got {type(values).__name__}")
-    unknown = sorted(set(values) - set(schema))
-    if unknown:
-        raise error(f"unknown parameter(s) {unknown} for {what}; allowed: {sorted(schema)}")
-    out: dict[str, Any] = {}
-    for key, p in schema.items():
-        v = values.get(key, p["default"])
-        if v is None and (p.get("nullable") or p["default"] is None):
-            out[key] = None
-            continue
-        kind = p["type"]
-        if kind == "bool":
-            ok = isinstance(v, bool)
-        elif kind == "str":
-            ok = isinstance(v, str) and v in p.get("choices", [v])
-        elif kind == "int":
-            if isinstance(v, float) and v.is_integer():
-                v = int(v)
-            ok = isinstance(v, int) and not isinstance(v, bool)
-        else:  # float
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            v = float(v) if ok else v
-        lo, hi = p.get("min"), p.get("max")
-        if ok and kind in ("int", "float"):
-            ok = (lo is None or v >= lo) and (hi is None or v <= hi)
-        if not ok:
-            need = {"bool": "true or false", "str": f"one of {p.get('choices')}", "int": "an integer",
-                    "float": "a number"}[kind]
-            if kind in ("int", "float") and (lo is not None or hi is not None):
-                need += f" in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-            if p.get("nullable"):
-                need += " or null"
-            raise error(f"parameter '{key}' of {what} must be {need}, got {v!r}")
-        out[key] = v
-    return out
-
-
 def normalize_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
     """Validate a data set's options and fill in defaults."""
     if name not in DATASETS:
@@ -195,14 +150,27 @@ def shape_of(name: str, options: dict[str, Any] | None = None) -> tuple[tuple[in
 # Where the files live
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The folder holding downloaded data sets: ``root``, else $TOROID_DATA_ROOT, else $TOROID_HOME/data,
-    else ~/.toroid/data."""
-    if root is not None:
-        return Path(root).expanduser()
-    if os.environ.get("TOROID_DATA_ROOT"):
-        return Path(os.environ["TOROID_DATA_ROOT"]).expanduser()
-    home = os.environ.get("TOROID_HOME")
-    return (Path(home).expanduser() if home else Path.home() / ".toroid") / "data"
+    """The folder holding downloaded data sets: ``root``, else ~/.toroid/data (the default of the backend's
+    ``Settings.dataset_root``, which is what the service passes)."""
+    return Path(root).expanduser() if root is not None else Path.home() / ".toroid" / "data"
+
+
+def unavailable(name: str, root: str | os.PathLike | None = None) -> str | None:
+    """None if data set ``name`` can be loaded here, else the message saying what to put where."""
+    return _missing_files_message(name, data_root(root)) if name in _FOLDERS else None
+
+
+def split_sizes(name: str, options: dict[str, Any] | None = None) -> tuple[int, int]:
+    """Training and test samples of a data set with these options, without loading it (for cost estimates)."""
+    options = normalize_options(name, options)
+    if name == "hmm":
+        return options["n_train"], options["n_test"]
+    if name == "digits":
+        n_test = math.ceil(1797 * options["test_fraction"])
+        full = (1797 - n_test, n_test)
+    else:
+        full = {"cifar10": (50000, 10000), "cifar100": (50000, 10000)}.get(name, (60000, 10000))
+    return (min(options["n_train"] or full[0], full[0]), min(options["n_test"] or full[1], full[1]))
 
 
 def _missing_files_message(name: str, root: Path) -> str | None:

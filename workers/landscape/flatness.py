@@ -54,6 +54,8 @@ DEFAULT_DRAWS = {"multiplicative": 20, "flip": 10}
 PARAMS = ("weights", "all")
 BN_MODES = ("recompute", "keep")
 MAX_DRAWS = 10_000
+MAX_LEVELS = 100  # noise levels of one job
+MAX_SIGMA = {"multiplicative": 10.0, "flip": 1.0}  # largest sigma; largest flipped fraction
 
 
 class FlatnessError(ValueError):
@@ -133,8 +135,8 @@ def _check(values: Any, what: str, hi: float) -> list[float]:
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= hi for v in values
     ):
         raise FlatnessError(f"'{what}' must be a non-empty list of numbers between 0 and {hi}, got {values!r}")
-    if len(values) > 100:
-        raise FlatnessError(f"'{what}' holds {len(values)} values; at most 100")
+    if len(values) > MAX_LEVELS:
+        raise FlatnessError(f"'{what}' holds {len(values)} values; at most {MAX_LEVELS}")
     return [float(v) for v in values]
 
 
@@ -163,7 +165,7 @@ def flatness_result(
     spec = nets.normalize_spec(spec)
     binary = nets.is_binary(spec)
     kind = "flip" if binary else "multiplicative"
-    sigmas = default_sigmas(spec) if sigmas is None else _check(sigmas, "sigmas", 1.0 if binary else 10.0)
+    sigmas = default_sigmas(spec) if sigmas is None else _check(sigmas, "sigmas", MAX_SIGMA[kind])
     draws = DEFAULT_DRAWS[kind] if draws is None else draws
     if not isinstance(draws, int) or isinstance(draws, bool) or not 1 <= draws <= MAX_DRAWS:
         raise FlatnessError(f"'draws' must be an integer between 1 and {MAX_DRAWS}, got {draws!r}")

@@ -512,3 +512,30 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------------
+# Size of a spec, before anything is allocated
+
+
+def meta_model(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """The network of ``spec`` built on the ``meta`` device: shapes and dtypes, no memory, no init work."""
+    with torch.device("meta"):
+        return build(spec, input_shape, n_classes)
+
+
+def spec_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> tuple[int, int]:
+    """(parameters, bytes of the state dict including buffers) of ``spec``'s network, from the spec alone."""
+    model = meta_model(spec, input_shape, n_classes)
+    state = model.state_dict()
+    return n_parameters(model), sum(t.numel() * t.element_size() for t in state.values())
+
+
+def check_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, max_parameters: int) -> int:
+    """Raise ``SpecError`` naming the count and the limit when ``spec`` has more than ``max_parameters``
+    parameters; returns the count."""
+    n, _ = spec_size(spec, input_shape, n_classes)
+    if n > max_parameters:
+        raise SpecError(f"this architecture has {n} parameters, over the server's limit of {max_parameters} "
+                        "(TOROID_MAX_PARAMETERS); choose a smaller one")
+    return n

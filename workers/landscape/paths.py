@@ -11,8 +11,7 @@ Path types (``PATH_TYPES``):
   a random order (a shortest path in Hamming space); ``path_result`` averages ``orders`` seeded orders.
 BatchNorm statistics along a path: bn="recompute" (default [ours]: recomputed on the training inputs
 at every point, endpoints included) or bn="interpolate" (the path's own interpolation of them).
-Single bend (``bend_result``): a trained midpoint joined to both ends by geodesics (the paper), or Garipov
-et al.'s polychain with a bend trained on the path-averaged loss (real-valued networks).
+Single-bend paths (a trained midpoint) are in bend.py.
 Evaluation: the batched engine (evaluate.evaluate_states); along linear and geodesic paths the first
 layer of every point is a per-unit combination of the two ends' first layers (``path_points``).
 """
@@ -27,7 +26,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from . import nets, symmetry, train
+from . import nets, symmetry
 from .groups import unit_groups
 from .evaluate import (Combination, bn_inputs, default_device, error_and_loss, evaluate_states, has_batchnorm,
                        recalibrate_bn)
@@ -147,7 +146,7 @@ def geodesic_distance(spec: dict[str, Any], state_a: State, state_b: State) -> f
     return math.sqrt(d2)
 
 
-def distances(spec: dict[str, Any], state_a: State, state_b: State) -> dict[str, Any]:
+def distances(spec: dict[str, Any], state_a: State, state_b: State, aligned: State | None = None) -> dict[str, Any]:
     """The paper's distances (Fig. 5) between two networks of ``spec``.
 
     Per-parameter Euclidean distances ||a - b|| / sqrt(N) over ``compared_names`` (weights and biases of
@@ -155,12 +154,13 @@ def distances(spec: dict[str, Any], state_a: State, state_b: State) -> dict[str,
     to a), "normalized" (both canonical), "normalized_aligned"; "geodesic" D between the canonical forms
     after alignment (None for binary nets); binary nets also "hamming" (fraction of differing +-1
     weights after alignment) and "hamming_unaligned". For binary nets "normalized*" compare canonical
-    (+-1) forms and "raw"/"aligned" the latent weights.
+    (+-1) forms and "raw"/"aligned" the latent weights. ``aligned``: b already aligned to a (float64), when
+    the caller has it (a path job aligns once).
     """
     spec = nets.normalize_spec(spec)
     binary = nets.is_binary(spec)
     a, b = _float64(state_a), _float64(state_b)
-    b_al = symmetry.align(spec, a, b)
+    b_al = _float64(aligned) if aligned is not None else symmetry.align(spec, a, b)
     na, nb, nb_al = (symmetry.canonical_form(spec, x) for x in (a, b, b_al))
     out: dict[str, Any] = {
         "n_parameters": sum(a[k].numel() for k in compared_names(a)),
@@ -224,10 +224,11 @@ def slerp_rows(v1: torch.Tensor, v2: torch.Tensor, t: float) -> torch.Tensor:
     return alpha[:, None] * v1.double() + beta[:, None] * v2.double()
 
 
-def _geodesic_ends(spec: dict[str, Any], state_a: State, state_b: State) -> tuple[State, State]:
-    """canonical(a) and canonical(align(a, b)): the ends of the geodesic."""
+def _geodesic_ends(spec: dict[str, Any], state_a: State, state_b: State,
+                   aligned: State | None = None) -> tuple[State, State]:
+    """canonical(a) and canonical(align(a, b)): the ends of the geodesic (``aligned``: align(a, b), if known)."""
     return (symmetry.canonical_form(spec, state_a),
-            symmetry.canonical_form(spec, symmetry.align(spec, state_a, state_b)))
+            symmetry.canonical_form(spec, aligned if aligned is not None else symmetry.align(spec, state_a, state_b)))
 
 
 def _geodesic_coefficients(spec: dict[str, Any], a: State, b: State, ts: list[float]) -> Iterator[dict[str, tuple]]:
@@ -265,13 +266,13 @@ def geodesic_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list
 
 
 def hamming_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[float],
-                 generator: torch.Generator | None = None) -> Iterator[State]:
+                 generator: torch.Generator | None = None, aligned: State | None = None) -> Iterator[State]:
     """One random shortest path in Hamming space from sign(a) to sign(align(a, b)): at position t the first
     round(t * m) of the m differing weights (in a random order) are flipped."""
     check_path_type(nets.normalize_spec(spec), "hamming")
     s = nets.unit_structure(spec)
     a = symmetry.binarized(spec, state_a)
-    b = symmetry.binarized(spec, symmetry.align(spec, state_a, state_b))
+    b = symmetry.binarized(spec, aligned if aligned is not None else symmetry.align(spec, state_a, state_b))
     names = [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
     va = torch.cat([a[k].reshape(-1) for k in names])  # (N,) +-1
     vb = torch.cat([b[k].reshape(-1) for k in names]).to(va.dtype)
@@ -322,19 +323,23 @@ def _geodesic_combination(spec: dict[str, Any], name: str, a: State, b: State, t
 
 
 def path_points(spec: dict[str, Any], state_a: State, state_b: State, type: str, ts: list[float],
-                generator: torch.Generator | None = None) -> tuple[Iterator[State], Combination | None]:
+                generator: torch.Generator | None = None,
+                aligned: State | None = None) -> tuple[Iterator[State], Combination | None]:
     """The states of a path of ``type`` at positions ``ts``, and (real networks) its first layer as an
     ``evaluate.Combination`` of the two ends' first layers, which lets the engine compute the first layer
-    of all points from two products with the data."""
+    of all points from two products with the data. ``aligned``: align(a, b), when the caller has it."""
     spec = nets.normalize_spec(spec)
     check_path_type(spec, type)
     if type == "hamming":
-        return hamming_path(spec, state_a, state_b, ts, generator), None
+        return hamming_path(spec, state_a, state_b, ts, generator, aligned), None
     if type == "geodesic":
-        a, b = _geodesic_ends(spec, state_a, state_b)
+        a, b = _geodesic_ends(spec, state_a, state_b, aligned)
         states = _geodesic_states(spec, a, b, ts)
         return states, _geodesic_combination(spec, first_weight(spec), a, b, ts)
-    b = state_b if type == "linear" else symmetry.align(spec, state_a, state_b)
+    if type == "linear":
+        b = state_b
+    else:
+        b = aligned if aligned is not None else symmetry.align(spec, state_a, state_b)
     return linear_path(state_a, b, ts), _line_combination(first_weight(spec), state_a, b, ts)
 
 
@@ -361,7 +366,7 @@ def _setup(spec: dict[str, Any], data: Any, states: list[State], dtype: torch.dt
     return model, splits, bn_data
 
 
-def _barrier(out: dict[str, Any]) -> None:
+def add_barrier(out: dict[str, Any]) -> None:
     train = out["train_error"]
     out["barrier"] = max(train)
     out["barrier_excess"] = max(train) - (train[0] + train[-1]) / 2
@@ -383,6 +388,7 @@ def path_result(
     device: Any = None,
     bn_samples: int | None = None,
     ts: list[float] | None = None,
+    with_distances: bool = True,
 ) -> dict[str, Any]:
     """Train/test error and loss along a path between two networks of ``spec`` on ``data`` (a data.Dataset).
 
@@ -395,7 +401,9 @@ def path_result(
     Evaluated by the batched engine (evaluate.evaluate_states) on ``device`` (default: CUDA if present);
     ``bn_samples``: recompute BatchNorm statistics on a fixed random subset of that many training inputs.
     ``ts``: evaluate these positions instead of ``points`` even ones (a piece of a long path computed on
-    one worker; every point is computed independently of the others, so pieces join exactly).
+    one worker; every point is computed independently of the others, so pieces join exactly);
+    ``with_distances=False`` leaves "distances" out (the other pieces of a split path). The pair is aligned
+    once, in float64, for the path and the distances alike.
     """
     spec = nets.normalize_spec(spec)
     check_path_type(spec, type)
@@ -404,6 +412,10 @@ def path_result(
         raise PathError(f"'orders' must be a positive integer, got {orders!r}")
     ts = positions(points) if ts is None else [float(t) for t in ts]
     model, splits, bn_data = _setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
+    aligned64 = None
+    if type != "linear" or with_distances:
+        aligned64 = symmetry.align(spec, _float64(state_a), _float64(state_b))
+    aligned = None if aligned64 is None else {k: v.to(state_b[k].dtype) for k, v in aligned64.items()}
     runs = orders if type == "hamming" else 1
     gen = torch.Generator().manual_seed(seed)
     curves = []
@@ -413,7 +425,7 @@ def path_result(
             if progress is not None:
                 progress((r + fraction) / runs, message if runs == 1 else f"order {r + 1}/{runs}: {message}")
 
-        states, first = path_points(spec, state_a, state_b, type, ts, gen)
+        states, first = path_points(spec, state_a, state_b, type, ts, gen, aligned)
         curves.append(evaluate_states(model, states, splits, progress=report, total=len(ts), bn_data=bn_data,
                                       first=first))
     out: dict[str, Any] = {"type": type, "t": ts, "bn": bn if has_batchnorm(model) else None}
@@ -423,170 +435,9 @@ def path_result(
             out[f"{split}_{what}"] = stacked.mean(dim=0).tolist()
             if type == "hamming" and what == "error":
                 out[f"{split}_error_std"] = stacked.std(dim=0, unbiased=False).tolist()
-    _barrier(out)
-    out["distances"] = distances(spec, state_a, state_b)
+    add_barrier(out)
+    if with_distances:
+        out["distances"] = distances(spec, state_a, state_b, aligned=aligned64)
     if type == "hamming":
         out["orders"] = orders
     return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Single-bend path (optimised path)
-
-
-def _mean(a: State, b: State) -> State:
-    """(a + b) / 2 for float tensors (BN statistics included), integer buffers from a."""
-    return {k: (v + b[k].to(v.dtype)) / 2 if v.is_floating_point() else v.clone() for k, v in a.items()}
-
-
-def _train_polychain(model: nn.Module, data: Any, a: State, b: State, bend: State, epochs: int, lr: float,
-                     batch_size: int, seed: int, report: Progress) -> State:
-    """Garipov et al.'s one-bend polychain: the bend theta minimises E_t L(phi_theta(t)), t ~ U[0, 1] drawn
-    once per minibatch, phi = (1 - 2t) a + 2t theta on [0, 1/2], (2 - 2t) theta + (2t - 1) b on [1/2, 1];
-    SGD with Nesterov momentum 0.9, learning rate cosine-annealed per epoch. BatchNorm layers normalise with
-    batch statistics while training; the bend's running statistics are recomputed afterwards."""
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    names = [k for k, _ in model.named_parameters()]
-    on = lambda st: {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in st.items()}  # noqa: E731
-    a, b, bend = on(a), on(b), on(bend)
-    theta = {k: bend[k].clone().requires_grad_(True) for k in names}
-    buffers = {k: v.clone() for k, v in bend.items() if k not in theta}
-    opt = torch.optim.SGD(list(theta.values()), lr=lr, momentum=0.9, nesterov=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    gen = torch.Generator().manual_seed(seed)
-    x, y = data.x_train.to(device, dtype), data.y_train.to(device)
-    model.train()
-    for epoch in range(epochs):
-        for idx in torch.randperm(len(y), generator=gen).split(batch_size):
-            t = float(torch.rand((), generator=gen))
-            if t < 0.5:
-                point = {k: (1 - 2 * t) * a[k] + 2 * t * theta[k] for k in names}
-            else:
-                point = {k: (2 - 2 * t) * theta[k] + (2 * t - 1) * b[k] for k in names}
-            idx = idx.to(device)
-            loss = F.cross_entropy(functional_call(model, {**point, **buffers}, (x[idx],)), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
-        report((epoch + 1) / epochs, f"training the bend: epoch {epoch + 1}/{epochs}, loss {float(loss.detach()):.4f}")
-    model.eval()
-    return {**{k: v.detach().clone() for k, v in theta.items()}, **buffers}
-
-
-BEND_VARIANTS: dict[str, str] = {
-    "geodesic": "the paper's: a midpoint trained to low training error, joined to both ends by geodesics",
-    "garipov": "Garipov et al.'s polychain: the bend trained on the loss averaged along two linear segments",
-}
-
-
-def bend_result(
-    spec: dict[str, Any],
-    data: Any,
-    state_a: State,
-    state_b: State,
-    points: int = 11,
-    variant: str = "geodesic",
-    epochs: int = 20,
-    lr: float = 0.02,
-    seed: int = 0,
-    bn: str = "recompute",
-    progress: Progress | None = None,
-    *,
-    batch_size: int = 128,
-    target_error: float | None = None,
-    dtype: torch.dtype = torch.float32,
-    device: Any = None,
-    bn_samples: int | None = None,
-) -> tuple[dict[str, Any], State]:
-    """Error along a single-bend path between two real-valued networks; returns (result, midpoint state).
-
-    variant "geodesic" (the paper): a = canonical(a), b = canonical(align(a, b)); the midpoint starts at
-    (a + b) / 2 and is trained with SGD (train.train: Nesterov momentum 0.9, ``lr`` cosine-annealed over
-    ``epochs``, minibatches of ``batch_size``) until its training error is at most ``target_error``
-    (default [ours]: the larger of the two ends' training errors) or ``epochs`` are done; then the path is
-    the geodesic a -> midpoint for t in [0, 1/2] and midpoint -> b for t in [1/2, 1] (each geodesic_path:
-    the midpoint normalised and aligned to that end). variant "garipov": ends a and align(a, b) with raw
-    scales, the bend started at their mean and trained on the loss averaged along the polychain
-    (``_train_polychain``; always ``epochs`` epochs), linear segments. t = 1/2 is always on the grid
-    (added to ``positions(points)`` when ``points`` is even). The barrier is the maximum over both halves.
-
-    The result has the keys of ``path_result`` (type "bend") plus "variant", "midpoint_train_error",
-    "midpoint_test_error", "epochs" (epochs the midpoint trained) and "midpoint_distances" (geodesic
-    distances a-midpoint and midpoint-b, after alignment). The midpoint state is returned as trained, its
-    BatchNorm statistics recomputed on the training inputs.
-    """
-    spec = nets.normalize_spec(spec)
-    if nets.is_binary(spec):
-        raise PathError("single-bend paths are for real-valued networks (a binary network cannot be trained "
-                        "along a continuous bend); use the 'hamming' path type")
-    if not unit_groups(spec).spheres():
-        raise PathError("a single-bend path needs a network with at least one hidden layer")
-    if variant not in BEND_VARIANTS:
-        raise PathError(f"unknown bend variant {variant!r}; known: {', '.join(BEND_VARIANTS)}")
-    _check_bn(bn)
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= 100_000:
-        raise PathError(f"'epochs' must be an integer between 1 and 100000, got {epochs!r}")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not 0 < lr <= 100:
-        raise PathError(f"'lr' must be a number in (0, 100], got {lr!r}")
-    ts = sorted(set(positions(points)) | {0.5})
-    model, splits, bn_data = _setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
-    report = progress or (lambda f, m: None)
-    train_inputs = bn_inputs(data.x_train, bn_samples)
-
-    # 1. the bend
-    if variant == "geodesic":
-        a, b = _geodesic_ends(spec, state_a, state_b)
-        if target_error is None:
-            ends = evaluate_states(model, [a, b], {"train": splits["train"]}, bn_data=bn_data)
-            target_error = max(ends["train"]["error"])
-        model.load_state_dict(_mean(a, b))
-        history = train.train(model, data, "sgd", epochs=epochs, lr=float(lr), batch_size=batch_size, seed=seed,
-                              target_error=target_error, progress=lambda f, m: report(0.8 * f, f"midpoint: {m}"))
-        epochs_run = len(history)
-        mid = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    else:
-        a, b = state_a, symmetry.align(spec, state_a, state_b)
-        mid = _train_polychain(model, data, a, b, _mean(a, b), epochs, float(lr), batch_size, seed,
-                               lambda f, m: report(0.8 * f, m))
-        epochs_run = epochs
-    model.load_state_dict(mid)
-    recalibrate_bn(model, train_inputs.to(splits["train"][0].device))
-    mid = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    mid_train, _ = error_and_loss(model, *splits["train"])
-    mid_test, _ = error_and_loss(model, *splits["test"])
-
-    # 2. the two halves, evaluated by the engine
-    first_ts, second_ts = [t for t in ts if t <= 0.5], [t for t in ts if t > 0.5]
-    if variant == "geodesic":
-        halves = [path_points(spec, state_a, mid, "geodesic", [2 * t for t in first_ts]),
-                  path_points(spec, state_b, mid, "geodesic", [2 - 2 * t for t in second_ts])]
-    else:
-        halves = [path_points(spec, a, mid, "linear", [2 * t for t in first_ts]),
-                  path_points(spec, mid, b, "linear", [2 * t - 1 for t in second_ts])]
-    curves = []
-    for h, ((states, first), half_ts) in enumerate(zip(halves, (first_ts, second_ts))):
-        offset = len(first_ts) if h else 0
-
-        def half_report(f: float, m: str, n: int = len(half_ts), offset: int = offset) -> None:
-            report(0.8 + 0.2 * (offset + f * n) / len(ts), m)
-
-        curves.append(evaluate_states(model, states, splits, progress=half_report, total=len(half_ts),
-                                      bn_data=bn_data, first=first))
-    out: dict[str, Any] = {"type": "bend", "variant": variant, "t": ts,
-                           "bn": bn if has_batchnorm(model) else None}
-    for split in ("train", "test"):
-        for what in ("error", "loss"):
-            out[f"{split}_{what}"] = curves[0][split][what] + curves[1][split][what]
-    _barrier(out)
-    out["distances"] = distances(spec, state_a, state_b)
-    out.update(midpoint_train_error=mid_train, midpoint_test_error=mid_test, epochs=epochs_run,
-               midpoint_distances={"a": distances_geodesic(spec, state_a, mid),
-                                   "b": distances_geodesic(spec, mid, state_b)})
-    return out, mid
-
-
-def distances_geodesic(spec: dict[str, Any], state_a: State, state_b: State) -> float:
-    """Geodesic distance D between canonical(a) and canonical(align(a, b)) (real-valued networks)."""
-    a, b = _geodesic_ends(spec, _float64(state_a), _float64(state_b))
-    return geodesic_distance(spec, a, b)

@@ -17,7 +17,11 @@ with the barycentric weights of (x, y) in the triangle, applied to every float t
 parameters this is exactly a + x u + y v; the weights are exactly 1 and 0 at the three networks, so
 those grid points are the networks themselves. BatchNorm statistics: bn="recompute" (default) on the
 training inputs at every grid point; bn="interpolate" takes the same affine combination of the
-three networks' statistics, running variances clamped at 0 outside the triangle [ours].
+three networks' statistics. Outside the triangle that combination can make a running variance smaller
+than any of the three (even negative, which BatchNorm cannot evaluate), so there it is kept at least the
+smallest of the three networks' values for that unit [ours]; inside the triangle and at the three nodes
+nothing is clamped, so each network evaluates exactly as itself (a canonical form legitimately holds a
+small negative running variance, running_var' = c^2 (running_var + eps) - eps >= -eps).
 The first layer of every grid point is a combination of the three networks' first layers, so the
 engine computes it from three products with the data (evaluate.Combination).
 """
@@ -34,7 +38,8 @@ from .paths import BN_MODES, PathError, compared_names, first_weight
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
 MODES = ("aligned", "raw")
-MAX_GRID = 101
+MIN_GRID, MAX_GRID = 2, 101
+MAX_MARGIN = 10.0
 
 
 class PlaneError(PathError):
@@ -65,15 +70,16 @@ def _vector(state: State, names: list[str]) -> torch.Tensor:
 def plane_states(a: State, b: State, c: State, weights: list[tuple[float, float, float]],
                  clamp_var: bool = True) -> Iterator[State]:
     """la*a + lb*b + lc*c on every float tensor for each (la, lb, lc); integer buffers from a; running
-    variances clamped at 0."""
+    variances kept at least the three networks' smallest value (only ever binding outside the triangle)."""
+    floor = {k: torch.minimum(torch.minimum(a[k], b[k]), c[k]).double() for k in a if k.endswith("running_var")}
     for la, lb, lc in weights:
         point = {}
         for k, va in a.items():
             if not va.is_floating_point():
                 point[k] = va.clone()
                 continue
-            t = (la * va.double() + lb * b[k].double() + lc * c[k].double()).to(va.dtype)
-            point[k] = t.clamp_min(0) if clamp_var and k.endswith("running_var") else t
+            t = la * va.double() + lb * b[k].double() + lc * c[k].double()
+            point[k] = (torch.maximum(t, floor[k]) if clamp_var and k in floor else t).to(va.dtype)
         yield point
 
 
@@ -109,10 +115,10 @@ def plane_result(
         raise PlaneError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
     if not isinstance(states, (list, tuple)) or len(states) != 3:
         raise PlaneError("a plane needs exactly three networks")
-    if not isinstance(grid, int) or isinstance(grid, bool) or not 2 <= grid <= MAX_GRID:
-        raise PlaneError(f"'grid' must be an integer between 2 and {MAX_GRID}, got {grid!r}")
-    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 <= margin <= 10:
-        raise PlaneError(f"'margin' must be a number between 0 and 10, got {margin!r}")
+    if not isinstance(grid, int) or isinstance(grid, bool) or not MIN_GRID <= grid <= MAX_GRID:
+        raise PlaneError(f"'grid' must be an integer between {MIN_GRID} and {MAX_GRID}, got {grid!r}")
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 <= margin <= MAX_MARGIN:
+        raise PlaneError(f"'margin' must be a number between 0 and {MAX_MARGIN}, got {margin!r}")
     device = torch.device(device) if device is not None else default_device()
     model = nets.build(spec, data.input_shape, data.n_classes).to(dtype)
     for s in states:

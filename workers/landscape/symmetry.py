@@ -16,9 +16,11 @@ SCIENCE.md section 2 gives the method.
   BatchNorm units [ours, exact and unique]: the pre-BN weights get norm 1, the linear bias before BN is
   folded into running_mean (b' = 0, running_mean' = running_mean - b: exact in eval mode and when the
   statistics are recomputed), the post-BN pair (gamma_k, beta_k) is divided by |gamma_k| (the next layer
-  absorbing the factor) and the sign flip of SCIENCE.md (pre-BN weights, running mean and gamma negated)
+  absorbing the factor) and BatchNorm's sign symmetry (pre-BN weights, bias, running mean and gamma
+  negated together: same function, beta and running variance unchanged; its own step, ``fix_bn_signs``)
   makes gamma = +1: the unit becomes ReLU(zhat + beta'). A unit with gamma = 0 is left alone. Gamma
-  stays +1 all along the geodesic path between two canonical units.
+  stays +1 all along the geodesic path between two canonical units, and alignment pairs a flipped unit
+  with its twin.
   Residual streams [ours, beyond the paper]: one permutation and one positive scale per stream channel;
   the canonical scale gives the concatenated gammas of every BatchNorm writing into the channel (the
   stem's, each block's last, each shortcut's) norm 1, every reader (block first convs, 1x1 shortcut
@@ -129,6 +131,35 @@ def _scale_segment(state: State, seg: Segment, c: torch.Tensor, divide: bool = F
         state[var] = ((v / c2 if divide else v * c2) - BN_EPS).to(state[var].dtype)
 
 
+def _flip_segment(state: State, seg: Segment, signs: torch.Tensor) -> None:
+    """BatchNorm's sign symmetry on a pre-BN segment: its writers (weights and bias), the absorbing BatchNorms'
+    running means and their gammas times signs (+-1 per channel); beta and running_var stay. Exact in eval
+    mode and in train mode (the batch mean flips too)."""
+    for w in seg.writers:
+        for name in (w.vector, w.offset):
+            if name:
+                state[name] = scale_axis(state[name], 0, signs)
+    for bn in seg.bns:
+        for t in ("running_mean", "weight"):
+            state[f"{bn}.{t}"] = scale_axis(state[f"{bn}.{t}"], 0, signs)
+
+
+def _fix_signs(g: Groups, out: State) -> State:
+    for seg in g.segments:
+        if seg.flip:
+            gamma = out[f"{seg.bns[0]}.weight"]
+            if bool((gamma < 0).any()):
+                _flip_segment(out, seg, torch.where(gamma < 0, -1.0, 1.0).double())
+    return out
+
+
+def fix_bn_signs(spec: dict[str, Any], state: State) -> State:
+    """The sign step of the canonical form on its own: every BatchNorm unit whose gamma is negative is flipped
+    (``_flip_segment``) so that gamma >= 0. Same function; everything else untouched."""
+    out = _copy(state)
+    return out if nets.is_binary(spec) else _fix_signs(unit_groups(spec), out)
+
+
 def segment_rows(state: State, seg: Segment) -> torch.Tensor:
     """(C, D) float64: each channel's scale-carrying entries, the writers' vectors concatenated."""
     return torch.cat([state[name].double().reshape(state[name].shape[0], -1) for name in seg.vectors()], dim=1)
@@ -159,13 +190,7 @@ def _group_canonical(g: Groups, out: State) -> State:
     for seg in g.segments:  # positive scales, in an order where readers are measured after absorbing
         if seg.scaled:
             _scale_segment(out, seg, _norms(segment_rows(out, seg)), divide=True)
-    for seg in g.segments:  # BatchNorm sign flips: gamma >= 0
-        if seg.flip:
-            gamma = out[f"{seg.bns[0]}.weight"].double()
-            signs = torch.where(gamma >= 0, 1.0, -1.0).double()
-            _scale_segment(out, seg, signs)
-            for bn in seg.bns:
-                out[f"{bn}.weight"] = scale_axis(out[f"{bn}.weight"], 0, signs)
+    _fix_signs(g, out)  # BatchNorm sign flips: gamma >= 0
     if g.output is not None:
         rows = segment_rows(out, g.output)
         norm = float(rows.norm())
@@ -307,9 +332,7 @@ def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale
             _scale_segment(out, seg, positive(out[seg.writers[0].vector].shape[0]))
         if seg.flip:
             signs = torch.where(torch.rand(out[seg.writers[0].vector].shape[0], generator=gen) < 0.5, 1.0, -1.0).double()
-            _scale_segment(out, seg, signs)
-            for bn in seg.bns:
-                out[f"{bn}.weight"] = scale_axis(out[f"{bn}.weight"], 0, signs)
+            _flip_segment(out, seg, signs)
     for group in g.groups:
         n = out[group.axes[0][0]].shape[group.axes[0][1]]
         _permute_group(out, group.axes, torch.randperm(n, generator=gen))

@@ -6,6 +6,13 @@ one dict per epoch: epoch, train_error, train_loss, test_error, test_loss, lr, p
 Entropy-SGD: gamma; ADV's pre-training: adversarial_error, the error on the pre-training set).
 ``OPTIMIZERS`` lists the samplers and their parameters; ``normalize_params`` fills in the defaults.
 
+Seeds: ``seed`` seeds the minibatch order and every random draw of the sampler; ``init_seed`` the
+initial weights (``initial_model`` builds them). Left unset, the initial weights are seeded from
+``seed`` *and the sampler's name* [ours], so that two samplers given the same ``seed`` never start
+from the same point (networks of different samplers that share an initialisation sit ~10x closer than
+independent ones, which would skew every comparison of samplers); give ``init_seed`` to share one on
+purpose.
+
 Common to all samplers: cross-entropy, minibatches of a fresh random order each epoch (seeded), the
 learning rate cosine-annealed per epoch down to 0 at ``epochs``, no weight decay, and an early stop
 after the first epoch whose training error is at most ``target_error`` (the paper trains until it is
@@ -20,12 +27,14 @@ from __future__ import annotations
 import copy
 import math
 import time
+import zlib
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import nets
 from .data import Dataset, validate_params
 from .evaluate import error_and_loss, recalibrate_bn
 
@@ -43,9 +52,14 @@ def _p(kind: str, default: Any, help: str, **limits: Any) -> dict[str, Any]:
 _COMMON = {
     "epochs": _p("int", 20, "number of passes over the training set (the paper: up to 300)", min=1, max=100_000),
     "batch_size": _p("int", 128, "minibatch size", min=1, max=1_000_000),
-    "seed": _p("int", 0, "seed of the minibatch order (and of every random draw of the sampler)", min=0),
-    "target_error": _p("float", None, "stop after the first epoch with training error at most this (e.g. 0.01)",
-                       nullable=True, min=0.0, max=1.0),
+    "seed": _p("int", 0, "seed of the minibatch order and of every random draw of the sampler; also of the initial "
+                         "weights, together with the sampler's name, unless init_seed is given", min=0),
+    "init_seed": _p("int", None, "seed of the initial weights; unset: derived from seed and the sampler, so that "
+                                 "different samplers never share an initialisation (give the same init_seed to "
+                                 "share one on purpose)", nullable=True, min=0),
+    "target_error": _p("float", None, "stop after the first epoch with training error at most this; the paper's "
+                                      "rule is 0.01 (train until below 1%), which every sampler reaches given enough "
+                                      "epochs", nullable=True, min=0.0, max=1.0),
 }
 
 
@@ -61,22 +75,34 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
         "params": _sgd_params(0.02, 0.9),
     },
     "rsgd": {
-        "description": "Replicated SGD (Pittorino et al. 2021): y replicas, each with its own minibatches, pulled "
-                       "towards their centre with a coupling gamma that grows geometrically; the result is the centre.",
+        "description": "Replicated SGD (Pittorino et al. 2021): y replicas, each from its own initialisation and with "
+                       "its own minibatches, pulled towards their centre (their mean) by gamma ||w_a - centre||^2 with "
+                       "a coupling gamma that grows geometrically; the result is the centre. The history records "
+                       "gamma and the mean replica-to-centre distance per epoch.",
         "params": {
             **_sgd_params(0.05, 0.9),
             "replicas": _p("int", 5, "number y of replicas", min=2, max=64),
-            "gamma0": _p("float", 0.01, "initial coupling", min=0.0, max=1e6),
-            "gamma1": _p("float", 0.5, "growth of the coupling per epoch: gamma = gamma0 (1 + gamma1)^t, t in epochs",
-                         min=0.0, max=100.0),
+            "gamma0": _p("float", 1e-3, "initial coupling (the group's robust-ensemble code: 1e-3)", min=0.0, max=1e6),
+            "gamma1": _p("float", 0.1, "growth of the coupling per epoch: gamma = gamma0 (1 + gamma1)^t, t in epochs "
+                                       "(the group's code: 0.1)", min=0.0, max=100.0),
+            "replica_init": _p("str", "independent", "'independent': every replica starts from its own random "
+                               "initialisation (the group's code); 'shared': all start from the same weights",
+                               choices=["independent", "shared"]),
         },
     },
     "adv": {
         "description": "Adversarial initialisation (Liu et al. 2020): pre-train on the training set plus copies with "
-                       "random labels and a fraction of pixels zeroed, then plain SGD on the clean set.",
+                       "random labels and a fraction of pixels zeroed until that set is fitted (training error at "
+                       "most pretrain_target, at most pretrain_epochs epochs), then plain SGD on the clean set. The "
+                       "history records the pre-training error; a pre-training stopped by the cap says so.",
         "params": {
             **_sgd_params(0.02, 0.0),
-            "pretrain_epochs": _p("int", 20, "epochs of pre-training on the adversarial set", min=0, max=100_000),
+            "pretrain_epochs": _p("int", 500, "most epochs of pre-training on the adversarial set (a cap: it stops as "
+                                              "soon as its training error is at most pretrain_target)", min=0,
+                                  max=100_000),
+            "pretrain_target": _p("float", 0.05, "pre-training stops after the first epoch whose error on the "
+                                                 "adversarial set (clean + random-label copies) is at most this",
+                                  min=0.0, max=1.0),
             "pretrain_lr": _p("float", 0.02, "learning rate of the pre-training (cosine-annealed)", min=0.0, max=100.0),
             "pretrain_momentum": _p("float", 0.9, "Nesterov momentum of the pre-training", min=0.0, max=0.999),
             "copies": _p("int", 1, "number of randomly labelled copies of the training set", min=1, max=100),
@@ -95,18 +121,21 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
     "sam": {
         "description": "Sharpness-aware minimisation (Foret et al. 2021) on top of the paper's SGD: each step uses "
                        "the gradient at the worst point of radius rho around the weights.",
-        "params": {**_sgd_params(0.02, 0.9), "rho": _p("float", 0.05, "radius of the perturbation", min=0.0, max=100.0)},
+        "params": {**_sgd_params(0.02, 0.9),
+                   "rho": _p("float", 0.05, "radius of the perturbation (Foret et al.: 0.05)", min=0.0, max=100.0)},
     },
     "entropy_sgd": {
         "description": "Entropy-SGD (Chaudhari et al. 2017): an inner Langevin loop of L minibatches explores around "
                        "the weights; the weights then move towards the loop's running average.",
         "params": {
             **_sgd_params(1.0, 0.9),
-            "L": _p("int", 5, "Langevin steps (minibatches) per weight update", min=1, max=1000),
+            "L": _p("int", 20, "Langevin steps (minibatches) per weight update (Chaudhari et al.: 20)", min=1, max=1000),
             "inner_lr": _p("float", 0.1, "step size of the Langevin loop", min=0.0, max=100.0),
-            "gamma0": _p("float", 0.03, "initial coupling of the Langevin loop to the weights", min=0.0, max=1e6),
-            "gamma1": _p("float", 0.03, "growth of the coupling per epoch (scoping): gamma = gamma0 (1 + gamma1)^t, "
-                                        "t in epochs", min=0.0, max=100.0),
+            "gamma0": _p("float", 0.03, "initial coupling of the Langevin loop to the weights (Chaudhari et al.: 0.03)",
+                         min=0.0, max=1e6),
+            "gamma1": _p("float", 1e-3, "growth of the coupling per weight update (scoping): gamma = gamma0 (1 + "
+                                        "gamma1)^t, t = weight updates so far (Chaudhari et al.: 1.001 per update)",
+                         min=0.0, max=100.0),
             "noise": _p("float", 1e-4, "scale of the Langevin noise", min=0.0, max=100.0),
             "alpha": _p("float", 0.75, "weight of the old value in the running average", min=0.0, max=0.999),
         },
@@ -119,6 +148,24 @@ def normalize_params(optimizer: str, params: dict[str, Any] | None) -> dict[str,
     if optimizer not in OPTIMIZERS:
         raise TrainError(f"unknown optimizer {optimizer!r}; known: {', '.join(sorted(OPTIMIZERS))}")
     return validate_params(OPTIMIZERS[optimizer]["params"], params, f"optimizer {optimizer!r}", TrainError)
+
+
+def initial_seed(optimizer: str, params: dict[str, Any] | None = None) -> int:
+    """The seed of the initial weights: ``init_seed`` when given, else one derived from ``seed`` and the
+    sampler's name (stable across processes and machines: a CRC32, not Python's salted hash)."""
+    p = normalize_params(optimizer, params)
+    if p["init_seed"] is not None:
+        return int(p["init_seed"])
+    return zlib.crc32(f"{optimizer}:{p['seed']}".encode()) & 0x7FFFFFFF
+
+
+def initial_model(spec: dict[str, Any], data: Dataset, optimizer: str, params: dict[str, Any] | None = None,
+                  ) -> nn.Module:
+    """``spec``'s network for ``data``, initialised from ``initial_seed(optimizer, params)`` (the global
+    random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(initial_seed(optimizer, params))
+        return nets.build(spec, data.input_shape, data.n_classes)
 
 
 def train(model: nn.Module, data: Dataset, optimizer: str = "sgd", *, progress: Progress | None = None,
@@ -208,11 +255,14 @@ def _sgd_optimizer(params: list[torch.Tensor], lr: float, momentum: float) -> to
 def _fit(model: nn.Module, data: Dataset, p: dict[str, Any], report: _Reporter, opt: torch.optim.Optimizer,
          step: Callable[[list[torch.Tensor]], None], *, n: int, epochs: int, streams: int = 1,
          phase: str = "train", after_epoch: Callable[[], dict[str, Any]] | None = None,
-         stop_at_target: bool = True, seed_offset: int = 0,
+         stop: Callable[[dict[str, Any]], bool] | None = None, seed_offset: int = 0,
          train_modules: list[nn.Module] | None = None) -> list[dict[str, Any]]:
     """The epoch loop of every sampler: ``step(batch_indices)`` makes one update (one index tensor per
     stream); after each epoch ``after_epoch`` runs (and adds entries), the learning rate is annealed and
-    ``model`` is evaluated. ``train_modules`` (default: the model) are put in train mode each epoch."""
+    ``model`` is evaluated. ``stop(entry)`` ends the loop after an epoch (default: training error at most
+    ``target_error``). ``train_modules`` (default: the model) are put in train mode each epoch."""
+    if stop is None:
+        stop = lambda h: p["target_error"] is not None and h["train_error"] <= p["target_error"]  # noqa: E731
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     gen = torch.Generator().manual_seed(p["seed"] + seed_offset)
     device = _device(model)
@@ -234,9 +284,11 @@ def _fit(model: nn.Module, data: Dataset, p: dict[str, Any], report: _Reporter, 
         test_err, test_loss = error_and_loss(model, x_test, y_test)
         history.append({"epoch": epoch + 1, "phase": phase, "train_error": train_err, "train_loss": train_loss,
                         "test_error": test_err, "test_loss": test_loss, "lr": lr, **extra})
+        coupling = (f", replicas {extra['replica_distance']:.3g} from their centre (gamma {extra['gamma']:.3g})"
+                    if "replica_distance" in extra else "")
         report.epoch(f"{label} epoch {epoch + 1}/{epochs}: train error {100 * train_err:.2f}%, "
-                     f"test error {100 * test_err:.2f}%")
-        if stop_at_target and p["target_error"] is not None and train_err <= p["target_error"]:
+                     f"test error {100 * test_err:.2f}%{coupling}")
+        if stop(history[-1]):
             break
     return history
 
@@ -327,9 +379,16 @@ def adversarial_set(data: Dataset, *, copies: int = 1, zero_fraction: float = 0.
 
 
 def _train_adv(model, data, p, report):
-    """ADV: pre-training on ``adversarial_set`` (SGD, pretrain_lr, Nesterov pretrain_momentum, cosine), then
-    SGD with ``lr`` and ``momentum`` on the clean set. [ours] momentum defaults to 0 in the clean phase,
-    the vanilla SGD with which Liu et al. reach bad minima; pre-training uses momentum to fit faster."""
+    """ADV: pre-training on ``adversarial_set`` (SGD, pretrain_lr, Nesterov pretrain_momentum, cosine over
+    ``pretrain_epochs``) until it is fitted, then SGD with ``lr`` and ``momentum`` on the clean set.
+
+    Liu et al. train the pre-training set to ~100% accuracy; a pre-training left at 46% error gives minima
+    flatter than SGD's, the opposite of the paper. So the pre-training stops after the first epoch whose
+    error on the adversarial set is at most ``pretrain_target`` (5% [ours]), ``pretrain_epochs`` being a cap;
+    every pre-training epoch records ``adversarial_error`` and the last one ``pretrain_fitted`` (False when
+    the cap was hit, with a plain ``note``; ``pretraining(history)`` summarises it).
+    [ours] momentum defaults to 0 in the clean phase, the vanilla SGD with which Liu et al. reach bad
+    minima; pre-training uses momentum to fit faster."""
     binary = _binary_weights(model)
     history: list[dict[str, Any]] = []
     if p["pretrain_epochs"] > 0:
@@ -341,27 +400,64 @@ def _train_adv(model, data, p, report):
         def adversarial_error():
             return {"adversarial_error": error_and_loss(model, x_adv, y_adv)[0]}
 
-        history += _fit(model, data, p, report, opt, step, n=len(y_adv), epochs=p["pretrain_epochs"],
-                        phase="pretrain", after_epoch=adversarial_error, stop_at_target=False, seed_offset=1)
+        pre = _fit(model, data, p, report, opt, step, n=len(y_adv), epochs=p["pretrain_epochs"], phase="pretrain",
+                   after_epoch=adversarial_error, stop=lambda h: h["adversarial_error"] <= p["pretrain_target"],
+                   seed_offset=1)
+        last = pre[-1]
+        last["pretrain_fitted"] = last["adversarial_error"] <= p["pretrain_target"]
+        if not last["pretrain_fitted"]:
+            last["note"] = (f"ADV pre-training hit its cap of {p['pretrain_epochs']} epochs with error "
+                            f"{100 * last['adversarial_error']:.1f}% on the adversarial set, above the target "
+                            f"{100 * p['pretrain_target']:.1f}%: the random labels were not learned, so this "
+                            "minimizer may not be the bad one ADV is meant to find (raise pretrain_epochs)")
+        report(report.done / report.total, last.get("note") or
+               f"pre-training fitted after {len(pre)} epochs: adversarial-set error {100 * last['adversarial_error']:.1f}%")
+        history += pre
+        report.total = report.done + max(p["epochs"], 1)  # the cap was an upper bound: progress of what is left
     opt = _sgd_optimizer(_trainable(model), p["lr"], p["momentum"])
     x, y = _on_model(model, data.x_train, data.y_train)
     step = _gradient_step(model, opt, x, y, binary)
     return history + _fit(model, data, p, report, opt, step, n=len(y), epochs=p["epochs"])
 
 
-def _train_rsgd(model, data, p, report):
-    """Replicated SGD. Energy: mean_a [L(w_a) + gamma ||w_a - c||^2] with c = mean_a w_a (the minimiser of the
-    coupling over c). Each replica takes its own minibatches; all replicas start from the model's weights.
+def pretraining(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """ADV's pre-training in a few numbers for a network's provenance: {"epochs", "error" (on the adversarial
+    set, last epoch), "fitted", "note"}; None for a history without pre-training."""
+    pre = [h for h in history if h.get("phase") == "pretrain"]
+    if not pre:
+        return None
+    last = pre[-1]
+    return {"epochs": len(pre), "error": last["adversarial_error"], "fitted": bool(last.get("pretrain_fitted")),
+            "note": last.get("note")}
 
-    [ours] Each step is an SGD step on L (Nesterov momentum), then the exact flow of the coupling over the
-    same step size: w_a - c <- (w_a - c) exp(-2 gamma lr), which leaves c unchanged and cannot overshoot
-    however large gamma grows. gamma = gamma0 (1 + gamma1)^t with t the epochs elapsed (fractional, updated
-    every step), so the schedule does not depend on the data set size. After every epoch ``model`` is set
-    to the centre (float buffers averaged, BatchNorm statistics then recomputed on the training set) and
-    evaluated; the history adds ``replica_distance`` (mean_a ||w_a - c||) and ``gamma``.
+
+def _train_rsgd(model, data, p, report):
+    """Replicated SGD (Pittorino et al., ICLR 2021, "Entropic gradient descent algorithms and wide flat minima").
+
+    From the paper and the group's public robust-ensemble code (``RobustNet`` of its sacreddnn training
+    scripts): y replicas w_a, each built as a fresh network (its own random initialisation; replica 0 is
+    ``model`` as given, the others are re-initialised from seeds derived from the initial seed) and fed its
+    own minibatches; the energy mean_a L(w_a) + gamma mean_a ||w_a - c||^2 with the centre c = mean_a w_a
+    (no centre replica); gamma0 = 1e-3 grown by (1 + 0.1) per epoch; the result is the centre (float
+    buffers averaged as the code's ``build_center_of_mass`` does). The group's code multiplies the
+    learning rate by y because its loss averages over the replicas; here each replica's step uses ``lr``
+    on its own loss, which is the same update. From SCIENCE.md: lr 0.05 cosine-annealed, Nesterov 0.9, y = 5.
+
+    [ours] Each step is an SGD step on the replicas' losses (Nesterov momentum), then the exact flow of the
+    coupling over the same step size: w_a - c <- (w_a - c) exp(-2 gamma lr), which leaves c unchanged and
+    cannot overshoot however large gamma grows (the group's code puts the coupling's gradient through the
+    momentum instead, which is unstable once 2 gamma lr is large; its scripts bound gamma's total growth
+    with a ``gmax`` factor). gamma = gamma0
+    (1 + gamma1)^t with t the epochs elapsed (fractional, updated every step). replica_init = "shared" starts
+    every replica from ``model``'s weights (the behaviour before; the replicas then sit on their centre from
+    the first epochs). After every epoch ``model`` is set to the centre (BatchNorm statistics recomputed on
+    the training set) and evaluated; the history adds ``replica_distance`` (mean_a ||w_a - c||) and
+    ``gamma``, so a user can see whether the replicas collapsed too early.
     """
     x, y = _on_model(model, data.x_train, data.y_train)
     replicas = [copy.deepcopy(model) for _ in range(p["replicas"])]
+    if p["replica_init"] == "independent":
+        _reinitialise(replicas[1:], model, initial_seed("rsgd", p))
     trainable = [name for name, q in model.named_parameters() if q.requires_grad]
     rep_params = [[dict(r.named_parameters())[name] for r in replicas] for name in trainable]  # per tensor, per replica
     opt = _sgd_optimizer([q for group in rep_params for q in group], p["lr"], p["momentum"])
@@ -403,6 +499,22 @@ def _train_rsgd(model, data, p, report):
                 after_epoch=to_centre, train_modules=replicas)
 
 
+def _reinitialise(replicas: list[nn.Module], model: nn.Module, seed: int) -> None:
+    """Fresh random initial weights for each replica (``reset_parameters`` of every layer: the distribution
+    ``nets.build`` draws from), replica k seeded from (seed, k); parameters ``model`` freezes keep its values."""
+    frozen = {name: q for name, q in model.named_parameters() if not q.requires_grad}
+    for k, replica in enumerate(replicas, start=1):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(zlib.crc32(f"replica:{seed}:{k}".encode()) & 0x7FFFFFFF)
+            for m in replica.modules():
+                if m is not replica and hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+        with torch.no_grad():
+            for name, q in replica.named_parameters():
+                if name in frozen:
+                    q.copy_(frozen[name])
+
+
 def _train_entropy_sgd(model, data, p, report):
     """Entropy-SGD. With x the weights: x' starts at x and takes L Langevin steps on minibatches: a step
     x' <- x' - inner_lr grad L(x') + sqrt(2 inner_lr) noise N(0, 1), then the coupling gamma/2 ||x' - x||^2
@@ -410,10 +522,11 @@ def _train_entropy_sgd(model, data, p, report):
     mu <- alpha mu + (1 - alpha) x' (mu starts at x); then x takes an optimizer step along x - mu. As in
     Chaudhari et al.'s code the outer gradient is x - mu (not gamma (x - mu)): lr = 1 without momentum
     would move x to mu; the default adds Nesterov momentum 0.9, with the cosine annealing of every sampler.
-    [ours] gamma = gamma0 (1 + gamma1)^t with t in epochs, as for RSGD (Chaudhari et al. count weight
-    updates, with gamma1 = 1e-3); L = 5 by default (they use 20); the inner step size stays constant; an
-    epoch is one pass of the Langevin loop over the data (so an epoch costs what SGD's does); a loop cut
-    short by the end of the epoch still ends with its weight update; the noise comes from a generator
+    Defaults as Chaudhari et al. 2017: gamma0 = 0.03 with scoping gamma = gamma0 (1 + gamma1)^t, gamma1 =
+    1e-3 and t the weight updates so far ("1.001 per update"), L = 20, inner step 0.1, noise 1e-4,
+    alpha = 0.75. [ours] the inner step size stays constant; an epoch is one pass of the Langevin loop
+    over the data (so an epoch costs what SGD's does, and makes ceil(batches / L) weight updates); a loop
+    cut short by the end of the epoch still ends with its weight update; the noise comes from a generator
     seeded with seed.
     """
     device = _device(model)
@@ -424,8 +537,7 @@ def _train_entropy_sgd(model, data, p, report):
     noise_gen = torch.Generator(device=device).manual_seed(p["seed"] + 2)
     anchor = [q.detach().clone() for q in params]  # x
     mean = [q.detach().clone() for q in params]  # mu
-    steps_per_epoch = math.ceil(len(y) / p["batch_size"])
-    state = {"inner": 0, "step": 0, "gamma": p["gamma0"]}
+    state = {"inner": 0, "updates": 0, "gamma": p["gamma0"]}
 
     def outer_update():
         with torch.no_grad():
@@ -439,9 +551,10 @@ def _train_entropy_sgd(model, data, p, report):
                 a.copy_(q)
                 m.copy_(q)
         state["inner"] = 0
+        state["updates"] += 1
 
     def step(idx):
-        gamma = state["gamma"] = _geometric(p["gamma0"], p["gamma1"], state["step"] / steps_per_epoch)
+        gamma = state["gamma"] = _geometric(p["gamma0"], p["gamma1"], state["updates"])
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x[idx[0]]), y[idx[0]]).backward()
         with torch.no_grad():
@@ -457,7 +570,6 @@ def _train_entropy_sgd(model, data, p, report):
             for q, m in zip(params, mean):
                 m.mul_(p["alpha"]).add_(q, alpha=1 - p["alpha"])
         state["inner"] += 1
-        state["step"] += 1
         if state["inner"] == p["L"]:
             outer_update()
 

@@ -5,7 +5,8 @@ import { fillSelect } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
 import { byId, ensureNetworks, onNetworks } from "../store.js";
-import { $, $$, clearProgress, colorOf, esc, isBinary, num, pct, setError, showJobProgress } from "../util.js";
+import { enterMany, initMany, manyParams, renderManyPicker } from "./compare_many.js";
+import { $, $$, clearProgress, esc, isBinary, num, pathColor, pct, ptext, setError, showJobProgress, toCSV } from "../util.js";
 
 export const PATH_TYPES = [
   { type: "linear", label: "linear", help: "straight line between the raw networks", real: true },
@@ -43,9 +44,12 @@ function readForm() {
   state.lr = $("#bend-lr", root).value.trim();
 }
 
-const urlParams = () => ({ a: state.a, b: state.b, types: state.types, points: state.points,
+const urlParams = () => ({ ...manyParams(), a: state.a, b: state.b, types: state.types, points: state.points,
   bn: state.bn === "recompute" ? "" : state.bn, variant: state.types.includes("bend") && state.variant !== "geodesic" ? state.variant : "",
   epochs: state.types.includes("bend") ? state.epochs : "", lr: state.types.includes("bend") ? state.lr : "" });
+
+// what the main paths were run with (the several-Bs panel has its own key)
+const mainKey = () => { const { bs, btype, bpoints, bgroup, ...main } = urlParams(); return JSON.stringify(main); };
 
 // Which path types fit A: Hamming for binary networks, the others for real ones.
 function updateTypes() {
@@ -90,7 +94,7 @@ async function runAll(ev) {
   if (!state.types.length) { setError(err, "Choose at least one path type."); return; }
   if (!(state.points >= 2 && state.points <= 201)) { setError(err, "Points along each path: 2 to 201."); return; }
   setState("compare", urlParams(), { push: true });
-  lastKey = JSON.stringify(urlParams());
+  lastKey = mainKey();
   const mine = ++run;
   state.results = {};
   state.errors = {};
@@ -131,7 +135,7 @@ function draw() {
   const lossTraces = [];
   for (const type of order) {
     const r = state.results[type];
-    const color = colorOf(type);
+    const color = pathColor(type);
     const label = typeLabel(type);
     errTraces.push(
       { x: r.t, y: r.train_error.map((v) => 100 * v), name: `train error · ${label}`, mode: "lines+markers", marker: { size: 5 },
@@ -139,32 +143,40 @@ function draw() {
       { x: r.t, y: r.test_error.map((v) => 100 * v), name: `test error · ${label}`, mode: "lines+markers", marker: { size: 5, symbol: "circle-open" },
         line: { color, dash: "dot" }, legendgroup: type, hovertemplate: `${label}, t = %{x:.3f}<br>test error %{y:.3f}%<extra></extra>` });
     const i = r.train_error.indexOf(Math.max(...r.train_error));
-    errTraces.push({ x: [r.t[i]], y: [100 * r.barrier], name: `barrier · ${label}`, mode: "markers+text", legendgroup: type, showlegend: false,
-      marker: { size: 13, symbol: "star", color, line: { color: "white", width: 1 } }, text: [`barrier ${pct(r.barrier)}`], textposition: r.t[i] < 0.15 ? "top right" : r.t[i] > 0.85 ? "top left" : "top center", cliponaxis: false,
-      textfont: { color }, hovertemplate: `${label}: barrier (max train error) %{y:.3f}%<br>at t = %{x:.3f}; above the endpoints' mean by ${pct(r.barrier_excess)}<extra></extra>` });
+    // the barrier: a star on its curve; its value is written above the plot (labels on the curves overlapped)
+    errTraces.push({ x: [r.t[i]], y: [100 * r.barrier], name: `barrier · ${label}`, mode: "markers", legendgroup: type, showlegend: false,
+      marker: { size: 13, symbol: "star", color, line: { color: "white", width: 1 } }, cliponaxis: false,
+      hovertemplate: `${label}: barrier (max train error) %{y:.3f}%<br>at t = %{x:.3f}; above the endpoints' mean by ${pct(r.barrier_excess)}<extra></extra>` });
     if (r.train_loss) {
       lossTraces.push(
         { x: r.t, y: r.train_loss, name: `train loss · ${label}`, mode: "lines", line: { color }, legendgroup: type },
         { x: r.t, y: r.test_loss, name: `test loss · ${label}`, mode: "lines", line: { color, dash: "dot" }, legendgroup: type });
     }
   }
-  // the bend of a single-bend path sits at t = 1/2
+  // the bend of a single-bend path sits at t = 1/2; its label sits in the top margin, above the curves
   const shapes = [], annotations = [];
   if (order.includes("bend")) {
-    shapes.push({ type: "line", xref: "x", yref: "paper", x0: 0.5, x1: 0.5, y0: 0, y1: 1, line: { color: colorOf("bend"), width: 1, dash: "dot" } });
-    annotations.push({ xref: "x", yref: "paper", x: 0.5, y: 1, text: "bend", showarrow: false, yanchor: "bottom", font: { color: colorOf("bend"), size: 11 } });
+    shapes.push({ type: "line", xref: "x", yref: "paper", x0: 0.5, x1: 0.5, y0: 0, y1: 1, line: { color: pathColor("bend"), width: 1, dash: "dot" } });
+    annotations.push({ xref: "x", yref: "paper", x: 0.5, y: 1, text: "bend", showarrow: false, yanchor: "bottom", font: { color: pathColor("bend"), size: 11 } });
+  }
+  // one line of barrier values between the title and the plot, each in its path's colour (never on the data)
+  if (order.length) {
+    annotations.push({ xref: "paper", yref: "paper", x: 0, xanchor: "left", y: 1, yanchor: "bottom", yshift: 18, showarrow: false, align: "left",
+      name: "barriers", font: { size: 12 },
+      text: "★ barrier: " + order.map((t) => `<span style="color:${pathColor(t)}">${ptext(typeLabel(t))} ${pct(state.results[t].barrier)}</span>`).join(" · ") });
   }
   const a = byId(state.a), b = byId(state.b);
-  const title = `${a ? a.name : `#${state.a}`} (t = 0) → ${b ? b.name : `#${state.b}`} (t = 1)`;
+  const title = `${ptext(a ? a.name : `#${state.a}`)} (t = 0) → ${ptext(b ? b.name : `#${state.b}`)} (t = 1)`;
   const rows = [];
   order.forEach((type) => {
     const r = state.results[type];
     r.t.forEach((t, i) => rows.push({ type, t, train_error: r.train_error[i], test_error: r.test_error[i], train_loss: r.train_loss ? r.train_loss[i] : null, test_loss: r.test_loss ? r.test_loss[i] : null }));
   });
-  const csv = "type,t,train_error,test_error,train_loss,test_loss\n" + rows.map((r) => [r.type, r.t, r.train_error, r.test_error, r.train_loss ?? "", r.test_loss ?? ""].join(",")).join("\n") + "\n";
+  const csv = toCSV(Object.fromEntries(["type", "t", "train_error", "test_error", "train_loss", "test_loss"].map((k) => [k, rows.map((r) => r[k])])));
   const json = { a: state.a, b: state.b, paths: Object.fromEntries(order.map((t) => [t, state.results[t]])), distances: state.distances };
   drawPlot("path-plot", errTraces, {
-    title: { text: `Error along the paths: ${title}` },
+    title: { text: `Error along the paths: ${title}`, y: 1, yref: "container", yanchor: "top", pad: { t: 10 } },
+    margin: { t: 82, r: 30, b: 100, l: 60 },
     xaxis: { title: { text: "position t along the path (A → B)" }, range: [-0.03, 1.03] },
     yaxis: { title: { text: "error (%)" }, rangemode: "tozero" },
     height: 430, shapes, annotations,
@@ -186,15 +198,15 @@ function renderSummary() {
     if (!r) return `<tr data-type="${type}"><th scope="row">${esc(typeLabel(type))}</th><td colspan="4" class="hint">computing…</td></tr>`;
     const i = r.train_error.indexOf(Math.max(...r.train_error));
     const mid = r.midpoint_network_id ? `<br><span class="hint small">midpoint <a href="#/network?id=${r.midpoint_network_id}">#${r.midpoint_network_id}</a>${r.midpoint_train_error !== undefined ? `, train error ${pct(r.midpoint_train_error)}` : ""}${r.epochs ? `, ${r.epochs} epochs` : ""}</span>` : "";
-    return `<tr data-type="${type}"><th scope="row"><span class="swatch" style="background:${colorOf(type)}"></span>${esc(typeLabel(type))}${r.variant ? ` (${esc(r.variant)})` : ""}${mid}</th>
+    return `<tr data-type="${type}"><th scope="row"><span class="swatch" style="background:${pathColor(type)}"></span>${esc(typeLabel(type))}${r.variant ? ` (${esc(r.variant)})` : ""}${mid}</th>
       <td class="num barrier" data-value="${r.barrier}" title="at t = ${num(r.t[i], 3)}">${pct(r.barrier)}</td><td class="num" data-value="${r.barrier_excess}">${pct(r.barrier_excess)}</td>
       <td class="num">${pct(Math.max(...r.test_error))}</td>
-      <td class="wrap">job <a href="#/jobs?focus=${job.id}" data-job="${job.id}">${job.id}</a>${job.cached ? " · cached" : ""}</td></tr>`;
+      <td class="job">job <a href="#/jobs?focus=${job.id}" data-job="${job.id}">${job.id}</a>${job.cached ? "<br><span class=\"hint small\">cached</span>" : ""}</td></tr>`;
   }).join("");
   $("#path-summary", root).innerHTML = state.types.length ? `
     <table class="data compact"><thead><tr><th>path</th><th class="num" title="maximum train error along the path">barrier</th>
     <th class="num" title="barrier minus the mean of the endpoints' train errors">excess</th>
-    <th class="num" title="maximum test error along the path">max test</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : "";
+    <th class="num" title="maximum test error along the path">max test</th><th>job</th></tr></thead><tbody>${rows}</tbody></table>` : "";
 }
 
 function renderDistances() {
@@ -226,7 +238,7 @@ export default {
             <label title="learning rate of the midpoint's training (empty: the worker's default)">lr <input id="bend-lr" type="number" min="0" step="any" placeholder="default"></label></span>
           <label>Points <input id="path-points" type="number" min="2" max="201" value="21"></label>
           <label title="BatchNorm statistics along the path: recomputed on training data at each point, or interpolated">BatchNorm <select id="path-bn"><option value="recompute">recompute</option><option value="interpolate">interpolate</option></select></label>
-          <button id="run-path" type="submit">Run</button>
+          <button id="run-path" type="submit">Run paths</button>
         </div>
         <p id="path-error" class="error" role="alert" hidden></p>
       </form>
@@ -234,14 +246,16 @@ export default {
       <div class="two-col wide-left">
         <div>${plotBox("path-plot")}${plotBox("loss-plot")}</div>
         <div><div id="path-summary" class="summary"></div><div id="distances"></div></div>
-      </div>`;
+      </div>
+      <div id="compare-many"></div>`;
+    initMany($("#compare-many", root), { a: () => Number($("#compare-a", root).value) || state.a, changed: () => { readForm(); setState("compare", urlParams()); } });
     $("#path-form", root).addEventListener("submit", runAll);
     $("#compare-search", root).addEventListener("input", () => { readForm(); fillPickers(); });
     $("#compare-a", root).addEventListener("change", () => { readForm(); fillPickers(); });
     $("#compare-b", root).addEventListener("change", updateTypes);
     $("#compare-swap", root).addEventListener("click", () => { readForm(); [state.a, state.b] = [state.b, state.a]; fillPickers(); });
     $$("input[name='path-type']", root).forEach((c) => c.addEventListener("change", updateTypes));
-    onNetworks(() => { if (!section.hidden) { readForm(); fillPickers(); } });
+    onNetworks(() => { if (!section.hidden) { readForm(); fillPickers(); renderManyPicker(); } });
   },
 
   async enter(params) {
@@ -265,7 +279,8 @@ export default {
     $("#bend-epochs", root).value = state.epochs;
     $("#bend-lr", root).value = state.lr;
     updateTypes();
-    const key = JSON.stringify(urlParams());
+    const key = mainKey();
+    const many = enterMany(params);
     if (state.a && state.b && key !== lastKey) {
       if (!byId(state.a) || !byId(state.b)) {
         setError($("#path-error", root), `Network ${!byId(state.a) ? `#${state.a}` : `#${state.b}`} does not exist or is not visible to you.`);
@@ -273,5 +288,6 @@ export default {
       }
       await runAll();
     }
+    await many;
   },
 };

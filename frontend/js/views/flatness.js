@@ -5,16 +5,19 @@ import { MultiPicker } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
 import { byId, ensureNetworks, onNetworks, refreshFlatness } from "../store.js";
-import { $, clearProgress, colorOf, esc, idList, mapLimit, num, pct, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
+import { $, clearProgress, colorOf, esc, idList, mapLimit, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
 import { spearman } from "../stats.js";
+import { GROUP_BY, groupIds, meanStd } from "../groups.js";
 
 let root;
 let picker;
 let run = 0;
 let lastKey = "";
-const state = { nets: [], sigmas: "", draws: "", noise: "weights", seed: "", results: new Map(), errors: new Map(), jobs: new Map() };
+const state = { nets: [], sigmas: "", draws: "", noise: "weights", seed: "", group: "", results: new Map(), errors: new Map(), jobs: new Map() };
 
-const urlParams = () => ({ nets: state.nets, sigmas: state.sigmas, draws: state.draws, noise: state.noise === "weights" ? "" : state.noise, seed: state.seed });
+const urlParams = () => ({ nets: state.nets, sigmas: state.sigmas, draws: state.draws, noise: state.noise === "weights" ? "" : state.noise, seed: state.seed, group: state.group });
+
+const runKey = () => JSON.stringify({ ...urlParams(), group: "" });  // what was measured (grouping only redraws)
 
 function params(id) {
   const p = { network: id };
@@ -39,7 +42,7 @@ async function runAll(ev) {
   const sigmas = state.sigmas.split(",").map((s) => s.trim()).filter(Boolean);
   if (sigmas.some((s) => !(Number(s) >= 0))) { setError(err, `Noise levels σ must be numbers ≥ 0, separated by commas (got “${state.sigmas}”).`); return; }
   setState("flatness", urlParams(), { push: true });
-  lastKey = JSON.stringify(urlParams());
+  lastKey = runKey();
   const mine = ++run;
   state.results = new Map();
   state.errors = new Map();
@@ -64,12 +67,35 @@ async function runAll(ev) {
 const label = (id) => { const n = byId(id); return n ? `${n.name} (#${id})` : `#${id}`; };
 const xTitle = (kinds) => (kinds.every((k) => k === "flip") ? "fraction ε of flipped weights" : kinds.some((k) => k === "flip") ? "σ (real nets) / ε (binary nets)" : "noise level σ (multiplicative)");
 
+// One curve per group: the mean over its networks of their ΔE(σ), with a band of ± one standard deviation
+// across the networks (networks measured on another σ grid than the group's first are left out, and said).
+function groupTraces(ids) {
+  const traces = [];
+  const skipped = [];
+  for (const [group, members] of groupIds(ids, byId, state.group)) {
+    const grid = state.results.get(members[0]).sigma;
+    const same = members.filter((id) => JSON.stringify(state.results.get(id).sigma) === JSON.stringify(grid));
+    skipped.push(...members.filter((id) => !same.includes(id)));
+    const { mean, std, n } = meanStd(same.map((id) => state.results.get(id).delta_mean.map((v) => 100 * v)));
+    const color = colorOf(group);
+    const upper = mean.map((m, i) => m + std[i]), lower = mean.map((m, i) => m - std[i]);
+    traces.push({ x: [...grid, ...grid.slice().reverse()], y: [...upper, ...lower.reverse()], fill: "toself", fillcolor: color, opacity: 0.18,
+      line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: group, name: `± std · ${ptext(group)}`, mode: "lines" });
+    traces.push({ x: grid, y: mean, name: `${ptext(group)} (n = ${n})`, legendgroup: group, mode: "lines+markers", line: { color, width: 3 },
+      marker: { size: 6 }, customdata: std, meta: `group:${group}`,
+      hovertemplate: `${ptext(group)}, ${n} network(s)<br>σ = %{x}<br>mean ΔE = %{y:.3f}% ± %{customdata:.3f}%<extra></extra>` });
+  }
+  $("#flat-group-note", root).textContent = skipped.length ? `Left out of their group's curve (measured on another σ grid): ${skipped.map(label).join(", ")}.` : "";
+  return traces;
+}
+
 function draw() {
   const ids = state.nets.filter((id) => state.results.has(id));
-  const traces = [];
+  const traces = state.group ? groupTraces(ids) : [];
+  if (!state.group) $("#flat-group-note", root).textContent = "";
   const DASHES = ["solid", "dash", "dot", "dashdot", "longdash"];
   const seen = new Map();  // networks of the same sampler share a colour; a dash tells them apart
-  ids.forEach((id) => {
+  if (!state.group) ids.forEach((id) => {
     const r = state.results.get(id);
     const sampler = samplerOf(byId(id));
     const color = colorOf(sampler);
@@ -78,10 +104,10 @@ function draw() {
     const upper = r.delta_mean.map((m, i) => 100 * (m + r.delta_std[i]));
     const lower = r.delta_mean.map((m, i) => 100 * (m - r.delta_std[i]));
     traces.push({ x: [...r.sigma, ...r.sigma.slice().reverse()], y: [...upper, ...lower.reverse()], fill: "toself", fillcolor: color, opacity: 0.15,
-      line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: String(id), name: `± std · ${label(id)}`, mode: "lines" });
-    traces.push({ x: r.sigma, y: r.delta_mean.map((v) => 100 * v), name: `${label(id)} · ${samplerOf(byId(id))}`, legendgroup: String(id), mode: "lines+markers",
+      line: { width: 0 }, hoverinfo: "skip", showlegend: false, legendgroup: String(id), name: `± std · ${ptext(label(id))}`, mode: "lines" });
+    traces.push({ x: r.sigma, y: r.delta_mean.map((v) => 100 * v), name: `${ptext(label(id))} · ${ptext(samplerOf(byId(id)))}`, legendgroup: String(id), mode: "lines+markers",
       line: { color, dash }, marker: { size: 5 }, customdata: r.delta_std.map((v) => 100 * v), meta: id,
-      hovertemplate: `${esc(label(id))}<br>σ = %{x}<br>ΔE = %{y:.3f}% ± %{customdata:.3f}%<extra></extra>` });
+      hovertemplate: `${ptext(label(id))}<br>σ = %{x}<br>ΔE = %{y:.3f}% ± %{customdata:.3f}%<extra></extra>` });
   });
   const kinds = ids.map((id) => state.results.get(id).kind || "gaussian");
   const cols = { network_id: [], name: [], sampler: [], sigma: [], delta_mean: [], delta_std: [], delta_sem: [], base_train_error: [] };
@@ -95,7 +121,7 @@ function draw() {
   });
   const json = Object.fromEntries(ids.map((id) => [id, state.results.get(id)]));
   drawPlot("flat-curves", traces, {
-    title: { text: "Local energy ΔE(σ), mean ± std over the draws" },
+    title: { text: state.group ? `Local energy ΔE(σ) by ${state.group}: mean ± std over the networks` : "Local energy ΔE(σ), mean ± std over the draws" },
     xaxis: { title: { text: xTitle(kinds) } }, yaxis: { title: { text: "ΔE (train error %, above the network's own)" }, rangemode: "tozero" },
     height: 420,
   }, { name: "flatness-curves", csv: toCSV(cols), json });
@@ -114,9 +140,9 @@ function drawScatter(ids) {
   const samplers = [...new Set(usable.map((p) => p.sampler))];
   const traces = samplers.map((s) => {
     const group = usable.filter((p) => p.sampler === s);
-    return { x: group.map((p) => 100 * p.flatness), y: group.map((p) => 100 * p.test_error), text: group.map((p) => p.name), customdata: group.map((p) => p.id),
-      name: s, mode: "markers", marker: { size: 11, color: colorOf(s), line: { color: "white", width: 1 } },
-      hovertemplate: `%{text} (${esc(s)})<br>ΔE(σmax) = %{x:.3f}%<br>test error = %{y:.3f}%<extra></extra>` };
+    return { x: group.map((p) => 100 * p.flatness), y: group.map((p) => 100 * p.test_error), text: group.map((p) => ptext(p.name)), customdata: group.map((p) => p.id),
+      name: ptext(s), mode: "markers", marker: { size: 11, color: colorOf(s), line: { color: "white", width: 1 } },
+      hovertemplate: `%{text} (${ptext(s)})<br>ΔE(σmax) = %{x:.3f}%<br>test error = %{y:.3f}%<extra></extra>` };
   });
   const rho = spearman(usable.map((p) => p.flatness), usable.map((p) => p.test_error));
   const sigmas = [...new Set(usable.map((p) => p.sigma))];
@@ -161,18 +187,25 @@ export default {
           <label>Draws per σ <input id="flat-draws" type="number" min="1" max="10000" placeholder="default"></label>
           <label title="which parameters get the multiplicative noise">Noise on <select id="flat-noise"><option value="weights">weights</option><option value="all">all parameters</option></select></label>
           <label title="seed of the noise draws">Seed <input id="flat-seed" type="number" min="0" placeholder="0"></label>
+          <label title="one curve per group: the mean over its networks, with a band of ± one standard deviation">Group by <select id="flat-group">${GROUP_BY.map(([v, l]) => `<option value="${v}">${l}</option>`).join("")}</select></label>
           <button id="run-flatness" type="submit">Measure flatness</button>
         </div>
         <p id="flat-error" class="error" role="alert" hidden></p>
       </form>
       <div id="flat-progress" class="progress-list" hidden></div>
       <div class="two-col">
-        <div>${plotBox("flat-curves")}</div>
+        <div>${plotBox("flat-curves")}<p id="flat-group-note" class="hint small"></p></div>
         <div>${plotBox("flat-scatter")}<p id="flat-spearman" class="summary" aria-live="polite"></p></div>
       </div>
       <div id="flat-table"></div>`;
     picker = new MultiPicker($("#flat-picker", root), { name: "flat-nets" });
     $("#flat-form", root).addEventListener("submit", runAll);
+    $("#flat-group", root).addEventListener("change", (ev) => {
+      state.group = ev.target.value;
+      setState("flatness", urlParams());
+      lastKey = runKey();
+      if (state.results.size) draw();
+    });
     onNetworks(() => picker.render());
   },
 
@@ -183,12 +216,15 @@ export default {
     state.draws = params.draws || "";
     state.noise = params.noise === "all" ? "all" : "weights";
     state.seed = params.seed || "";
+    state.group = GROUP_BY.some(([v]) => v === params.group) ? params.group : "";
+    $("#flat-group", root).value = state.group;
     picker.set(state.nets, { silent: true });
     $("#flat-sigmas", root).value = state.sigmas;
     $("#flat-draws", root).value = state.draws;
     $("#flat-noise", root).value = state.noise;
     $("#flat-seed", root).value = state.seed;
-    const key = JSON.stringify(urlParams());
+    const key = runKey();
     if (state.nets.length && key !== lastKey) await runAll();
+    else if (state.results.size) draw();  // the same measurements, perhaps grouped otherwise
   },
 };

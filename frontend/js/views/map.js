@@ -6,7 +6,8 @@ import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { go, setState } from "../router.js";
 import { byId, ensureNetworks, onNetworks } from "../store.js";
 import { classicalMDS } from "../stats.js";
-import { $, clearProgress, colorOf, esc, idList, num, pct, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
+import { GROUP_BY, byPairType, groupsOf } from "../groups.js";
+import { $, clearProgress, colorOf, esc, idList, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
 
 const LABELS = { raw: "raw", aligned: "aligned", normalized: "normalised", normalized_aligned: "normalised-aligned", geodesic: "geodesic D",
   hamming: "hamming (aligned)", hamming_unaligned: "hamming (unaligned)", barriers: "geodesic barrier (max train error)" };
@@ -16,9 +17,9 @@ let picker;
 let run = 0;
 let lastKey = "";
 let clicked = null;  // the first point clicked on the map, waiting for the second
-const state = { nets: [], dist: "geodesic", color: "sampler", barriers: false, points: 11, result: null, job: null };
+const state = { nets: [], dist: "geodesic", color: "sampler", group: "sampler", barriers: false, points: 11, result: null, job: null };
 
-const urlParams = () => ({ nets: state.nets, dist: state.dist, color: state.color, barriers: state.barriers ? 1 : "", points: state.barriers ? state.points : "" });
+const urlParams = () => ({ nets: state.nets, dist: state.dist, color: state.color, group: state.group === "sampler" ? "" : state.group, barriers: state.barriers ? 1 : "", points: state.barriers ? state.points : "" });
 const saveView = () => setState("map", urlParams());
 
 async function runMatrix(ev) {
@@ -74,7 +75,7 @@ function draw() {
   const isBarrier = state.dist === "barriers";
   const shown = isBarrier ? z.map((row) => row.map((v) => (v === null ? null : 100 * v))) : z;
   drawPlot("map-heatmap", [{
-    type: "heatmap", z: shown, x: labels, y: labels, colorscale: "Viridis", reversescale: false, customdata: ids.map((a) => ids.map((b) => [a, b])),
+    type: "heatmap", z: shown, x: labels.map(ptext), y: labels.map(ptext), colorscale: "Viridis", reversescale: false, customdata: ids.map((a) => ids.map((b) => [a, b])),
     colorbar: { title: { text: isBarrier ? "barrier %" : LABELS[state.dist] || state.dist, side: "right" } },
     hovertemplate: `%{y} ↔ %{x}<br>${esc(LABELS[state.dist] || state.dist)} = %{z:.5g}${isBarrier ? "%" : ""}<extra>click: compare</extra>`,
   }], {
@@ -82,6 +83,7 @@ function draw() {
     xaxis: { tickangle: -35, automargin: true }, yaxis: { automargin: true, autorange: "reversed" }, height: 460,
   }, { name: `map-${state.dist}`, csv: toCSV(Object.fromEntries([["network", labels], ...labels.map((l, j) => [l, z.map((row) => row[j])])])), json: r });
   drawMDS();
+  drawPairs();
   $("#map-note", root).dataset.job = state.job.id;
   $("#map-note", root).textContent = `Matrix job ${state.job.id}${state.job.cached ? " (answered from the cache)" : ""}. Click a heatmap cell, or two points of the map, to compare two networks along their paths.`;
   const heat = document.getElementById("map-heatmap");
@@ -107,17 +109,18 @@ function drawMDS() {
   const point = (i) => ({ id: ids[i], name: labels[i], x: coords[i][0], y: coords[i][1], sampler: sampler[i], test_error: testErr[i] });
   const all = ids.map((_, i) => point(i));
   let traces;
-  const hover = `%{text}<br>sampler %{customdata[1]}<br>test error %{customdata[2]}<extra>click two points to compare</extra>`;
-  const custom = (p) => [p.id, p.sampler, pct(p.test_error)];
+  // the names are placed after drawing, where they do not overprint (placeLabels); the hover always has them
+  const hover = `%{customdata[3]}<br>sampler %{customdata[1]}<br>test error %{customdata[2]}<extra>click two points to compare</extra>`;
+  const custom = (p) => [p.id, ptext(p.sampler), pct(p.test_error), ptext(p.name)];
   if (state.color === "test_error") {
-    traces = [{ x: all.map((p) => p.x), y: all.map((p) => p.y), text: all.map((p) => p.name), customdata: all.map(custom), mode: "markers+text", textposition: "top center", cliponaxis: false,
+    traces = [{ x: all.map((p) => p.x), y: all.map((p) => p.y), text: all.map(() => " "), customdata: all.map(custom), mode: "markers+text", textposition: "top center", cliponaxis: false,
       name: "networks", marker: { size: 14, color: all.map((p) => (p.test_error === null ? null : 100 * p.test_error)), colorscale: [[0, "#15803d"], [0.5, "#facc15"], [1, "#b91c1c"]],
         colorbar: { title: { text: "test error %", side: "right" } }, line: { color: "#333", width: 1 } }, hovertemplate: hover }];
   } else {
     traces = [...new Set(sampler)].map((s) => {
       const group = all.filter((p) => p.sampler === s);
-      return { x: group.map((p) => p.x), y: group.map((p) => p.y), text: group.map((p) => p.name), customdata: group.map(custom), mode: "markers+text",
-        textposition: "top center", cliponaxis: false, name: s, marker: { size: 14, color: colorOf(s), line: { color: "white", width: 1 } }, hovertemplate: hover };
+      return { x: group.map((p) => p.x), y: group.map((p) => p.y), text: group.map(() => " "), customdata: group.map(custom), mode: "markers+text",
+        textposition: "top center", cliponaxis: false, name: ptext(s), marker: { size: 14, color: colorOf(s), line: { color: "white", width: 1 } }, hovertemplate: hover };
     });
   }
   if (clicked !== null) {
@@ -127,7 +130,7 @@ function drawMDS() {
   const explained = eigenvalues.map((v) => Math.max(v, 0));
   // room around the points for their names
   const padded = (vals) => { const lo = Math.min(...vals), hi = Math.max(...vals), pad = 0.25 * (hi - lo) || 1; return [lo - pad, hi + pad]; };
-  drawPlot("map-mds", traces, {
+  const drawn = drawPlot("map-mds", traces, {
     title: { text: `Classical MDS of the ${LABELS[key] || key} distances` },
     xaxis: { title: { text: `MDS 1 (eigenvalue ${num(explained[0], 3)})` }, zeroline: false, range: padded(all.map((p) => p.x)) },
     yaxis: { title: { text: `MDS 2 (eigenvalue ${num(explained[1], 3)})` }, zeroline: false, scaleanchor: "x", scaleratio: 1, range: padded(all.map((p) => p.y)) },
@@ -135,6 +138,7 @@ function drawMDS() {
     height: 460, legend: { title: { text: state.color === "test_error" ? "" : "sampler" }, orientation: "h", yref: "container", y: 0.01, yanchor: "bottom", x: 0 },
   }, { name: "map-mds", csv: toCSV({ network_id: all.map((p) => p.id), name: all.map((p) => p.name), sampler: all.map((p) => p.sampler), test_error: all.map((p) => p.test_error), mds1: all.map((p) => p.x), mds2: all.map((p) => p.y) }), json: { distance: key, eigenvalues, points: all } });
   const mds = document.getElementById("map-mds");
+  drawn.then(() => placeLabels(mds, all)).catch(() => {});
   if (!mds.dataset.clicks) {
     mds.dataset.clicks = "1";
     mds.on("plotly_click", (ev) => {
@@ -144,6 +148,76 @@ function drawMDS() {
     });
   }
   fillPairChoice();
+}
+
+// Each point's name goes beside it where it overlaps no other name and no other point (tried in turn:
+// above, below, right, left, and the corners); a name that fits nowhere is left to the hover.
+const PLACES = [["top center", 0, -1], ["bottom center", 0, 1], ["middle right", 1, 0], ["middle left", -1, 0],
+  ["top right", 1, -1], ["top left", -1, -1], ["bottom right", 1, 1], ["bottom left", -1, 1]];
+let measurer;
+function textWidth(text) {
+  measurer = measurer || document.createElement("canvas").getContext("2d");
+  measurer.font = "12px system-ui, -apple-system, 'Segoe UI', sans-serif";
+  return measurer.measureText(text).width;
+}
+
+export function labelPlaces(points, radius = 8, height = 15, gap = 2) {
+  const hit = (a, b) => a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1;
+  const marks = points.map((p) => ({ x0: p.px - radius, x1: p.px + radius, y0: p.py - radius, y1: p.py + radius }));
+  const placed = [];
+  return points.map((p, i) => {
+    const w = p.width + 4;
+    for (const [where, dx, dy] of PLACES) {
+      const cx = p.px + dx * (radius + gap + w / 2), cy = p.py + dy * (radius + gap + height / 2);
+      const box = { x0: cx - w / 2, x1: cx + w / 2, y0: cy - height / 2, y1: cy + height / 2 };
+      if (!placed.some((b) => hit(b, box)) && !marks.some((m, j) => j !== i && hit(m, box))) { placed.push(box); return where; }
+    }
+    return null;
+  });
+}
+
+function placeLabels(gd, all) {
+  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+  const byTrace = gd.data.map((t) => (t.customdata || []).map((c) => all.find((p) => p.id === c[0])).filter(Boolean));
+  const flat = byTrace.flat().map((p) => ({ id: p.id, name: p.name, px: xa.l2p(p.x), py: ya.l2p(p.y), width: textWidth(p.name) }));
+  const where = new Map(labelPlaces(flat).map((w, i) => [flat[i].id, w]));
+  // (the traces were drawn with a blank name each: Plotly 4 draws no text restyled into a trace drawn without any)
+  const data = gd.data.map((t, i) => (byTrace[i].length ? { ...t, text: byTrace[i].map((p) => (where.get(p.id) ? ptext(p.name) : "")),
+    textposition: byTrace[i].map((p) => where.get(p.id) || "top center") } : t));
+  return Plotly.react(gd, data, gd.layout);
+}
+
+// The shown quantity (a distance, or the barrier) for every pair, by pair type (RSGD–RSGD, RSGD–SGD, ...,
+// as in the paper's barrier figure): one box per type with all its pairs as points.
+function drawPairs() {
+  const r = state.result;
+  const ids = r.networks;
+  const z = matrices()[state.dist];
+  const isBarrier = state.dist === "barriers";
+  const chosen = ids.map((id) => byId(id)).filter(Boolean);
+  const label = (id, i) => {
+    if (state.group === "sampler" && r.optimizer && r.optimizer[i]) return r.optimizer[i];
+    return groupsOf(byId(id), state.group || "sampler", chosen)[0];
+  };
+  const labels = ids.map(label);
+  const groups = byPairType(isBarrier ? z.map((row) => row.map((v) => (v === null ? null : 100 * v))) : z, labels);
+  const traces = [...groups.entries()].map(([type, values]) => ({
+    type: "box", y: values, name: `${ptext(type)} (${values.length})`, boxpoints: "all", jitter: 0.4, pointpos: 0, boxmean: "sd",
+    marker: { size: 6 }, meta: type, hovertemplate: `${ptext(type)}: %{y:.4g}${isBarrier ? "%" : ""}<extra></extra>`,
+  }));
+  const what = LABELS[state.dist] || state.dist;
+  const rows = [...groups.entries()].map(([type, values]) => {
+    const mean = values.reduce((a, b) => a + b, 0) / values.length;
+    const std = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / values.length);
+    return { type, n: values.length, mean, std };
+  });
+  drawPlot("map-pairs", traces, {
+    title: { text: `${what} by pair type (grouped by ${state.group || "sampler"})` }, showlegend: false,
+    yaxis: { title: { text: isBarrier ? "barrier (max train error, %)" : what }, rangemode: "tozero" }, xaxis: { automargin: true },
+    height: 380, margin: { t: 40, r: 20, b: 80, l: 60 },
+  }, { name: `map-pairs-${state.dist}`, csv: toCSV({ pair_type: rows.map((x) => x.type), n: rows.map((x) => x.n), mean: rows.map((x) => x.mean), std: rows.map((x) => x.std) }), json: { quantity: state.dist, group_by: state.group, pairs: Object.fromEntries(groups) } });
+  $("#map-pairs-table", root).innerHTML = `<table class="data compact"><thead><tr><th>pair type</th><th class="num">pairs</th><th class="num">mean</th><th class="num">± std</th></tr></thead><tbody>${
+    rows.map((x) => `<tr data-pair="${esc(x.type)}"><th scope="row">${esc(x.type)}</th><td class="num">${x.n}</td><td class="num" data-value="${x.mean}">${isBarrier ? `${num(x.mean, 4)}%` : num(x.mean, 5)}</td><td class="num" data-value="${x.std}">${isBarrier ? `${num(x.std, 3)}%` : num(x.std, 3)}</td></tr>`).join("")}</tbody></table>`;
 }
 
 function pick(id) {
@@ -185,12 +259,14 @@ export default {
       <div class="row">
         <label>Heatmap of <select id="map-dist"></select></label>
         <label>Colour the map by <select id="map-color"><option value="sampler">sampler</option><option value="test_error">test error</option></select></label>
+        <label title="pairs of networks are typed by the groups of their two networks">Pair types by <select id="map-group">${GROUP_BY.filter(([v]) => v).map(([v, l]) => `<option value="${v}">${l}</option>`).join("")}</select></label>
         <span id="map-pick" class="hint" aria-live="polite"></span>
       </div>
       <div class="two-col">
         <div>${plotBox("map-heatmap")}</div>
         <div>${plotBox("map-mds")}</div>
       </div>
+      <div class="two-col wide-left"><div>${plotBox("map-pairs")}</div><div id="map-pairs-table" class="summary"></div></div>
       <p id="map-note" class="hint"></p>
       <form id="map-pair" class="row" hidden>
         <label>Compare <select id="map-pair-a"></select></label><label>with <select id="map-pair-b"></select></label>
@@ -200,6 +276,7 @@ export default {
     $("#map-form", root).addEventListener("submit", runMatrix);
     $("#map-dist", root).addEventListener("change", (ev) => { state.dist = ev.target.value; saveView(); if (state.result) draw(); });
     $("#map-color", root).addEventListener("change", (ev) => { state.color = ev.target.value; saveView(); if (state.result) drawMDS(); });
+    $("#map-group", root).addEventListener("change", (ev) => { state.group = ev.target.value; saveView(); if (state.result) drawPairs(); });
     $("#map-pair", root).addEventListener("submit", (ev) => {
       ev.preventDefault();
       const a = $("#map-pair-a", root).value, b = $("#map-pair-b", root).value;
@@ -213,6 +290,8 @@ export default {
     state.nets = idList(params.nets);
     state.dist = params.dist || "geodesic";
     state.color = params.color === "test_error" ? "test_error" : "sampler";
+    state.group = ["tag", "seed"].includes(params.group) ? params.group : "sampler";
+    $("#map-group", root).value = state.group;
     state.barriers = params.barriers === "1";
     state.points = Number(params.points) || 11;
     picker.set(state.nets, { silent: true });

@@ -3,7 +3,7 @@ import { authHeaders, getNetwork, getToken, patchNetwork } from "../api.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { go } from "../router.js";
 import { refreshNetworks, store } from "../store.js";
-import { $, archText, dateText, esc, num, pct, rowsToCSV, samplerOf, setError } from "../util.js";
+import { $, archText, dateText, esc, num, pct, ptext, rowsToCSV, samplerOf, setError } from "../util.js";
 
 let root;
 let net = null;
@@ -32,10 +32,12 @@ function render() {
     <dt>parameters</dt><dd class="num">${n.n_params.toLocaleString("en")}</dd>
     <dt>owner</dt><dd>${esc(n.owner)} · ${esc(n.visibility)}</dd>
     <dt>created</dt><dd>${esc(dateText(n.created_at))}</dd>
+    <dt>note</dt><dd id="network-note-text" class="note">${n.note ? esc(n.note) : `<span class="hint">none yet — write one below</span>`}</dd>
     <dt>weights</dt><dd><code title="SHA-256 of the weights">${esc(n.weights_hash.slice(0, 16))}…</code> <button type="button" class="link" id="network-download">download .safetensors</button></dd>`;
   $("#network-tags", root).value = (n.tags || []).join(", ");
   $("#network-rename", root).value = n.name;
   $("#network-visibility", root).value = n.visibility;
+  $("#network-note", root).value = n.note || "";
   $("#network-links", root).innerHTML = `
     <a href="#/flatness?nets=${n.id}">Flatness of this network</a> ·
     <a href="#/networks?sel=${n.id}">Choose it in the table</a> ·
@@ -70,10 +72,11 @@ function plotHistory() {
   const shapes = pre ? [{ type: "rect", xref: "x", yref: "paper", x0: 0.5, x1: pre + 0.5, y0: 0, y1: 1, fillcolor: "#fde68a", opacity: 0.3, line: { width: 0 } }] : [];
   const annotations = pre ? [{ xref: "x", yref: "paper", x: (pre + 1) / 2, y: 1, text: "pre-training", showarrow: false, yanchor: "bottom" }] : [];
   drawPlot("history-plot", traces, {
-    title: { text: `Training curve of ${net.name}` },
+    title: { text: `Training curve of ${ptext(net.name)}` },
     xaxis: { title: { text: "epoch" } },
     yaxis: { title: { text: "error (%)" }, rangemode: "tozero" },
-    yaxis2: { title: { text: "loss" }, overlaying: "y", side: "right", showgrid: false, zeroline: false, rangemode: "tozero" },
+    yaxis2: { title: { text: "loss", standoff: 8 }, overlaying: "y", side: "right", showgrid: false, zeroline: false, rangemode: "tozero", automargin: true },
+    margin: { t: 40, r: 70, b: 100, l: 60 },
     shapes, annotations,
   }, { name: `network-${net.id}-history`, csv: rowsToCSV(h), json: h });
 }
@@ -101,6 +104,7 @@ async function save(ev) {
     name: $("#network-rename", root).value.trim(),
     tags: $("#network-tags", root).value.split(",").map((s) => s.trim()).filter(Boolean),
     visibility: $("#network-visibility", root).value,
+    note: $("#network-note", root).value,
   };
   try {
     net = await patchNetwork(net.id, patch);
@@ -125,6 +129,7 @@ export default {
             <label>Name <input id="network-rename"></label>
             <label>Tags <input id="network-tags" placeholder="comma, separated"></label>
             <label>Visibility <select id="network-visibility"><option>lab</option><option>private</option></select></label>
+            <label class="block wide">Note <textarea id="network-note" rows="3" maxlength="4000" placeholder="what this run is, what to remember about it"></textarea></label>
             <button type="submit">Save</button> <span id="network-saved" class="done" aria-live="polite"></span>
           </form>
           <p id="network-links"></p>

@@ -1,9 +1,15 @@
 // Networks: a sortable, filterable table; choose networks for the other views; train; upload; delete.
-import { deleteNetwork, runJob, uploadNetwork } from "../api.js";
+import { FINAL, deleteNetwork, listJobs, runJob, uploadNetwork } from "../api.js";
 import { paramFields, readParams } from "../forms.js";
 import { go, setState } from "../router.js";
 import { catalogues, onNetworks, refreshNetworks, store } from "../store.js";
 import { $, archText, dateText, esc, idList, pct, samplerOf, setError, showJobProgress } from "../util.js";
+
+const HYPER = [["epochs", "epochs"], ["lr", "lr"], ["batch_size", "batch"], ["seed", "seed"]];
+const params = (n) => (n.source && n.source.params) || {};
+const hyper = (n, key) => { const v = params(n)[key]; return typeof v === "number" ? v : null; };
+const otherHyper = (n) => Object.entries(params(n)).filter(([k]) => !HYPER.some(([h]) => h === k))
+  .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
 
 const COLUMNS = [
   { key: "id", label: "id", value: (n) => n.id, num: true },
@@ -18,20 +24,31 @@ const COLUMNS = [
   { key: "tags", label: "tags", value: (n) => (n.tags || []).join(", ") },
   { key: "owner", label: "owner", value: (n) => n.owner },
   { key: "created_at", label: "created", value: (n) => n.created_at },
+  // hyper-parameters from the provenance (how a trained network was trained)
+  ...HYPER.map(([key, label]) => ({ key: `hp_${key}`, label, value: (n) => hyper(n, key), num: true, hyper: key,
+    title: `${key} of the sampler that trained it (from its provenance)` })),
+  { key: "hp_other", label: "other hyper-parameters", value: (n) => otherHyper(n), title: "the sampler's other parameters" },
+  { key: "note", label: "note", value: (n) => (n.note || "").toLowerCase() },
 ];
 
-const ui = { q: "", dataset: "", sampler: "", sort: "id", dir: "asc", selected: [] };
+const ui = { q: "", dataset: "", sampler: "", maxtest: "", epochs: "", since: "", sort: "id", dir: "asc", selected: [] };
 let root;
 
 function urlState() {
-  return { q: ui.q, dataset: ui.dataset, sampler: ui.sampler, sort: ui.sort === "id" ? "" : ui.sort, dir: ui.dir === "asc" ? "" : ui.dir, sel: ui.selected.join(",") };
+  return { q: ui.q, dataset: ui.dataset, sampler: ui.sampler, maxtest: ui.maxtest, epochs: ui.epochs, since: ui.since, sort: ui.sort === "id" ? "" : ui.sort, dir: ui.dir === "asc" ? "" : ui.dir, sel: ui.selected.join(",") };
 }
 
 function visibleRows() {
   const q = ui.q.toLowerCase();
   const col = COLUMNS.find((c) => c.key === ui.sort) || COLUMNS[0];
+  // numeric filters: test error at most x %, trained for at least n epochs, created on or after a day
+  const maxTest = ui.maxtest === "" ? null : Number(ui.maxtest) / 100;
+  const minEpochs = ui.epochs === "" ? null : Number(ui.epochs);
   const rows = store.networks.filter((n) =>
     (!ui.dataset || n.dataset === ui.dataset) && (!ui.sampler || samplerOf(n) === ui.sampler) &&
+    (maxTest === null || Number.isNaN(maxTest) || (n.test_error !== null && n.test_error !== undefined && n.test_error <= maxTest + 1e-12)) &&
+    (minEpochs === null || Number.isNaN(minEpochs) || (hyper(n, "epochs") ?? -1) >= minEpochs) &&
+    (!ui.since || (n.created_at || "").slice(0, 10) >= ui.since) &&
     (!q || [n.name, `#${n.id}`, archText(n.architecture), n.dataset, samplerOf(n), n.owner, ...(n.tags || [])].join(" ").toLowerCase().includes(q)));
   const sign = ui.dir === "desc" ? -1 : 1;
   return rows.sort((a, b) => {
@@ -66,16 +83,47 @@ function renderTable() {
       <td class="num" ${flat ? `title="σ = ${flat.sigma}"` : ""}>${flat ? pct(flat.delta) : "–"}</td>
       <td>${(n.tags || []).map((t) => `<span class="tag">${esc(t)}</span>`).join(" ")}</td>
       <td>${esc(n.owner)}</td><td>${esc(dateText(n.created_at))}</td>
+      ${HYPER.map(([key]) => `<td class="num" data-hyper="${key}">${hyper(n, key) ?? "–"}</td>`).join("")}
+      <td class="hyper-other">${esc(otherHyper(n))}</td>
+      <td class="note-cell" title="${esc(n.note || "")}">${esc((n.note || "").length > 60 ? `${n.note.slice(0, 60)}…` : n.note || "")}</td>
       <td class="actions" data-actions="${n.id}"><button type="button" class="secondary small" data-delete="${n.id}" aria-label="delete ${esc(n.name)}">Delete</button></td>
     </tr>`;
   }).join("");
   const empty = $("#networks-empty", root);
   if (store.error) { empty.textContent = `Could not list the networks: ${store.error}`; empty.className = "error"; empty.hidden = false; }
+  else if (!store.networks.length && demo) { empty.textContent = "The demo's networks are being trained (see above); they appear here as they finish."; empty.className = "hint"; empty.hidden = false; }
   else if (!store.networks.length) { empty.innerHTML = "No networks yet. Train one or upload one below, or start the service with <code>--demo</code>."; empty.className = "hint"; empty.hidden = false; }
   else if (!rows.length) { empty.textContent = "No network matches the filter."; empty.className = "hint"; empty.hidden = false; }
   else empty.hidden = true;
   $("#networks-count", root).textContent = `${rows.length} of ${store.networks.length} networks`;
   renderSelection();
+}
+
+// `toroid serve --demo train` trains the demo's networks as train jobs tagged "demo" (plain `--demo` loads the
+// shipped ones before the service answers): while any of them runs, say so with their progress.
+let demo = null;
+let demoTimer = null;
+async function refreshDemo() {
+  let jobs;
+  try { jobs = await listJobs({ kind: "train", limit: 200 }); } catch (_) { return; }
+  const mine = jobs.filter((j) => ((j.params || {}).tags || []).includes("demo"));
+  const active = mine.filter((j) => !FINAL.includes(j.status));
+  const before = demo;
+  demo = active.length ? {
+    total: mine.length, done: mine.length - active.length,
+    progress: mine.reduce((sum, j) => sum + (FINAL.includes(j.status) ? 1 : j.progress || 0), 0) / mine.length,
+    now: active.find((j) => j.status === "running"),
+  } : null;
+  const line = $("#demo-status", root);
+  if (demo) {
+    const now = demo.now ? ` Now: ${esc(demo.now.params.name || `job ${demo.now.id}`)}, ${esc(demo.now.message || "starting")}.` : "";
+    line.innerHTML = `The demo is training its networks: ${demo.done} of ${demo.total} done (${Math.round(100 * demo.progress)}%).${now} <progress max="1" value="${demo.progress}"></progress>`;
+    line.hidden = false;
+  } else line.hidden = true;
+  if ((before && (!demo || demo.done !== before.done)) || (!before && demo)) refreshNetworks();
+  clearTimeout(demoTimer);
+  if (demo) demoTimer = setTimeout(() => { if (!root.hidden) refreshDemo(); }, 2000);
+  else renderTable();
 }
 
 function renderSelection() {
@@ -246,6 +294,9 @@ export default {
           <label>Filter <input id="network-filter" type="search" placeholder="name, tag, architecture, owner"></label>
           <label>Data set <select id="network-dataset"><option value="">all</option></select></label>
           <label>Sampler <select id="network-sampler"><option value="">all</option></select></label>
+          <label title="only networks whose test error is at most this">test error ≤ <input id="network-maxtest" type="number" min="0" max="100" step="any" placeholder="%" aria-label="largest test error in percent">%</label>
+          <label title="only networks trained for at least this many epochs">epochs ≥ <input id="network-epochs" type="number" min="0" step="1" aria-label="fewest epochs"></label>
+          <label title="only networks created on or after this day">created since <input id="network-since" type="date"></label>
           <button id="refresh-networks" type="button" class="secondary">Refresh</button>
         </div>
       </div>
@@ -257,6 +308,7 @@ export default {
         <button id="sel-plane" type="button">Plane of the three</button>
         <button id="sel-clear" type="button" class="secondary">Clear</button>
       </div>
+      <p id="demo-status" class="hint" role="status" hidden></p>
       <div class="table-wrap"><table id="networks-table" class="data"><thead></thead><tbody></tbody></table></div>
       <p id="networks-empty" class="hint" hidden></p>
 
@@ -314,6 +366,9 @@ export default {
     $("#network-filter", root).addEventListener("input", (ev) => { ui.q = ev.target.value; renderTable(); saveState(); });
     $("#network-dataset", root).addEventListener("change", (ev) => { ui.dataset = ev.target.value; renderTable(); saveState(); });
     $("#network-sampler", root).addEventListener("change", (ev) => { ui.sampler = ev.target.value; renderTable(); saveState(); });
+    for (const key of ["maxtest", "epochs", "since"]) {
+      $(`#network-${key}`, root).addEventListener("input", (ev) => { ui[key] = ev.target.value.trim(); renderTable(); saveState(); });
+    }
     $("#refresh-networks", root).addEventListener("click", () => refreshNetworks());
     $("#networks-table thead", root).addEventListener("click", (ev) => {
       const b = ev.target.closest("[data-sort]");
@@ -366,6 +421,10 @@ export default {
     ui.q = params.q || "";
     ui.dataset = params.dataset || "";
     ui.sampler = params.sampler || "";
+    ui.maxtest = params.maxtest || "";
+    ui.epochs = params.epochs || "";
+    ui.since = /^\d{4}-\d{2}-\d{2}$/.test(params.since || "") ? params.since : "";
+    for (const key of ["maxtest", "epochs", "since"]) $(`#network-${key}`, root).value = ui[key];
     ui.sort = COLUMNS.some((c) => c.key === params.sort) ? params.sort : "id";
     ui.dir = params.dir === "desc" ? "desc" : "asc";
     ui.selected = idList(params.sel);
@@ -373,6 +432,7 @@ export default {
     if (!store.catalogues && $("#train-kind", root).options.length === 0) fillForms();  // e.g. the first try came before signing in
     fillFilters();
     renderTable();
+    refreshDemo();
     await refreshNetworks();
   },
 };

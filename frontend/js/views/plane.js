@@ -4,7 +4,7 @@ import { fillSelect } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
 import { byId, ensureNetworks, onNetworks } from "../store.js";
-import { $, clearProgress, esc, idList, pct, setError, showJobProgress, toCSV } from "../util.js";
+import { $, clearProgress, esc, idList, pct, setError, showJobProgress, toCSV, ptext } from "../util.js";
 
 let root;
 let run = 0;
@@ -71,7 +71,7 @@ function draw() {
       contours: { coloring: "heatmap", showlabels: true, labelfont: { color: "white", size: 10 } }, line: { width: 0.5, color: "rgba(255,255,255,0.5)" },
       colorbar: { title: { text: `${state.show} error %`, side: "right" } },
       hovertemplate: `x = %{x:.3f}, y = %{y:.3f}<br>${state.show} error %{z:.2f}%<extra></extra>` },
-    { type: "scatter", mode: "markers+text", x: points.map((p) => p.x), y: points.map((p) => p.y), text: names, textposition: "top center", name: "networks",
+    { type: "scatter", mode: "markers+text", x: points.map((p) => p.x), y: points.map((p) => p.y), text: names.map(ptext), textposition: "top center", name: "networks",
       textfont: { color: "white", size: 12 }, marker: { size: 12, color: ["#ef4444", "#f59e0b", "#22d3ee"], line: { color: "white", width: 2 }, symbol: "circle" },
       hovertemplate: "%{text}<br>x = %{x:.3f}, y = %{y:.3f}<extra></extra>" },
   ];

@@ -58,7 +58,7 @@ def measured_short(f: dict[str, Any]) -> str:
 
 
 def table_markdown(findings: list[dict[str, Any]]) -> str:
-    rows = ["| Finding | Setting | Paper (SCIENCE.md §7) | Measured (mean ± std, n) | Agrees |",
+    rows = ["| Finding | Setting | Paper (Pittorino et al. 2022) | Measured (mean ± std, n) | Agrees |",
             "|---|---|---|---|---|"]
     done_settings = set()
     for f in findings:
@@ -334,7 +334,7 @@ the job ids and result keys it was read from. Networks are tagged <code>reproduc
             f"<li><b>{_esc(k)}</b>: {_esc(v)}</li>" for k, v in summary["missing_features"].items()) + "</ul>")
     parts.append("<h2>Findings</h2><table class='findings'><colgroup><col class='w1'><col class='w2'><col class='w3'>"
                  "<col class='w4'><col class='w5'><col></colgroup><tr><th>Finding</th><th>Setting</th>"
-                 "<th>Paper (SCIENCE.md §7)</th><th>Measured</th><th>Rule checked</th><th>Verdict</th></tr>")
+                 "<th>Paper (Pittorino et al. 2022)</th><th>Measured</th><th>Rule checked</th><th>Verdict</th></tr>")
     grouped: set[str] = set()
     for f in findings:
         if f.get("setting_unavailable"):  # a setting that could not run: one row for all its findings

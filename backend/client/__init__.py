@@ -1,4 +1,6 @@
-"""A small Python client of the REST API, for scripts and notebooks (plain dicts and lists, no pandas).
+"""A small Python client of the REST API, for scripts and notebooks (plain dicts and lists; tables,
+figures and torch modules for notebooks come from backend.client.notebook: ``frame``, ``figure``, ``model``).
+This package (with ``reproduce/``, `toroid reproduce`) only talks HTTP: it imports nothing of the server.
 
     from backend.client import Client
     c = Client("http://127.0.0.1:8000")
@@ -8,13 +10,15 @@
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
+import uuid
 from typing import Any, Callable
 
 import httpx
+
+from .notebook import NotebookMixin, progress_bar
 
 
 class ApiError(RuntimeError):
@@ -23,7 +27,8 @@ class ApiError(RuntimeError):
         self.status, self.detail = status, detail
 
 
-class Client:
+class Client(NotebookMixin):
+    RETRIES = 3
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
         self.url = (url or os.environ.get("TOROID_URL") or "http://127.0.0.1:8000").rstrip("/")
         headers = {}
@@ -32,8 +37,23 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
-    def _call(self, method: str, path: str, **kw) -> Any:
-        r = self.http.request(method, "/api" + path, **kw)
+    def _call(self, method: str, path: str, idempotent: bool = False, **kw) -> Any:
+        """One API call. ``idempotent`` writes carry an ``Idempotency-Key`` (one per call, the same on its
+        retries) and are tried again, up to ``RETRIES`` times, when the connection fails or the server
+        answers 502/503/504: the server does them once and answers a repeat with the first answer."""
+        if idempotent:
+            kw["headers"] = {**kw.get("headers", {}), "Idempotency-Key": uuid.uuid4().hex}
+        for attempt in range(self.RETRIES + 1 if idempotent else 1):
+            try:
+                r = self.http.request(method, "/api" + path, **kw)
+            except httpx.TransportError:
+                if attempt == self.RETRIES or not idempotent:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+                continue
+            if r.status_code not in (502, 503, 504) or attempt == self.RETRIES or not idempotent:
+                break
+            time.sleep(0.5 * 2**attempt)
         if r.status_code >= 400:
             try:
                 detail = r.json().get("detail", r.text)
@@ -69,7 +89,7 @@ class Client:
             filename = filename or "weights.safetensors"
         meta = {"name": name, "architecture": architecture, "dataset": dataset,
                 "dataset_options": dataset_options or {}, "tags": tags or []}
-        return self._call("POST", "/networks", files={"file": (filename, io.BytesIO(blob))},
+        return self._call("POST", "/networks", idempotent=True, files={"file": (filename, blob)},
                           data={"meta": json.dumps(meta)})
 
     def weights(self, network_id: int) -> dict:
@@ -82,7 +102,7 @@ class Client:
 
     # jobs
     def submit(self, kind: str, **params) -> dict:
-        return self._call("POST", "/jobs", json={"kind": kind, "params": params})
+        return self._call("POST", "/jobs", idempotent=True, json={"kind": kind, "params": params})
 
     def job(self, job_id: int) -> dict:
         return self._call("GET", f"/jobs/{job_id}")
@@ -108,9 +128,18 @@ class Client:
             time.sleep(0.3)
 
     def wait(self, job: dict | int, timeout: float = 3600, poll: float = 0.3,
-             on_progress: Callable[[dict], None] | None = None) -> dict:
-        """Wait for a job to end; returns it (with its result). Raises ApiError if it failed."""
+             on_progress: Callable[[dict], None] | None = None, progress: bool | None = None) -> dict:
+        """Wait for a job to end; returns it (with its result). Raises ApiError if it failed. A progress
+        bar shows while it waits when ``progress`` is True (None: in a terminal or a notebook, unless
+        ``on_progress`` is given)."""
         job_id = job if isinstance(job, int) else job["id"]
+        if on_progress is None:
+            first = self.job(job_id) if isinstance(job, int) else job
+            show, close = progress_bar(first, progress)
+            try:
+                return self.wait(job_id, timeout, poll, on_progress=show)
+            finally:
+                close()
         deadline = time.monotonic() + timeout
         while True:
             current = self.job(job_id)

@@ -115,7 +115,7 @@ def flatness_finding(r: SettingResults, missing: str | None) -> dict[str, Any]:
     largest = max(s.sigmas) if s.sigmas else None
     paper = {"text": "Local energy delta_E(sigma) (multiplicative Gaussian noise on the weights, mean of 100 draws, "
                      "sigma up to 0.5 for MLPs, 0.25 for LeNet): RSGD flatter than SGD flatter than ADV in every "
-                     "setting. SCIENCE.md section 7 gives no delta_E numbers (read from Fig. 1 as an ordering).",
+                     "setting. The paper gives no delta_E numbers (read from its Fig. 1 as an ordering).",
              "setting": "every setting of the paper", "values": None, "unit": "%"}
     agrees, words = _chain([(k, mean_of(measured[k])) for k in ("RSGD", "SGD", "ADV")])
     why = missing or "no flatness results for some sampler"
@@ -321,7 +321,7 @@ def binary_finding(r: BinaryResults) -> dict[str, Any]:
     b = r.setting
     title = "Committee machine on Hidden Manifold data: Hamming barriers vs width K"
     setting = f"committee machine on HMM {b.dataset_options}"
-    paper = {"text": "Binary networks show the same qualitative picture (SCIENCE.md section 1): minimizers joined by "
+    paper = {"text": "Binary networks show the same qualitative picture (the paper, section 1): minimizers joined by "
                      "low barriers, lower for wider networks. Section 7 gives no number for the committee machine "
                      "(the paper's: K = 101 hidden units on HMM data with D = 501, P = 1503); the expected trend "
                      "(barriers fall as K grows) is our reading.", "setting": "committee machine K = 101, HMM",

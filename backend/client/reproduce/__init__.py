@@ -2,7 +2,7 @@
 report comparing each finding with the paper (SCIENCE.md section 7).
 
     from backend.client import Client
-    from backend.reproduce import run
+    from backend.client.reproduce import run
     out = run(Client("http://127.0.0.1:8000"), scale="small", out="reproduce-report")
     print(out["report"], out["summary"])
 

@@ -1,0 +1,81 @@
+"""The one place a ``Network`` row is made (upload, train, bend midpoint, canonical form), with the
+owner's storage quota checked and the row inserted in one atomic step (lifecycle.lock)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from . import store
+from .config import get_settings
+from .lifecycle import lock
+from .models import Network, User
+
+ERROR_FIELDS = ("train_error", "test_error", "train_loss", "test_loss")
+
+
+class QuotaError(ValueError):
+    """Storing a network would take its owner past the storage quota (HTTP 413)."""
+
+    status = 413
+
+
+def stored_bytes(session: Session, owner: str) -> int:
+    return int(session.scalar(select(func.coalesce(func.sum(Network.weights_bytes), 0)).where(Network.owner == owner)))
+
+
+def storage_limit(session: Session, owner: str) -> int:
+    """The owner's quota of stored weight bytes (their own, else the server's default)."""
+    own = session.scalar(select(User.max_stored_bytes).where(User.name == owner))
+    return own or get_settings().max_stored_bytes
+
+
+def check_quota(session: Session, owner: str, size: int, limit: int | None = None) -> None:
+    used = stored_bytes(session, owner)
+    limit = storage_limit(session, owner) if limit is None else limit
+    if used + size > limit:
+        raise QuotaError(f"storage quota exceeded: {owner} stores {used} bytes of weights and this network adds "
+                         f"{size}, over the limit of {limit}; delete networks first")
+
+
+def create_network(session: Session, max_stored_bytes: int | None = None, size: int | None = None,
+                   **fields: Any) -> Network:
+    """Add a network (``fields``: the columns; its weights already in the store) in the session's
+    transaction, after checking its owner's quota (``size``: the bytes it adds, default its weights file's)
+    under the owner's lock; the caller commits, which releases the lock. Raises QuotaError (the weights
+    file is removed again when nothing else uses it)."""
+    lock(session, f"owner:{fields['owner']}")
+    try:
+        check_quota(session, fields["owner"], int(fields.get("weights_bytes") or 0 if size is None else size),
+                    max_stored_bytes)
+    except QuotaError:
+        h = fields.get("weights_hash")
+        if h and session.scalar(select(Network.id).where(Network.weights_hash == h).limit(1)) is None:
+            store.remove(h)
+        raise
+    net = Network(**fields)
+    session.add(net)
+    session.flush()
+    return net
+
+
+def store_state(session: Session, state: dict[str, torch.Tensor], **fields: Any) -> Network:
+    """Put ``state`` in the weight store and add its network (``create_network``; the quota counts the
+    tensors' bytes)."""
+    weights_hash, weights_bytes = store.put(state)
+    return create_network(session, size=state_bytes(state), weights_hash=weights_hash, weights_bytes=weights_bytes,
+                          **fields)
+
+
+def state_bytes(state: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def fill_errors(session: Session, network_id: int, result: dict[str, Any]) -> None:
+    """Write the errors an evaluate result measured into the network's row."""
+    net = session.get(Network, network_id)
+    if net is not None:
+        for key in ERROR_FIELDS:
+            setattr(net, key, result.get(key))

@@ -1,0 +1,470 @@
+"""Every job kind once: its inputs, its parameter table, its queue, its fan-out and its cost.
+
+API validation, the cache key (on the normalised params this module returns), worker dispatch and
+fan-out, ``GET /api/job-kinds``, ``toroid job KIND --help`` and the dashboard's forms all read ``KINDS``.
+A kind is a ``Kind``:
+- ``inputs``: the params holding network ids, {"a": {"count": 1}} or {"networks": {"min": 2, "max": 64}};
+- ``params``: the table of params.py (type, default, bounds, choices, help, applies_to, when);
+- ``check(params, networks, limits)``: what needs the networks (compatibility, defaults that depend on
+  the architecture), returning the params complete;
+- ``cost(params, networks)``: an estimate from the params alone, in sample-parameter products
+  (evaluations x samples x parameters; training: epochs x samples x parameters x 3) [ours];
+- ``queue``: "interactive" or "batch"; ``batch_above``: a cost above which the job goes to "batch";
+- ``split(params, sizes)`` -> pieces (one piece: no fan-out) and ``join(params, outputs)``.
+A worker's runner (workers/runners.py) computes one piece; adding a kind is one ``Kind`` and one runner.
+Nothing here touches a database: the backend looks the networks up and hands over ``NetworkFacts``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import bend, data, flatness, nets, paths, plane, train
+from .params import public, validate_params
+
+QUEUES = ("interactive", "batch")
+INTERACTIVE_COST = 1e11  # [ours] path and flatness jobs above this go to the batch queue
+MAX_ID = 2**31 - 1
+
+
+class KindError(ValueError):
+    """A job that cannot run as asked; ``status`` is the HTTP status to answer (400, or 404)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    """What validation needs to know of a stored network."""
+
+    id: int
+    architecture: dict[str, Any]
+    dataset: str
+    dataset_options: dict[str, Any]
+    n_params: int
+
+    @property
+    def binary(self) -> bool:
+        return nets.is_binary(self.architecture)
+
+    def samples(self) -> tuple[int, int]:
+        return data.split_sizes(self.dataset, self.dataset_options)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's settings that validation reads."""
+
+    data_root: Path | None = None
+    max_parameters: int | None = None
+    max_cost: float | None = None
+
+
+Networks = dict[str, list[NetworkFacts]]  # input param -> its networks, in the given order
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    description: str
+    inputs: dict[str, dict[str, int]]
+    params: dict[str, dict[str, Any]]
+    cost: Callable[[dict[str, Any], Networks], float]
+    queue: str = "interactive"
+    batch_above: float | None = None
+    check: Callable[[dict[str, Any], Networks, Limits], dict[str, Any]] | None = None
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # replaces the table check (train)
+    split: Callable[[dict[str, Any], dict[str, int]], list[Any]] | None = None
+    join: Callable[[dict[str, Any], list[Any]], Any] | None = None
+    fills_errors: bool = False  # the result holds its network's errors, which the network row shows
+
+    def pieces(self, params: dict[str, Any], sizes: dict[str, int]) -> list[Any]:
+        """The pieces the job splits into, at most ``sizes`` ({"pairs", "points", "path_points"}) each."""
+        return self.split(params, sizes) if self.split else [None]
+
+    def joined(self, params: dict[str, Any], outputs: list[Any]) -> Any:
+        return self.join(params, outputs) if self.join else outputs[0]
+
+    def catalogue(self) -> dict[str, Any]:
+        return {"kind": self.name, "description": self.description, "queue": self.queue,
+                "inputs": {k: dict(v) for k, v in self.inputs.items()}, "params": public(self.params)}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated job: normalised params (defaults filled, network ids in place), inputs, cost, queue."""
+
+    kind: Kind
+    params: dict[str, Any]
+    inputs: list[int]
+    cost: float
+    queue: str
+    networks: Networks = field(default_factory=dict)
+
+
+# ---- checks shared by kinds -----------------------------------------------------------------------
+
+def same_setting(nets_: list[NetworkFacts]) -> None:
+    """Networks compared with each other: one architecture, the same data."""
+    a = nets_[0]
+    for b in nets_[1:]:
+        try:
+            paths.compatible(a.architecture, b.architecture)
+        except paths.IncompatibleError as exc:
+            raise KindError(f"networks {a.id} and {b.id}: {exc}") from None
+        if a.dataset != b.dataset or a.dataset_options != b.dataset_options:
+            raise KindError(f"networks {a.id} and {b.id} were trained on different data sets ({a.dataset} "
+                            f"{a.dataset_options} vs {b.dataset} {b.dataset_options}); compare networks of one data set")
+
+
+def _all(networks: Networks) -> list[NetworkFacts]:
+    return [n for group in networks.values() for n in group]
+
+
+def _work(net: NetworkFacts, evaluations: float, test: bool = True) -> float:
+    """Cost of evaluating ``evaluations`` points of ``net``'s parameter space on its data."""
+    n_train, n_test = net.samples()
+    return evaluations * (n_train + (n_test if test else 0)) * max(net.n_params, 1)
+
+
+def _p(type_: str, default: Any, help: str, **more: Any) -> dict[str, Any]:
+    return {"type": type_, "default": default, "help": help, **more}
+
+
+SEED = _p("int", 0, "random seed", min=0, max=MAX_ID)
+BN = _p("str", "recompute", "BatchNorm statistics at each point: recomputed on the training inputs, or interpolated",
+        choices=list(paths.BN_MODES), applies_to=["batchnorm"])
+
+
+# ---- path ------------------------------------------------------------------------------------------
+
+SPLITTABLE_PATHS = ("linear", "linear_aligned", "geodesic")
+_BEND = {"when": {"type": ["bend"]}, "applies_to": ["real"]}
+PATH_PARAMS = {
+    "type": _p("str", "linear", "; ".join(f"{k}: {v}" for k, v in paths.PATH_TYPES.items())
+               + "; bend: a trained midpoint joined to both ends", choices=[*paths.PATH_TYPES, "bend"]),
+    "points": _p("int", 11, "positions along the path, both ends included", min=2, max=201),
+    "bn": BN,
+    "orders": _p("int", 5, "random flip orders averaged (Hamming paths)", min=1, max=100, when={"type": ["hamming"]},
+                 applies_to=["binary"]),
+    "seed": {**SEED, "help": "seed of the flip orders or of the bend's training", "when": {"type": ["hamming", "bend"]}},
+    **{k: {**v, **_BEND} for k, v in bend.PARAMS.items() if k != "seed"},
+}
+
+
+def _check_path(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
+    a, b = networks["a"][0], networks["b"][0]
+    same_setting([a, b])
+    if p["type"] == "bend":
+        if a.binary:
+            raise KindError("a single-bend path needs real-valued networks; binary networks have 'hamming' paths")
+    else:
+        try:
+            paths.check_path_type(a.architecture, p["type"])
+        except paths.PathError as exc:
+            raise KindError(str(exc)) from None
+    return p
+
+
+def _path_cost(p: dict[str, Any], networks: Networks) -> float:
+    a = networks["a"][0]
+    cost = _work(a, p["points"] * p.get("orders", 1))
+    if p["type"] == "bend":
+        cost += 3 * _work(a, p["epochs"], test=False)
+    return cost
+
+
+def _split_path(p: dict[str, Any], sizes: dict[str, int]) -> list[list[float]]:
+    """Positions of a long linear, linear-aligned or geodesic path in chunks (a bend or Hamming path: one)."""
+    ts = paths.positions(p["points"])
+    if p["type"] not in SPLITTABLE_PATHS:
+        return [ts]
+    per = max(sizes.get("path_points", 64), 2)
+    return [ts[k : k + per] for k in range(0, len(ts), per)]
+
+
+def _join_path(p: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(outputs[0])  # the first piece carries the distances
+    for key in ("t", "train_error", "test_error", "train_loss", "test_loss"):
+        out[key] = [v for o in outputs for v in o[key]]
+    paths.add_barrier(out)
+    out["chunks"] = len(outputs)
+    return out
+
+
+# ---- flatness --------------------------------------------------------------------------------------
+
+FLATNESS_PARAMS = {
+    "sigmas": _p("list[float]", None, "noise levels (binary networks: flipped fractions, at most "
+                 f"{flatness.MAX_SIGMA['flip']}); null: the architecture's default grid", nullable=True, min=0.0,
+                 max=max(flatness.MAX_SIGMA.values()), min_items=1, max_items=flatness.MAX_LEVELS),
+    "draws": _p("int", None, "noise draws per level; null: "
+                f"{flatness.DEFAULT_DRAWS['multiplicative']} (binary: {flatness.DEFAULT_DRAWS['flip']})",
+                nullable=True, min=1, max=flatness.MAX_DRAWS),
+    "seed": {**SEED, "help": "seed of the noise"},
+    "params": _p("str", "weights", "what gets noise: every layer's weights, or all parameters", choices=list(flatness.PARAMS)),
+}
+
+
+def _check_flatness(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
+    net = networks["network"][0]
+    kind = "flip" if net.binary else "multiplicative"
+    sigmas = p["sigmas"] if p["sigmas"] is not None else flatness.default_sigmas(net.architecture)
+    if max(sigmas) > flatness.MAX_SIGMA[kind]:
+        raise KindError(f"parameter 'sigmas' of a flatness job on a binary network holds flipped fractions, at most "
+                        f"{flatness.MAX_SIGMA[kind]}; got {max(sigmas)}")
+    draws = p["draws"] if p["draws"] is not None else flatness.DEFAULT_DRAWS[kind]
+    return {**p, "sigmas": [float(s) for s in sigmas], "draws": draws}
+
+
+def _flatness_cost(p: dict[str, Any], networks: Networks) -> float:
+    return _work(networks["network"][0], 1 + p["draws"] * sum(1 for s in p["sigmas"] if s > 0), test=False)
+
+
+def _split_flatness(p: dict[str, Any], sizes: dict[str, int]) -> list[list[float]]:
+    """Noise levels in chunks of at most ``sizes["points"]`` evaluated networks. Each draw's noise is the same
+    whatever levels a chunk holds, so chunks give the unsplit result."""
+    per = max(sizes.get("points", 1000) // max(p["draws"], 1), 1)
+    return [p["sigmas"][k : k + per] for k in range(0, len(p["sigmas"]), per)]
+
+
+def _join_flatness(p: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(outputs[0])
+    for key in ("sigma", "delta_mean", "delta_std", "delta_sem"):
+        out[key] = [v for o in outputs for v in o[key]]
+    out["chunks"] = len(outputs)
+    return out
+
+
+# ---- plane -----------------------------------------------------------------------------------------
+
+PLANE_PARAMS = {
+    "grid": _p("int", 11, "grid nodes per axis", min=plane.MIN_GRID, max=plane.MAX_GRID),
+    "mode": _p("str", "aligned", "aligned: the canonical forms, aligned to the first; raw: as stored",
+               choices=list(plane.MODES)),
+    "margin": _p("float", 0.2, "margin around the three networks, in units of the larger extent",
+                 min=0.0, max=plane.MAX_MARGIN),
+    "bn": BN,
+}
+
+
+def _check_plane(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
+    three = networks["networks"]
+    same_setting(three)
+    if three[0].binary:
+        raise KindError("2-D sections are for real-valued networks; binary networks live on the hypercube")
+    return p
+
+
+def _plane_cost(p: dict[str, Any], networks: Networks) -> float:
+    return _work(networks["networks"][0], (p["grid"] + 3) ** 2)
+
+
+# ---- matrix ----------------------------------------------------------------------------------------
+
+MAX_MATRIX = 64
+MATRIX_PARAMS = {
+    "barriers": _p("bool", False, "also the barrier along the geodesic (binary: Hamming) path of every pair"),
+    "points": _p("int", 11, "positions along each barrier path", min=2, max=101, when={"barriers": [True]}),
+    "bn": {**BN, "when": {"barriers": [True]}},
+}
+
+
+def _check_matrix(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
+    group = networks["networks"]
+    same_setting(group)
+    if p["barriers"]:
+        kind = "hamming" if group[0].binary else "geodesic"
+        try:
+            paths.check_path_type(group[0].architecture, kind)
+        except paths.PathError as exc:
+            raise KindError(f"barriers: {exc}") from None
+    return p
+
+
+def _matrix_cost(p: dict[str, Any], networks: Networks) -> float:
+    group = networks["networks"]
+    pairs = len(group) * (len(group) - 1) / 2
+    return pairs * (10 * max(group[0].n_params, 1) + (_work(group[0], p["points"]) if p["barriers"] else 0))
+
+
+def _split_matrix(p: dict[str, Any], sizes: dict[str, int]) -> list[list[tuple[int, int]]]:
+    n = len(p["networks"])
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    per = max(sizes.get("pairs", 16), 1)
+    return [pairs[k : k + per] for k in range(0, len(pairs), per)] or [[]]
+
+
+def _join_matrix(p: dict[str, Any], outputs: list[list]) -> dict[str, Any]:
+    return {"pairs": [tuple(x) for o in outputs for x in o], "chunks": len(outputs)}
+
+
+# ---- train -----------------------------------------------------------------------------------------
+
+TRAIN_PARAMS = {
+    "architecture": _p("object", None, "architecture spec, e.g. {\"kind\": \"mlp\", \"hidden\": [32, 32]} "
+                       "(see /api/architectures)", required=True, catalogue="architectures"),
+    "dataset": _p("str", "digits", "data set (see /api/datasets)", choices=list(data.DATASETS)),
+    "dataset_options": _p("object", None, "the data set's options (see /api/datasets)", nullable=True,
+                          catalogue="datasets"),
+    "optimizer": _p("str", "sgd", "sampler (see /api/optimizers); its parameters go beside these",
+                    choices=list(train.OPTIMIZERS), catalogue="optimizers"),
+    "name": _p("str", None, "name of the trained network (default: kind-optimizer-seed)", nullable=True, max_length=200),
+    "tags": _p("list[str]", [], "tags of the trained network", max_length=50),
+    "visibility": _p("str", "lab", "who may read the network: the lab, or only you", choices=["lab", "private"]),
+}
+
+
+def _normalize_train(params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        spec = nets.normalize_spec(params.get("architecture"))
+    except nets.SpecError as exc:
+        raise KindError(f"architecture: {exc}") from None
+    name = params.get("dataset", "digits")
+    try:
+        options = data.normalize_options(name, params.get("dataset_options"))
+    except data.DatasetError as exc:
+        raise KindError(f"dataset: {exc}") from None
+    optimizer = params.get("optimizer", "sgd")
+    try:
+        opt_params = train.normalize_params(optimizer, {k: v for k, v in params.items() if k not in TRAIN_PARAMS})
+    except ValueError as exc:
+        raise KindError(f"optimizer: {exc}") from None
+    net_name = params.get("name") or f"{spec['kind']}-{optimizer}-seed{opt_params.get('seed', 0)}"
+    if not isinstance(net_name, str) or len(net_name) > 200:
+        raise KindError("'name' must be a string of at most 200 characters")
+    tags = params.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and len(t) <= 50 for t in tags):
+        raise KindError("'tags' must be a list of short strings")
+    visibility = params.get("visibility", "lab")
+    if visibility not in ("lab", "private"):
+        raise KindError("'visibility' must be 'lab' or 'private'")
+    return {"architecture": spec, "dataset": name, "dataset_options": options, "optimizer": optimizer,
+            "name": net_name, "tags": tags, "visibility": visibility, **opt_params}
+
+
+def train_options(p: dict[str, Any]) -> dict[str, Any]:
+    """The sampler's own parameters of a normalised train job."""
+    return {k: v for k, v in p.items() if k not in TRAIN_PARAMS}
+
+
+def _check_train(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
+    reason = data.unavailable(p["dataset"], limits.data_root)
+    if reason:
+        raise KindError(f"dataset: {reason}")
+    try:  # the size from the spec alone (nothing allocated), which also says it builds for this data
+        shape, n_classes = data.shape_of(p["dataset"], p["dataset_options"])
+        nets.check_size(p["architecture"], shape, n_classes, limits.max_parameters or 2**62)
+    except (nets.SpecError, data.DatasetError) as exc:
+        raise KindError(f"architecture: {exc}") from None
+    return p
+
+
+_PASSES = {"rsgd": "replicas", "entropy_sgd": "L"}
+
+
+def _train_cost(p: dict[str, Any], networks: Networks) -> float:
+    n_train, _ = data.split_sizes(p["dataset"], p["dataset_options"])
+    n, _ = nets.spec_size(p["architecture"], *data.shape_of(p["dataset"], p["dataset_options"]))
+    passes = p.get(_PASSES.get(p["optimizer"], ""), 2 if p["optimizer"] == "sam" else 1)
+    pretrain = p.get("pretrain_epochs", 0) * (1 + p.get("copies", 0))
+    return 3.0 * (p["epochs"] * passes + pretrain) * n_train * n
+
+
+# ---- the registry ----------------------------------------------------------------------------------
+
+ONE = {"count": 1}
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("train", "train a network on a data set with a sampler; the trained network is stored", {},
+         TRAIN_PARAMS, _train_cost, queue="batch", check=_check_train, normalize=_normalize_train),
+    Kind("evaluate", "train and test error and loss of a stored network (run after each upload)",
+         {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1), fills_errors=True),
+    Kind("canonicalize", "the symmetry-free canonical form of a network, stored as a new network",
+         {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1) + 10 * n["network"][0].n_params),
+    Kind("distance", "distances between two networks: raw, aligned, normalised, geodesic (binary: Hamming)",
+         {"a": ONE, "b": ONE}, {}, lambda p, n: 10.0 * n["a"][0].n_params, check=lambda p, n, lim: same_setting(_all(n)) or p),
+    Kind("path", "train and test error along a path between two networks", {"a": ONE, "b": ONE}, PATH_PARAMS,
+         _path_cost, batch_above=INTERACTIVE_COST, check=_check_path, split=_split_path, join=_join_path),
+    Kind("flatness", "local energy: the training error's rise under noise on the weights", {"network": ONE},
+         FLATNESS_PARAMS, _flatness_cost, batch_above=INTERACTIVE_COST, check=_check_flatness, split=_split_flatness,
+         join=_join_flatness),
+    Kind("plane", "error and loss on the plane through three networks", {"networks": {"count": 3}}, PLANE_PARAMS,
+         _plane_cost, queue="batch", check=_check_plane),
+    Kind("matrix", "distances (and barriers) between every pair of networks",
+         {"networks": {"min": 2, "max": MAX_MATRIX}}, MATRIX_PARAMS, _matrix_cost, queue="batch", check=_check_matrix,
+         split=_split_matrix, join=_join_matrix),
+)}
+
+
+# ---- validation ------------------------------------------------------------------------------------
+
+def _network_id(value: Any, role: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise KindError(f"'{role}' must be a network id (an integer), got {value!r}")
+    if not 1 <= value <= MAX_ID:
+        raise KindError(f"network {value} ('{role}') does not exist", status=404)
+    return value
+
+
+def _input_ids(kind: Kind, params: dict[str, Any]) -> dict[str, list[int]]:
+    out = {}
+    for key, rule in kind.inputs.items():
+        value = params.get(key)
+        if rule.get("count") == 1:
+            out[key] = [_network_id(value, key)]
+            continue
+        lo, hi = rule.get("min", rule.get("count")), rule.get("max", rule.get("count"))
+        count = "three" if lo == hi == 3 else (str(lo) if lo == hi else f"{lo} to {hi}")
+        if (not isinstance(value, list) or not lo <= len(value) <= hi
+                or len({json_key(v) for v in value}) != len(value)):
+            raise KindError(f"'{key}' must be a list of {count} distinct network ids")
+        out[key] = [_network_id(v, key) for v in value]
+    return out
+
+
+def json_key(value: Any) -> str:
+    return f"{type(value).__name__}:{value!r}"
+
+
+def shape(kind_name: str, params: Any) -> tuple[Kind, dict[str, Any], dict[str, list[int]]]:
+    """Every check that needs no network: the kind, the table, the inputs' types and lengths.
+    Returns (kind, params normalised without the networks, input param -> ids)."""
+    kind = KINDS.get(kind_name) if isinstance(kind_name, str) else None
+    if kind is None:
+        raise KindError(f"unknown job kind {kind_name!r}; known: {', '.join(sorted(KINDS))}")
+    if not isinstance(params, dict):
+        raise KindError("'params' must be a JSON object")
+    ids = _input_ids(kind, params)
+    rest = {k: v for k, v in params.items() if k not in kind.inputs}
+    if kind.normalize is not None:
+        normal = kind.normalize(rest)
+    else:
+        normal = validate_params(kind.params, rest, f"a {kind.name} job", KindError)
+    return kind, {**{k: (v if kind.inputs[k].get("count") != 1 else v[0]) for k, v in ids.items()}, **normal}, ids
+
+
+def complete(kind: Kind, params: dict[str, Any], networks: Networks, limits: Limits) -> Submission:
+    """The checks that need the networks, the cost estimate and the queue."""
+    if kind.check is not None:
+        params = kind.check(params, networks, limits)
+    cost = float(kind.cost(params, networks))
+    if limits.max_cost is not None and cost > limits.max_cost:
+        raise KindError(f"this {kind.name} job would cost about {cost:.3g} (samples x parameters x evaluations), "
+                        f"over the per-job limit of {limits.max_cost:.3g} (TOROID_MAX_JOB_COST); ask for fewer "
+                        "points, draws, epochs or networks, or a smaller network")
+    queue = "batch" if kind.batch_above is not None and cost > kind.batch_above else kind.queue
+    return Submission(kind, params, [n.id for n in _all(networks)], cost, queue, networks)
+
+
+def catalogue() -> list[dict[str, Any]]:
+    return [k.catalogue() for k in KINDS.values()]
+
+
+def example(kind_name: str, ids: dict[str, list[int]]) -> dict[str, Any]:
+    """A job of ``kind_name`` built from its declared defaults, on the networks ``ids`` (input param -> ids)."""
+    kind = KINDS[kind_name]
+    out = {k: (v[0] if kind.inputs[k].get("count") == 1 else v) for k, v in ids.items()}
+    return {**out, **{k: p["default"] for k, p in kind.params.items() if "when" not in p}}
