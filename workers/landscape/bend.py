@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from . import nets, symmetry, train
 from .data import Dataset
+from .groups import unit_groups
 from .evaluate import bn_inputs, error_and_loss, evaluate_states, has_batchnorm, recalibrate_bn
 from .params import check_value
 from .paths import (PathError, Progress, State, add_barrier, _check_bn, _float64, _geodesic_ends, _setup, distances,
@@ -113,11 +114,10 @@ def bend_result(
     BatchNorm statistics recomputed on the training inputs.
     """
     spec = nets.normalize_spec(spec)
-    s = nets.unit_structure(spec)
-    if s.binary:
+    if nets.is_binary(spec):
         raise PathError("single-bend paths are for real-valued networks (a binary network cannot be trained "
                         "along a continuous bend); use the 'hamming' path type")
-    if not s.hidden:
+    if not unit_groups(spec).spheres():
         raise PathError("a single-bend path needs a network with at least one hidden layer")
     for key, value in (("variant", variant), ("epochs", epochs), ("lr", lr), ("seed", seed)):
         check_value(key, PARAMS[key], value, "a single-bend path", PathError)
