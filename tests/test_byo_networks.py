@@ -81,3 +81,22 @@ def test_resnets_and_layer_graphs_train_and_every_geometry_job_runs(live):
         assert len(plane["train_error"]) >= 3
         matrix = live.run("matrix", networks=ids, barriers=True, points=3)["result"]
         assert all(matrix["distances"]["geodesic"][i][j] > 0 for i in range(3) for j in range(3) if i != j)
+
+
+def test_layer_graphs_with_unhandled_symmetries_get_a_400_that_says_why(api):
+    tanh = {"kind": "graph", "layers": [{"type": "flatten"}, {"type": "linear", "out": 8}, {"type": "tanh"},
+                                        {"type": "linear"}]}
+    no_bn_stream = {"kind": "graph", "layers": [
+        {"type": "conv", "out": 4, "padding": 1}, {"type": "relu"},
+        {"type": "add", "branch": [{"type": "conv", "out": 4, "padding": 1}, {"type": "relu"},
+                                   {"type": "conv", "out": 4, "padding": 1}]},
+        {"type": "relu"}, {"type": "flatten"}, {"type": "linear"}]}
+    for spec, words in ((tanh, "tanh"), (no_bn_stream, "BatchNorm")):
+        r = api.post("/api/jobs", json={"kind": "train", "params": {"architecture": spec, "dataset": "digits"}})
+        assert r.status_code == 400 and words in r.json()["detail"], r.text
+        r = upload(api, blob=b"\x00" * 8, filename="w.safetensors", spec=spec, name="refused")
+        assert r.status_code == 400 and words in r.json()["detail"], r.text
+    kinds = {a["kind"]: a for a in api.get("/api/architectures").json()}
+    assert {"resnet", "resnet18", "resnet34", "vgg11_bn", "vgg16_bn", "graph"} <= set(kinds)
+    assert kinds["resnet"]["params"]["depth"]["choices"][:3] == [8, 14, 20]
+    assert kinds["graph"]["params"]["layers"]["type"] == "json"

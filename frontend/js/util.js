@@ -17,7 +17,9 @@ export function archText(a) {
     case "binary_mlp": return `binary mlp ${list(a.hidden || [])}`;
     case "binary_conv": return `binary conv c${list(a.channels || [])} d${list(a.dense || [])}`;
     case "committee": return `committee K=${a.hidden}`;
-    default: return a.kind;
+    case "resnet": return `resnet${a.depth ?? ""} ×${a.width ?? 1}`;
+    case "graph": return `graph (${(a.layers || []).length} layers)`;
+    default: return a.width !== undefined && a.width !== 1 ? `${a.kind} ×${a.width}` : a.kind;
   }
 }
 

@@ -247,7 +247,7 @@ def normalize(kind: str, spec: dict[str, Any], get) -> dict[str, Any]:
         out["width"] = float(width)
     if kind == "resnet":
         depth = get("depth")
-        if depth not in CIFAR_DEPTHS or isinstance(depth, bool):
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth not in CIFAR_DEPTHS:
             raise GraphSpecError(f"'depth' of a CIFAR ResNet must be 6n+2 between 8 and 110 (20, 32, 56, ...), got {depth!r}")
         out["depth"] = depth
     if kind in TORCHVISION_VGG:

@@ -138,10 +138,8 @@ def _meta_model(spec: dict[str, Any]) -> nn.Module:
     errors: list[Exception] = []
     for shape in ((3, 256, 256), (3, 2048, 2048), (64,)):
         try:
-            with torch.device("meta"):  # a normalised spec: graphs.build does not validate it again
-                if spec["kind"] in graphs.ARCHITECTURES:
-                    return graphs.build(spec, shape, 10)
-                return nets.build(spec, shape, 10)
+            with torch.device("meta"):  # a normalised spec: not validated again (normalize_spec calls check)
+                return nets.build_normalized(spec, shape, 10)
         except (nets.SpecError, graphs.GraphSpecError) as exc:
             errors.append(exc)
     telling = [e for e in errors if "needs image" not in str(e)] or errors  # the image attempt's, for conv nets

@@ -350,7 +350,11 @@ class TwoClass(nn.Module):
 
 def build(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """Build the network of ``spec`` for inputs of ``input_shape`` (no batch axis) and ``n_classes`` outputs."""
-    spec = normalize_spec(spec)
+    return build_normalized(normalize_spec(spec), input_shape, n_classes)
+
+
+def build_normalized(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """``build`` for a spec that ``normalize_spec`` returned (groups.py builds on the meta device with it)."""
     input_shape = tuple(int(s) for s in input_shape)
     if not isinstance(n_classes, int) or n_classes < 2:
         raise SpecError(f"a classifier needs at least 2 classes, got {n_classes!r}")
