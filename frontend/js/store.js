@@ -27,8 +27,10 @@ export function refreshNetworks() {
   return pending;
 }
 
-export async function ensureNetworks() {
-  if (!store.loaded) await refreshNetworks();
+// The network list, loaded once; read again when the address names networks it does not hold yet (made
+// elsewhere since: by a script, another tab, a colleague).
+export async function ensureNetworks(ids = []) {
+  if (!store.loaded || ids.some((id) => id && !byId(id))) await refreshNetworks();
   return store.networks;
 }
 
