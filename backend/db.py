@@ -80,15 +80,23 @@ def new_session() -> Session:
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    session = new_session()
+def committing(session: Session) -> Iterator[Session]:
+    """Commit ``session`` when the block ends; roll it back on an error."""
     try:
         yield session
         session.commit()
     except BaseException:
         session.rollback()
         raise
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    session = new_session()
+    try:
+        with committing(session):
+            yield session
     finally:
         session.close()
 

@@ -19,6 +19,7 @@ or SQLite's write lock (BEGIN IMMEDIATE), so that the check and the insert are o
 from __future__ import annotations
 
 import hashlib
+import logging
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Iterator
@@ -27,8 +28,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from .config import get_settings
-from .db import new_session
+from .db import committing, new_session
 from .models import Job, Result, utcnow
+
+log = logging.getLogger("toroid.lifecycle")
 
 ACTIVE = ("queued", "running")
 
@@ -60,12 +63,8 @@ def locked(session: Session, *names: str) -> Iterator[Session]:
     """One transaction holding the named locks until it ends: committed when the block ends, rolled back
     on an error."""
     lock(session, *names)
-    try:
+    with committing(session):
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
 
 
 # ---- submission -------------------------------------------------------------------------------------
@@ -199,19 +198,25 @@ def fail(job_id: int, attempt: int, error: str) -> None:
 
 def cancel(session: Session, job_id: int) -> bool:
     """Cancel a queued or running job (its worker notices at its next report); the oldest job attached to
-    it takes its place and is sent. False when it had ended already."""
+    it takes its place and is sent. False when it had ended already. One transaction: once it is
+    committed, nothing that fails afterwards (a lost connection) can turn a done cancel into an error."""
     res = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
                           .values(status="cancelled", message="cancelled", finished_at=utcnow()))
-    session.commit()
     if res.rowcount == 0:
+        session.rollback()
         return False
     heir = session.scalars(select(Job).where(Job.attached_to == job_id, Job.status == "queued").order_by(Job.id)
                            .limit(1)).first()
     if heir is not None:
         session.execute(update(Job).where(Job.attached_to == job_id, Job.id != heir.id).values(attached_to=heir.id))
         heir.attached_to, heir.message = None, "queued"
-        session.commit()
-        enqueue(session, heir)
+    session.commit()
+    if heir is not None:
+        try:
+            enqueue(session, heir)
+        except Exception:  # noqa: BLE001 - the heir is queued in the database; the reconciler sends it
+            log.warning("cancel of job %s: sending its heir %s failed; the reconciler will", job_id, heir.id,
+                        exc_info=True)
     return True
 
 

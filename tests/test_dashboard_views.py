@@ -82,6 +82,8 @@ def test_networks_train_upload_filter_sort_open_and_delete(server, page, tmp_pat
     assert [mine[i]["name"].lower() for i in row_ids(page)] == sorted(n["name"].lower() for n in mine.values())
     # filter by sampler
     page.select_option("#network-sampler", "uploaded")
+    # the table is drawn again after the change (the filter is also written into the address): wait for it
+    page.wait_for_function("() => document.querySelectorAll('#networks-table tbody tr[data-id]').length === 1")
     assert row_ids(page) == [uploaded["id"]]
     page.select_option("#network-sampler", "")
     shot(page, "networks")

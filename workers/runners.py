@@ -121,9 +121,9 @@ def path_piece(ctx: Context, p: dict[str, Any], ts: list[float]) -> dict[str, An
     net_a, net_b, data = ctx.network(p["a"]), ctx.network(p["b"]), ctx.data(p["a"])
     a, b = ctx.state(p["a"]), ctx.state(p["b"])
     if p["type"] != "bend":
+        hamming = {k: p[k] for k in ("orders", "seed") if k in p}  # (only Hamming paths have them)
         return paths.path_result(net_a.architecture, data, a, b, type=p["type"], points=p["points"], bn=p["bn"],
-                                 orders=p.get("orders", 5), seed=p.get("seed", 0), progress=ctx.progress, ts=ts,
-                                 with_distances=ts[0] == 0.0)
+                                 progress=ctx.progress, ts=ts, with_distances=ts[0] == 0.0, **hamming)
     result, midpoint = bend.bend_result(net_a.architecture, data, a, b, points=p["points"], variant=p["variant"],
                                         epochs=p["epochs"], lr=p["lr"], seed=p["seed"], bn=p["bn"], progress=ctx.progress)
     mid = ctx.store(net_a, midpoint, f"bend of {net_a.name} and {net_b.name}",

@@ -69,9 +69,10 @@ def load_demo(owner: str = "local") -> list[int]:
     from safetensors.torch import load
     from sqlalchemy import select
 
-    from backend import store
     from backend.db import new_session
     from backend.models import Network
+    from backend.networks import store_state
+
     manifest = read_manifest()
     entries = manifest["networks"]
     blobs = []
@@ -88,15 +89,13 @@ def load_demo(owner: str = "local") -> list[int]:
         ids = []
         for entry, data in zip(entries, blobs):
             state = load(data)
-            h, size = store.put(state)
-            net = Network(name=entry["name"], owner=owner, visibility="lab", architecture=entry["architecture"],
-                          dataset=entry["dataset"], dataset_options=entry["dataset_options"],
-                          source={**entry["source"], "demo": {"file": entry["file"], "made": manifest["made"]}},
-                          tags=entry["tags"], train_error=entry["train_error"], test_error=entry["test_error"],
-                          train_loss=entry["train_loss"], test_loss=entry["test_loss"], history=history_rows(entry["history"]),
-                          weights_hash=h, weights_bytes=size, n_params=entry["n_params"])
-            s.add(net)
-            s.flush()
+            net = store_state(s, state, name=entry["name"], owner=owner, visibility="lab",
+                              architecture=entry["architecture"], dataset=entry["dataset"],
+                              dataset_options=entry["dataset_options"],
+                              source={**entry["source"], "demo": {"file": entry["file"], "made": manifest["made"]}},
+                              tags=entry["tags"], train_error=entry["train_error"], test_error=entry["test_error"],
+                              train_loss=entry["train_loss"], test_loss=entry["test_loss"],
+                              history=history_rows(entry["history"]), n_params=entry["n_params"])
             ids.append(net.id)
         s.commit()
     return ids

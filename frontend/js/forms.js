@@ -25,6 +25,8 @@ export function paramFields(params, prefix, { skip = [] } = {}) {
     } else if (spec.type === "int" || spec.type === "float") {
       const range = `${spec.min !== undefined && spec.min !== null ? `min="${spec.min}"` : ""} ${spec.max !== undefined && spec.max !== null ? `max="${spec.max}"` : ""}`;
       input = `<input type="number" ${attrs} ${range} step="${spec.type === "int" ? 1 : "any"}" value="${esc(fieldValue(spec))}" ${spec.nullable ? "placeholder='none'" : ""}>`;
+    } else if (spec.type === "json") {  // e.g. a layer graph's layers
+      input = `<textarea ${attrs} rows="4" cols="40">${esc(spec.default == null ? "" : JSON.stringify(spec.default))}</textarea>`;
     } else {
       input = `<input type="text" ${attrs} value="${esc(fieldValue(spec))}" size="${spec.type.startsWith("list") ? 10 : 8}">`;
     }
@@ -67,6 +69,8 @@ export function readParams(container) {
       const v = Number(raw);
       if (!Number.isFinite(v) || (type === "int" && !Number.isInteger(v))) throw new Error(`${name}: '${raw}' is not ${type === "int" ? "an integer" : "a number"}`);
       out[name] = v;
+    } else if (type === "json") {
+      try { out[name] = JSON.parse(raw); } catch (e) { throw new Error(`${name}: not valid JSON (${e.message})`); }
     } else if (type.startsWith("list")) {
       const items = raw.replace(/^\[|\]$/g, "").split(/[,\s]+/).filter(Boolean);
       const numeric = type.includes("int") || type.includes("float");

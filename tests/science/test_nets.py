@@ -116,7 +116,7 @@ def test_every_architecture_is_described_and_its_example_builds(kind):
     assert spec["kind"] == kind and set(spec) == {"kind", *arch["params"]}
     assert nets.normalize_spec(spec) == spec
     assert nets.normalize_spec({"kind": kind}) == {"kind": kind, **{k: p["default"] for k, p in arch["params"].items()}}
-    shape, n_classes = ((3, 32, 32) if kind == "vgg" else (1, 8, 8)), (2 if kind in ("committee", "perceptron") else 10)
+    shape, n_classes = ((3, 32, 32) if kind in ("vgg", "vgg11_bn", "vgg16_bn") else (1, 8, 8)), (2 if kind in ("committee", "perceptron") else 10)
     model = nets.build(arch["example"], shape, n_classes)
     assert model(torch.randn(3, *shape)).shape == (3, n_classes)
     assert nets.n_parameters(model) > 0
@@ -162,7 +162,7 @@ def test_lenet_builds_for_mnist_and_digits_and_vgg_for_other_sizes():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"kind": "resnet"}, "unknown architecture kind"),
+    ({"kind": "resnet50"}, "unknown architecture kind"),
     ("mlp", "JSON object"),
     ({"kind": "mlp", "hidden": [0]}, "positive integers"),
     ({"kind": "mlp", "hidden": []}, "non-empty"),

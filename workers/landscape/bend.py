@@ -14,6 +14,8 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from . import nets, symmetry, train
+from .data import Dataset
+from .groups import unit_groups
 from .evaluate import bn_inputs, error_and_loss, evaluate_states, has_batchnorm, recalibrate_bn
 from .params import check_value
 from .paths import (PathError, Progress, State, add_barrier, _check_bn, _float64, _geodesic_ends, _setup, distances,
@@ -26,7 +28,7 @@ def _mean(a: State, b: State) -> State:
     return {k: (v + b[k].to(v.dtype)) / 2 if v.is_floating_point() else v.clone() for k, v in a.items()}
 
 
-def _train_polychain(model: nn.Module, data: Any, a: State, b: State, bend: State, epochs: int, lr: float,
+def _train_polychain(model: nn.Module, data: Dataset, a: State, b: State, bend: State, epochs: int, lr: float,
                      batch_size: int, seed: int, report: Progress) -> State:
     """Garipov et al.'s one-bend polychain: the bend theta minimises E_t L(phi_theta(t)), t ~ U[0, 1] drawn
     once per minibatch, phi = (1 - 2t) a + 2t theta on [0, 1/2], (2 - 2t) theta + (2t - 1) b on [1/2, 1];
@@ -77,7 +79,7 @@ PARAMS: dict[str, dict[str, Any]] = {
 
 def bend_result(
     spec: dict[str, Any],
-    data: Any,
+    data: Dataset,
     state_a: State,
     state_b: State,
     points: int = 11,
@@ -112,11 +114,10 @@ def bend_result(
     BatchNorm statistics recomputed on the training inputs.
     """
     spec = nets.normalize_spec(spec)
-    s = nets.unit_structure(spec)
-    if s.binary:
+    if nets.is_binary(spec):
         raise PathError("single-bend paths are for real-valued networks (a binary network cannot be trained "
                         "along a continuous bend); use the 'hamming' path type")
-    if not s.hidden:
+    if not unit_groups(spec).spheres():
         raise PathError("a single-bend path needs a network with at least one hidden layer")
     for key, value in (("variant", variant), ("epochs", epochs), ("lr", lr), ("seed", seed)):
         check_value(key, PARAMS[key], value, "a single-bend path", PathError)

@@ -17,7 +17,7 @@ Choices the paper leaves open [ours]:
   minutes; "delta_sem" (std / sqrt(draws)) says how precise the mean is. sigma = 0 needs no draw
   (delta 0 exactly).
 - Default sigma grids, 11 values from 0: MLP up to 0.5, LeNet up to 0.25, VGG up to 0.08 (the paper's
-  ranges); binary eps 0 ... 0.06.
+  ranges; ResNets and torchvision's VGG-BN as VGG, layer graphs as the MLP); binary eps 0 ... 0.06.
 - BatchNorm networks: bn="recompute" (default) recomputes the running statistics on the training inputs
   for every draw (and for the unperturbed network): noise on the weights before a BatchNorm shifts the
   statistics of its inputs, and stale statistics would measure that mismatch rather than the landscape
@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import nets, symmetry
+from .groups import unit_groups
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
 from .paths import first_weight
 
@@ -45,6 +46,8 @@ SIGMA_GRIDS = {  # largest sigma per architecture kind (the paper's figures); 11
     "mlp": 0.5,
     "lenet": 0.25,
     "vgg": 0.08,
+    # deep BatchNorm convnets (issue 15) [ours]: the VGG range
+    "resnet": 0.08, "resnet18": 0.08, "resnet34": 0.08, "vgg11_bn": 0.08, "vgg16_bn": 0.08,
 }
 FLIP_FRACTIONS = [0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06]
 DEFAULT_DRAWS = {"multiplicative": 20, "flip": 10}
@@ -70,10 +73,12 @@ def default_sigmas(spec: dict[str, Any]) -> list[float]:
 
 def noised_names(spec: dict[str, Any], model: torch.nn.Module, params: str) -> list[str]:
     """state_dict names that get noise: every layer's weight tensor, or (params="all") every parameter."""
-    s = nets.unit_structure(spec)
-    if params == "all" and not s.binary:
+    if nets.is_binary(spec):
+        s = nets.unit_structure(spec)
+        return [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+    if params == "all":
         return [name for name, _ in model.named_parameters()]
-    return [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+    return list(unit_groups(spec).weights)
 
 
 def _stream(seed: int, i: int) -> torch.Generator:

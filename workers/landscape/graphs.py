@@ -11,6 +11,11 @@ keys are those a lab already has:
   four stages of basic blocks, adaptive average pooling, fc), so that ``torch.save(model.state_dict())``
   of ``torchvision.models.resnet18(num_classes=C)`` (its first conv replaced for other input channels)
   loads as it is. ``width`` multiplies every channel count (1.0 = torchvision's).
+- ``vgg11_bn`` / ``vgg16_bn``: torchvision's VGG with BatchNorm exactly (``features.<i>``: conv with bias,
+  BatchNorm, ReLU, 2x2 max-pools; ``avgpool`` to 7x7; ``classifier.0/3/6``: 4096-4096-classes with ReLU
+  and dropout), so that a state_dict of ``torchvision.models.vgg16_bn(num_classes=C)`` loads as it is;
+  ``width`` multiplies the conv channels, ``hidden`` is the classifier's width. (The service's own ``vgg``
+  kind, conv without bias, global pooling and one linear layer, is a different network.)
 - ``graph``: a JSON list of layers (``LAYER_TYPES``) built into a module of the service's own; no code
   is ever uploaded or run. Children are named by their index, as ``nn.Sequential`` names them, so a
   lab's plain ``nn.Sequential`` of the same layers has the same state_dict keys; a residual block
@@ -32,6 +37,10 @@ BN_EPS = 1e-5  # the same as nets.BN_EPS (nets imports this module)
 
 CIFAR_DEPTHS = tuple(6 * n + 2 for n in range(1, 19))  # 8, 14, 20, ..., 110
 TORCHVISION_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+TORCHVISION_VGG = {  # torchvision's cfgs "A" and "D"; "M" = 2x2 max-pool
+    "vgg11_bn": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16_bn": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+}
 MAX_LAYERS = 400
 MAX_NESTING = 4
 
@@ -56,7 +65,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
             "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
                       "help": "multiplier of every channel count (1 = torchvision's 64 ... 512)"},
         },
-        "example": {"kind": "resnet18"},
+        "example": {"kind": "resnet18", "width": 1.0},
     },
     "resnet34": {
         "description": "torchvision's resnet34 layout and state_dict names (stages of 3, 4, 6, 3 basic blocks).",
@@ -64,15 +73,28 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
             "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
                       "help": "multiplier of every channel count (1 = torchvision's 64 ... 512)"},
         },
-        "example": {"kind": "resnet34"},
+        "example": {"kind": "resnet34", "width": 1.0},
     },
+    **{kind: {
+        "description": f"torchvision's {kind} layout and state_dict names (features.<i>: conv with bias, BatchNorm, "
+        "ReLU, max-pools; adaptive average pooling to 7x7; classifier of two hidden linear layers with ReLU and "
+        f"dropout): a state_dict of torchvision.models.{kind}(num_classes=C) uploads as it is. Needs inputs of at "
+        "least 32x32.",
+        "params": {
+            "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
+                      "help": "multiplier of every conv's channels (1 = torchvision's 64 ... 512)"},
+            "hidden": {"type": "int", "default": 4096, "min": 1, "max": 65536,
+                       "help": "width of the classifier's two hidden layers (torchvision: 4096)"},
+        },
+        "example": {"kind": kind, "width": 0.25, "hidden": 256},
+    } for kind in TORCHVISION_VGG},
     "graph": {
         "description": "Your own CNN or MLP as a JSON list of layers: linear, conv, batchnorm, relu, gelu "
         "(permutations only), maxpool, avgpool, adaptive_avgpool, flatten, dropout, and residual 'add' blocks "
         "(a branch plus an identity or 1x1 conv+BatchNorm shortcut). The last layer is a linear without 'out' "
         "(one output per class). State_dict names are the layer indices, as nn.Sequential's.",
         "params": {
-            "layers": {"type": "json", "default": None,
+            "layers": {"type": "json", "default": None,  # filled in below: the example's layers
                        "help": "list of layer objects, e.g. {\"type\": \"conv\", \"out\": 16, \"kernel\": 3, "
                                "\"padding\": 1}; see the README's 'Bring your own network'"},
         },
@@ -159,7 +181,7 @@ def _normalize_layers(layers: Any, where: str, depth: int, count: list[int], las
         extra = {"branch", "shortcut"} if kind == "add" else set()
         unknown = sorted(set(layer) - set(fields) - extra - {"type"})
         if unknown:
-            raise GraphSpecError(f"{here}: unknown field(s) {unknown} for a {kind!r} layer; allowed: {sorted(fields | extra)}")
+            raise GraphSpecError(f"{here}: unknown field(s) {unknown} for a {kind!r} layer; allowed: {sorted(set(fields) | extra)}")
         norm: dict[str, Any] = {"type": kind}
         is_output = last_is_output and i == len(layers) - 1
         for name, (fk, default, lo, hi) in fields.items():
@@ -217,7 +239,7 @@ def _check_activations(layers: list[dict], pending: str | None, where: str) -> s
 def normalize(kind: str, spec: dict[str, Any], get) -> dict[str, Any]:
     """The normalised spec of one of this module's kinds (``get(name)`` reads a parameter or its default)."""
     out: dict[str, Any] = {"kind": kind}
-    if kind in ("resnet", "resnet18", "resnet34"):
+    if kind in ("resnet", "resnet18", "resnet34", *TORCHVISION_VGG):
         width = get("width")
         hi = ARCHITECTURES[kind]["params"]["width"]["max"]
         if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0.0625 <= width <= hi:
@@ -228,6 +250,11 @@ def normalize(kind: str, spec: dict[str, Any], get) -> dict[str, Any]:
         if depth not in CIFAR_DEPTHS or isinstance(depth, bool):
             raise GraphSpecError(f"'depth' of a CIFAR ResNet must be 6n+2 between 8 and 110 (20, 32, 56, ...), got {depth!r}")
         out["depth"] = depth
+    if kind in TORCHVISION_VGG:
+        hidden = get("hidden")
+        if not isinstance(hidden, int) or isinstance(hidden, bool) or not 1 <= hidden <= 65536:
+            raise GraphSpecError(f"'hidden' must be an integer between 1 and 65536, got {hidden!r}")
+        out["hidden"] = hidden
     if kind == "graph":
         layers = _normalize_layers(get("layers"), "layers", 0, [0], True)
         _check_activations(layers, None, "layers")
@@ -246,7 +273,7 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out, eps=BN_EPS)
-        self.relu = nn.ReLU(inplace=False)
+        self.relu = nn.ReLU(inplace=True)  # as torchvision
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
         self.downsample = None
@@ -377,9 +404,41 @@ def build_graph(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: i
     return model
 
 
+def build_torchvision_vgg(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Sequential:
+    if len(input_shape) != 3:
+        raise GraphSpecError(f"architecture {spec['kind']!r} needs image inputs (channels, height, width); this data "
+                             f"set's inputs have shape {list(input_shape)}")
+    c, h, w = input_shape
+    features: list[nn.Module] = []
+    for item in TORCHVISION_VGG[spec["kind"]]:
+        if item == "M":
+            features.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            h, w = h // 2, w // 2
+            if h < 1 or w < 1:
+                raise GraphSpecError(f"architecture {spec['kind']!r} needs inputs of at least 32x32 (five 2x2 max-pools); "
+                                     f"this data set's are {input_shape[1]}x{input_shape[2]}")
+            continue
+        out = _channels(item, spec["width"])
+        features += [nn.Conv2d(c, out, kernel_size=3, padding=1), nn.BatchNorm2d(out, eps=BN_EPS), nn.ReLU(inplace=True)]
+        c = out
+    hidden = spec["hidden"]
+    classifier = nn.Sequential(nn.Linear(c * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(0.5),
+                               nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5), nn.Linear(hidden, n_classes))
+    return nn.Sequential(OrderedDict(features=nn.Sequential(*features), avgpool=nn.AdaptiveAvgPool2d((7, 7)),
+                                     flatten=nn.Flatten(), classifier=classifier))
+
+
 def build(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """The module of a normalised spec of one of this module's kinds."""
     if spec["kind"] == "graph":
         return build_graph(spec, input_shape, n_classes)
+    if spec["kind"] in TORCHVISION_VGG:
+        return build_torchvision_vgg(spec, input_shape, n_classes)
     return build_resnet(spec, input_shape, n_classes)
 
+
+
+# the example in normalised form (every field filled in) is also the default
+ARCHITECTURES["graph"]["example"]["layers"] = _normalize_layers(ARCHITECTURES["graph"]["example"]["layers"],
+                                                                "layers", 0, [0], True)
+ARCHITECTURES["graph"]["params"]["layers"]["default"] = ARCHITECTURES["graph"]["example"]["layers"]

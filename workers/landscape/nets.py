@@ -2,10 +2,10 @@
 
 A spec is a small dict such as ``{"kind": "mlp", "hidden": [64, 64]}``. ``normalize_spec`` validates
 it and fills in defaults (so that two specs that build the same network compare equal), ``build``
-turns it into a ``torch.nn.Module`` for a data set's input shape and number of classes, and
-``unit_structure`` says which axes of which state_dict tensors belong to one hidden unit (git
-re-basin style), so that normalising, aligning and interpolating are written once, in symmetry.py
-and paths.py, for every architecture.
+turns it into a ``torch.nn.Module`` for a data set's input shape and number of classes. Residual
+networks, torchvision's layouts and declarative layer graphs are built in graphs.py. The symmetries of
+every real-valued network are derived from its traced module (groups.py); ``unit_structure`` below
+describes the units of the layer-by-layer architectures, which binary networks' sign flips use.
 
 Every architecture is first written as a *plan*: a list of layers with weights (``_Layer``) and of
 weightless stages ("flatten", "gap", "vote", "two_class"). ``build`` and ``unit_structure`` both read
@@ -165,9 +165,14 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     get = lambda name: spec.get(name, params[name]["default"])  # noqa: E731
     if kind in graphs.ARCHITECTURES:
         try:
-            return graphs.normalize(kind, spec, get)
+            out = graphs.normalize(kind, spec, get)
         except graphs.GraphSpecError as exc:
             raise SpecError(str(exc)) from None
+        if kind == "graph":  # its symmetries must be derivable exactly (groups.GroupError is a SpecError)
+            from . import groups
+
+            groups.check(out)
+        return out
     out: dict[str, Any] = {"kind": kind}
     if kind in ("mlp", "binary_mlp"):
         out["hidden"] = _positive_int_list(get("hidden"), "hidden")

@@ -27,6 +27,8 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from . import nets, symmetry
+from .data import Dataset
+from .groups import unit_groups
 from .evaluate import (Combination, bn_inputs, default_device, error_and_loss, evaluate_states, has_batchnorm,
                        recalibrate_bn)
 
@@ -78,12 +80,12 @@ def check_path_type(spec: dict[str, Any], type: str) -> None:
     """Raise ``PathError`` if path ``type`` does not exist or does not apply to ``spec``'s networks."""
     if type not in PATH_TYPES:
         raise PathError(f"unknown path type {type!r}; known: {', '.join(PATH_TYPES)}")
-    s = nets.unit_structure(spec)
-    if type == "geodesic" and s.binary:
+    binary = nets.is_binary(spec)
+    if type == "geodesic" and binary:
         raise PathError("a binary network has no geodesic path (its weights are +-1); use the 'hamming' path type")
-    if type == "geodesic" and not s.hidden:
+    if type == "geodesic" and not unit_groups(spec).spheres():
         raise PathError("a geodesic path needs a network with at least one hidden layer")
-    if type == "hamming" and not s.binary:
+    if type == "hamming" and not binary:
         raise PathError("'hamming' paths are for binary networks; for real-valued ones use 'linear', "
                         "'linear_aligned' or 'geodesic'")
 
@@ -119,28 +121,29 @@ def angles(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
     return 2 * torch.atan2((u1 - u2).norm(dim=-1), (u1 + u2).norm(dim=-1))
 
 
-def _spheres(s: nets.Structure, state: State) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, rows) for every sphere of the product: each hidden layer's units (one row each, radius 1)
-    and the whole output weight matrix (one row, radius sqrt(H_L))."""
-    for layer in s.hidden:
-        yield layer.weight, state[layer.weight].flatten(1)
-    if s.output is not None:
-        yield s.output.weight, state[s.output.weight].reshape(1, -1)
+def _spheres(spec: dict[str, Any], state: State) -> Iterator[tuple[Any, torch.Tensor, int]]:
+    """(segment, rows, weight) for every sphere of the product: each hidden unit (a scale segment's channel:
+    the incoming weights of a plain unit, the pre-BN weights or the gamma of a BatchNorm unit, the writers'
+    gammas of a residual stream channel; one row each, radius 1, weight 1) and the whole output layer's
+    weights (one row, radius sqrt(H_L), weight H_L). Units after a GELU are on no sphere (no scale symmetry)."""
+    g = unit_groups(spec)
+    for seg in g.spheres():
+        yield seg, symmetry.segment_rows(state, seg), 1
+    if g.output is not None:
+        rows = symmetry.segment_rows(state, g.output)
+        yield g.output, rows.reshape(1, -1), rows.shape[0]
 
 
 def geodesic_distance(spec: dict[str, Any], state_a: State, state_b: State) -> float:
     """D between the canonical forms of two networks as given (no alignment):
     D^2 = sum over hidden units of phi_k^2 + H_L phi_L^2. Real-valued networks only."""
-    s = nets.unit_structure(spec)
-    if s.binary:
+    if nets.is_binary(spec):
         raise PathError("geodesic distances are defined for real-valued networks only")
     a = symmetry.canonical_form(spec, _float64(state_a))
     b = symmetry.canonical_form(spec, _float64(state_b))
     d2 = 0.0
-    for (name, ra), (_, rb) in zip(_spheres(s, a), _spheres(s, b)):
-        phi = angles(ra, rb)
-        weight = a[name].shape[0] if s.output is not None and name == s.output.weight else 1
-        d2 += weight * float((phi**2).sum())
+    for (_, ra, weight), (_, rb, _) in zip(_spheres(spec, a), _spheres(spec, b)):
+        d2 += weight * float((angles(ra, rb) ** 2).sum())
     return math.sqrt(d2)
 
 
@@ -156,7 +159,7 @@ def distances(spec: dict[str, Any], state_a: State, state_b: State, aligned: Sta
     the caller has it (a path job aligns once).
     """
     spec = nets.normalize_spec(spec)
-    s = nets.unit_structure(spec)
+    binary = nets.is_binary(spec)
     a, b = _float64(state_a), _float64(state_b)
     b_al = _float64(aligned) if aligned is not None else symmetry.align(spec, a, b)
     na, nb, nb_al = (symmetry.canonical_form(spec, x) for x in (a, b, b_al))
@@ -166,9 +169,10 @@ def distances(spec: dict[str, Any], state_a: State, state_b: State, aligned: Sta
         "aligned": per_parameter_distance(a, b_al),
         "normalized": per_parameter_distance(na, nb),
         "normalized_aligned": per_parameter_distance(na, nb_al),
-        "geodesic": None if s.binary else geodesic_distance(spec, na, nb_al),
+        "geodesic": None if binary else geodesic_distance(spec, na, nb_al),
     }
-    if s.binary:
+    if binary:
+        s = nets.unit_structure(spec)
         sa, sb, sb_al = (symmetry.binarized(spec, x) for x in (a, b, b_al))
         names = [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
         n = sum(sa[k].numel() for k in names)
@@ -228,15 +232,30 @@ def _geodesic_ends(spec: dict[str, Any], state_a: State, state_b: State,
             symmetry.canonical_form(spec, aligned if aligned is not None else symmetry.align(spec, state_a, state_b)))
 
 
-def _geodesic_states(s: nets.Structure, a: State, b: State, ts: list[float]) -> Iterator[State]:
-    sphere_a, sphere_b = dict(_spheres(s, a)), dict(_spheres(s, b))
-    for t, point in zip(ts, linear_path(a, b, ts)):  # biases, BN parameters and statistics: linear
-        for name in sphere_a:
+def _geodesic_coefficients(spec: dict[str, Any], a: State, b: State, ts: list[float]) -> Iterator[dict[str, tuple]]:
+    """For each t, {tensor name: (alpha, beta)} with tensor(t) = alpha a + beta b per channel (alpha, beta (C,)
+    float64) for every tensor on a sphere: each sphere's slerp coefficients, shared by all the writers'
+    tensors of one channel (a segment's rows are the concatenation of its writers' vectors)."""
+    spheres = [(seg, ra, rb) for (seg, ra, _), (_, rb, _) in zip(_spheres(spec, a), _spheres(spec, b))]
+    for t in ts:
+        coef: dict[str, tuple] = {}
+        for seg, ra, rb in spheres:
             if t in (0.0, 1.0):  # the ends exactly
-                point[name] = (a if t == 0.0 else b)[name].clone()
+                one, zero = torch.ones(len(ra), dtype=torch.float64), torch.zeros(len(ra), dtype=torch.float64)
+                alpha, beta = (one, zero) if t == 0.0 else (zero, one)
             else:
-                rows = slerp_rows(sphere_a[name], sphere_b[name], t)
-                point[name] = rows.reshape(a[name].shape).to(a[name].dtype)
+                alpha, beta = slerp_coefficients(ra, rb, t)
+            for name in seg.vectors():
+                n = a[name].shape[0]
+                coef[name] = (alpha.expand(n), beta.expand(n)) if len(alpha) == 1 else (alpha, beta)
+        yield coef
+
+
+def _geodesic_states(spec: dict[str, Any], a: State, b: State, ts: list[float]) -> Iterator[State]:
+    for point, coef in zip(linear_path(a, b, ts), _geodesic_coefficients(spec, a, b, ts)):
+        for name, (alpha, beta) in coef.items():  # biases, BN betas and statistics stay linear
+            shape = [-1] + [1] * (a[name].dim() - 1)
+            point[name] = (alpha.view(shape) * a[name].double() + beta.view(shape) * b[name].double()).to(a[name].dtype)
         yield point
 
 
@@ -244,7 +263,7 @@ def geodesic_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list
     """Points of the geodesic between canonical(a) and canonical(align(a, b)) at positions ``ts``."""
     check_path_type(nets.normalize_spec(spec), "geodesic")
     a, b = _geodesic_ends(spec, state_a, state_b)
-    yield from _geodesic_states(nets.unit_structure(spec), a, b, ts)
+    yield from _geodesic_states(spec, a, b, ts)
 
 
 def hamming_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[float],
@@ -280,6 +299,8 @@ def path_states(spec: dict[str, Any], state_a: State, state_b: State, type: str,
 
 def first_weight(spec: dict[str, Any]) -> str:
     """state_dict name of the weight of the network's first layer (the one that reads the inputs)."""
+    if not nets.is_binary(spec):
+        return unit_groups(spec).weights[0]
     s = nets.unit_structure(spec)
     return s.hidden[0].weight if s.hidden else s.output.weight
 
@@ -291,16 +312,14 @@ def _line_combination(name: str, a: State, b: State, ts: list[float]) -> Combina
     return Combination(name, [a[name], b[name]], coef)
 
 
-def _geodesic_combination(name: str, a: State, b: State, ts: list[float]) -> Combination:
-    """First layer of the geodesic a -> b (canonical ends): each unit slerped, alpha(t) a_u + beta(t) b_u."""
-    ra, rb = a[name].flatten(1), b[name].flatten(1)
+def _geodesic_combination(spec: dict[str, Any], name: str, a: State, b: State, ts: list[float]) -> Combination:
+    """First layer of the geodesic a -> b (canonical ends): each unit alpha(t) a_u + beta(t) b_u, with its
+    sphere's slerp coefficients (linear, 1 - t and t, for a first layer on no sphere)."""
+    h = a[name].shape[0]
     coef = []
-    for t in ts:
-        if t in (0.0, 1.0):  # the ends exactly, as _geodesic_states
-            one, zero = torch.ones(len(ra), dtype=torch.float64), torch.zeros(len(ra), dtype=torch.float64)
-            coef.append(torch.stack([one, zero] if t == 0.0 else [zero, one]))
-        else:
-            coef.append(torch.stack(slerp_coefficients(ra, rb, t)))
+    for t, by_name in zip(ts, _geodesic_coefficients(spec, a, b, ts)):
+        line = (torch.full((h,), 1 - t, dtype=torch.float64), torch.full((h,), t, dtype=torch.float64))
+        coef.append(torch.stack(by_name.get(name, line)))
     return Combination(name, [a[name], b[name]], torch.stack(coef))  # coef (K, 2, H)
 
 
@@ -316,8 +335,8 @@ def path_points(spec: dict[str, Any], state_a: State, state_b: State, type: str,
         return hamming_path(spec, state_a, state_b, ts, generator, aligned), None
     if type == "geodesic":
         a, b = _geodesic_ends(spec, state_a, state_b, aligned)
-        states = _geodesic_states(nets.unit_structure(spec), a, b, ts)
-        return states, _geodesic_combination(first_weight(spec), a, b, ts)
+        states = _geodesic_states(spec, a, b, ts)
+        return states, _geodesic_combination(spec, first_weight(spec), a, b, ts)
     if type == "linear":
         b = state_b
     else:
@@ -334,7 +353,7 @@ def _check_bn(bn: str) -> None:
         raise PathError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
 
 
-def _setup(spec: dict[str, Any], data: Any, states: list[State], dtype: torch.dtype, device: Any, bn: str,
+def _setup(spec: dict[str, Any], data: Dataset, states: list[State], dtype: torch.dtype, device: Any, bn: str,
            bn_samples: int | None):
     """Model on the device, splits on the device, inputs for BatchNorm recomputation (None when not needed)."""
     device = torch.device(device) if device is not None else default_device()
@@ -356,7 +375,7 @@ def add_barrier(out: dict[str, Any]) -> None:
 
 def path_result(
     spec: dict[str, Any],
-    data: Any,
+    data: Dataset,
     state_a: State,
     state_b: State,
     type: str = "linear",

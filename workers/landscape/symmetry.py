@@ -1,21 +1,32 @@
 """Symmetries of a network: canonical form (positive rescalings, sign flips) and alignment (permutations).
 
-Everything here is written once over ``nets.unit_structure(spec)`` and works on state dicts, for every
-architecture. SCIENCE.md section 2 gives the method.
+Real-valued networks: everything is written once over ``groups.unit_groups(spec)`` (the symmetries
+derived from the traced module: permutation groups and scale segments, see groups.py), for every
+architecture, residual ones included. Binary networks: over ``nets.unit_structure(spec)``.
+SCIENCE.md section 2 gives the method.
 
-- ``canonical_form(spec, state)``: paper's Algorithm 1. Real nets: every hidden unit's incoming
-  weights get norm 1 (bias and BatchNorm statistics follow), its outgoing slice absorbs the factor;
-  the output layer (weights and bias together [ours]) is scaled to weight norm sqrt(H_L).
-  BatchNorm units [ours, exact and unique]: the pre-BN weights get norm 1 (running_mean scaled with
-  them, running_var' = c^2 (running_var + eps) - eps), the linear bias before BN is folded into
-  running_mean (b' = 0, running_mean' = running_mean - b: an exact eval-mode symmetry), and the
-  post-BN affine pair (gamma_k, beta_k) is divided by |gamma_k|, the outgoing slice absorbing that
-  factor. BatchNorm's sign symmetry is removed first, as its own step (``fix_bn_signs``): negating a
-  unit's pre-BN weights, its bias, its running mean and its gamma together computes the same function
-  (beta and the running variance unchanged), so every unit with gamma < 0 is flipped that way. The unit
-  becomes ReLU(zhat + beta'), gamma = +1 (a unit with gamma = 0 is left alone), and the form is unique.
-  This keeps the linear interpolation of gamma that the geodesic path uses on the canonical set (gamma
-  stays +1 between two canonical units) and lets alignment pair a flipped unit with its twin.
+- ``canonical_form(spec, state)``: paper's Algorithm 1, per scale segment (a hidden unit of a plain
+  layer, the pre-BN part of a BatchNorm unit, the post-BN part, a residual stream channel):
+  the channel's scale-carrying entries (the incoming weights of every conv / linear writing it, the
+  gammas of every BatchNorm writing it, concatenated) get norm 1, their bias / beta follow, and the
+  layers reading the channel absorb the factor (their input slice; a BatchNorm's running_mean, and
+  running_var' = c^2 (running_var + eps) - eps). Segments are normalised in an order where each conv /
+  linear is measured after absorbing the factors of what it reads. The output layer (weights and bias
+  together [ours]) is scaled to weight norm sqrt(H_L).
+  BatchNorm units [ours, exact and unique]: the pre-BN weights get norm 1, the linear bias before BN is
+  folded into running_mean (b' = 0, running_mean' = running_mean - b: exact in eval mode and when the
+  statistics are recomputed), the post-BN pair (gamma_k, beta_k) is divided by |gamma_k| (the next layer
+  absorbing the factor) and BatchNorm's sign symmetry (pre-BN weights, bias, running mean and gamma
+  negated together: same function, beta and running variance unchanged; its own step, ``fix_bn_signs``)
+  makes gamma = +1: the unit becomes ReLU(zhat + beta'). A unit with gamma = 0 is left alone. Gamma
+  stays +1 all along the geodesic path between two canonical units, and alignment pairs a flipped unit
+  with its twin.
+  Residual streams [ours, beyond the paper]: one permutation and one positive scale per stream channel;
+  the canonical scale gives the concatenated gammas of every BatchNorm writing into the channel (the
+  stem's, each block's last, each shortcut's) norm 1, every reader (block first convs, 1x1 shortcut
+  convs, the classifier) absorbing the factor. A plain (no BatchNorm) unit with one writer gets unit
+  incoming weights, as in the paper; with several writers (an add of plain layers) their concatenated
+  incoming weights get norm 1. Units after a GELU keep their scales (GELU has no scale symmetry).
   Binary nets: weights replaced by their signs (+-1, sign(0) = +1 as in the forward pass); each
   flippable hidden unit (see ``nets.Layer.flip``) is flipped so that its first incoming weight is +1,
   which makes the form unique within each class of flip-equivalent nets [ours]. Units followed by
@@ -24,8 +35,7 @@ architecture. SCIENCE.md section 2 gives the method.
   permuted (and flipped, binary) to match state_a, raw values kept. Matching is computed on
   normalised copies, layer by layer with the Hungarian algorithm on the cosine of incoming weights,
   the next layer being compared in aligned coordinates; the output layer is never permuted.
-  Only incoming weights enter the cost, as in the paper (for BatchNorm units: the pre-BN weights, whose
-  sign the canonical form fixed, so the signed cosine pairs a flipped unit with its twin).
+  Only incoming weights enter the cost, as in the paper (for BatchNorm units: the pre-BN weights).
 """
 from __future__ import annotations
 
@@ -36,6 +46,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from . import nets
+from .groups import Groups, Segment, unit_groups
 from .nets import BN_EPS, Layer, Structure, WeightsError
 
 State = dict[str, torch.Tensor]
@@ -91,49 +102,6 @@ def _flip_layer(state: State, layer: Layer, signs: torch.Tensor) -> None:
     _scale_outgoing(state, layer, signs)
 
 
-def _rescale_pre_bn(state: State, layer: Layer, c: torch.Tensor, divide: bool = False) -> None:
-    """Scale a BatchNorm unit's pre-BN weights, bias and running mean by c (or 1/c), (running_var + eps) by c^2:
-    exact in eval mode."""
-    for name in [layer.weight, layer.bias, f"{layer.bn}.running_mean"]:
-        if name:
-            state[name] = scale_axis(state[name], 0, c, divide)
-    var = f"{layer.bn}.running_var"
-    c2 = c.double() ** 2
-    v = state[var].double() + BN_EPS
-    state[var] = ((v / c2 if divide else v * c2) - BN_EPS).to(state[var].dtype)
-
-
-def _flip_bn(state: State, layer: Layer, signs: torch.Tensor) -> None:
-    """BatchNorm's sign symmetry: multiply a unit's pre-BN weights, bias, running mean and gamma by signs[k]
-    (+-1); beta and running_var stay. Exact in eval mode, and in train mode (the batch mean flips too)."""
-    g, _, mean, _ = layer.bn_names()
-    for name in [layer.weight, layer.bias, mean, g]:
-        if name:
-            state[name] = scale_axis(state[name], 0, signs)
-
-
-def fix_bn_signs(spec: dict[str, Any], state: State) -> State:
-    """Step 1 of the canonical form of BatchNorm units, on its own: every unit followed by BatchNorm whose
-    gamma is negative is flipped (``_flip_bn``) so that gamma >= 0. Same function; other units untouched."""
-    out = _copy(state)
-    for layer in nets.unit_structure(spec).hidden:
-        if layer.bn:
-            _fix_bn_signs(out, layer)
-    return out
-
-
-def _fix_bn_signs(state: State, layer: Layer) -> None:
-    gamma = state[f"{layer.bn}.weight"]
-    if bool((gamma < 0).any()):
-        _flip_bn(state, layer, torch.where(gamma < 0, -1.0, 1.0).double())
-
-
-def _row_norms(w: torch.Tensor) -> torch.Tensor:
-    """(H,) float64 norms of each unit's incoming weights; 0 replaced by 1 (a dead unit is left alone)."""
-    n = w.double().flatten(1).norm(dim=1)
-    return torch.where(n > 0, n, torch.ones_like(n))
-
-
 def _weight_names(s: Structure) -> list[str]:
     return [lay.weight for lay in s.hidden] + ([s.output.weight] if s.output else [])
 
@@ -143,42 +111,108 @@ def _copy(state: State) -> State:
 
 
 # --------------------------------------------------------------------------------------------------
+# Operations on segments and groups (real-valued networks)
+
+
+def _scale_segment(state: State, seg: Segment, c: torch.Tensor, divide: bool = False) -> None:
+    """Multiply (or divide) the segment's channels by c (C,) > 0 or a sign: writers (vector and offset) times c,
+    readers' input slices divided by c, absorbing BatchNorms' running_mean times c and (running_var + eps)
+    times c^2 (exact in eval mode)."""
+    for w in seg.writers:
+        for name in (w.vector, w.offset):
+            if name:
+                state[name] = scale_axis(state[name], 0, c, divide)
+    for name in seg.readers:
+        state[name] = scale_axis(state[name], 1, c, not divide)
+    for bn in seg.bns:
+        mean, var = f"{bn}.running_mean", f"{bn}.running_var"
+        state[mean] = scale_axis(state[mean], 0, c, divide)
+        v, c2 = state[var].double() + BN_EPS, c.double() ** 2
+        state[var] = ((v / c2 if divide else v * c2) - BN_EPS).to(state[var].dtype)
+
+
+def _flip_segment(state: State, seg: Segment, signs: torch.Tensor) -> None:
+    """BatchNorm's sign symmetry on a pre-BN segment: its writers (weights and bias), the absorbing BatchNorms'
+    running means and their gammas times signs (+-1 per channel); beta and running_var stay. Exact in eval
+    mode and in train mode (the batch mean flips too)."""
+    for w in seg.writers:
+        for name in (w.vector, w.offset):
+            if name:
+                state[name] = scale_axis(state[name], 0, signs)
+    for bn in seg.bns:
+        for t in ("running_mean", "weight"):
+            state[f"{bn}.{t}"] = scale_axis(state[f"{bn}.{t}"], 0, signs)
+
+
+def _fix_signs(g: Groups, out: State) -> State:
+    for seg in g.segments:
+        if seg.flip:
+            gamma = out[f"{seg.bns[0]}.weight"]
+            if bool((gamma < 0).any()):
+                _flip_segment(out, seg, torch.where(gamma < 0, -1.0, 1.0).double())
+    return out
+
+
+def fix_bn_signs(spec: dict[str, Any], state: State) -> State:
+    """The sign step of the canonical form on its own: every BatchNorm unit whose gamma is negative is flipped
+    (``_flip_segment``) so that gamma >= 0. Same function; everything else untouched."""
+    out = _copy(state)
+    return out if nets.is_binary(spec) else _fix_signs(unit_groups(spec), out)
+
+
+def segment_rows(state: State, seg: Segment) -> torch.Tensor:
+    """(C, D) float64: each channel's scale-carrying entries, the writers' vectors concatenated."""
+    return torch.cat([state[name].double().reshape(state[name].shape[0], -1) for name in seg.vectors()], dim=1)
+
+
+def _norms(rows: torch.Tensor) -> torch.Tensor:
+    n = rows.norm(dim=1)
+    return torch.where(n > 0, n, torch.ones_like(n))
+
+
+def _permute_group(state: State, axes, perm: torch.Tensor) -> None:
+    for name, axis in axes:
+        if name in state:
+            state[name] = permute_axis(state[name], axis, perm)
+
+
+def _group_canonical(g: Groups, out: State) -> State:
+    for seg in g.segments:  # biases before a BatchNorm folded into its running mean
+        if seg.fold:
+            offsets = [w.offset for w in seg.writers if w.offset and w.offset in out]
+            if offsets:
+                total = sum(out[o].double() for o in offsets)
+                for bn in seg.bns:
+                    mean = f"{bn}.running_mean"
+                    out[mean] = (out[mean].double() - total).to(out[mean].dtype)
+                for o in offsets:
+                    out[o] = torch.zeros_like(out[o])
+    for seg in g.segments:  # positive scales, in an order where readers are measured after absorbing
+        if seg.scaled:
+            _scale_segment(out, seg, _norms(segment_rows(out, seg)), divide=True)
+    _fix_signs(g, out)  # BatchNorm sign flips: gamma >= 0
+    if g.output is not None:
+        rows = segment_rows(out, g.output)
+        norm = float(rows.norm())
+        f = torch.tensor(math.sqrt(rows.shape[0]) / norm if norm > 0 else 1.0, dtype=torch.float64)
+        for w in g.output.writers:
+            for name in (w.vector, w.offset):
+                if name:
+                    out[name] = (out[name].double() * f).to(out[name].dtype)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # Canonical form
 
 
 @torch.no_grad()
 def canonical_form(spec: dict[str, Any], state: State) -> State:
     """The symmetry-free representative of ``state`` (same function; idempotent). See the module docstring."""
-    s = nets.unit_structure(spec)
     out = _copy(state)
-    if s.binary:
-        return _binary_canonical(s, out)
-    for layer in s.hidden:
-        n = _row_norms(out[layer.weight])  # (H,)
-        if layer.bn:
-            _fix_bn_signs(out, layer)  # gamma >= 0 (BatchNorm's sign symmetry)
-            g, beta, mean, _ = layer.bn_names()
-            if layer.bias:  # fold the bias into the running mean: only (b - mean) matters in eval mode
-                out[mean] = out[mean] - out[layer.bias]
-                out[layer.bias] = torch.zeros_like(out[layer.bias])
-            _rescale_pre_bn(out, layer, n, divide=True)
-            a = out[g].double().abs()  # (H,) post-BN gain
-            a = torch.where(a > 0, a, torch.ones_like(a))
-            out[g], out[beta] = scale_axis(out[g], 0, a, divide=True), scale_axis(out[beta], 0, a, divide=True)
-            _scale_outgoing(out, layer, a)
-        else:
-            out[layer.weight] = scale_axis(out[layer.weight], 0, n, divide=True)
-            if layer.bias:
-                out[layer.bias] = scale_axis(out[layer.bias], 0, n, divide=True)
-            _scale_outgoing(out, layer, n)
-    if s.output is not None:
-        w = out[s.output.weight]
-        norm = float(w.double().norm())
-        f = math.sqrt(w.shape[0]) / norm if norm > 0 else 1.0
-        out[s.output.weight] = (w.double() * f).to(w.dtype)
-        if s.output.bias:
-            out[s.output.bias] = (out[s.output.bias].double() * f).to(w.dtype)
-    return out
+    if nets.is_binary(spec):
+        return _binary_canonical(nets.unit_structure(spec), out)
+    return _group_canonical(unit_groups(spec), out)
 
 
 def binarized(spec: dict[str, Any], state: State) -> State:
@@ -204,20 +238,61 @@ def _binary_canonical(s: Structure, out: State) -> State:
 # --------------------------------------------------------------------------------------------------
 # Alignment
 
+MAX_SWEEPS = 10
+
+
+def _match(ref: State, cur: State, weights: list[str]) -> torch.Tensor:
+    """The permutation of cur's units maximising the summed cosines of the given writers' incoming weights."""
+    cost = sum(ref[w].double().flatten(1) @ cur[w].double().flatten(1).T for w in weights)  # (H, H)
+    _, cols = linear_sum_assignment(cost.numpy(), maximize=True)
+    return torch.as_tensor(cols, dtype=torch.long)
+
 
 @torch.no_grad()
 def align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
-    """``state_b`` with its hidden units permuted (and sign-flipped, binary nets) to match ``state_a``; raw values kept."""
+    """``state_b`` with its hidden units permuted (and sign-flipped, binary nets) to match ``state_a``; raw values kept.
+
+    Real-valued networks: groups in the order of their first writer; each matched with the Hungarian
+    algorithm on the summed cosines of the incoming weights of the writers whose own inputs are already
+    aligned (all of them in a network without skip connections: the paper's Algorithm 2 exactly). Groups
+    where some writer was left out (a residual stream, written by blocks that read it) are then matched
+    again on all their writers, sweep after sweep, until no permutation changes (at most MAX_SWEEPS)."""
+    if nets.is_binary(spec):
+        return _binary_align(spec, state_a, state_b)
+    g = unit_groups(spec)
+    ref, cur = canonical_form(spec, state_a), canonical_form(spec, state_b)
+    out = _copy(state_b)
+    done: set[int] = set()
+    partial = []
+    for i, group in enumerate(g.groups):
+        usable = [w for w, src in group.writers if src is None or src in done]
+        perm = _match(ref, cur, usable)
+        _permute_group(cur, group.axes, perm)
+        _permute_group(out, group.axes, perm)
+        done.add(i)
+        if len(usable) < len(group.writers):
+            partial.append(group)
+    for _ in range(MAX_SWEEPS if partial else 0):
+        changed = False
+        for group in partial:
+            perm = _match(ref, cur, [w for w, _ in group.writers])
+            if not torch.equal(perm, torch.arange(len(perm))):
+                _permute_group(cur, group.axes, perm)
+                _permute_group(out, group.axes, perm)
+                changed = True
+        if not changed:
+            break
+    return out
+
+
+def _binary_align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
     s = nets.unit_structure(spec)
-    if s.binary:
-        ref, cur = binarized(spec, state_a), binarized(spec, state_b)
-    else:
-        ref, cur = canonical_form(spec, state_a), canonical_form(spec, state_b)
+    ref, cur = binarized(spec, state_a), binarized(spec, state_b)
     out = _copy(state_b)
     for layer in s.hidden:
-        wa = ref[layer.weight].double().flatten(1)  # (H, fan_in), unit norm (real) or +-1 (binary)
+        wa = ref[layer.weight].double().flatten(1)  # (H, fan_in), +-1
         wb = cur[layer.weight].double().flatten(1)  # already in coordinates aligned with a
-        cost = wa @ wb.T  # (H, H) cosine (times fan_in for binary)
+        cost = wa @ wb.T  # (H, H) cosine times fan_in
         if layer.flip:
             cost = cost.abs()
         _, cols = linear_sum_assignment(cost.numpy(), maximize=True)
@@ -238,44 +313,46 @@ def align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
 
 @torch.no_grad()
 def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale: float = 2.0) -> State:
-    """A copy of ``state`` computing the same function: every hidden layer randomly permuted, every unit
-    rescaled by a random positive factor in [1/max_scale, max_scale] (both BatchNorm freedoms), about half
-    of the BatchNorm units flipped (BatchNorm's sign symmetry), the output layer by one positive factor; binary nets: every latent weight rescaled by its own positive
-    factor and flippable units flipped at random."""
-    s = nets.unit_structure(spec)
+    """A copy of ``state`` computing the same function: every permutation group randomly permuted, every
+    scale segment's channels rescaled by random positive factors in [1/max_scale, max_scale] (both
+    BatchNorm freedoms, residual stream channels), BatchNorm units sign-flipped at random, the output
+    layer by one positive factor; binary nets: every latent weight rescaled by its own positive factor
+    and flippable units flipped at random."""
     gen = torch.Generator().manual_seed(seed)
     out = _copy(state)
 
     def positive(*shape: int) -> torch.Tensor:
         return torch.exp((2 * torch.rand(*shape, generator=gen, dtype=torch.float64) - 1) * math.log(max_scale))
 
+    if nets.is_binary(spec):
+        return _binary_random_symmetry(nets.unit_structure(spec), out, gen, positive)
+    g = unit_groups(spec)
+    for seg in g.segments:
+        if seg.scaled:
+            _scale_segment(out, seg, positive(out[seg.writers[0].vector].shape[0]))
+        if seg.flip:
+            signs = torch.where(torch.rand(out[seg.writers[0].vector].shape[0], generator=gen) < 0.5, 1.0, -1.0).double()
+            _flip_segment(out, seg, signs)
+    for group in g.groups:
+        n = out[group.axes[0][0]].shape[group.axes[0][1]]
+        _permute_group(out, group.axes, torch.randperm(n, generator=gen))
+    if g.output is not None:
+        f = float(positive(1))
+        for w in g.output.writers:
+            for name in (w.vector, w.offset):
+                if name:
+                    out[name] = (out[name].double() * f).to(out[name].dtype)
+    return out
+
+
+def _binary_random_symmetry(s: Structure, out: State, gen: torch.Generator, positive) -> State:
     for layer in s.hidden:
         h = out[layer.weight].shape[0]
-        if s.binary:
-            out[layer.weight] = (out[layer.weight].double() * positive(*out[layer.weight].shape)).to(out[layer.weight].dtype)
-            if layer.flip:
-                _flip_layer(out, layer, torch.where(torch.rand(h, generator=gen) < 0.5, 1.0, -1.0).double())
-        elif layer.bn:
-            _flip_bn(out, layer, torch.where(torch.rand(h, generator=gen) < 0.5, -1.0, 1.0).double())
-            _rescale_pre_bn(out, layer, positive(h))
-            c = positive(h)
-            for name in layer.bn_names()[:2]:
-                out[name] = scale_axis(out[name], 0, c)
-            _scale_outgoing(out, layer, 1 / c)
-        else:
-            c = positive(h)
-            for name in [layer.weight, layer.bias]:
-                if name:
-                    out[name] = scale_axis(out[name], 0, c)
-            _scale_outgoing(out, layer, 1 / c)
+        out[layer.weight] = (out[layer.weight].double() * positive(*out[layer.weight].shape)).to(out[layer.weight].dtype)
+        if layer.flip:
+            _flip_layer(out, layer, torch.where(torch.rand(h, generator=gen) < 0.5, 1.0, -1.0).double())
         _permute_layer(out, layer, torch.randperm(h, generator=gen))
     if s.output is not None:
         w = out[s.output.weight]
-        if s.binary:
-            out[s.output.weight] = (w.double() * positive(*w.shape)).to(w.dtype)
-        else:
-            f = float(positive(1))
-            for name in [s.output.weight, s.output.bias]:
-                if name:
-                    out[name] = (out[name].double() * f).to(out[name].dtype)
+        out[s.output.weight] = (w.double() * positive(*w.shape)).to(w.dtype)
     return out
