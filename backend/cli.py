@@ -289,7 +289,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_path(args) -> int:
-    return _run_job(args, "path", {"a": args.a, "b": args.b, "type": args.type, "points": args.points})
+    params = {"a": args.a, "b": args.b, "type": args.type, "points": args.points}
+    extra = list(getattr(args, "extra", []))
+    while extra:  # the path kind's other parameters (the registry's table: the service checks them)
+        name = extra.pop(0)
+        if not name.startswith("--") or not extra:
+            raise UsageError(f"expected --NAME VALUE after the path's options, got {name!r}")
+        params[name[2:].replace("-", "_")] = _json_or_text(extra.pop(0))
+    return _run_job(args, "path", params)
 
 
 def _json_or_text(value: str) -> Any:
@@ -457,9 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--name", default=None)
     c.add_argument("--param", action="append", help="more optimizer parameters as KEY=JSON, e.g. lr=0.05")
     c = client_parser("path", "error along a path between networks A and B", cmd_path, job=True)
+    c.epilog = ("any other parameter of the path kind as --NAME VALUE (VALUE as JSON), e.g. --bn interpolate, "
+                "--variant garipov --epochs 20; `toroid job path --help` lists them all with their bounds")
     c.add_argument("a", type=int)
     c.add_argument("b", type=int)
-    c.add_argument("--type", default="linear")
+    c.add_argument("--type", default="linear", help="linear, linear_aligned, geodesic, hamming or bend")
     c.add_argument("--points", type=int, default=11)
     c = sub.add_parser("job", help="submit any job kind and wait (`toroid job KIND --help`: its parameters)",
                        add_help=False)
@@ -494,7 +503,11 @@ def _client_options(c: argparse.ArgumentParser, job: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.func is not cmd_path:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:

@@ -177,3 +177,23 @@ def test_networks_and_jobs_as_readable_tables(server, tmp_path):
     assert all(" evaluate " in line for line in lines[1:-1]) and lines[-1].endswith("--json for everything")
     jobs = json.loads(toroid(server, "jobs", "--json", "--kind", "evaluate").stdout)
     assert jobs and all(j["kind"] == "evaluate" and "queue_position" in j for j in jobs)
+
+
+def test_path_takes_the_kinds_other_parameters(server, tmp_path):
+    spec = {"kind": "mlp", "hidden": [16]}
+    ids = []
+    for seed in (51, 52):
+        f = tmp_path / f"p{seed}.safetensors"
+        f.write_bytes(save(random_state(spec, seed)))
+        ids.append(json.loads(toroid(server, "upload", str(f), "--arch", json.dumps(spec)).stdout)["id"])
+    out = toroid(server, "path", str(ids[0]), str(ids[1]), "--points", "3", "--type", "bend", "--variant", "garipov",
+                 "--epochs", "2", "--no-wait")
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout)
+    assert job["params"]["type"] == "bend" and job["params"]["variant"] == "garipov" and job["params"]["epochs"] == 2
+    out = toroid(server, "path", str(ids[0]), str(ids[1]), "--colour", "red")
+    assert out.returncode == 1 and "colour" in out.stderr and "Traceback" not in out.stderr
+    out = toroid(server, "path", str(ids[0]), str(ids[1]), "--points", "3", "--variant")
+    assert out.returncode == 2 and "--NAME VALUE" in out.stderr
+    out = toroid(server, "networks", "--colour", "red")
+    assert out.returncode == 2 and "unrecognized arguments" in out.stderr

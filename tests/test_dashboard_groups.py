@@ -43,6 +43,8 @@ def test_flatness_grouped_by_sampler_mean_and_band_over_networks(server, page):
     page.wait_for_function(f"() => document.getElementById('flat-curves').data.filter(t => typeof t.meta === 'number').length === {len(ids)}")
     shot(page, "flatness-ungrouped")
     page.select_option("#flat-group", "sampler")
+    page.wait_for_function("() => document.getElementById('flat-curves').data.some(t => String(t.meta).startsWith('group:'))")
+    page.wait_for_timeout(500)  # the legend's margin is fitted after the draw
     shot(page, "flatness-groups")
 
 

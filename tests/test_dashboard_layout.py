@@ -185,6 +185,8 @@ def test_colours_are_distinct_and_map_names_do_not_overprint(server, page, tmp_p
     # every name is in the hover text, shown or not
     hover = page.evaluate("() => document.getElementById('map-mds').data.flatMap(t => t.customdata.map(c => c[3]))")
     assert sum(f"{tag}-twin" in h for h in hover) == 2
+    # networks made after the page was opened are read when the address names them: no "?" sampler
+    assert "uploaded" in {name for name, _ in mds} and "?" not in {name for name, _ in mds}
     shot(page, "map-twins")
 
 
@@ -228,6 +230,7 @@ def test_every_view_fits_a_390_px_screen(server, browser):
         "flatness": f"#/flatness?nets={ids[0]},{ids[1]}&sigmas=0.1,0.2&draws=2",
         "map": f"#/map?nets={','.join(map(str, ids))}",
         "plane": f"#/plane?nets={ids[0]},{ids[1]},{ids[3]}&grid=5",
+        "slice": f"#/slice?network={ids[0]}&dims=2&points=5",
         "jobs": "#/jobs",
     }
     try:
@@ -235,8 +238,9 @@ def test_every_view_fits_a_390_px_screen(server, browser):
             page.goto(f"{server['url']}/{address}")
             page.wait_for_selector(f"#view-{view}:not([hidden])")
             page.wait_for_load_state("networkidle")
-            if view in ("compare", "flatness", "map", "plane"):
-                plot = {"compare": "path-plot", "flatness": "flat-curves", "map": "map-mds", "plane": "plane-plot"}[view]
+            if view in ("compare", "flatness", "map", "plane", "slice"):
+                plot = {"compare": "path-plot", "flatness": "flat-curves", "map": "map-mds", "plane": "plane-plot",
+                        "slice": "slice-contour"}[view]
                 wait_plot(page, plot, 1, timeout=150_000)
             page.wait_for_timeout(400)
             width = page.evaluate("() => ({ doc: document.documentElement.scrollWidth, body: document.body.scrollWidth, win: window.innerWidth })")
@@ -248,6 +252,15 @@ def test_every_view_fits_a_390_px_screen(server, browser):
                     const o = getComputedStyle(p).overflowX; if (o === 'auto' || o === 'scroll' || o === 'hidden') return false; }
                 return b.right > window.innerWidth + 0.5; }).map(e => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)""")
             assert not wide, (view, wide)
+            # and no plot title runs out of its figure (the SVG would clip it)
+            for plot in page.eval_on_selector_all("main .plot:not([hidden])", "ds => ds.map(d => d.id)"):
+                svg = boxes(page, f"#{plot}", ".main-svg")
+                titles = boxes(page, f"#{plot}", ".gtitle")
+                if svg and titles:
+                    assert titles[0]["left"] >= svg[0]["left"] - 0.5 and titles[0]["right"] <= svg[0]["right"] + 0.5, (view, plot)
+                    assert titles[0]["top"] >= svg[0]["top"] - 0.5, (view, plot, "title cut at the top")
+                    labels = boxes(page, f"#{plot}", ".annotation")
+                    assert not any(intersect(t, a) for t in titles for a in labels), (view, plot, "title on a label")
             SHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SHOTS / f"phone-{view}.png"), full_page=True)
     finally:

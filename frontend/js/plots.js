@@ -49,16 +49,66 @@ async function fitLegend(div) {
   }
 }
 
+// A title longer than the plot is wide is broken into lines at spaces (a narrow screen clipped it), and the
+// top margin grows by a line for each. Plotly's own markup (<br>, <span ...>) stays whole.
+let ruler;
+function textWidth(text, size) {
+  ruler = ruler || document.createElement("canvas").getContext("2d");
+  ruler.font = `${size}px ${BASE_LAYOUT.font.family}`;
+  return ruler.measureText(text).width;
+}
+
+function wrapTitle(layout, width) {
+  const title = layout.title && layout.title.text;
+  if (!title || !width) return layout;
+  const size = (layout.title.font && layout.title.font.size) || 1.4 * BASE_LAYOUT.font.size;  // Plotly's title size
+  const plain = (t) => t.replace(/<[^>]*>/g, "").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+  const room = width - 24;
+  const lines = [""];
+  for (const w of title.split(" ")) {
+    const line = lines[lines.length - 1];
+    if (line && textWidth(plain(`${line} ${w}`), size) > room && !/<[^>]*$/.test(line)) lines.push(w);
+    else lines[lines.length - 1] = line ? `${line} ${w}` : w;
+  }
+  if (lines.length === 1) return layout;
+  const margin = { ...BASE_LAYOUT.margin, ...(layout.margin || {}) };
+  const extra = Math.ceil(1.25 * size) * (lines.length - 1);
+  const out = { ...layout.title, text: lines.join("<br>") };
+  return { ...layout, title: out, margin: { ...margin, t: margin.t + extra } };
+}
+
+// The title (perhaps on several lines) keeps clear of the labels in the top margin and of the plotting area,
+// and inside the figure: the top margin grows until it does.
+async function fitTitle(div) {
+  for (let i = 0; i < 4; i++) {
+    const title = boxes(div, ".gtitle")[0];
+    const svg = boxes(div, ".main-svg")[0];
+    if (!title || !svg) return;
+    const below = boxes(div, ".annotation, .nsewdrag").filter((b) => across(b, title) && b.bottom > title.top);
+    const low = below.length ? Math.min(...below.map((b) => b.top)) : Infinity;
+    const cut = svg.top - title.top;  // above the figure: a title anchored at its top moves down by its padding
+    if (cut > 0) {
+      const pad = ((div._fullLayout.title.pad || {}).t || 0) + Math.ceil(cut) + 2;
+      await Plotly.relayout(div, { "title.pad.t": pad, "margin.t": div._fullLayout.margin.t + Math.ceil(cut) + 2 });
+      continue;
+    }
+    const over = title.bottom + 4 - low;
+    if (!(over > 0)) return;
+    await Plotly.relayout(div, { "margin.t": div._fullLayout.margin.t + Math.ceil(over) + 4 });
+  }
+}
+
 // Draw `traces` into the element with id `id`. exports: {name, csv: string, json: object} (the data, as drawn).
 export function drawPlot(id, traces, layout, exports = {}) {
   const div = document.getElementById(id);
   const name = exports.name || id;
   div.hidden = false;
-  const merged = { ...BASE_LAYOUT, ...layout };
+  const merged = { ...BASE_LAYOUT, ...wrapTitle(layout, div.clientWidth) };
   // axis titles and tick labels take the room they need (a title never sits on the ticks)
   for (const axis of AXES) if (merged[axis]) merged[axis] = { automargin: true, ...merged[axis] };
   div.dataset.marginB = String((merged.margin || BASE_LAYOUT.margin).b);
-  const done = Plotly.react(div, traces, merged, config(name)).then(() => (merged.showlegend === false ? div : fitLegend(div).then(() => div)));
+  const done = Plotly.react(div, traces, merged, config(name)).then(() => fitTitle(div))
+    .then(() => (merged.showlegend === false ? div : fitLegend(div).then(() => div)));
   if (!div.dataset.fits) {  // the window was resized (responsive plots): the legend's rows changed, fit again
     div.dataset.fits = "1";
     div.on("plotly_relayout", (ev) => {

@@ -27,8 +27,12 @@ export function refreshNetworks() {
   return pending;
 }
 
-export async function ensureNetworks() {
-  if (!store.loaded) await refreshNetworks();
+// The network list, loaded once; read again when the address names networks it does not hold yet (made
+// elsewhere since: by a script, another tab, a colleague).
+export async function ensureNetworks(ids = []) {
+  const missing = () => !store.loaded || ids.some((id) => id && !byId(id));
+  // twice at most: a reading already under way may have started before those networks were made
+  for (let i = 0; i < 2 && missing(); i++) await refreshNetworks();
   return store.networks;
 }
 

@@ -6,7 +6,7 @@ import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
 import { byId, ensureNetworks, jobKinds, onNetworks } from "../store.js";
 import { enterMany, initMany, manyParams, renderManyPicker } from "./compare_many.js";
-import { $, $$, clearProgress, esc, isBinary, num, pathColor, pct, ptext, setError, showJobProgress, toCSV } from "../util.js";
+import { $, $$, clearProgress, esc, idList, isBinary, num, pathColor, pct, ptext, setError, showJobProgress, toCSV } from "../util.js";
 
 export const PATH_TYPES = [
   { type: "linear", label: "linear", help: "straight line between the raw networks", real: true },
@@ -290,7 +290,7 @@ export default {
   },
 
   async enter(params) {
-    await ensureNetworks();
+    await ensureNetworks([Number(params.a), Number(params.b), ...idList(params.bs)]);
     await bindCatalogue();
     state.a = Number(params.a) || null;
     state.b = Number(params.b) || null;

@@ -208,7 +208,7 @@ export default {
   },
 
   async enter(params) {
-    await ensureNetworks();
+    await ensureNetworks(idList(params.nets));
     const box = $("#flat-params-fields", root);
     if (!box.dataset.ready) {  // the flatness kind's parameters, as declared (GET /api/job-kinds)
       try {

@@ -288,7 +288,7 @@ export default {
   },
 
   async enter(params) {
-    await ensureNetworks();
+    await ensureNetworks(idList(params.nets));
     const box = $("#map-params", root);
     if (!box.dataset.ready) {  // the matrix kind's parameters, as declared (GET /api/job-kinds)
       try {

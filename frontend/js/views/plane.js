@@ -122,7 +122,7 @@ export default {
   },
 
   async enter(params) {
-    await ensureNetworks();
+    await ensureNetworks(idList(params.nets));
     if (!$("#plane-params", root).dataset.ready) {  // the plane kind's parameters, as declared (GET /api/job-kinds)
       try {
         $("#plane-params", root).innerHTML = paramFields((await jobKinds()).plane.params, "plane");

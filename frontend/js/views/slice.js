@@ -129,7 +129,7 @@ export default {
   },
 
   async enter(params) {
-    await ensureNetworks();
+    await ensureNetworks([Number(params.network)]);
     const err = $("#slice-error", root);
     try { kind = (await jobKinds()).slice; } catch (e) { setError(err, `Could not read the job kinds: ${e.message}`); return; }
     if (!kind) { setError(err, "This server has no slice job kind."); return; }
