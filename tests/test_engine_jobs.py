@@ -52,6 +52,8 @@ def test_bend_path_ends_at_the_networks_and_stores_its_midpoint(live):
     assert r["t"][0] == 0.0 and r["t"][-1] == 1.0 and r["barrier"] == max(r["train_error"])
     mid = live.client.get(f"/api/networks/{r['midpoint_network_id']}").json()
     assert mid["source"]["kind"] == "bend" and mid["source"]["from"] == [a["id"], b["id"]]
+    # its own provenance and tags: not counted as a network of A's sampler
+    assert mid["tags"] == ["bend"] and "optimizer" not in mid["source"] and mid["source"]["params"]["epochs"] == 5
     assert mid["train_error"] < 0.1
     assert mid["train_error"] == r["midpoint_train_error"] or abs(mid["train_error"] - r["midpoint_train_error"]) <= 1 / 1347
 

@@ -127,7 +127,9 @@ def path_piece(ctx: Context, p: dict[str, Any], ts: list[float]) -> dict[str, An
     result, midpoint = bend.bend_result(net_a.architecture, data, a, b, points=p["points"], variant=p["variant"],
                                         epochs=p["epochs"], lr=p["lr"], seed=p["seed"], bn=p["bn"], progress=ctx.progress)
     mid = ctx.store(net_a, midpoint, f"bend of {net_a.name} and {net_b.name}",
-                    {"kind": "bend", "from": [net_a.id, net_b.id], "variant": p["variant"], "job_id": ctx.job_id}, data)
+                    {"kind": "bend", "from": [net_a.id, net_b.id], "variant": p["variant"], "job_id": ctx.job_id,
+                     "params": {"epochs": p["epochs"], "lr": p["lr"], "seed": p["seed"]}}, data,
+                    tags=["bend"])  # its own provenance and tags, not A's ("demo", "sgd"): no sampler's network
     return {**result, "midpoint_network_id": mid.id}
 
 
