@@ -1,6 +1,8 @@
 """The Celery application. Broker and queues come from backend.config.
 
-Embedded default: kombu's filesystem transport under TOROID_HOME (no server). Lab server: Redis.
+Embedded default: kombu's filesystem transport under TOROID_HOME (no server), through workers.broker's
+subclass (messages written to a temporary name and renamed into place, so a worker never reads half a
+message; kombu's own writer lets it, and the worker then dies on a JSONDecodeError). Lab server: Redis.
 Queues: ``interactive`` for what a person waits for (evaluate, distance, canonicalize, path, small
 flatness; kinds.py decides per job), ``batch`` for long work (train, matrix, plane, big flatness). Workers are started per queue
 (`toroid serve` runs one process for each), so interactive work never waits behind batch work.
@@ -41,11 +43,12 @@ def make_celery() -> Celery:
     if settings.embedded_broker:
         settings.ensure_dirs()
         queue_dir = str(settings.broker_dir / "queue")
+        conf["broker_transport"] = "workers.broker:Transport"  # atomic writes; see workers/broker.py
         conf["broker_transport_options"] = {
             "data_folder_in": queue_dir,
             "data_folder_out": queue_dir,
             "processed_folder": str(settings.broker_dir / "processed"),
-            "store_processed": False,
+            "store_processed": False,  # a read message is deleted: the processed folder stays empty
             "polling_interval": 0.2,  # seconds between looks at the queue folder
             "control_folder": str(settings.broker_dir / "control"),
         }
