@@ -202,8 +202,10 @@ def test_a_real_worker_survives_a_half_written_message_and_keeps_working():
         assert stack.worker.poll() is None, (stack.home / "worker.log").read_text(errors="replace")[-3000:]
         net = upload(stack.client, random_state(seed=5), name="after-partial").json()
         job = [j for j in stack.client.get("/api/jobs").json() if j["kind"] == "evaluate" and net["id"] in j["inputs"]]
-        assert stack.wait(job[0]["id"])["status"] == "succeeded"
+        assert stack.wait(job[0]["id"], timeout=90)["status"] == "succeeded"
         assert stack.worker.poll() is None
+        print("broker folders:", {d.name: sorted(os.listdir(d)) for d in (stack.home / "broker").iterdir()})
+        assert os.listdir(stack.home / "broker" / "processed") == []  # read messages are not kept
         log = (stack.home / "worker.log").read_text(errors="replace")
         assert "Unrecoverable error" not in log and "JSONDecodeError" not in log
     finally:
