@@ -324,3 +324,28 @@ def unit_groups(spec: dict[str, Any]) -> Groups:
     """The unit groups of a real-valued network of ``spec`` (cached per normalised spec)."""
     spec = nets.normalize_spec(spec)
     return _derive(json.dumps(spec, sort_keys=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# Structure facts the science modules share (real and binary networks)
+
+
+def weight_names(spec: dict[str, Any]) -> list[str]:
+    """Every conv / linear weight of ``spec``'s network in forward order (weights[0] reads the inputs):
+    from the unit groups of a real-valued network, from ``nets.unit_structure`` of a binary one."""
+    spec = nets.normalize_spec(spec)
+    if nets.is_binary(spec):
+        return nets.unit_structure(spec).weights()
+    return list(unit_groups(spec).weights)
+
+
+def first_weight(spec: dict[str, Any]) -> str:
+    """state_dict name of the weight of the network's first layer (the one that reads the inputs)."""
+    return weight_names(spec)[0]
+
+
+def compared_names(state: dict[str, torch.Tensor]) -> list[str]:
+    """Tensors counted by per-parameter distances: every float tensor except BatchNorm running statistics
+    (i.e. the weights and biases of all layers and BatchNorm's affine gamma and beta: the model's parameters)."""
+    return [k for k, v in state.items() if v.is_floating_point()
+            and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]

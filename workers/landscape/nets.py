@@ -447,6 +447,15 @@ class Structure:
     output: Layer | None  # never permuted; None when the output is fixed (committee)
     binary: bool
 
+    def weights(self) -> list[str]:
+        """Every layer's weight tensor in forward order (hidden layers, then the output layer's)."""
+        return [layer.weight for layer in self.hidden] + ([self.output.weight] if self.output else [])
+
+    @property
+    def first_weight(self) -> str:
+        """The weight of the first layer (the one that reads the inputs)."""
+        return self.weights()[0]
+
 
 def unit_structure(spec: dict[str, Any]) -> Structure:
     """Which tensors and axes belong to each unit of ``spec``'s network (read from the same plan as ``build``).

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from . import nets, symmetry
 from .data import Dataset
-from .groups import unit_groups
+from .groups import compared_names, first_weight, unit_groups
 from .evaluate import (Combination, bn_inputs, default_device, error_and_loss, evaluate_states, has_batchnorm,
                        recalibrate_bn)
 
@@ -42,7 +42,6 @@ PATH_TYPES: dict[str, str] = {
     "hamming": "random shortest paths in Hamming space between the aligned sign patterns, averaged over orders (binary networks)",
 }
 BN_MODES = ("recompute", "interpolate")
-BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 SLERP_MIN_ANGLE = 1e-6
 
 
@@ -96,12 +95,6 @@ def check_path_type(spec: dict[str, Any], type: str) -> None:
 
 def _float64(state: State) -> State:
     return {k: v.detach().double() if v.is_floating_point() else v for k, v in state.items()}
-
-
-def compared_names(state: State) -> list[str]:
-    """Tensors counted by per-parameter distances: every float tensor except BatchNorm running statistics
-    (i.e. the weights and biases of all layers and BatchNorm's affine gamma and beta: the model's parameters)."""
-    return [k for k, v in state.items() if v.is_floating_point() and not k.endswith(BN_BUFFERS)]
 
 
 def per_parameter_distance(a: State, b: State) -> float:
@@ -174,7 +167,7 @@ def distances(spec: dict[str, Any], state_a: State, state_b: State, aligned: Sta
     if binary:
         s = nets.unit_structure(spec)
         sa, sb, sb_al = (symmetry.binarized(spec, x) for x in (a, b, b_al))
-        names = [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+        names = s.weights()
         n = sum(sa[k].numel() for k in names)
         out["hamming"] = sum(int((sa[k] != sb_al[k]).sum()) for k in names) / n
         out["hamming_unaligned"] = sum(int((sa[k] != sb[k]).sum()) for k in names) / n
@@ -274,7 +267,7 @@ def hamming_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[
     s = nets.unit_structure(spec)
     a = symmetry.binarized(spec, state_a)
     b = symmetry.binarized(spec, aligned if aligned is not None else symmetry.align(spec, state_a, state_b))
-    names = [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+    names = s.weights()
     va = torch.cat([a[k].reshape(-1) for k in names])  # (N,) +-1
     vb = torch.cat([b[k].reshape(-1) for k in names]).to(va.dtype)
     differ = torch.nonzero(va != vb).flatten()
@@ -295,14 +288,6 @@ def path_states(spec: dict[str, Any], state_a: State, state_b: State, type: str,
                 generator: torch.Generator | None = None) -> Iterator[State]:
     """The states of a path of ``type`` at positions ``ts`` (one random order for "hamming")."""
     return path_points(spec, state_a, state_b, type, ts, generator)[0]
-
-
-def first_weight(spec: dict[str, Any]) -> str:
-    """state_dict name of the weight of the network's first layer (the one that reads the inputs)."""
-    if not nets.is_binary(spec):
-        return unit_groups(spec).weights[0]
-    s = nets.unit_structure(spec)
-    return s.hidden[0].weight if s.hidden else s.output.weight
 
 
 def _line_combination(name: str, a: State, b: State, ts: list[float]) -> Combination:

@@ -2,7 +2,7 @@
 
 mode "aligned" (default): a = canonical(n0), b = canonical(align(n0, n1)), c = canonical(align(n0, n2));
 mode "raw": the three networks as given. Coordinates: Gram-Schmidt on the parameter vectors (the tensors
-of ``paths.compared_names``: weights, biases, BatchNorm gamma and beta; not the running statistics),
+of ``groups.compared_names``: weights, biases, BatchNorm gamma and beta; not the running statistics),
 u = (b - a) / |b - a|, v = the part of c - a orthogonal to u, normalised; a sits at (0, 0), b at
 (|b - a|, 0), c at ((c - a).u, (c - a).v), in units of the parameter space's Euclidean norm.
 
@@ -33,7 +33,8 @@ import torch
 
 from . import nets, symmetry
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
-from .paths import BN_MODES, PathError, compared_names, first_weight
+from .groups import compared_names, first_weight
+from .paths import BN_MODES, PathError
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]

@@ -45,7 +45,8 @@ import torch
 
 from . import nets, symmetry
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
-from .paths import PathError, compared_names, first_weight
+from .groups import compared_names, first_weight
+from .paths import PathError
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
