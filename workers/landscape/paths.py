@@ -97,9 +97,9 @@ def _float64(state: State) -> State:
     return {k: v.detach().double() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def per_parameter_distance(a: State, b: State) -> float:
+def per_parameter_distance(spec: dict[str, Any], a: State, b: State) -> float:
     """||a - b|| / sqrt(N) over ``compared_names`` (N = their total number of entries), in float64."""
-    names = compared_names(a)
+    names = compared_names(spec, a)
     sq = sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in names)
     n = sum(a[k].numel() for k in names)
     return math.sqrt(sq / max(n, 1))
@@ -157,11 +157,11 @@ def distances(spec: dict[str, Any], state_a: State, state_b: State, aligned: Sta
     b_al = _float64(aligned) if aligned is not None else symmetry.align(spec, a, b)
     na, nb, nb_al = (symmetry.canonical_form(spec, x) for x in (a, b, b_al))
     out: dict[str, Any] = {
-        "n_parameters": sum(a[k].numel() for k in compared_names(a)),
-        "raw": per_parameter_distance(a, b),
-        "aligned": per_parameter_distance(a, b_al),
-        "normalized": per_parameter_distance(na, nb),
-        "normalized_aligned": per_parameter_distance(na, nb_al),
+        "n_parameters": sum(a[k].numel() for k in compared_names(spec, a)),
+        "raw": per_parameter_distance(spec, a, b),
+        "aligned": per_parameter_distance(spec, a, b_al),
+        "normalized": per_parameter_distance(spec, na, nb),
+        "normalized_aligned": per_parameter_distance(spec, na, nb_al),
         "geodesic": None if binary else geodesic_distance(spec, na, nb_al),
     }
     if binary:
