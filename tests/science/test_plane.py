@@ -123,7 +123,8 @@ def test_plane_states_keep_running_variances_at_least_the_smallest_of_the_three_
     a = {"bn.running_var": torch.tensor([1.0, -1e-6]), "w": torch.tensor([1.0, 2.0])}
     b = {"bn.running_var": torch.tensor([2.0, 0.5]), "w": torch.tensor([0.0, 0.0])}
     c = {"bn.running_var": torch.tensor([3.0, 0.5]), "w": torch.tensor([5.0, 5.0])}
-    inside, node, outside = plane.plane_states(a, b, c, [(0.2, 0.3, 0.5), (1.0, 0.0, 0.0), (2.0, -1.0, 0.0)], {"bn.running_var"})
+    inside, node, outside = plane.plane_states(a, b, c, [(0.2, 0.3, 0.5), (1.0, 0.0, 0.0), (2.0, -1.0, 0.0)],
+                                               {"bn.running_var"})
     assert torch.allclose(inside["bn.running_var"], torch.tensor([2.3, 0.3999998]))
     assert torch.equal(node["bn.running_var"], a["bn.running_var"])  # -1e-6 kept: the network itself
     assert torch.equal(outside["bn.running_var"], torch.tensor([1.0, -1e-6]))  # 2*1-2 = 0 -> 1; 2*(-1e-6)-0.5 -> -1e-6

@@ -355,7 +355,8 @@ class Tensors:
 @lru_cache(maxsize=256)
 def _tensors(key: str) -> Tensors:
     model = _meta_model(json.loads(key), n_classes=2)  # the names do not depend on the number of classes
-    variances = {f"{name}.{local}" for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    variances = {f"{name}.{local}" for name, m in model.named_modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm)
                  for local, buf in m.named_buffers(recurse=False) if buf is m.running_var}
     return Tensors(frozenset(n for n, _ in model.named_parameters()), frozenset(variances))
 

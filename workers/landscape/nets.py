@@ -7,7 +7,7 @@ networks, torchvision's layouts and declarative layer graphs are built in graphs
 every real-valued network are derived from its traced module (groups.py); ``unit_structure`` below
 describes the units of the layer-by-layer architectures, which binary networks' sign flips use.
 
-Every architecture is first written as a *plan*: a list of layers with weights (``_Layer``) and of
+Every architecture is first written as a *layer plan*: a list of layers with weights (``_Layer``) and of
 weightless stages ("flatten", "gap", "vote", "two_class"). ``build`` and ``unit_structure`` both read
 the plan, so each architecture is described exactly once.
 
@@ -197,7 +197,7 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Plans: each architecture written once
+# Layer plans: each architecture written once
 
 
 @dataclass
@@ -216,7 +216,7 @@ class _Layer:
     padding: int = 0
 
 
-def _plan(spec: dict[str, Any], n_classes: int | None = None) -> list[_Layer | str]:
+def _layer_plan(spec: dict[str, Any], n_classes: int | None = None) -> list[_Layer | str]:
     """The architecture as a list of layers and weightless stages; n_classes=None for names only."""
     kind = spec["kind"]
     plan: list[_Layer | str] = []
@@ -363,7 +363,7 @@ def build_normalized(spec: dict[str, Any], input_shape: tuple[int, ...], n_class
             return graphs.build(spec, input_shape, n_classes)
         except graphs.GraphSpecError as exc:
             raise SpecError(str(exc)) from None
-    plan = _plan(spec, n_classes)
+    plan = _layer_plan(spec, n_classes)
     if any(isinstance(s, _Layer) and s.kind == "conv" for s in plan) and len(input_shape) != 3:
         raise SpecError(f"architecture {spec['kind']!r} needs image inputs (channels, height, width); "
                         f"this data set's inputs have shape {list(input_shape)}")
@@ -458,13 +458,13 @@ class Structure:
 
 
 def unit_structure(spec: dict[str, Any]) -> Structure:
-    """Which tensors and axes belong to each unit of ``spec``'s network (read from the same plan as ``build``).
+    """Which tensors and axes belong to each unit of ``spec``'s network (read from the same layer plan as ``build``).
     Layer-by-layer architectures only; every real-valued network's symmetries are derived from its graph
     by groups.unit_groups."""
     spec = normalize_spec(spec)
     if spec["kind"] in graphs.ARCHITECTURES:
         raise SpecError(f"architecture {spec['kind']!r} has no layer-by-layer unit structure; use groups.unit_groups")
-    layers = [s for s in _plan(spec) if isinstance(s, _Layer)]
+    layers = [s for s in _layer_plan(spec) if isinstance(s, _Layer)]
     output = layers[-1] if layers[-1].act is None else None
     hidden = layers[:-1] if output is not None else layers
     described = []

@@ -171,7 +171,8 @@ def plane_result(
         if progress is not None:
             progress(fraction, message.replace("point", "grid point"))
 
-    res = evaluate_states(model, plane_states(a, b, c, weights, tensors(spec).variances), splits, progress=report, total=len(weights),
+    points = plane_states(a, b, c, weights, tensors(spec).variances)
+    res = evaluate_states(model, points, splits, progress=report, total=len(weights),
                           bn_data=bn_data, first=first, memory_mb=memory_mb)
     out: dict[str, Any] = {"x": xs, "y": ys, "mode": mode, "bn": bn if with_bn else None, "margin": margin}
     for split in ("train", "test"):
