@@ -111,7 +111,7 @@ ALL_NEW = sorted(NEW)
 def test_random_symmetry_keeps_the_function_and_alignment_gives_the_same_canonical_form(name):
     spec, data, a, _ = trained(name)
     b = symmetry.random_symmetry(spec, a, seed=7)
-    assert paths.per_parameter_distance(a, b) > 1e-3
+    assert paths.per_parameter_distance(spec, a, b) > 1e-3
     assert_same_function(spec, data, a, b, positive_factor=True)
     ca = symmetry.canonical_form(spec, a)
     assert_same_function(spec, data, a, ca, positive_factor=True)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from workers.landscape import nets
+from workers.landscape import graphs, nets
 from workers.landscape.data import Dataset
 from workers.landscape.evaluate import recalibrate_bn
 
@@ -177,6 +177,32 @@ def test_lenet_builds_for_mnist_and_digits_and_vgg_for_other_sizes():
 def test_bad_specs_raise_spec_error(spec, message):
     with pytest.raises(nets.SpecError, match=message):
         nets.normalize_spec(spec)
+
+
+@pytest.mark.parametrize("kind", [k for k in nets.ARCHITECTURES if k not in graphs.ARCHITECTURES])
+def test_architecture_tables_are_what_normalize_spec_enforces(kind):
+    """Each declared bound of a layer-by-layer architecture's table: the bound itself is accepted, one step
+    past it is a SpecError naming the parameter (the tables are the validator's, not a second description)."""
+    tried = 0
+    for key, p in nets.ARCHITECTURES[kind]["params"].items():
+        listed = p["type"].startswith("list[")
+        wrap = (lambda v: [v]) if listed else (lambda v: v)  # noqa: E731
+        edges = [(p[b], p[b] + step) for b, step in (("min", -1), ("max", 1)) if p.get(b) is not None]
+        if p["type"] == "float":
+            edges = [(4.0, 4.0 + 1e-9), (1e-9, 0.0)]  # vgg's width, in (0, 4]
+        if key == "padding":  # at most the kernel
+            edges = [(0, -1), (nets.ARCHITECTURES[kind]["params"]["kernel"]["default"], nets.MAX_KERNEL)]
+        bad = [wrap(out) for _, out in edges] + [wrap("many" if p["type"] != "str" else "no-such")]
+        if listed and p.get("min_items", 1) >= 1:
+            bad.append([])
+        base = {"kind": kind, "padding": 0} if key == "kernel" else {"kind": kind}  # a 1x1 kernel: no padding
+        for good, _ in edges:
+            assert nets.normalize_spec({**base, key: wrap(good)})[key] == wrap(good)
+        for value in bad:
+            with pytest.raises(nets.SpecError, match=f"'{key}'"):
+                nets.normalize_spec({"kind": kind, key: value})
+            tried += 1
+    assert tried >= 2 * len(nets.ARCHITECTURES[kind]["params"])
 
 
 def test_build_refuses_what_cannot_work():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from workers.landscape import plane, symmetry
-from workers.landscape.paths import PathError, compared_names, linear_path, per_parameter_distance
+from workers.landscape.groups import compared_names
+from workers.landscape.paths import PathError, linear_path, per_parameter_distance
 
 from .test_flatness import digits_nets  # noqa: F401  (a fixture)
 from .test_nets import plain_error, trained_pair
@@ -41,10 +42,10 @@ def test_the_grid_at_the_three_networks_equals_their_own_errors(mode):
 def test_raw_coordinates_are_euclidean_distances():
     spec, ds, (a, b, c) = digits_nets()
     res = plane.plane_result(spec, ds, [a, b, c], grid=3, mode="raw", dtype=torch.float64)
-    n = sum(a[k].numel() for k in compared_names(a))
-    assert res["points"][1]["x"] == pytest.approx(per_parameter_distance(a, b) * n**0.5)
+    n = sum(a[k].numel() for k in compared_names(spec, a))
+    assert res["points"][1]["x"] == pytest.approx(per_parameter_distance(spec, a, b) * n**0.5)
     assert res["distances"]["ac"] == pytest.approx((res["points"][2]["x"] ** 2 + res["points"][2]["y"] ** 2) ** 0.5)
-    assert res["distances"]["bc"] == pytest.approx(per_parameter_distance(b, c) * n**0.5)
+    assert res["distances"]["bc"] == pytest.approx(per_parameter_distance(spec, b, c) * n**0.5)
 
 
 @pytest.mark.parametrize("name", ["mlp_bn", "lenet_bn"])
@@ -122,7 +123,8 @@ def test_plane_states_keep_running_variances_at_least_the_smallest_of_the_three_
     a = {"bn.running_var": torch.tensor([1.0, -1e-6]), "w": torch.tensor([1.0, 2.0])}
     b = {"bn.running_var": torch.tensor([2.0, 0.5]), "w": torch.tensor([0.0, 0.0])}
     c = {"bn.running_var": torch.tensor([3.0, 0.5]), "w": torch.tensor([5.0, 5.0])}
-    inside, node, outside = plane.plane_states(a, b, c, [(0.2, 0.3, 0.5), (1.0, 0.0, 0.0), (2.0, -1.0, 0.0)])
+    inside, node, outside = plane.plane_states(a, b, c, [(0.2, 0.3, 0.5), (1.0, 0.0, 0.0), (2.0, -1.0, 0.0)],
+                                               {"bn.running_var"})
     assert torch.allclose(inside["bn.running_var"], torch.tensor([2.3, 0.3999998]))
     assert torch.equal(node["bn.running_var"], a["bn.running_var"])  # -1e-6 kept: the network itself
     assert torch.equal(outside["bn.running_var"], torch.tensor([1.0, -1e-6]))  # 2*1-2 = 0 -> 1; 2*(-1e-6)-0.5 -> -1e-6

@@ -68,7 +68,7 @@ def test_binary_canonical_form_is_signs_with_first_weight_positive(name):
 def test_random_symmetry_keeps_the_function_and_canonical_form_is_unique(name):
     spec, data, a, _ = trained_pair(name)
     b = symmetry.random_symmetry(spec, a, seed=3)
-    assert paths.per_parameter_distance(a, b) > 1e-3  # the copy really differs
+    assert paths.per_parameter_distance(spec, a, b) > 1e-3  # the copy really differs
     assert_same_function(spec, data, a, b, positive_factor=name in REAL)
     # unique: the canonical form of the copy, aligned, is the canonical form of the original
     ca = symmetry.canonical_form(spec, a)

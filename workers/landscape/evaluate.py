@@ -20,7 +20,7 @@ architecture together (DESIGN.md, "Performance principles"):
 - when evaluating (BatchNorm in eval mode), every conv followed by a BatchNorm in the conv stage runs with
   the BatchNorm folded into its weights and bias (one pass over the activations less per pair); residual
   blocks are traced with torch.fx to find their pairs. Models that fit none of the stages below (a layer
-  graph starting with a residual block) run whole, point after point (``_whole_plan``);
+  graph starting with a residual block) run whole, point after point (``_whole_model_stages``);
 - chunks of points and of data are sized to a memory budget (``memory_mb``).
 Precision: the model's dtype (float32 or float64). On CUDA, ``precision`` None or "tf32" lets float32
 matmuls and convs use TF32 (10-bit mantissa, relative rounding ~5e-4 per product, fp32 accumulation),
@@ -212,7 +212,7 @@ class Combination:
 
 
 @dataclass
-class _Plan:
+class _EngineStages:
     prefix: list[nn.Module]  # weightless modules before the first layer, applied once to the shared input
     first: tuple[str, nn.Module]  # the first module with weights
     per_point: list[tuple[str, nn.Module]]  # after a conv first layer, up to the last flatten: point by point
@@ -286,7 +286,7 @@ def _is_weighted(m: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def _whole_plan(model: nn.Module, input_shape: tuple[int, ...]) -> _Plan:
+def _whole_model_stages(model: nn.Module, input_shape: tuple[int, ...]) -> _EngineStages:
     """Any other model (e.g. a layer graph whose first layer with weights is a residual block): each point's
     whole forward pass by ``functional_call``, over the shared data chunk, point after point."""
     sizes = [1]
@@ -304,19 +304,19 @@ def _whole_plan(model: nn.Module, input_shape: tuple[int, ...]) -> _Plan:
             h.remove()
         model.train(was_training)
     f = _fuse(model)
-    return _Plan([], ("", model), [], [], {}, "", max(sizes), 1, whole=model, fused={"": f} if f else {})
+    return _EngineStages([], ("", model), [], [], {}, "", max(sizes), 1, whole=model, fused={"": f} if f else {})
 
 
-def _make_plan(model: nn.Module, input_shape: tuple[int, ...]) -> _Plan:
-    """The engine's stages for a model from nets.build; ``_whole_plan`` for models they do not fit."""
+def _engine_stages(model: nn.Module, input_shape: tuple[int, ...]) -> _EngineStages:
+    """The engine's stages for a model from nets.build; ``_whole_model_stages`` for models they do not fit."""
     try:
-        return _sequential_plan(model, input_shape)
+        return _sequential_stages(model, input_shape)
     except TypeError:
-        return _whole_plan(model, input_shape)
+        return _whole_model_stages(model, input_shape)
 
 
 @torch.no_grad()
-def _sequential_plan(model: nn.Module, input_shape: tuple[int, ...]) -> _Plan:
+def _sequential_stages(model: nn.Module, input_shape: tuple[int, ...]) -> _EngineStages:
     if not isinstance(model, nn.Sequential):
         raise TypeError("the batched evaluation runs nn.Sequential models (as nets.build makes them)")
     children = list(model.named_children())
@@ -356,13 +356,13 @@ def _sequential_plan(model: nn.Module, input_shape: tuple[int, ...]) -> _Plan:
     for (name, m), (bn_name, bn) in zip(per_point, per_point[1:]):  # a conv child followed by a BatchNorm child
         if isinstance(m, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.affine and bn.track_running_stats:
             fused[name], fused[bn_name] = ("conv", bn_name, bn.eps), ("skip",)
-    return _Plan([m for _, m in children[:i0]], first, per_point, stacked, keys, children[weighted[-1]][0],
+    return _EngineStages([m for _, m in children[:i0]], first, per_point, stacked, keys, children[weighted[-1]][0],
                  pp_act, max(st_act, 1), fused=fused)
 
 
-def _params(plan: _Plan, stack: State, name: str, k: int | None = None) -> State:
+def _params(stages: _EngineStages, stack: State, name: str, k: int | None = None) -> State:
     """Module ``name``'s tensors of point k (or of all points, stacked) under their local names."""
-    return {key: (stack[f"{name}.{key}"] if k is None else stack[f"{name}.{key}"][k]) for key in plan.keys[name]}
+    return {key: (stack[f"{name}.{key}"] if k is None else stack[f"{name}.{key}"][k]) for key in stages.keys[name]}
 
 
 def _binary(m: nn.Module) -> bool:
@@ -373,14 +373,14 @@ def _binary(m: nn.Module) -> bool:
 # The batched forward pass
 
 
-def _first_products(plan: _Plan, comb: Combination | None, x: torch.Tensor) -> list[torch.Tensor] | None:
+def _first_products(stages: _EngineStages, comb: Combination | None, x: torch.Tensor) -> list[torch.Tensor] | None:
     """The m products of the data with the combination's bases (shared by all points of a chunk)."""
     if comb is None:
         return None
-    m = plan.first[1]
+    m = stages.first[1]
     if isinstance(m, nn.Conv2d):
         zs = [F.conv2d(x, w, None, m.stride, m.padding, m.dilation, m.groups) for w in comb.bases]  # m x (n, H, h, w)
-        return [_channels_last(plan, z) for z in zs]
+        return [_channels_last(stages, z) for z in zs]
     return [F.linear(x, w) for w in comb.bases]  # m x (n, H)
 
 
@@ -429,47 +429,47 @@ def _dense(m: nn.Linear, p: State, h: torch.Tensor, shared: bool) -> torch.Tenso
     return out / d**0.5 if _binary(m) else out
 
 
-def _forward(plan: _Plan, stack: State, x: torch.Tensor, comb: Combination | None, bf16: bool,
+def _forward(stages: _EngineStages, stack: State, x: torch.Tensor, comb: Combination | None, bf16: bool,
              fuse: bool = False) -> torch.Tensor:
     """Logits (K, n, C) of the K stacked points on inputs x (n, ...). ``fuse`` (evaluation only, BatchNorm in
     eval mode): per-point modules run with their conv -> BatchNorm pairs folded (``_Fused``)."""
-    fused = plan.fused if fuse and plan.fused else {}
-    name0, first = plan.first
+    fused = stages.fused if fuse and stages.fused else {}
+    name0, first = stages.first
     K = next(iter(stack.values())).shape[0]
     cast = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    if plan.whole is not None:  # (the last layer is not kept in float32 here)
+    if stages.whole is not None:  # (the last layer is not kept in float32 here)
         with cast:
             if "" in fused:
                 f = fused[""]
                 h = torch.stack([functional_call(f.module, _fused_params(f, unstack(stack, k)), (x,)) for k in range(K)])
             else:
-                h = torch.stack([functional_call(plan.whole, unstack(stack, k), (x,)) for k in range(K)])
+                h = torch.stack([functional_call(stages.whole, unstack(stack, k), (x,)) for k in range(K)])
         return h.float() if bf16 else h
     with cast:
-        for m in plan.prefix:
+        for m in stages.prefix:
             x = m(x)
-        products = _first_products(plan, comb, x)  # m products shared by the K points, or None
+        products = _first_products(stages, comb, x)  # m products shared by the K points, or None
         uniform = comb is not None and comb.uniform()
-        if plan.per_point:  # conv stage, point after point
+        if stages.per_point:  # conv stage, point after point
             flat = []
             for k in range(K):
                 if products is not None:
                     bias = stack.get(f"{name0}.bias")
                     h = _combine(products, comb.coef[k], bias[k] if bias is not None else None)
                 else:
-                    h = _channels_last(plan, functional_call(first, _params(plan, stack, name0, k), (x,)))
-                for name, m in plan.per_point:
+                    h = _channels_last(stages, functional_call(first, _params(stages, stack, name0, k), (x,)))
+                for name, m in stages.per_point:
                     f = fused.get(name)
                     if isinstance(f, tuple) and f[0] == "skip":
                         continue  # folded into the conv before it
                     if isinstance(f, tuple):  # a conv child with the next child's BatchNorm folded in
                         _, bn_name, eps = f
-                        w, b = _fold(_params(plan, stack, name, k), _params(plan, stack, bn_name, k), eps)
+                        w, b = _fold(_params(stages, stack, name, k), _params(stages, stack, bn_name, k), eps)
                         h = F.conv2d(h, w, b, m.stride, m.padding, m.dilation, m.groups)
                     elif f is not None:
-                        h = functional_call(f.module, _fused_params(f, _params(plan, stack, name, k)), (h,))
-                    elif plan.keys[name]:
-                        h = functional_call(m, _params(plan, stack, name, k), (h,))
+                        h = functional_call(f.module, _fused_params(f, _params(stages, stack, name, k)), (h,))
+                    elif stages.keys[name]:
+                        h = functional_call(m, _params(stages, stack, name, k), (h,))
                     else:
                         h = h.relu_() if isinstance(m, nn.ReLU) else m(h)
                 flat.append(h)
@@ -477,16 +477,16 @@ def _forward(plan: _Plan, stack: State, x: torch.Tensor, comb: Combination | Non
         elif products is not None:
             h = _combine(products, comb.coef, stack.get(f"{name0}.bias"), uniform)
         else:
-            h = _dense(first, _params(plan, stack, name0), x, shared=True)
-        for name, m in plan.stacked:
-            last = bf16 and name == plan.last
+            h = _dense(first, _params(stages, stack, name0), x, shared=True)
+        for name, m in stages.stacked:
+            last = bf16 and name == stages.last
             with torch.autocast(x.device.type, enabled=False) if last else nullcontext():
                 if last:
                     h = h.float()
                 if isinstance(m, nn.Linear):
-                    h = _dense(m, _params(plan, stack, name), h, shared=False)
-                elif plan.keys[name]:  # BatchNorm1d: point by point
-                    h = torch.stack([functional_call(m, _params(plan, stack, name, k), (h[k],)) for k in range(K)])
+                    h = _dense(m, _params(stages, stack, name), h, shared=False)
+                elif stages.keys[name]:  # BatchNorm1d: point by point
+                    h = torch.stack([functional_call(m, _params(stages, stack, name, k), (h[k],)) for k in range(K)])
                 elif isinstance(m, nn.ReLU):
                     h = h.relu_()  # h is the engine's own intermediate
                 else:  # weightless: on the merged (K*n) batch
@@ -515,7 +515,7 @@ def _memory_bytes(device: torch.device, memory_mb: float | None) -> int:
     return 2**30  # 1 GiB on CPU [ours]
 
 
-def _chunks(plan: _Plan, n_points: int, n_data: int, state_bytes: int, elem: int, device: torch.device,
+def _chunks(stages: _EngineStages, n_points: int, n_data: int, state_bytes: int, elem: int, device: torch.device,
             memory_mb: float | None, chunk: int | None) -> _Chunks:
     """Data chunk: ``chunk``, else on CPU 256 inputs for dense nets (measured fastest on 2 cores: the
     (K, 256, h) intermediates stay in cache) and 64 for conv nets (measured with one thread, CPU time of 5
@@ -525,12 +525,12 @@ def _chunks(plan: _Plan, n_points: int, n_data: int, state_bytes: int, elem: int
     activations three times)."""
     budget = _memory_bytes(device, memory_mb)
     if chunk is None:
-        conv = bool(plan.per_point) or plan.whole is not None
+        conv = bool(stages.per_point) or stages.whole is not None
         chunk = 8192 if device.type == "cuda" else 64 if conv else 256
-    one_point = 3 * elem * (plan.pp_act + plan.st_act)
+    one_point = 3 * elem * (stages.pp_act + stages.st_act)
     data = max(1, min(chunk, n_data, budget // max(one_point, 1)))
-    per_point = 2 * state_bytes + 3 * elem * data * plan.st_act
-    spare = budget - 3 * elem * data * plan.pp_act
+    per_point = 2 * state_bytes + 3 * elem * data * stages.st_act
+    spare = budget - 3 * elem * data * stages.pp_act
     points = max(1, min(n_points, spare // per_point))
     return _Chunks(points, data)
 
@@ -553,24 +553,25 @@ def _precision(device: torch.device, precision: str | None) -> Iterator[bool]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def _cpu_channels_last(plan: _Plan, x: torch.Tensor) -> bool:
-    return (bool(plan.per_point) or plan.whole is not None) and x.device.type == "cpu" and x.dtype == torch.float32
+def _cpu_channels_last(stages: _EngineStages, x: torch.Tensor) -> bool:
+    return (bool(stages.per_point) or stages.whole is not None) and x.device.type == "cpu" and x.dtype == torch.float32
 
 
-def _channels_last(plan: _Plan, x: torch.Tensor) -> torch.Tensor:
+def _channels_last(stages: _EngineStages, x: torch.Tensor) -> torch.Tensor:
     """Image inputs of conv nets in channels_last on CPU (float32): oneDNN's fast convs and max-pools
     (measured 1.7x and 5x faster than NCHW on 2 cores)."""
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and _cpu_channels_last(plan, x) else x
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and _cpu_channels_last(stages, x) else x
 
 
-def _conv_weights_channels_last(plan: _Plan, stack: State) -> State:
+def _conv_weights_channels_last(stages: _EngineStages, stack: State) -> State:
     """Each point's conv weights channels_last too (a 1-channel input alone cannot say which layout it is in)."""
     convs = [f"{name}.{sub}" if name and sub else name or sub
-             for name, m in [plan.first, *plan.per_point] for sub, c in m.named_modules() if isinstance(c, nn.Conv2d)]
+             for name, m in [stages.first, *stages.per_point]
+             for sub, c in m.named_modules() if isinstance(c, nn.Conv2d)]
     out = dict(stack)
     for name in convs:
         w = stack[f"{name}.weight"]  # (K, O, I, kh, kw)
-        if _cpu_channels_last(plan, w):
+        if _cpu_channels_last(stages, w):
             out[f"{name}.weight"] = w.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
     return out
 
@@ -592,28 +593,28 @@ def _fresh_bn_stats(model: nn.Module, stack: State, K: int) -> State:
 
 
 @torch.no_grad()
-def _recalibrate_chunk(model: nn.Module, plan: _Plan, stack: State, comb: Combination | None, x: torch.Tensor,
+def _recalibrate_chunk(model: nn.Module, stages: _EngineStages, stack: State, comb: Combination | None, x: torch.Tensor,
                        batch_size: int, bf16: bool) -> State:
     """The stack with every BatchNorm's statistics recomputed on x, for each point as ``recalibrate_bn``."""
     K = next(iter(stack.values())).shape[0]
     stack = {**stack, **_fresh_bn_stats(model, stack, K)}  # updated in place through per-point views
     with _bn_accumulating(model):
         for i in range(0, len(x), batch_size):
-            xb = _channels_last(plan, x[i : i + batch_size])
-            _forward(plan, stack, xb, comb, bf16)
+            xb = _channels_last(stages, x[i : i + batch_size])
+            _forward(stages, stack, xb, comb, bf16)
     return stack
 
 
 @torch.no_grad()
-def _evaluate_chunk(plan: _Plan, stack: State, comb: Combination | None, x: torch.Tensor, y: torch.Tensor,
+def _evaluate_chunk(stages: _EngineStages, stack: State, comb: Combination | None, x: torch.Tensor, y: torch.Tensor,
                     data_chunk: int, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(K,) numbers of mistakes and (K,) float64 sums of cross-entropy on (x, y)."""
     K = next(iter(stack.values())).shape[0]
     wrong = torch.zeros(K, dtype=torch.long, device=x.device)
     loss = torch.zeros(K, dtype=torch.float64, device=x.device)
     for i in range(0, len(y), data_chunk):
-        xb, yb = _channels_last(plan, x[i : i + data_chunk]), y[i : i + data_chunk]
-        logits = _forward(plan, stack, xb, comb, bf16, fuse=True)  # (K, n, C)
+        xb, yb = _channels_last(stages, x[i : i + data_chunk]), y[i : i + data_chunk]
+        logits = _forward(stages, stack, xb, comb, bf16, fuse=True)  # (K, n, C)
         wrong += (logits.argmax(dim=2) != yb).sum(dim=1)
         # cross-entropy per input in the logits' dtype, summed in float64 (the plain reference casts the
         # logits to float64 first: float32 losses agree to ~1e-7 relative, float64 ones exactly)
@@ -622,13 +623,13 @@ def _evaluate_chunk(plan: _Plan, stack: State, comb: Combination | None, x: torc
     return wrong, loss
 
 
-def _chunk_combination(plan: _Plan, first: Combination | None, k0: int, K: int, dtype: torch.dtype,
+def _chunk_combination(stages: _EngineStages, first: Combination | None, k0: int, K: int, dtype: torch.dtype,
                        device: torch.device) -> Combination | None:
     """The combination for points k0 ... k0 + K - 1, on the device, when it applies: it names the first
     layer, that layer is linear in its weights (not binary), and it needs fewer products than points."""
-    if first is None or plan.whole is not None:
+    if first is None or stages.whole is not None:
         return None
-    name, m = plan.first
+    name, m = stages.first
     if first.name != f"{name}.weight" or _binary(m):
         return None
     sel = first.select(k0, k0 + K)
@@ -637,10 +638,10 @@ def _chunk_combination(plan: _Plan, first: Combination | None, k0: int, K: int, 
     return Combination(sel.name, [b.to(device, dtype) for b in sel.bases], sel.coef.to(device, dtype))
 
 
-def _prepare(model: nn.Module, splits: Splits) -> tuple[_Plan, torch.dtype, torch.device]:
+def _prepare(model: nn.Module, splits: Splits) -> tuple[_EngineStages, torch.dtype, torch.device]:
     model.eval()
     x = next(iter(splits.values()))[0]
-    return _make_plan(model, tuple(x.shape[1:])), _dtype(model), _device(model)
+    return _engine_stages(model, tuple(x.shape[1:])), _dtype(model), _device(model)
 
 
 def _state_bytes(state: State, elem: int) -> int:
@@ -680,11 +681,11 @@ def evaluate_states(
     head = next(it, None)
     if head is None:
         return out
-    plan, dtype, device = _prepare(model, splits)
+    stages, dtype, device = _prepare(model, splits)
     elem = torch.finfo(dtype).bits // 8
     n_data = max(len(y) for _, y in splits.values())
     n_points = total or (len(first) if first is not None else 1 << 30)
-    sizes = _chunks(plan, n_points, n_data, _state_bytes(head, elem), elem, device, memory_mb, chunk)
+    sizes = _chunks(stages, n_points, n_data, _state_bytes(head, elem), elem, device, memory_mb, chunk)
     recompute = bn_data is not None and has_batchnorm(model)
     on_device = {name: (x.to(device, dtype), y.to(device)) for name, (x, y) in splits.items()}
     bn_x = bn_data.to(device, dtype) if recompute else None
@@ -692,13 +693,13 @@ def evaluate_states(
     with _precision(device, precision) as bf16:
         for chunk_states in _batched(itertools.chain([head], it), sizes.points):
             K = len(chunk_states)
-            stack = _conv_weights_channels_last(plan, stack_states(chunk_states, dtype, device))
+            stack = _conv_weights_channels_last(stages, stack_states(chunk_states, dtype, device))
             chunk_states.clear()  # the stack holds the points now
-            comb = _chunk_combination(plan, first, done, K, dtype, device)
+            comb = _chunk_combination(stages, first, done, K, dtype, device)
             if recompute:
-                stack = _recalibrate_chunk(model, plan, stack, comb, bn_x, bn_batch, bf16)
+                stack = _recalibrate_chunk(model, stages, stack, comb, bn_x, bn_batch, bf16)
             for name, (x, y) in on_device.items():
-                wrong, loss = _evaluate_chunk(plan, stack, comb, x, y, sizes.data, bf16)
+                wrong, loss = _evaluate_chunk(stages, stack, comb, x, y, sizes.data, bf16)
                 n = max(len(y), 1)
                 out[name]["error"] += [int(w) / n for w in wrong.tolist()]
                 out[name]["loss"] += [float(s) / n for s in loss.tolist()]
@@ -723,17 +724,17 @@ def recalibrate_states(model: nn.Module, states: list[State], x: torch.Tensor, b
     States are returned in the model's dtype; without BatchNorm they are returned unchanged."""
     if not states or not has_batchnorm(model):
         return list(states)
-    plan, dtype, device = _prepare(model, {"x": (x, x)})
+    stages, dtype, device = _prepare(model, {"x": (x, x)})
     elem = torch.finfo(dtype).bits // 8
-    sizes = _chunks(plan, len(states), min(batch_size, len(x)), _state_bytes(states[0], elem), elem, device,
+    sizes = _chunks(stages, len(states), min(batch_size, len(x)), _state_bytes(states[0], elem), elem, device,
                     memory_mb, batch_size)
     xs = x.to(device, dtype)
     out: list[State] = []
     for k0 in range(0, len(states), sizes.points):
         chunk = states[k0 : k0 + sizes.points]
-        stack = _conv_weights_channels_last(plan, stack_states(chunk, dtype, device))
-        comb = _chunk_combination(plan, first, k0, len(chunk), dtype, device)
-        stack = _recalibrate_chunk(model, plan, stack, comb, xs, batch_size, False)
+        stack = _conv_weights_channels_last(stages, stack_states(chunk, dtype, device))
+        comb = _chunk_combination(stages, first, k0, len(chunk), dtype, device)
+        stack = _recalibrate_chunk(model, stages, stack, comb, xs, batch_size, False)
         out += [{name: t[k].clone() for name, t in stack.items()} for k in range(len(chunk))]
     return out
 

@@ -35,9 +35,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import nets, symmetry
-from .groups import unit_groups
+from .groups import first_weight, weight_names
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
-from .paths import first_weight
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -73,12 +72,9 @@ def default_sigmas(spec: dict[str, Any]) -> list[float]:
 
 def noised_names(spec: dict[str, Any], model: torch.nn.Module, params: str) -> list[str]:
     """state_dict names that get noise: every layer's weight tensor, or (params="all") every parameter."""
-    if nets.is_binary(spec):
-        s = nets.unit_structure(spec)
-        return [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
-    if params == "all":
+    if params == "all" and not nets.is_binary(spec):
         return [name for name, _ in model.named_parameters()]
-    return list(unit_groups(spec).weights)
+    return weight_names(spec)
 
 
 def _stream(seed: int, i: int) -> torch.Generator:

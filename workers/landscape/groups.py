@@ -132,14 +132,14 @@ HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.MaxPool2d, nn.MaxPool1d)
 # Tracing
 
 
-def _meta_model(spec: dict[str, Any]) -> nn.Module:
+def _meta_model(spec: dict[str, Any], n_classes: int = 10) -> nn.Module:
     """The spec's module on the meta device, for some input shape it builds for (the structure does not depend
     on the sizes: blocks are found from the tensors' sizes when they are used)."""
     errors: list[Exception] = []
     for shape in ((3, 256, 256), (3, 2048, 2048), (64,)):
         try:
             with torch.device("meta"):  # a normalised spec: not validated again (normalize_spec calls check)
-                return nets.build_normalized(spec, shape, 10)
+                return nets.build_normalized(spec, shape, n_classes)
         except (nets.SpecError, graphs.GraphSpecError) as exc:
             errors.append(exc)
     telling = [e for e in errors if "needs image" not in str(e)] or errors  # the image attempt's, for conv nets
@@ -324,3 +324,50 @@ def unit_groups(spec: dict[str, Any]) -> Groups:
     """The unit groups of a real-valued network of ``spec`` (cached per normalised spec)."""
     spec = nets.normalize_spec(spec)
     return _derive(json.dumps(spec, sort_keys=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# Structure facts the science modules share (real and binary networks)
+
+
+def weight_names(spec: dict[str, Any]) -> list[str]:
+    """Every conv / linear weight of ``spec``'s network in forward order (weights[0] reads the inputs):
+    from the unit groups of a real-valued network, from ``nets.unit_structure`` of a binary one."""
+    spec = nets.normalize_spec(spec)
+    if nets.is_binary(spec):
+        return nets.unit_structure(spec).weights()
+    return list(unit_groups(spec).weights)
+
+
+def first_weight(spec: dict[str, Any]) -> str:
+    """state_dict name of the weight of the network's first layer (the one that reads the inputs)."""
+    return weight_names(spec)[0]
+
+
+@dataclass(frozen=True)
+class Tensors:
+    """What the tensors of a network's state dict are, read from its built module (never from their names)."""
+
+    parameters: frozenset[str]  # the module's parameters: weights, biases, BatchNorm gamma and beta
+    variances: frozenset[str]  # BatchNorm running variances (buffers, like the running means and batch counts)
+
+
+@lru_cache(maxsize=256)
+def _tensors(key: str) -> Tensors:
+    model = _meta_model(json.loads(key), n_classes=2)  # the names do not depend on the number of classes
+    variances = {f"{name}.{local}" for name, m in model.named_modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 for local, buf in m.named_buffers(recurse=False) if buf is m.running_var}
+    return Tensors(frozenset(n for n, _ in model.named_parameters()), frozenset(variances))
+
+
+def tensors(spec: dict[str, Any]) -> Tensors:
+    """``Tensors`` of ``spec``'s network (cached per normalised spec)."""
+    return _tensors(json.dumps(nets.normalize_spec(spec), sort_keys=True))
+
+
+def compared_names(spec: dict[str, Any], state: dict[str, torch.Tensor]) -> list[str]:
+    """Tensors counted by per-parameter distances, in the order of ``state``: the model's parameters (the
+    weights and biases of all layers and BatchNorm's affine gamma and beta; not its running statistics)."""
+    parameters = tensors(spec).parameters
+    return [k for k in state if k in parameters]

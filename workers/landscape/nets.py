@@ -1,13 +1,14 @@
 """Architectures built from a JSON spec, and their unit structure.
 
 A spec is a small dict such as ``{"kind": "mlp", "hidden": [64, 64]}``. ``normalize_spec`` validates
-it and fills in defaults (so that two specs that build the same network compare equal), ``build``
+it and fills in defaults (so that two specs that build the same network compare equal; the layer-by-layer
+kinds by params.validate_params reading their tables in ``ARCHITECTURES``, graphs.py's by its rules), ``build``
 turns it into a ``torch.nn.Module`` for a data set's input shape and number of classes. Residual
 networks, torchvision's layouts and declarative layer graphs are built in graphs.py. The symmetries of
 every real-valued network are derived from its traced module (groups.py); ``unit_structure`` below
 describes the units of the layer-by-layer architectures, which binary networks' sign flips use.
 
-Every architecture is first written as a *plan*: a list of layers with weights (``_Layer``) and of
+Every architecture is first written as a *layer plan*: a list of layers with weights (``_Layer``) and of
 weightless stages ("flatten", "gap", "vote", "two_class"). ``build`` and ``unit_structure`` both read
 the plan, so each architecture is described exactly once.
 
@@ -40,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import graphs
+from .params import validate_params
 
 
 class SpecError(ValueError):
@@ -57,11 +59,15 @@ VGG_CONFIGS = {  # channels of each conv; "M" = 2x2 max-pool
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
 }
 
+MAX_WIDTH, MAX_KERNEL = 65536, 15
+_WIDTHS = {"min": 1, "max": MAX_WIDTH, "must": f"a non-empty list of positive integers (at most {MAX_WIDTH})"}
+_DENSE = {**_WIDTHS, "min_items": 0, "must": f"a list of positive integers (at most {MAX_WIDTH})"}
+
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "mlp": {
         "description": "Fully connected ReLU network; linear output layer.",
         "params": {
-            "hidden": {"type": "list[int]", "default": [64, 64], "help": "hidden layer widths"},
+            "hidden": {"type": "list[int]", "default": [64, 64], **_WIDTHS, "help": "hidden layer widths"},
             "batchnorm": {"type": "bool", "default": False, "help": "BatchNorm after each hidden layer"},
             "bias": {"type": "bool", "default": True, "help": "biases in every layer"},
         },
@@ -71,10 +77,12 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "description": "LeNet-like convnet (paper: conv 20 5x5, conv 50 5x5, each with ReLU and 2x2 max-pool, "
         "dense 500, linear output). Needs image inputs (channels, height, width).",
         "params": {
-            "channels": {"type": "list[int]", "default": [20, 50], "help": "output channels of each conv layer"},
-            "dense": {"type": "list[int]", "default": [500], "help": "widths of the hidden dense layers"},
-            "kernel": {"type": "int", "default": 5, "help": "conv kernel size"},
-            "padding": {"type": "int", "default": 2, "help": "conv zero padding (2 keeps 5x5 convs 'same', so 8x8 inputs work)"},
+            "channels": {"type": "list[int]", "default": [20, 50], **_WIDTHS,
+                         "help": "output channels of each conv layer"},
+            "dense": {"type": "list[int]", "default": [500], **_DENSE, "help": "widths of the hidden dense layers"},
+            "kernel": {"type": "int", "default": 5, "min": 1, "max": MAX_KERNEL, "help": "conv kernel size"},
+            "padding": {"type": "int", "default": 2, "min": 0, "max": MAX_KERNEL,
+                        "help": "conv zero padding (2 keeps 5x5 convs 'same', so 8x8 inputs work), at most the kernel"},
             "batchnorm": {"type": "bool", "default": False, "help": "BatchNorm after each hidden layer"},
             "bias": {"type": "bool", "default": True, "help": "biases in every layer"},
         },
@@ -84,8 +92,10 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "description": "VGG with BatchNorm (conv-BN-ReLU blocks, 2x2 max-pools), global average pooling and a "
         "linear output layer. Made for 32x32 images; builds for any image size.",
         "params": {
-            "config": {"type": "str", "default": "vgg16", "help": "one of " + ", ".join(VGG_CONFIGS)},
-            "width": {"type": "float", "default": 1.0, "help": "multiplier of every conv's channels (e.g. 0.0625 for a tiny net)"},
+            "config": {"type": "str", "default": "vgg16", "choices": list(VGG_CONFIGS),
+                       "help": "one of " + ", ".join(VGG_CONFIGS)},
+            "width": {"type": "float", "default": 1.0, "min": 0, "max": 4, "must": "a number in (0, 4]",
+                      "help": "multiplier of every conv's channels (e.g. 0.0625 for a tiny net), above 0"},
         },
         "example": {"kind": "vgg", "config": "vgg16", "width": 0.25},
     },
@@ -93,7 +103,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "description": "Fully connected network with +-1 weights and sign activations (BinaryNet training: "
         "latent real weights, straight-through estimator); binary output layer, no biases.",
         "params": {
-            "hidden": {"type": "list[int]", "default": [1001, 1001, 1001], "help": "hidden layer widths"},
+            "hidden": {"type": "list[int]", "default": [1001, 1001, 1001], **_WIDTHS, "help": "hidden layer widths"},
         },
         "example": {"kind": "binary_mlp", "hidden": [256, 256]},
     },
@@ -101,10 +111,13 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "description": "Binary convnet: binary convs, each followed by 2x2 max-pool and sign, then binary dense "
         "sign layers and a binary output layer; no biases. Needs image inputs.",
         "params": {
-            "channels": {"type": "list[int]", "default": [20, 50], "help": "output channels of each conv layer"},
-            "dense": {"type": "list[int]", "default": [2001, 2001, 2001], "help": "widths of the hidden dense layers"},
-            "kernel": {"type": "int", "default": 5, "help": "conv kernel size"},
-            "padding": {"type": "int", "default": 2, "help": "conv zero padding"},
+            "channels": {"type": "list[int]", "default": [20, 50], **_WIDTHS,
+                         "help": "output channels of each conv layer"},
+            "dense": {"type": "list[int]", "default": [2001, 2001, 2001], **_DENSE,
+                      "help": "widths of the hidden dense layers"},
+            "kernel": {"type": "int", "default": 5, "min": 1, "max": MAX_KERNEL, "help": "conv kernel size"},
+            "padding": {"type": "int", "default": 2, "min": 0, "max": MAX_KERNEL,
+                        "help": "conv zero padding, at most the kernel size"},
         },
         "example": {"kind": "binary_conv", "channels": [20, 50], "dense": [501, 501]},
     },
@@ -112,7 +125,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "description": "Committee machine: one hidden layer of K binary sign units whose votes are summed with "
         "output weights fixed to 1; logits [-s, s] with s = sum of votes / sqrt(K). Two classes only.",
         "params": {
-            "hidden": {"type": "int", "default": 101, "help": "number K of hidden units (odd avoids ties)"},
+            "hidden": {"type": "int", "default": 101, "min": 1, "max": MAX_WIDTH,
+                       "help": "number K of hidden units (odd avoids ties)"},
         },
         "example": {"kind": "committee", "hidden": 101},
     },
@@ -130,27 +144,6 @@ ARCHITECTURES.update(graphs.ARCHITECTURES)  # residual networks and layer graphs
 # Spec validation
 
 
-def _positive_int_list(value: Any, name: str, allow_empty: bool = False) -> list[int]:
-    if not isinstance(value, list) or (not value and not allow_empty) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in value
-    ):
-        what = "a list" if allow_empty else "a non-empty list"
-        raise SpecError(f"'{name}' must be {what} of positive integers (at most 65536), got {value!r}")
-    return list(value)
-
-
-def _int(value: Any, name: str, lo: int, hi: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise SpecError(f"'{name}' must be an integer between {lo} and {hi}, got {value!r}")
-    return value
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError(f"'{name}' must be true or false, got {value!r}")
-    return value
-
-
 def normalize_spec(spec: Any) -> dict[str, Any]:
     """Validate an architecture spec and return it with every default filled in."""
     if not isinstance(spec, dict):
@@ -162,8 +155,8 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     unknown = sorted(set(spec) - set(params) - {"kind"})
     if unknown:
         raise SpecError(f"unknown parameter(s) {unknown} for architecture {kind!r}; allowed: {sorted(params)}")
-    get = lambda name: spec.get(name, params[name]["default"])  # noqa: E731
     if kind in graphs.ARCHITECTURES:
+        get = lambda name: spec.get(name, params[name]["default"])  # noqa: E731
         try:
             out = graphs.normalize(kind, spec, get)
         except graphs.GraphSpecError as exc:
@@ -173,31 +166,18 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
 
             groups.check(out)
         return out
-    out: dict[str, Any] = {"kind": kind}
-    if kind in ("mlp", "binary_mlp"):
-        out["hidden"] = _positive_int_list(get("hidden"), "hidden")
-    if kind in ("lenet", "binary_conv"):
-        out["channels"] = _positive_int_list(get("channels"), "channels")
-        out["dense"] = _positive_int_list(get("dense"), "dense", allow_empty=True)
-        out["kernel"] = _int(get("kernel"), "kernel", 1, 15)
-        out["padding"] = _int(get("padding"), "padding", 0, out["kernel"])
-    if kind in ("mlp", "lenet"):
-        out["batchnorm"] = _bool(get("batchnorm"), "batchnorm")
-        out["bias"] = _bool(get("bias"), "bias")
-    if kind == "vgg":
-        if get("config") not in VGG_CONFIGS:
-            raise SpecError(f"'config' must be one of {sorted(VGG_CONFIGS)}, got {get('config')!r}")
-        width = get("width")
-        if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0 < width <= 4:
-            raise SpecError(f"'width' must be a number in (0, 4], got {width!r}")
-        out["config"], out["width"] = get("config"), float(width)
-    if kind == "committee":
-        out["hidden"] = _int(get("hidden"), "hidden", 1, 65536)
+    what = f"architecture {kind!r}"
+    out = {"kind": kind, **validate_params(params, {k: v for k, v in spec.items() if k != "kind"}, what, SpecError)}
+    if "padding" in out and out["padding"] > out["kernel"]:
+        raise SpecError(f"parameter 'padding' of {what} must be an integer in [0, {out['kernel']}] (at most the "
+                        f"kernel size), got {out['padding']!r}")
+    if "width" in out and not out["width"] > 0:
+        raise SpecError(f"parameter 'width' of {what} must be a number in (0, 4], got {spec['width']!r}")
     return out
 
 
 # --------------------------------------------------------------------------------------------------
-# Plans: each architecture written once
+# Layer plans: each architecture written once
 
 
 @dataclass
@@ -216,7 +196,7 @@ class _Layer:
     padding: int = 0
 
 
-def _plan(spec: dict[str, Any], n_classes: int | None = None) -> list[_Layer | str]:
+def _layer_plan(spec: dict[str, Any], n_classes: int | None = None) -> list[_Layer | str]:
     """The architecture as a list of layers and weightless stages; n_classes=None for names only."""
     kind = spec["kind"]
     plan: list[_Layer | str] = []
@@ -363,7 +343,7 @@ def build_normalized(spec: dict[str, Any], input_shape: tuple[int, ...], n_class
             return graphs.build(spec, input_shape, n_classes)
         except graphs.GraphSpecError as exc:
             raise SpecError(str(exc)) from None
-    plan = _plan(spec, n_classes)
+    plan = _layer_plan(spec, n_classes)
     if any(isinstance(s, _Layer) and s.kind == "conv" for s in plan) and len(input_shape) != 3:
         raise SpecError(f"architecture {spec['kind']!r} needs image inputs (channels, height, width); "
                         f"this data set's inputs have shape {list(input_shape)}")
@@ -447,15 +427,24 @@ class Structure:
     output: Layer | None  # never permuted; None when the output is fixed (committee)
     binary: bool
 
+    def weights(self) -> list[str]:
+        """Every layer's weight tensor in forward order (hidden layers, then the output layer's)."""
+        return [layer.weight for layer in self.hidden] + ([self.output.weight] if self.output else [])
+
+    @property
+    def first_weight(self) -> str:
+        """The weight of the first layer (the one that reads the inputs)."""
+        return self.weights()[0]
+
 
 def unit_structure(spec: dict[str, Any]) -> Structure:
-    """Which tensors and axes belong to each unit of ``spec``'s network (read from the same plan as ``build``).
+    """Which tensors and axes belong to each unit of ``spec``'s network (read from the same layer plan as ``build``).
     Layer-by-layer architectures only; every real-valued network's symmetries are derived from its graph
     by groups.unit_groups."""
     spec = normalize_spec(spec)
     if spec["kind"] in graphs.ARCHITECTURES:
         raise SpecError(f"architecture {spec['kind']!r} has no layer-by-layer unit structure; use groups.unit_groups")
-    layers = [s for s in _plan(spec) if isinstance(s, _Layer)]
+    layers = [s for s in _layer_plan(spec) if isinstance(s, _Layer)]
     output = layers[-1] if layers[-1].act is None else None
     hidden = layers[:-1] if output is not None else layers
     described = []

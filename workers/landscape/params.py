@@ -8,7 +8,8 @@ A table maps a parameter's name to an entry::
      "choices": [...], "max_length": n,  # allowed values, longest value of a "str"
      "nullable": True,                 # null allowed (a null default always is)
      "applies_to": ["real", "binary", "batchnorm"],  # networks the parameter matters for (forms show it)
-     "when": {"other": [values]}}      # the parameter matters only when an earlier one has one of these values
+     "when": {"other": [values]},      # the parameter matters only when an earlier one has one of these values
+     "must": "words"}                  # what a value must be, said in error messages instead of the bounds
 
 ``validate_params`` returns the values with every default filled in and, in the table's order, only the
 parameters that apply (a ``when`` that does not hold drops the parameter, given or not), so that two
@@ -40,6 +41,8 @@ def _scalar_ok(kind: str, v: Any, p: dict[str, Any]) -> tuple[bool, Any]:
 
 def describe(p: dict[str, Any]) -> str:
     """What a value of entry ``p`` must be, in words."""
+    if "must" in p:
+        return p["must"]
     kind = p["type"]
     item = kind[5:-1] if kind.startswith("list[") else kind
     need = {"bool": "true or false", "int": "an integer", "float": "a number",

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from . import nets, symmetry
 from .data import Dataset
-from .groups import unit_groups
+from .groups import compared_names, first_weight, unit_groups
 from .evaluate import (Combination, bn_inputs, default_device, error_and_loss, evaluate_states, has_batchnorm,
                        recalibrate_bn)
 
@@ -42,7 +42,6 @@ PATH_TYPES: dict[str, str] = {
     "hamming": "random shortest paths in Hamming space between the aligned sign patterns, averaged over orders (binary networks)",
 }
 BN_MODES = ("recompute", "interpolate")
-BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 SLERP_MIN_ANGLE = 1e-6
 
 
@@ -98,15 +97,9 @@ def _float64(state: State) -> State:
     return {k: v.detach().double() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def compared_names(state: State) -> list[str]:
-    """Tensors counted by per-parameter distances: every float tensor except BatchNorm running statistics
-    (i.e. the weights and biases of all layers and BatchNorm's affine gamma and beta: the model's parameters)."""
-    return [k for k, v in state.items() if v.is_floating_point() and not k.endswith(BN_BUFFERS)]
-
-
-def per_parameter_distance(a: State, b: State) -> float:
+def per_parameter_distance(spec: dict[str, Any], a: State, b: State) -> float:
     """||a - b|| / sqrt(N) over ``compared_names`` (N = their total number of entries), in float64."""
-    names = compared_names(a)
+    names = compared_names(spec, a)
     sq = sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in names)
     n = sum(a[k].numel() for k in names)
     return math.sqrt(sq / max(n, 1))
@@ -164,17 +157,17 @@ def distances(spec: dict[str, Any], state_a: State, state_b: State, aligned: Sta
     b_al = _float64(aligned) if aligned is not None else symmetry.align(spec, a, b)
     na, nb, nb_al = (symmetry.canonical_form(spec, x) for x in (a, b, b_al))
     out: dict[str, Any] = {
-        "n_parameters": sum(a[k].numel() for k in compared_names(a)),
-        "raw": per_parameter_distance(a, b),
-        "aligned": per_parameter_distance(a, b_al),
-        "normalized": per_parameter_distance(na, nb),
-        "normalized_aligned": per_parameter_distance(na, nb_al),
+        "n_parameters": sum(a[k].numel() for k in compared_names(spec, a)),
+        "raw": per_parameter_distance(spec, a, b),
+        "aligned": per_parameter_distance(spec, a, b_al),
+        "normalized": per_parameter_distance(spec, na, nb),
+        "normalized_aligned": per_parameter_distance(spec, na, nb_al),
         "geodesic": None if binary else geodesic_distance(spec, na, nb_al),
     }
     if binary:
         s = nets.unit_structure(spec)
         sa, sb, sb_al = (symmetry.binarized(spec, x) for x in (a, b, b_al))
-        names = [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+        names = s.weights()
         n = sum(sa[k].numel() for k in names)
         out["hamming"] = sum(int((sa[k] != sb_al[k]).sum()) for k in names) / n
         out["hamming_unaligned"] = sum(int((sa[k] != sb[k]).sum()) for k in names) / n
@@ -274,7 +267,7 @@ def hamming_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[
     s = nets.unit_structure(spec)
     a = symmetry.binarized(spec, state_a)
     b = symmetry.binarized(spec, aligned if aligned is not None else symmetry.align(spec, state_a, state_b))
-    names = [layer.weight for layer in s.hidden] + ([s.output.weight] if s.output else [])
+    names = s.weights()
     va = torch.cat([a[k].reshape(-1) for k in names])  # (N,) +-1
     vb = torch.cat([b[k].reshape(-1) for k in names]).to(va.dtype)
     differ = torch.nonzero(va != vb).flatten()
@@ -295,14 +288,6 @@ def path_states(spec: dict[str, Any], state_a: State, state_b: State, type: str,
                 generator: torch.Generator | None = None) -> Iterator[State]:
     """The states of a path of ``type`` at positions ``ts`` (one random order for "hamming")."""
     return path_points(spec, state_a, state_b, type, ts, generator)[0]
-
-
-def first_weight(spec: dict[str, Any]) -> str:
-    """state_dict name of the weight of the network's first layer (the one that reads the inputs)."""
-    if not nets.is_binary(spec):
-        return unit_groups(spec).weights[0]
-    s = nets.unit_structure(spec)
-    return s.hidden[0].weight if s.hidden else s.output.weight
 
 
 def _line_combination(name: str, a: State, b: State, ts: list[float]) -> Combination:

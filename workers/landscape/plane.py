@@ -2,7 +2,7 @@
 
 mode "aligned" (default): a = canonical(n0), b = canonical(align(n0, n1)), c = canonical(align(n0, n2));
 mode "raw": the three networks as given. Coordinates: Gram-Schmidt on the parameter vectors (the tensors
-of ``paths.compared_names``: weights, biases, BatchNorm gamma and beta; not the running statistics),
+of ``groups.compared_names``: weights, biases, BatchNorm gamma and beta; not the running statistics),
 u = (b - a) / |b - a|, v = the part of c - a orthogonal to u, normalised; a sits at (0, 0), b at
 (|b - a|, 0), c at ((c - a).u, (c - a).v), in units of the parameter space's Euclidean norm.
 
@@ -27,13 +27,14 @@ engine computes it from three products with the data (evaluate.Combination).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import torch
 
 from . import nets, symmetry
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
-from .paths import BN_MODES, PathError, compared_names, first_weight
+from .groups import compared_names, first_weight, tensors
+from .paths import BN_MODES, PathError
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -68,10 +69,11 @@ def _vector(state: State, names: list[str]) -> torch.Tensor:
 
 
 def plane_states(a: State, b: State, c: State, weights: list[tuple[float, float, float]],
-                 clamp_var: bool = True) -> Iterator[State]:
-    """la*a + lb*b + lc*c on every float tensor for each (la, lb, lc); integer buffers from a; running
-    variances kept at least the three networks' smallest value (only ever binding outside the triangle)."""
-    floor = {k: torch.minimum(torch.minimum(a[k], b[k]), c[k]).double() for k in a if k.endswith("running_var")}
+                 variances: Collection[str], clamp_var: bool = True) -> Iterator[State]:
+    """la*a + lb*b + lc*c on every float tensor for each (la, lb, lc); integer buffers from a; the running
+    variances (``variances``: their names, groups.tensors) kept at least the three networks' smallest value
+    (only ever binding outside the triangle)."""
+    floor = {k: torch.minimum(torch.minimum(a[k], b[k]), c[k]).double() for k in a if k in variances}
     for la, lb, lc in weights:
         point = {}
         for k, va in a.items():
@@ -131,7 +133,7 @@ def plane_result(
         a, b, c = (symmetry.canonical_form(spec, n) for n in (n0, symmetry.align(spec, n0, n1), symmetry.align(spec, n0, n2)))
     else:
         a, b, c = n0, n1, n2
-    names = compared_names(a)
+    names = compared_names(spec, a)
     va, vb, vc = (_vector(s, names) for s in (a, b, c))
     ab, ac = vb - va, vc - va
     xb = float(ab.norm())
@@ -169,7 +171,8 @@ def plane_result(
         if progress is not None:
             progress(fraction, message.replace("point", "grid point"))
 
-    res = evaluate_states(model, plane_states(a, b, c, weights), splits, progress=report, total=len(weights),
+    points = plane_states(a, b, c, weights, tensors(spec).variances)
+    res = evaluate_states(model, points, splits, progress=report, total=len(weights),
                           bn_data=bn_data, first=first, memory_mb=memory_mb)
     out: dict[str, Any] = {"x": xs, "y": ys, "mode": mode, "bn": bn if with_bn else None, "margin": margin}
     for split in ("train", "test"):

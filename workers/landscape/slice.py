@@ -45,7 +45,8 @@ import torch
 
 from . import nets, symmetry
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
-from .paths import PathError, compared_names, first_weight
+from .groups import compared_names, first_weight
+from .paths import PathError
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -86,7 +87,7 @@ def center(spec: dict[str, Any], state: State, mode: str) -> State:
 def directions(spec: dict[str, Any], theta: State, mode: str, seed: int, count: int) -> list[State]:
     """``count`` filter-normalised directions at ``theta`` (the centre, see ``center``); module docstring."""
     gen = torch.Generator().manual_seed(int(seed))
-    moving = ({k: True for k in compared_names(theta) if theta[k].dim() >= 2} if mode == "filter"
+    moving = ({k: True for k in compared_names(spec, theta) if theta[k].dim() >= 2} if mode == "filter"
               else spheres(spec))
     out = []
     for _ in range(count):

@@ -102,10 +102,6 @@ def _flip_layer(state: State, layer: Layer, signs: torch.Tensor) -> None:
     _scale_outgoing(state, layer, signs)
 
 
-def _weight_names(s: Structure) -> list[str]:
-    return [lay.weight for lay in s.hidden] + ([s.output.weight] if s.output else [])
-
-
 def _copy(state: State) -> State:
     return {k: v.detach().clone() for k, v in state.items()}
 
@@ -221,7 +217,7 @@ def binarized(spec: dict[str, Any], state: State) -> State:
 
 
 def _binarize(s: Structure, out: State) -> State:
-    for name in _weight_names(s):
+    for name in s.weights():
         out[name] = nets.binarize(out[name].detach())
     return out
 
