@@ -31,6 +31,9 @@ function fillPickers() {
 
 function readForm() {
   state.nets = SLOTS.map((s) => Number($(`#${s}`, root).value) || null);
+  // the parameter fields are built from GET /api/job-kinds when the view is first entered: a network list
+  // arriving before that has no fields to read yet
+  if (!$("#plane-params", root).dataset.ready) return;
   state.grid = Number($("#plane-grid", root).value);
   state.mode = $("#plane-mode", root).value;
   state.margin = $("#plane-margin", root).value.trim();
