@@ -23,14 +23,13 @@ import logging
 import secrets
 import time
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException
 
+from . import lifecycle, networks
 from .auth import Principal, authenticate
 from .config import get_settings
 from .db import read
-from .models import Job, Network
 
 log = logging.getLogger("toroid.api")
 MULTIPART_SLACK = 1024 * 1024  # the meta part and multipart framing around an uploaded weights file
@@ -46,11 +45,11 @@ class BodyRefused(HTTPException):
 
 
 def _unfinished_jobs(conn: Connection, owner: str) -> int:
-    return int(conn.scalar(select(func.count(Job.id)).where(Job.owner == owner, Job.status.in_(("queued", "running")))))
+    return lifecycle.unfinished(conn, owner)
 
 
 def _stored_bytes(conn: Connection, owner: str) -> int:
-    return int(conn.scalar(select(func.coalesce(func.sum(Network.weights_bytes), 0)).where(Network.owner == owner)))
+    return networks.stored_bytes(conn, owner)
 
 
 async def _quota_refusal(method: str, path: str, user: Principal) -> tuple[int, str] | None:

@@ -111,10 +111,6 @@ def _cached_result(session: Session, kind: str, key: str, user: Principal) -> Jo
     return done
 
 
-def unfinished_jobs(session: Session, owner: str) -> int:
-    return lifecycle.unfinished(session, owner)
-
-
 def submit(session: Session, kind: str, params: dict[str, Any], user: Principal | None = None,
            visibility: str | None = None, check_quota: bool = True) -> Job:
     """Validate, then answer from the cache, attach to an equal unfinished job, or create the job and

@@ -344,37 +344,28 @@ TRAIN_PARAMS = {
     "optimizer": _p("str", "sgd", "sampler (see /api/optimizers); its parameters go beside these",
                     choices=list(train.OPTIMIZERS), catalogue="optimizers"),
     "name": _p("str", None, "name of the trained network (default: kind-optimizer-seed)", nullable=True, max_length=200),
-    "tags": _p("list[str]", [], "tags of the trained network", max_length=50),
+    "tags": _p("list[str]", [], "tags of the trained network", min_items=0, max_items=50, max_length=50),
     "visibility": _p("str", "lab", "who may read the network: the lab, or only you", choices=["lab", "private"]),
 }
 
 
 def _normalize_train(params: dict[str, Any]) -> dict[str, Any]:
+    """The job's own table, then the architecture's, the data set's and the sampler's (the rest of the params)."""
+    p = validate_params(TRAIN_PARAMS, {k: v for k, v in params.items() if k in TRAIN_PARAMS}, "a train job", KindError)
     try:
-        spec = nets.normalize_spec(params.get("architecture"))
+        p["architecture"] = nets.normalize_spec(p["architecture"])
     except nets.SpecError as exc:
         raise KindError(f"architecture: {exc}") from None
-    name = params.get("dataset", "digits")
     try:
-        options = data.normalize_options(name, params.get("dataset_options"))
+        p["dataset_options"] = data.normalize_options(p["dataset"], p["dataset_options"])
     except data.DatasetError as exc:
         raise KindError(f"dataset: {exc}") from None
-    optimizer = params.get("optimizer", "sgd")
     try:
-        opt_params = train.normalize_params(optimizer, {k: v for k, v in params.items() if k not in TRAIN_PARAMS})
+        opt_params = train.normalize_params(p["optimizer"], {k: v for k, v in params.items() if k not in TRAIN_PARAMS})
     except ValueError as exc:
         raise KindError(f"optimizer: {exc}") from None
-    net_name = params.get("name") or f"{spec['kind']}-{optimizer}-seed{opt_params.get('seed', 0)}"
-    if not isinstance(net_name, str) or len(net_name) > 200:
-        raise KindError("'name' must be a string of at most 200 characters")
-    tags = params.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) and len(t) <= 50 for t in tags):
-        raise KindError("'tags' must be a list of short strings")
-    visibility = params.get("visibility", "lab")
-    if visibility not in ("lab", "private"):
-        raise KindError("'visibility' must be 'lab' or 'private'")
-    return {"architecture": spec, "dataset": name, "dataset_options": options, "optimizer": optimizer,
-            "name": net_name, "tags": tags, "visibility": visibility, **opt_params}
+    p["name"] = p["name"] or f"{p['architecture']['kind']}-{p['optimizer']}-seed{opt_params.get('seed', 0)}"
+    return {**p, **opt_params}
 
 
 def train_options(p: dict[str, Any]) -> dict[str, Any]:

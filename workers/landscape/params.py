@@ -2,7 +2,8 @@
 
 A table maps a parameter's name to an entry::
 
-    {"type": "int" | "float" | "bool" | "str" | "list[int]" | "list[float]", "default": ..., "help": "...",
+    {"type": "int" | "float" | "bool" | "str" | "list[int]" | "list[float]" | "list[str]" | "object",
+     "default": ..., "help": "...",
      "min": ..., "max": ...,           # bounds of the value (of every item, for lists)
      "min_items": ..., "max_items": ...,  # length of a list
      "choices": [...], "max_length": n,  # allowed values, longest value of a "str"
@@ -20,12 +21,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]")
+TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]", "object")
 
 
 def _scalar_ok(kind: str, v: Any, p: dict[str, Any]) -> tuple[bool, Any]:
     if kind == "bool":
         return isinstance(v, bool), v
+    if kind == "object":  # (its own table checks the inside: an architecture, a data set's options)
+        return isinstance(v, dict), v
     if kind == "str":
         return isinstance(v, str) and v in p.get("choices", [v]) and len(v) <= p.get("max_length", len(v)), v
     if kind == "int":
@@ -45,7 +48,7 @@ def describe(p: dict[str, Any]) -> str:
         return p["must"]
     kind = p["type"]
     item = kind[5:-1] if kind.startswith("list[") else kind
-    need = {"bool": "true or false", "int": "an integer", "float": "a number",
+    need = {"bool": "true or false", "int": "an integer", "float": "a number", "object": "a JSON object",
             "str": f"one of {p['choices']}" if "choices" in p else "a string"}[item]
     if item == "str" and "max_length" in p:
         need += f" of at most {p['max_length']} characters"
