@@ -176,12 +176,21 @@ def test_the_networks_view_shows_a_training_demo_with_its_progress(browser):
     try:
         Client(url).wait_ready(timeout=90, alive=lambda: proc.poll() is None)
         page = context.new_page()
+        page.add_init_script("""
+          window.sawNoNetworks = false;  // "No networks yet" shown at any moment, even briefly
+          new MutationObserver(() => {
+            const e = document.getElementById("networks-empty");
+            if (e && !e.hidden && e.textContent.includes("No networks yet")) window.sawNoNetworks = true;
+          }).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+        """)
         page.goto(url)
         page.wait_for_selector("#demo-status:not([hidden])", timeout=30_000)
+        page.wait_for_timeout(2500)  # one more poll of the demo's jobs
         assert "The demo is training its networks: 0 of 9 done (0%)" in page.inner_text("#demo-status")
         assert page.locator("#demo-status progress").count() == 1
         empty = page.inner_text("#networks-empty")
         assert "being trained" in empty and "No networks yet" not in empty
+        assert page.evaluate("window.sawNoNetworks") is False
     finally:
         context.close()
         stop(proc)

@@ -91,6 +91,7 @@ function renderTable() {
   }).join("");
   const empty = $("#networks-empty", root);
   if (store.error) { empty.textContent = `Could not list the networks: ${store.error}`; empty.className = "error"; empty.hidden = false; }
+  else if (!store.networks.length && !demoChecked) empty.hidden = true;  // a demo may be training: ask first
   else if (!store.networks.length && demo) { empty.textContent = "The demo's networks are being trained (see above); they appear here as they finish."; empty.className = "hint"; empty.hidden = false; }
   else if (!store.networks.length) { empty.innerHTML = "No networks yet. Train one or upload one below, or start the service with <code>--demo</code>."; empty.className = "hint"; empty.hidden = false; }
   else if (!rows.length) { empty.textContent = "No network matches the filter."; empty.className = "hint"; empty.hidden = false; }
@@ -102,10 +103,12 @@ function renderTable() {
 // `toroid serve --demo train` trains the demo's networks as train jobs tagged "demo" (plain `--demo` loads the
 // shipped ones before the service answers): while any of them runs, say so with their progress.
 let demo = null;
+let demoChecked = false;
 let demoTimer = null;
 async function refreshDemo() {
   let jobs;
-  try { jobs = await listJobs({ kind: "train", limit: 200 }); } catch (_) { return; }
+  try { jobs = await listJobs({ kind: "train", limit: 200 }); } catch (_) { jobs = []; }
+  demoChecked = true;
   const mine = jobs.filter((j) => ((j.params || {}).tags || []).includes("demo"));
   const active = mine.filter((j) => !FINAL.includes(j.status));
   const before = demo;
@@ -120,10 +123,10 @@ async function refreshDemo() {
     line.innerHTML = `The demo is training its networks: ${demo.done} of ${demo.total} done (${Math.round(100 * demo.progress)}%).${now} <progress max="1" value="${demo.progress}"></progress>`;
     line.hidden = false;
   } else line.hidden = true;
+  if (!root.querySelector(".confirm")) renderTable();  // never wipe a question the user is answering
   if ((before && (!demo || demo.done !== before.done)) || (!before && demo)) refreshNetworks();
   clearTimeout(demoTimer);
   if (demo) demoTimer = setTimeout(() => { if (!root.hidden) refreshDemo(); }, 2000);
-  else renderTable();
 }
 
 function renderSelection() {
