@@ -205,19 +205,25 @@ def api(api_stack: Stack):
     return api_stack.client
 
 
-@pytest.fixture(scope="session")
-def server():
-    """`toroid serve` as a user starts it (API + its own worker process), on a free port, embedded."""
-    home = Path(tempfile.mkdtemp(prefix="toroid-serve-"))
+def start_serve(*args: str, prefix: str = "toroid-serve-"):
+    """`toroid serve --port P ARGS` as a user starts it, embedded, in a fresh home (its own process group):
+    (url, home, log, process, environment)."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     port = free_port()
     env = {**os.environ, "TOROID_HOME": str(home)}
     for key in ("TOROID_DATABASE_URL", "TOROID_BROKER_URL"):
         env.pop(key, None)
     toroid = Path(sys.executable).parent / "toroid"
     log = home / "serve.log"
-    proc = subprocess.Popen([str(toroid), "serve", "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([str(toroid), "serve", "--port", str(port), *args], cwd=ROOT, env=env,
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", home, log, proc, env
+
+
+@pytest.fixture(scope="session")
+def server():
+    """`toroid serve` as a user starts it (API + its own worker process), on a free port, embedded."""
+    url, home, log, proc, env = start_serve()
     from backend.client import Client
 
     try:

@@ -9,14 +9,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +19,7 @@ from scipy.stats import spearmanr
 
 from backend import demo
 
-from .conftest import close_stack, free_port, make_stack, stop
+from .conftest import close_stack, make_stack, start_serve, stop
 
 
 @pytest.fixture(scope="module")
@@ -131,17 +126,8 @@ def test_the_shipped_set_shows_the_papers_findings(shipped):
 
 
 def serve(*args: str):
-    """`toroid serve --port P ARGS` as a user starts it, embedded, in a fresh home; (url, home, log, process)."""
-    home = Path(tempfile.mkdtemp(prefix="toroid-demo-serve-"))
-    port = free_port()
-    env = {**os.environ, "TOROID_HOME": str(home)}
-    for key in ("TOROID_DATABASE_URL", "TOROID_BROKER_URL"):
-        env.pop(key, None)
-    toroid = Path(sys.executable).parent / "toroid"
-    log = home / "serve.log"
-    proc = subprocess.Popen([str(toroid), "serve", "--port", str(port), *args],
-                            env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    return f"http://127.0.0.1:{port}", home, log, proc
+    """`toroid serve --port P ARGS` in a fresh home; (url, home, log, process)."""
+    return start_serve(*args, prefix="toroid-demo-serve-")[:4]
 
 
 def test_toroid_serve_demo_shows_the_networks_as_soon_as_it_answers():

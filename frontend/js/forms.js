@@ -2,6 +2,7 @@
 // applies_to, when}}: architectures, data sets, optimizers and the job kinds of GET /api/job-kinds), and read
 // back into typed values. A field whose `when` does not hold, or that does not apply to the chosen network
 // (`applies_to`: real / binary / batchnorm), is hidden and not sent.
+import { jobKinds } from "./store.js";
 import { esc } from "./util.js";
 
 function fieldValue(spec) {
@@ -85,4 +86,13 @@ export function readParams(container) {
     }
   });
   return out;
+}
+
+// A job kind's parameter fields, as declared (GET /api/job-kinds), built into `box` once: true when they were
+// built by this call (the caller then sets its own placeholders), false when they were there already.
+export async function kindFields(box, kind, prefix) {
+  if (box.dataset.ready) return false;
+  box.innerHTML = paramFields((await jobKinds())[kind].params, prefix);
+  box.dataset.ready = "1";
+  return true;
 }

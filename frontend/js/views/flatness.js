@@ -4,8 +4,8 @@ import { runJob } from "../api.js";
 import { MultiPicker } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
-import { paramFields } from "../forms.js";
-import { byId, ensureNetworks, jobKinds, onNetworks, refreshFlatness } from "../store.js";
+import { kindFields } from "../forms.js";
+import { byId, ensureNetworks, onNetworks, refreshFlatness } from "../store.js";
 import { $, clearProgress, colorOf, esc, idList, mapLimit, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
 import { spearman } from "../stats.js";
 import { GROUP_BY, groupIds, meanStd } from "../groups.js";
@@ -210,11 +210,11 @@ export default {
   async enter(params) {
     await ensureNetworks(idList(params.nets));
     const box = $("#flat-params-fields", root);
-    if (!box.dataset.ready) {  // the flatness kind's parameters, as declared (GET /api/job-kinds)
-      try {
-        box.innerHTML = paramFields((await jobKinds()).flatness.params, "flat");
-        box.dataset.ready = "1";
-      } catch (e) { setError($("#flat-error", root), `Could not read the job kinds: ${e.message}`); return; }
+    let fresh;
+    try { fresh = await kindFields(box, "flatness", "flat"); } catch (e) {
+      setError($("#flat-error", root), `Could not read the job kinds: ${e.message}`); return;
+    }
+    if (fresh) {
       $("#flat-sigmas", root).placeholder = "(the architecture's default)";
       $("#flat-sigmas", root).size = 24;
       $("#flat-seed", root).value = "";

@@ -4,8 +4,8 @@ import { runJob } from "../api.js";
 import { MultiPicker } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { go, setState } from "../router.js";
-import { paramFields, updateFields } from "../forms.js";
-import { byId, ensureNetworks, jobKinds, onNetworks } from "../store.js";
+import { kindFields, updateFields } from "../forms.js";
+import { byId, ensureNetworks, onNetworks } from "../store.js";
 import { classicalMDS } from "../stats.js";
 import { GROUP_BY, byPairType, groupsOf } from "../groups.js";
 import { $, clearProgress, colorOf, esc, idList, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV, traitsOf } from "../util.js";
@@ -290,11 +290,11 @@ export default {
   async enter(params) {
     await ensureNetworks(idList(params.nets));
     const box = $("#map-params", root);
-    if (!box.dataset.ready) {  // the matrix kind's parameters, as declared (GET /api/job-kinds)
-      try {
-        box.innerHTML = paramFields((await jobKinds()).matrix.params, "map");
-        box.dataset.ready = "1";
-      } catch (e) { setError($("#map-error", root), `Could not read the job kinds: ${e.message}`); return; }
+    let fresh;
+    try { fresh = await kindFields(box, "matrix", "map"); } catch (e) {
+      setError($("#map-error", root), `Could not read the job kinds: ${e.message}`); return;
+    }
+    if (fresh) {
       box.addEventListener("change", () => updateFields(box, traitsOf(byId(picker.selected[0]))));
     }
     state.nets = idList(params.nets);

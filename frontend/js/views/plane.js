@@ -1,10 +1,10 @@
 // Plane: the error on the 2-D plane through three networks (Gram–Schmidt, as Garipov et al.), the three marked.
 import { runJob } from "../api.js";
-import { paramFields, updateFields } from "../forms.js";
+import { kindFields, updateFields } from "../forms.js";
 import { fillSelect } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
-import { byId, ensureNetworks, jobKinds, onNetworks } from "../store.js";
+import { byId, ensureNetworks, onNetworks } from "../store.js";
 import { $, clearProgress, esc, idList, pct, setError, showJobProgress, toCSV, ptext, traitsOf } from "../util.js";
 
 let root;
@@ -126,11 +126,11 @@ export default {
 
   async enter(params) {
     await ensureNetworks(idList(params.nets));
-    if (!$("#plane-params", root).dataset.ready) {  // the plane kind's parameters, as declared (GET /api/job-kinds)
-      try {
-        $("#plane-params", root).innerHTML = paramFields((await jobKinds()).plane.params, "plane");
-        $("#plane-params", root).dataset.ready = "1";
-      } catch (e) { setError($("#plane-error", root), `Could not read the job kinds: ${e.message}`); return; }
+    let fresh;
+    try { fresh = await kindFields($("#plane-params", root), "plane", "plane"); } catch (e) {
+      setError($("#plane-error", root), `Could not read the job kinds: ${e.message}`); return;
+    }
+    if (fresh) {
       $("#plane-margin", root).value = "";
       $("#plane-margin", root).placeholder = "0.2";
     }
