@@ -1,10 +1,14 @@
 """Frozen copy of workers/landscape/symmetry.py before issue 15 (per-layer unit structure): the reference that
 the group derivation must reproduce on the existing architectures (tests/science/test_groups.py).
 
+Also the per-layer unit structure (``Layer``, ``Structure``, ``unit_structure``) that nets.py held until
+binary networks moved onto the derived groups too: the tests use it as an independent description of the
+layer-by-layer architectures' units.
+
 Its own docstring:
 Symmetries of a network: canonical form (positive rescalings, sign flips) and alignment (permutations).
 
-Everything here is written once over ``nets.unit_structure(spec)`` and works on state dicts, for every
+Everything here is written once over ``unit_structure(spec)`` and works on state dicts, for every
 architecture. SCIENCE.md section 2 gives the method.
 
 - ``canonical_form(spec, state)``: paper's Algorithm 1. Real nets: every hidden unit's incoming
@@ -30,13 +34,85 @@ architecture. SCIENCE.md section 2 gives the method.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from workers.landscape import nets
-from workers.landscape.nets import BN_EPS, Layer, Structure, WeightsError
+from workers.landscape import graphs, nets
+from workers.landscape.nets import BN_EPS, WeightsError
+
+# --------------------------------------------------------------------------------------------------
+# Unit structure (git re-basin style)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The units of one layer, described by state_dict names.
+
+    Unit k owns row k (axis 0) of ``weight`` (its incoming weights; a conv filter flattened to
+    in_channels*kh*kw), entry k of ``bias`` and of the BatchNorm tensors ``{bn}.weight``, ``{bn}.bias``,
+    ``{bn}.running_mean``, ``{bn}.running_var``, and, for a hidden layer, a block of the axis ``axis`` of
+    each tensor in ``outgoing`` (the next layer's input axis). The block size is that axis' length
+    divided by the number of units: 1 between dense layers or between convs (whose kernel axes are
+    separate), h*w when a conv's channel c feeds a dense layer through a flatten (entries c*h*w ...
+    (c+1)*h*w - 1). ``flip``: flipping the sign of a unit (incoming and outgoing) is a symmetry (binary
+    sign units with an outgoing layer and no max-pool).
+    """
+
+    weight: str
+    bias: str | None = None
+    bn: str | None = None
+    outgoing: tuple[tuple[str, int], ...] = ()
+    flip: bool = False
+
+    def bn_names(self) -> list[str]:
+        if not self.bn:
+            return []
+        return [f"{self.bn}.{t}" for t in ("weight", "bias", "running_mean", "running_var")]
+
+
+@dataclass(frozen=True)
+class Structure:
+    hidden: tuple[Layer, ...]  # layers 1..L-1 in forward order; each has its own permutation and scales
+    output: Layer | None  # never permuted; None when the output is fixed (committee)
+    binary: bool
+
+    def weights(self) -> list[str]:
+        """Every layer's weight tensor in forward order (hidden layers, then the output layer's)."""
+        return [layer.weight for layer in self.hidden] + ([self.output.weight] if self.output else [])
+
+    @property
+    def first_weight(self) -> str:
+        """The weight of the first layer (the one that reads the inputs)."""
+        return self.weights()[0]
+
+
+def unit_structure(spec: dict[str, Any]) -> Structure:
+    """Which tensors and axes belong to each unit of ``spec``'s network (read from the same layer plan as ``build``).
+    Layer-by-layer architectures only; every real-valued network's symmetries are derived from its graph
+    by groups.unit_groups."""
+    spec = nets.normalize_spec(spec)
+    if spec["kind"] in graphs.ARCHITECTURES:
+        raise nets.SpecError(f"architecture {spec['kind']!r} has no layer-by-layer unit structure; use groups.unit_groups")
+    layers = [s for s in nets._layer_plan(spec) if isinstance(s, nets._Layer)]
+    output = layers[-1] if layers[-1].act is None else None
+    hidden = layers[:-1] if output is not None else layers
+    described = []
+    for i, lay in enumerate(hidden):
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        described.append(Layer(
+            weight=f"{lay.name}.weight",
+            bias=f"{lay.name}.bias" if lay.bias else None,
+            bn=lay.bn,
+            outgoing=((f"{nxt.name}.weight", 1),) if nxt is not None else (),
+            flip=lay.binary and lay.act == "sign" and not lay.pool and nxt is not None,
+        ))
+    out = Layer(weight=f"{output.name}.weight", bias=f"{output.name}.bias" if output.bias else None) if output else None
+    return Structure(hidden=tuple(described), output=out, binary=any(s.binary for s in layers))
+
+
 
 State = dict[str, torch.Tensor]
 
@@ -124,7 +200,7 @@ def _copy(state: State) -> State:
 @torch.no_grad()
 def canonical_form(spec: dict[str, Any], state: State) -> State:
     """The symmetry-free representative of ``state`` (same function; idempotent). See the module docstring."""
-    s = nets.unit_structure(spec)
+    s = unit_structure(spec)
     out = _copy(state)
     if s.binary:
         return _binary_canonical(s, out)
@@ -157,7 +233,7 @@ def canonical_form(spec: dict[str, Any], state: State) -> State:
 
 def binarized(spec: dict[str, Any], state: State) -> State:
     """A binary net's state with every weight replaced by the +-1 value its forward pass uses (no flips)."""
-    return _binarize(nets.unit_structure(spec), _copy(state))
+    return _binarize(unit_structure(spec), _copy(state))
 
 
 def _binarize(s: Structure, out: State) -> State:
@@ -182,7 +258,7 @@ def _binary_canonical(s: Structure, out: State) -> State:
 @torch.no_grad()
 def align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
     """``state_b`` with its hidden units permuted (and sign-flipped, binary nets) to match ``state_a``; raw values kept."""
-    s = nets.unit_structure(spec)
+    s = unit_structure(spec)
     if s.binary:
         ref, cur = binarized(spec, state_a), binarized(spec, state_b)
     else:
@@ -216,7 +292,7 @@ def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale
     rescaled by a random positive factor in [1/max_scale, max_scale] (both BatchNorm freedoms), the
     output layer by one positive factor; binary nets: every latent weight rescaled by its own positive
     factor and flippable units flipped at random."""
-    s = nets.unit_structure(spec)
+    s = unit_structure(spec)
     gen = torch.Generator().manual_seed(seed)
     out = _copy(state)
 

@@ -11,7 +11,8 @@ import torch
 from workers.landscape import evaluate, groups, nets, paths, symmetry
 
 from . import legacy_symmetry
-from .test_nets import CASES, REAL, make_data, train_steps
+from .legacy_symmetry import unit_structure
+from .test_nets import BINARY, CASES, REAL, make_data, train_steps
 from .test_symmetry import assert_same_function, assert_states_close
 
 STEM = [{"type": "conv", "out": 4, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"}, {"type": "relu"}]
@@ -162,7 +163,7 @@ def test_existing_architectures_keep_their_canonical_form_and_alignment(name):
 
     spec, _, a, b = trained_pair(name)
     old = legacy_symmetry.canonical_form(spec, a)
-    for layer in nets.unit_structure(spec).hidden:
+    for layer in unit_structure(spec).hidden:
         if layer.bn:
             signs = torch.where(old[f"{layer.bn}.weight"] >= 0, 1.0, -1.0).double()
             for t in [layer.weight, layer.bias, f"{layer.bn}.running_mean", f"{layer.bn}.weight"]:
@@ -170,6 +171,65 @@ def test_existing_architectures_keep_their_canonical_form_and_alignment(name):
                     old[t] = legacy_symmetry.scale_axis(old[t], 0, signs)
     assert_states_close(symmetry.canonical_form(spec, a), old, tol=1e-12)
     assert_states_close(symmetry.align(spec, a, b), legacy_symmetry.align(spec, a, b), tol=0)
+
+
+@pytest.mark.parametrize("name", BINARY)
+def test_binary_networks_keep_their_canonical_form_and_alignment(name):
+    """Binary nets on the derived groups: the per-layer code's canonical form (signs, flippable units with
+    their first weight +1) and alignment (permutations and flips), tensor by tensor, exactly."""
+    from .test_nets import trained_pair
+
+    spec, _, a, b = trained_pair(name)
+    assert_states_close(symmetry.canonical_form(spec, a), legacy_symmetry.canonical_form(spec, a), tol=0)
+    assert_states_close(symmetry.align(spec, a, b), legacy_symmetry.align(spec, a, b), tol=0)
+    assert_states_close(symmetry.binarized(spec, b), legacy_symmetry.binarized(spec, b), tol=0)
+
+
+@pytest.mark.parametrize("name", BINARY)
+def test_binary_flips_are_found_where_the_per_layer_description_had_them(name):
+    """A unit is sign-flippable exactly where it was written by hand: sign units read by a next layer with
+    weights and no max-pool between (not a binary conv's units, not a committee's, which its vote reads
+    with fixed weights); every weight is binary, and the groups permute the same tensors and axes."""
+    spec = CASES[name][0]
+    g, s = groups.unit_groups(spec), unit_structure(spec)
+    flippable = {w.vector for seg in g.segments if seg.negate for w in seg.writers}
+    assert flippable == {layer.weight for layer in s.hidden if layer.flip}
+    assert g.binary == g.weights == tuple(s.weights())
+    assert not any(seg.scaled or seg.flip for seg in g.segments)
+    by_layer = [{(n, 0) for n in [layer.weight]} | set(layer.outgoing) for layer in s.hidden]
+    assert [set(grp.axes) for grp in g.groups] == by_layer
+    for seg in g.segments:
+        if seg.negate:
+            layer = next(layer for layer in s.hidden if layer.weight == seg.vectors()[0])
+            assert seg.readers == tuple(n for n, _ in layer.outgoing)
+
+
+def test_a_flipped_binary_unit_computes_the_same_function_and_a_pooled_one_does_not():
+    """The flip that the derivation allows is a real symmetry, and the one it refuses (a binary conv's unit,
+    before its max-pool) is not: written here from the definition, not with symmetry.py."""
+    spec = {"kind": "binary_conv", "channels": [4], "dense": [6]}
+    torch.manual_seed(0)
+    model = nets.build(spec, (1, 8, 8), 3).double()
+    x = torch.randn(64, 1, 8, 8, dtype=torch.float64)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def out(st):
+        model.load_state_dict(st)
+        with torch.no_grad():
+            return model(x)
+
+    base = out(state)
+    dense = dict(state, **{"fc1.weight": state["fc1.weight"].clone(), "out.weight": state["out.weight"].clone()})
+    dense["fc1.weight"][2] *= -1
+    dense["out.weight"][:, 2] *= -1
+    torch.testing.assert_close(out(dense), base, rtol=0, atol=0)
+    conv = dict(state, **{"conv1.weight": state["conv1.weight"].clone(), "fc1.weight": state["fc1.weight"].clone()})
+    conv["conv1.weight"][1] *= -1
+    block = conv["fc1.weight"].shape[1] // 4
+    conv["fc1.weight"][:, block:2 * block] *= -1
+    assert not torch.equal(out(conv), base)
+    negating = {seg.vectors()[0]: seg.negate for seg in groups.unit_groups(spec).segments}
+    assert negating == {"conv1.weight": False, "fc1.weight": True}
 
 
 def test_resnet_streams_are_one_group_with_every_writer_and_reader():

@@ -16,6 +16,8 @@ from workers.landscape import graphs, nets
 from workers.landscape.data import Dataset
 from workers.landscape.evaluate import recalibrate_bn
 
+from .legacy_symmetry import unit_structure
+
 # name -> (spec, input shape, number of classes)
 CASES = {
     "mlp": ({"kind": "mlp", "hidden": [12, 10]}, (1, 8, 8), 4),
@@ -123,30 +125,29 @@ def test_every_architecture_is_described_and_its_example_builds(kind):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_unit_structure_matches_the_state_dict(name):
+def test_derived_groups_cover_the_state_dict(name):
+    """Every float tensor of the built network is permuted by some group or written by the output layer,
+    every group's axes split into its units, and binary layers are found from the modules themselves."""
+    from workers.landscape import groups
+
     spec, shape, n_classes = CASES[name]
     state = nets.build(spec, shape, n_classes).state_dict()
-    s = nets.unit_structure(spec)
-    named = set()
-    for layer in s.hidden:
-        h = state[layer.weight].shape[0]
-        for t in [layer.bias, *layer.bn_names()]:
-            if t:
-                assert state[t].shape == (h,)
-        for t, axis in layer.outgoing:
-            assert state[t].shape[axis] % h == 0
-        named |= {layer.weight, layer.bias, *layer.bn_names(), *(t for t, _ in layer.outgoing)}
-    if s.output:
-        named |= {s.output.weight, s.output.bias}
+    g = groups.unit_groups(spec)
+    named = {n for grp in g.groups for n, _ in grp.axes}
+    for grp in g.groups:
+        n_units = state[grp.axes[0][0]].shape[grp.axes[0][1]]
+        assert all(state[n].shape[axis] % n_units == 0 for n, axis in grp.axes), name
+    if g.output is not None:
+        named |= {x for w in g.output.writers for x in (w.vector, w.offset) if x}
     floats = {k for k, v in state.items() if v.is_floating_point()}
-    assert floats <= named  # every float tensor belongs to some unit or to the output layer
-    assert s.binary == (name in BINARY)
+    assert floats <= named
+    assert bool(g.binary) == (name in BINARY) == nets.is_binary(spec)
 
 
 def test_conv_feeding_dense_owns_a_contiguous_block():
     spec = {"kind": "lenet", "channels": [3, 5], "dense": [7]}
     state = nets.build(spec, (1, 8, 8), 10).state_dict()
-    layer = nets.unit_structure(spec).hidden[1]
+    layer = unit_structure(spec).hidden[1]
     assert layer.outgoing == (("fc1.weight", 1),)
     assert state["fc1.weight"].shape == (7, 5 * 2 * 2)  # 8x8 -> pool 4x4 -> pool 2x2: block of 4 per channel
 

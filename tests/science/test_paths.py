@@ -8,6 +8,7 @@ import torch
 
 from workers.landscape import nets, paths, symmetry
 
+from .legacy_symmetry import unit_structure
 from .test_nets import BATCHNORM, BINARY, CASES, REAL, plain_error, trained_pair
 
 TYPES = {name: (["linear", "linear_aligned", "hamming"] if name in BINARY else ["linear", "linear_aligned", "geodesic"])
@@ -57,7 +58,7 @@ def test_default_float32_evaluation_agrees_within_one_sample():
 @pytest.mark.parametrize("name", REAL)
 def test_geodesic_ends_norms_and_midpoint(name):
     spec, _, a, b = trained_pair(name)
-    s = nets.unit_structure(spec)
+    s = unit_structure(spec)
     p0, mid, p1 = paths.geodesic_path(spec, a, b, [0.0, 0.5, 1.0])
     ca = symmetry.canonical_form(spec, a)
     cb = symmetry.canonical_form(spec, symmetry.align(spec, a, b))

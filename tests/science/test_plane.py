@@ -8,6 +8,7 @@ from workers.landscape import plane, symmetry
 from workers.landscape.groups import compared_names
 from workers.landscape.paths import PathError, linear_path, per_parameter_distance
 
+from .legacy_symmetry import unit_structure
 from .test_flatness import digits_nets  # noqa: F401  (a fixture)
 from .test_nets import plain_error, trained_pair
 
@@ -99,7 +100,7 @@ def test_interpolated_batchnorm_statistics_leave_the_three_networks_exactly_them
     from .test_nets import model_of
 
     spec, data, a, b = trained_pair("mlp_bn")
-    s = nets.unit_structure(spec)
+    s = unit_structure(spec)
     bn = s.hidden[0].bn
     a = dict(a)
     a[f"{bn}.running_var"] = a[f"{bn}.running_var"].clone()

@@ -10,6 +10,8 @@ import torch
 
 from workers.landscape import nets, slice as slices, symmetry
 
+from . import legacy_symmetry
+from .legacy_symmetry import unit_structure
 from .test_flatness import digits_nets  # noqa: F401
 from .test_nets import CASES, plain_error, trained_pair
 
@@ -42,31 +44,63 @@ def test_filter_directions_have_each_units_norm_and_leave_biases_alone(name):
     assert any(not torch.equal(other[k], d1[k]) for k in d1 if d1[k].abs().sum() > 0)
 
 
-@pytest.mark.parametrize("name", REAL_CASES)
+def _canonical_case(name):
+    """(spec, canonical centre) for a trained catalogue network or a random residual / GELU network."""
+    from .test_groups import NEW
+
+    if name in NEW:
+        spec, shape, classes = NEW[name]
+        torch.manual_seed(0)
+        model = nets.build(spec, shape, classes).double()
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):  # statistics and gammas of a trained net
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(-2, 2)
+        state = model.state_dict()
+    else:
+        spec, _, state, _ = trained_pair(name)
+    return spec, slices.center(spec, state, "canonical")
+
+
+@pytest.mark.parametrize("name", REAL_CASES + ["resnet8", "graph_mlp_gelu_residual", "graph_conv_shortcut"])
 def test_canonical_directions_are_tangent_and_points_stay_on_the_spheres(name):
-    spec, _, state, _ = trained_pair(name)
-    theta = slices.center(spec, state, "canonical")
-    sphere = slices.spheres(spec)
+    """Spheres are the canonical form's (groups.py): a residual stream channel's sphere spans the gammas of
+    every BatchNorm writing into it; a BatchNorm unit's gamma (+1) has no tangent and stays."""
+    spec, theta = _canonical_case(name)
+    spheres = slices.spheres(spec)
     dirs = slices.directions(spec, theta, "canonical", seed=1, count=2)
-    for k, per_row in sphere.items():
-        u = rows(theta[k], per_row)
+    if name == "resnet8":
+        assert any(len(sph.names) > 1 for sph in spheres)  # the streams: several tensors, one sphere per channel
+    moved = set()
+    for sph in spheres:
+        u = sph.rows(theta)
         radius = u.norm(dim=1)
         for d in dirs:
-            v = rows(d[k], per_row)
+            v = sph.rows(d)
             assert torch.allclose((v * u).sum(1), torch.zeros_like(radius), atol=1e-10)  # tangent
-            assert torch.allclose(v.norm(dim=1), radius, rtol=1e-12)  # filter-normalised on the sphere
+            if u.shape[1] == 1:  # a 0-sphere (one gamma): nothing to move along
+                assert torch.count_nonzero(v) == 0
+            else:
+                assert torch.allclose(v.norm(dim=1), radius, rtol=1e-12)  # filter-normalised on the sphere
+                moved |= set(sph.names)
         for coords in ((0.7, -0.4), (1.5, 0.5), (0.0, 0.0)):  # |v| / R <= 2 < pi: no wrapping around
             p = slices.point(spec, theta, dirs, coords, "canonical")
-            assert torch.allclose(rows(p[k], per_row).norm(dim=1), radius, rtol=1e-12)  # exactly on the sphere
+            assert torch.allclose(sph.rows(p).norm(dim=1), radius, rtol=1e-12)  # exactly on the sphere
             # the great-circle angle from theta is |v| / R (the exponential map)
-            v = rows(coords[0] * dirs[0][k] + coords[1] * dirs[1][k], per_row)
-            cos = (rows(p[k], per_row) * u).sum(1) / radius**2
+            v = sph.rows({n: coords[0] * dirs[0][n] + coords[1] * dirs[1][n] for n in sph.names})
+            cos = (sph.rows(p) * u).sum(1) / radius**2
             assert torch.allclose(torch.acos(cos.clamp(-1, 1)), v.norm(dim=1) / radius, atol=1e-6)
-    # tensors that are not spheres do not move
+    # off the spheres: weights (units before a GELU) move along filter-normalised lines, nothing else moves
+    on = {n for sph in spheres for n in sph.names}
     p = slices.point(spec, theta, dirs, (1.0, 1.0), "canonical")
+    linear = [k for k in theta if k not in on and theta[k].dim() >= 2]
+    assert bool(linear) == (name == "graph_mlp_gelu_residual")
     for k, t in theta.items():
-        if k not in sphere:
-            assert torch.equal(p[k], t)
+        if k in linear:
+            torch.testing.assert_close(p[k], t + (dirs[0][k] + dirs[1][k]), rtol=0, atol=1e-12)
+            assert torch.allclose(rows(dirs[0][k], True).norm(dim=1), rows(t, True).norm(dim=1), rtol=1e-12)
+        elif k not in on:
+            assert torch.equal(p[k], t), k
+    assert moved
 
 
 @pytest.mark.parametrize("mode", ["filter", "canonical"])
@@ -92,8 +126,29 @@ def test_the_origin_is_the_network_and_the_engine_matches_a_plain_loop(mode):
     flat = [v for r in res["train_error"] for v in r]
     assert max(flat) > res["center"]["train_error"]  # the landscape around a minimizer rises
     assert res["direction_norms"][0] == pytest.approx(
-        math.sqrt(sum(float((rows(theta[k], True).norm(dim=1) ** 2).sum()) for k in slices.spheres(spec))), rel=1e-9) \
+        math.sqrt(sum(float((sph.rows(theta).norm(dim=1) ** 2).sum()) for sph in slices.spheres(spec))), rel=1e-9) \
         if mode == "canonical" else res["direction_norms"][0] > 0
+
+
+def test_a_canonical_slice_of_a_resnet_runs_and_its_points_match_a_plain_loop():
+    """Before: a canonical slice of any residual or graph network failed (its spheres were read from a
+    per-layer description that only the layer-by-layer architectures had)."""
+    from .test_groups import NEW
+    from .test_nets import make_data, train_steps
+
+    spec, shape, classes = NEW["resnet8"]
+    data = make_data(shape, classes, n_train=64, n_test=32)
+    torch.manual_seed(2)
+    model = nets.build(spec, shape, classes).double()
+    train_steps(model, data, steps=6)
+    state = model.state_dict()
+    res = slices.slice_result(spec, data, state, dims=1, points=5, span=0.5, mode="canonical", seed=3, bn="keep",
+                              dtype=torch.float64)
+    assert res["center"]["train_error"] == plain_error(spec, data, state)
+    theta = slices.center(spec, state, "canonical")
+    dirs = slices.directions(spec, theta, "canonical", 3, 1)
+    for i in (0, 1, 4):
+        assert res["train_error"][i] == plain_error(spec, data, slices.point(spec, theta, dirs, (res["x"][i],), "canonical"))
 
 
 def test_one_d_slice_is_the_middle_line_of_the_two_d_slice():
@@ -119,10 +174,10 @@ def test_canonical_slice_does_not_depend_on_the_scales_of_the_units():
     """Rescaling units (a symmetry: the same function) changes a filter-normalised raw slice's points,
     never the canonical one: its centre and directions are drawn from the canonical form."""
     spec, ds, (state, *_) = digits_nets(count=1, hidden=(16,), epochs=4)
-    s = nets.unit_structure(spec)
+    s = unit_structure(spec)
     scaled = {k: v.clone() for k, v in state.items()}
     c = torch.linspace(0.3, 3.0, scaled[s.hidden[0].weight].shape[0], dtype=torch.float64)
-    symmetry._scale_outgoing(scaled, s.hidden[0], c)
+    legacy_symmetry._scale_outgoing(scaled, s.hidden[0], c)
     scaled[s.hidden[0].weight] = scaled[s.hidden[0].weight] / c[:, None]
     scaled[s.hidden[0].bias] = scaled[s.hidden[0].bias] / c
     assert plain_error(spec, ds, scaled) == plain_error(spec, ds, state)

@@ -9,6 +9,7 @@ import torch
 from workers.landscape import nets, paths, symmetry
 from workers.landscape.evaluate import error_and_loss
 
+from .legacy_symmetry import unit_structure
 from .test_nets import BATCHNORM, BINARY, CASES, REAL, logits_of, model_of, trained_pair
 
 
@@ -42,7 +43,7 @@ def test_canonical_form_computes_the_same_function_and_is_idempotent(name):
 def test_canonical_form_has_unit_norm_hidden_units_and_output_norm_sqrt_h(name):
     spec, _, a, _ = trained_pair(name)
     c = symmetry.canonical_form(spec, a)
-    s = nets.unit_structure(spec)
+    s = unit_structure(spec)
     for layer in s.hidden:
         torch.testing.assert_close(c[layer.weight].flatten(1).norm(dim=1), torch.ones(c[layer.weight].shape[0], dtype=torch.float64))
         if layer.bn:
@@ -57,7 +58,7 @@ def test_canonical_form_has_unit_norm_hidden_units_and_output_norm_sqrt_h(name):
 def test_binary_canonical_form_is_signs_with_first_weight_positive(name):
     spec, _, a, _ = trained_pair(name)
     c = symmetry.canonical_form(spec, a)
-    s = nets.unit_structure(spec)
+    s = unit_structure(spec)
     for layer in [*s.hidden, *([s.output] if s.output else [])]:
         assert set(c[layer.weight].unique().tolist()) <= {-1.0, 1.0}
         if layer.flip:
@@ -80,7 +81,7 @@ def test_random_symmetry_keeps_the_function_and_canonical_form_is_unique(name):
 def test_batchnorm_canonical_form_is_exact_in_eval_mode(name):
     spec, data, a, _ = trained_pair(name)
     a = dict(a)
-    s = nets.unit_structure(spec)
+    s = unit_structure(spec)
     layer = s.hidden[0]
     a[f"{layer.bn}.running_var"] = a[f"{layer.bn}.running_var"] * 1e-4  # small variances: eps matters
     c = symmetry.canonical_form(spec, a)
@@ -97,7 +98,7 @@ def test_align_recovers_a_permuted_rescaled_flipped_copy(name):
         assert d["geodesic"] < 1e-5 and d["normalized"] > 1e-3
     else:
         assert d["hamming"] == 0.0 and d["geodesic"] is None
-        if nets.unit_structure(spec).hidden:
+        if unit_structure(spec).hidden:
             assert d["hamming_unaligned"] > 0.05
 
 
@@ -106,7 +107,7 @@ def test_align_keeps_the_function_and_never_permutes_the_output(name):
     spec, data, a, b = trained_pair(name)
     b_al = symmetry.align(spec, a, b)
     assert_same_function(spec, data, b, b_al, positive_factor=False)
-    s = nets.unit_structure(spec)
+    s = unit_structure(spec)
     if s.output is not None and s.output.bias:
         assert torch.equal(b_al[s.output.bias], b[s.output.bias])
     assert_states_close(symmetry.align(spec, a, a), a, tol=0)
@@ -142,7 +143,7 @@ def bn_flipped(spec, state, seed=0):
     negated (beta and running variance kept). Written here from the definition, not with symmetry.py."""
     out = {k: v.clone() for k, v in state.items()}
     gen = torch.Generator().manual_seed(seed)
-    for layer in nets.unit_structure(spec).hidden:
+    for layer in unit_structure(spec).hidden:
         if not layer.bn:
             continue
         h = out[layer.weight].shape[0]
@@ -176,13 +177,13 @@ def test_canonical_form_removes_the_batchnorm_flip_tensor_by_tensor(name, seed):
     """canonical_form(align(a, random_symmetry(a))) == canonical_form(a), tensor by tensor, with flips."""
     spec, data, a, _ = trained_pair(name)
     for b in (bn_flipped(spec, a, seed), symmetry.random_symmetry(spec, a, seed=seed)):
-        flipped = [layer for layer in nets.unit_structure(spec).hidden
+        flipped = [layer for layer in unit_structure(spec).hidden
                    if layer.bn and bool((b[f"{layer.bn}.weight"] < 0).any())]
         assert flipped  # the copy really holds flipped units
         ca = symmetry.canonical_form(spec, a)
         cb = symmetry.canonical_form(spec, symmetry.align(spec, a, b))
         assert_states_close(cb, ca, tol=1e-9)
-        for layer in nets.unit_structure(spec).hidden:
+        for layer in unit_structure(spec).hidden:
             if layer.bn:
                 assert bool((symmetry.canonical_form(spec, b)[f"{layer.bn}.weight"] == 1).all())
 
@@ -202,7 +203,7 @@ def test_flipped_twins_sit_at_geodesic_distance_zero_and_the_geodesic_is_flat(na
 def test_fix_bn_signs_is_a_separate_step_that_only_touches_negative_gammas():
     spec, data, a, _ = trained_pair("mlp_bn")
     b = bn_flipped(spec, a)
-    assert all(bool((a[f"{layer.bn}.weight"] > 0).all()) for layer in nets.unit_structure(spec).hidden)
+    assert all(bool((a[f"{layer.bn}.weight"] > 0).all()) for layer in unit_structure(spec).hidden)
     fixed = symmetry.fix_bn_signs(spec, b)
     assert_same_function(spec, data, b, fixed, positive_factor=False)
     assert_states_close(fixed, a, tol=0)  # the trained net's gammas were all positive: back to a exactly

@@ -24,6 +24,14 @@ Residual streams come out as one group and one segment per stage (the stem's and
 BatchNorm write into it; the blocks' first convs, the 1x1 shortcut convs and the classifier read it):
 one permutation and one positive scale per stream channel.
 
+Binary networks (layers with +-1 forward weights, ``is_binary``) come out of the same trace: their
+weights are binarised, so any positive factor per *entry* of a latent weight is a symmetry (no segment is
+scaled: the canonical form takes signs instead); a segment whose every use is an odd channel-wise function
+of it (``Sign``, flatten, dropout, average pooling) read by layers with weights has the exact sign flip
+of SCIENCE.md ("binary networks": writers' rows and readers' input slices negated, ``Segment.negate``).
+A max-pool, a ReLU, a BatchNorm, an add, the committee's fixed vote or the output end it. A ``Vote``
+(the committee's sum of its units' signs with fixed weights 1) keeps its input permutable.
+
 Refused (``GroupError``, a clear message): operations the derivation does not know, and two layers with
 weights with no nonlinearity between them (an invertible mixing of the units is then a symmetry too).
 GELU keeps permutations only (no scale or sign symmetry exists for it).
@@ -65,6 +73,7 @@ class Segment:
     scaled: bool  # a positive factor per channel is an exact symmetry
     flip: bool  # the sign flip per channel is exact (linear path, BatchNorm absorbers only)
     fold: bool  # writers' biases fold exactly into the absorbing BatchNorms' running means
+    negate: bool = False  # writers' rows and readers' input slices negated per channel is exact (odd uses only)
 
     def vectors(self) -> list[str]:
         return [w.vector for w in self.writers]
@@ -86,6 +95,7 @@ class Groups:
     segments: tuple[Segment, ...]  # scaled or not, never the output; scaled ones in an order fit to normalise
     output: Segment | None  # the logits' segment (one global factor); None when the output has no writer
     weights: tuple[str, ...]  # every conv / linear weight in forward order (weights[0] reads the input)
+    binary: tuple[str, ...] = ()  # the weights of binary layers (their forward pass uses their signs)
 
     def spheres(self) -> list[Segment]:
         """Segments on a sphere in the canonical form: one unit sphere per channel."""
@@ -122,10 +132,22 @@ class _Value:
     perm: int
     seg: int
     path: str  # "affine": affine in the segment's writers; "linear": linear (padded average pooling); "none"
+    origin: int | None = None  # the segment whose writers this value is a channel-wise function of
+    odd: bool = False  # that function is odd (negating the writers' channel negates this value's)
 
 
 AFFINE_SAME = (nn.Dropout, nn.Flatten, nn.Identity, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d)
 HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.MaxPool2d, nn.MaxPool1d)
+ODD = (nn.Dropout, nn.Flatten, nn.Identity, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d, nn.AvgPool2d, nn.AvgPool1d,
+       nets.Sign)  # channel-wise odd functions (zero padding keeps an average pool odd)
+LEAVES = (nets.BinaryLinear, nets.BinaryConv2d, nets.Sign, nets.Vote, nets.TwoClass)
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer, with the service's own layers kept whole (their forward passes are autograd Functions)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, LEAVES) or super().is_leaf_module(m, qualname)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,10 +158,10 @@ def _meta_model(spec: dict[str, Any], n_classes: int = 10) -> nn.Module:
     """The spec's module on the meta device, for some input shape it builds for (the structure does not depend
     on the sizes: blocks are found from the tensors' sizes when they are used)."""
     errors: list[Exception] = []
-    for shape in ((3, 256, 256), (3, 2048, 2048), (64,)):
-        try:
+    for shape, classes in (((3, 256, 256), n_classes), ((3, 2048, 2048), n_classes), ((64,), n_classes), ((64,), 2)):
+        try:  # (2 classes last: a committee machine is built for 2 classes only)
             with torch.device("meta"):  # a normalised spec: not validated again (normalize_spec calls check)
-                return nets.build_normalized(spec, shape, n_classes)
+                return nets.build_normalized(spec, shape, classes)
         except (nets.SpecError, graphs.GraphSpecError) as exc:
             errors.append(exc)
     telling = [e for e in errors if "needs image" not in str(e)] or errors  # the image attempt's, for conv nets
@@ -148,7 +170,7 @@ def _meta_model(spec: dict[str, Any], n_classes: int = 10) -> nn.Module:
 
 def _trace(model: nn.Module) -> fx.GraphModule:
     try:
-        return fx.symbolic_trace(model)
+        return fx.GraphModule(model, _Tracer().trace(model))
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the same problem for the caller
         raise GroupError(f"the network cannot be traced to derive its symmetries: {exc}") from None
 
@@ -157,8 +179,6 @@ def _trace(model: nn.Module) -> fx.GraphModule:
 def _derive(key: str) -> Groups:
     spec = json.loads(key)
     model = _meta_model(spec)
-    if any(getattr(m, "is_binary", False) for m in model.modules()):
-        raise GroupError("binary networks use nets.unit_structure (sign flips of +-1 weights)")
     graph = _trace(model)
     mods = dict(model.named_modules())
     perm, seg = _UnionFind(), _UnionFind()
@@ -169,7 +189,10 @@ def _derive(key: str) -> Groups:
     members: list[tuple[int, str, int]] = []  # (perm, tensor, axis)
     absorbers: list[tuple[str, int, str]] = []  # (bn, seg of its input, path at its input)
     blocked: list[int] = []
+    uses: list[tuple[int | None, bool]] = []  # (origin, odd) of every use of a value (odd: by a reader)
+    odd_readers: list[tuple[str, int]] = []  # (weight, origin): weights reading an odd function of a segment
     weights: list[str] = []
+    binary: list[str] = []
     perm_of_writer: dict[str, int] = {}
     output_value: _Value | None = None
 
@@ -183,6 +206,7 @@ def _derive(key: str) -> Groups:
             out = _Value(INPUT[0], INPUT[1], "none")
         elif node.op == "output":
             output_value = value_of(node.args[0], "output")
+            uses.append((output_value.origin, False))
             continue
         elif node.op == "call_module":
             m, name = mods[node.target], node.target
@@ -196,8 +220,14 @@ def _derive(key: str) -> Groups:
                                      "symmetry, which the service does not remove")
                 weight = f"{name}.weight"
                 weights.append(weight)
+                if getattr(m, "is_binary", False):
+                    binary.append(weight)
                 readers.append((weight, v.seg, v.perm))
+                uses.append((v.origin, v.odd))
+                if v.origin is not None and v.odd:
+                    odd_readers.append((weight, v.origin))
                 out = _Value(perm.new(), seg.new(), "affine")
+                out.origin, out.odd = out.seg, True
                 bias = f"{name}.bias" if m.bias is not None else None
                 writers.append((out.perm, out.seg, Writer(weight, bias, False), v.perm))
                 members += [(out.perm, weight, 0)] + ([(out.perm, bias, 0)] if bias else [])
@@ -206,21 +236,28 @@ def _derive(key: str) -> Groups:
                 if not m.affine or not m.track_running_stats:
                     raise GroupError(f"layer {name}: BatchNorm without affine parameters or running statistics is not handled")
                 absorbers.append((name, v.seg, v.path))
+                uses.append((v.origin, False))
                 out = _Value(v.perm, seg.new(), "affine")
+                out.origin = out.seg
                 writers.append((out.perm, out.seg, Writer(f"{name}.weight", f"{name}.bias", True), -1))
                 members += [(v.perm, f"{name}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")]
             elif isinstance(m, HOMOGENEOUS):
-                out = _Value(v.perm, v.seg, "none")
+                out = _Value(v.perm, v.seg, "none", v.origin)
             elif isinstance(m, (nn.AvgPool2d, nn.AvgPool1d)):
                 padded = any(int(p) > 0 for p in torch.nn.modules.utils._pair(m.padding))
-                out = _Value(v.perm, v.seg, "linear" if padded and v.path == "affine" else v.path)
+                out = _Value(v.perm, v.seg, "linear" if padded and v.path == "affine" else v.path, v.origin, v.odd)
             elif isinstance(m, AFFINE_SAME):
                 if isinstance(m, nn.Flatten) and m.start_dim != 1:
                     raise GroupError(f"layer {name}: a flatten must keep the batch axis alone (start_dim=1)")
-                out = _Value(v.perm, v.seg, v.path)
-            elif isinstance(m, nn.GELU):
-                blocked.append(v.seg)  # no positive homogeneity: the segment before it keeps its scales
-                out = _Value(v.perm, seg.new(), "none")
+                out = _Value(v.perm, v.seg, v.path, v.origin, v.odd)
+            elif isinstance(m, (nn.GELU, nets.Sign)):
+                blocked.append(v.seg)  # not positively homogeneous: the segment before it is never rescaled
+                out = _Value(v.perm, seg.new(), "none", v.origin, v.odd and isinstance(m, ODD))
+            elif isinstance(m, nets.Vote):  # a sum over the channels with fixed weights: permutable, no flip
+                uses.append((v.origin, False))
+                out = _Value(perm.new(), seg.new(), "none")
+            elif isinstance(m, nets.TwoClass):  # logits [-s, s] of one score: the network's output end
+                out = _Value(v.perm, v.seg, "none", v.origin)
             else:
                 raise GroupError(f"layer {name} ({type(m).__name__}): its symmetries are not derived by the service")
         elif node.op == "call_function" and node.target in (operator.add, torch.add) and len(node.args) == 2 \
@@ -228,7 +265,8 @@ def _derive(key: str) -> Groups:
             a, b = value_of(node.args[0], "add"), value_of(node.args[1], "add")
             path = {"affine": 2, "linear": 1, "none": 0}
             worst = min(a.path, b.path, key=path.__getitem__)
-            out = _Value(perm.union(a.perm, b.perm), seg.union(a.seg, b.seg), worst)
+            uses.extend([(a.origin, False), (b.origin, False)])  # [ours: no flip across an add]
+            out = _Value(perm.union(a.perm, b.perm), seg.union(a.seg, b.seg), worst, seg.find(a.seg))
         else:
             raise GroupError(f"operation {node.op} {node.target!r}: its symmetries are not derived by the service")
         values[node] = out
@@ -270,19 +308,25 @@ def _derive(key: str) -> Groups:
             continue
         seg_info[seg.find(s)]["bns"].append(bn)
         seg_info[seg.find(s)]["paths"].append(path)
+    odd_uses: dict[int, list[bool]] = {}
+    for o, odd in uses:
+        if o is not None:
+            odd_uses.setdefault(seg.find(o), []).append(odd)
     built: dict[int, Segment] = {}
     for r, info in seg_info.items():
         if r == input_seg:
             continue
         free = r not in blocked_segs and r != output_seg
         linear = free and not info["readers"] and bool(info["bns"]) and all(p != "none" for p in info["paths"])
-        built[r] = Segment(tuple(info["writers"]), tuple(info["readers"]), tuple(info["bns"]), free,
-                           linear, linear and all(p == "affine" for p in info["paths"]))
+        negate = r != output_seg and not any(w.bn for w in info["writers"]) and all(odd_uses.get(r) or [False])
+        readers_r = tuple(info["readers"]) or (tuple(w for w, o in odd_readers if seg.find(o) == r) if negate else ())
+        built[r] = Segment(tuple(info["writers"]), readers_r, tuple(info["bns"]), free,
+                           linear, linear and all(p == "affine" for p in info["paths"]), negate)
     output = built.pop(output_seg, None)
     if output is not None and (output.readers or output.bns):
         output = None  # logits that feed something else: no global factor is exact [ours: none used]
     segments = _normalising_order(built, readers, seg, writers)
-    return Groups(groups, segments, output, tuple(weights))
+    return Groups(groups, segments, output, tuple(weights), tuple(binary))
 
 
 def _normalising_order(built: dict[int, Segment], readers, seg: _UnionFind, writers) -> tuple[Segment, ...]:
@@ -321,21 +365,17 @@ def check(normalized_spec: dict[str, Any]) -> None:
 
 
 def unit_groups(spec: dict[str, Any]) -> Groups:
-    """The unit groups of a real-valued network of ``spec`` (cached per normalised spec)."""
+    """The unit groups of the network of ``spec`` (cached per normalised spec)."""
     spec = nets.normalize_spec(spec)
     return _derive(json.dumps(spec, sort_keys=True))
 
 
 # --------------------------------------------------------------------------------------------------
-# Structure facts the science modules share (real and binary networks)
+# Structure facts the science modules share
 
 
 def weight_names(spec: dict[str, Any]) -> list[str]:
-    """Every conv / linear weight of ``spec``'s network in forward order (weights[0] reads the inputs):
-    from the unit groups of a real-valued network, from ``nets.unit_structure`` of a binary one."""
-    spec = nets.normalize_spec(spec)
-    if nets.is_binary(spec):
-        return nets.unit_structure(spec).weights()
+    """Every conv / linear weight of ``spec``'s network in forward order (weights[0] reads the inputs)."""
     return list(unit_groups(spec).weights)
 
 

@@ -1,16 +1,15 @@
-"""Architectures built from a JSON spec, and their unit structure.
+"""Architectures built from a JSON spec.
 
 A spec is a small dict such as ``{"kind": "mlp", "hidden": [64, 64]}``. ``normalize_spec`` validates
 it and fills in defaults (so that two specs that build the same network compare equal; the layer-by-layer
 kinds by params.validate_params reading their tables in ``ARCHITECTURES``, graphs.py's by its rules), ``build``
 turns it into a ``torch.nn.Module`` for a data set's input shape and number of classes. Residual
 networks, torchvision's layouts and declarative layer graphs are built in graphs.py. The symmetries of
-every real-valued network are derived from its traced module (groups.py); ``unit_structure`` below
-describes the units of the layer-by-layer architectures, which binary networks' sign flips use.
+every network, binary ones included, are derived from its traced module (groups.py), never written here.
 
 Every architecture is first written as a *layer plan*: a list of layers with weights (``_Layer``) and of
-weightless stages ("flatten", "gap", "vote", "two_class"). ``build`` and ``unit_structure`` both read
-the plan, so each architecture is described exactly once.
+weightless stages ("flatten", "gap", "vote", "two_class"), which ``build`` reads, so each architecture is
+described exactly once.
 
 Choices the paper leaves open [ours]:
 - LeNet: each conv is followed by ReLU and a 2x2 max-pool (Caffe's LeNet layout), padding 2 by
@@ -391,79 +390,11 @@ def _add_activation(modules: OrderedDict[str, nn.Module], step: _Layer) -> None:
         modules[step.name.replace("fc", "act") if step.name.startswith("fc") else f"{step.name}_act"] = nn.ReLU()
 
 
-# --------------------------------------------------------------------------------------------------
-# Unit structure (git re-basin style)
-
-
-@dataclass(frozen=True)
-class Layer:
-    """The units of one layer, described by state_dict names.
-
-    Unit k owns row k (axis 0) of ``weight`` (its incoming weights; a conv filter flattened to
-    in_channels*kh*kw), entry k of ``bias`` and of the BatchNorm tensors ``{bn}.weight``, ``{bn}.bias``,
-    ``{bn}.running_mean``, ``{bn}.running_var``, and, for a hidden layer, a block of the axis ``axis`` of
-    each tensor in ``outgoing`` (the next layer's input axis). The block size is that axis' length
-    divided by the number of units: 1 between dense layers or between convs (whose kernel axes are
-    separate), h*w when a conv's channel c feeds a dense layer through a flatten (entries c*h*w ...
-    (c+1)*h*w - 1). ``flip``: flipping the sign of a unit (incoming and outgoing) is a symmetry (binary
-    sign units with an outgoing layer and no max-pool).
-    """
-
-    weight: str
-    bias: str | None = None
-    bn: str | None = None
-    outgoing: tuple[tuple[str, int], ...] = ()
-    flip: bool = False
-
-    def bn_names(self) -> list[str]:
-        if not self.bn:
-            return []
-        return [f"{self.bn}.{t}" for t in ("weight", "bias", "running_mean", "running_var")]
-
-
-@dataclass(frozen=True)
-class Structure:
-    hidden: tuple[Layer, ...]  # layers 1..L-1 in forward order; each has its own permutation and scales
-    output: Layer | None  # never permuted; None when the output is fixed (committee)
-    binary: bool
-
-    def weights(self) -> list[str]:
-        """Every layer's weight tensor in forward order (hidden layers, then the output layer's)."""
-        return [layer.weight for layer in self.hidden] + ([self.output.weight] if self.output else [])
-
-    @property
-    def first_weight(self) -> str:
-        """The weight of the first layer (the one that reads the inputs)."""
-        return self.weights()[0]
-
-
-def unit_structure(spec: dict[str, Any]) -> Structure:
-    """Which tensors and axes belong to each unit of ``spec``'s network (read from the same layer plan as ``build``).
-    Layer-by-layer architectures only; every real-valued network's symmetries are derived from its graph
-    by groups.unit_groups."""
-    spec = normalize_spec(spec)
-    if spec["kind"] in graphs.ARCHITECTURES:
-        raise SpecError(f"architecture {spec['kind']!r} has no layer-by-layer unit structure; use groups.unit_groups")
-    layers = [s for s in _layer_plan(spec) if isinstance(s, _Layer)]
-    output = layers[-1] if layers[-1].act is None else None
-    hidden = layers[:-1] if output is not None else layers
-    described = []
-    for i, lay in enumerate(hidden):
-        nxt = layers[i + 1] if i + 1 < len(layers) else None
-        described.append(Layer(
-            weight=f"{lay.name}.weight",
-            bias=f"{lay.name}.bias" if lay.bias else None,
-            bn=lay.bn,
-            outgoing=((f"{nxt.name}.weight", 1),) if nxt is not None else (),
-            flip=lay.binary and lay.act == "sign" and not lay.pool and nxt is not None,
-        ))
-    out = Layer(weight=f"{output.name}.weight", bias=f"{output.name}.bias" if output.bias else None) if output else None
-    return Structure(hidden=tuple(described), output=out, binary=any(s.binary for s in layers))
-
-
 def is_binary(spec: dict[str, Any]) -> bool:
+    """Whether ``spec``'s network has binary layers (+-1 forward weights)."""
     spec = normalize_spec(spec)
-    return spec["kind"] not in graphs.ARCHITECTURES and unit_structure(spec).binary
+    return spec["kind"] not in graphs.ARCHITECTURES and any(
+        isinstance(step, _Layer) and step.binary for step in _layer_plan(spec))
 
 
 # --------------------------------------------------------------------------------------------------

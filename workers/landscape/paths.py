@@ -165,9 +165,8 @@ def distances(spec: dict[str, Any], state_a: State, state_b: State, aligned: Sta
         "geodesic": None if binary else geodesic_distance(spec, na, nb_al),
     }
     if binary:
-        s = nets.unit_structure(spec)
         sa, sb, sb_al = (symmetry.binarized(spec, x) for x in (a, b, b_al))
-        names = s.weights()
+        names = unit_groups(spec).binary
         n = sum(sa[k].numel() for k in names)
         out["hamming"] = sum(int((sa[k] != sb_al[k]).sum()) for k in names) / n
         out["hamming_unaligned"] = sum(int((sa[k] != sb[k]).sum()) for k in names) / n
@@ -264,10 +263,9 @@ def hamming_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[
     """One random shortest path in Hamming space from sign(a) to sign(align(a, b)): at position t the first
     round(t * m) of the m differing weights (in a random order) are flipped."""
     check_path_type(nets.normalize_spec(spec), "hamming")
-    s = nets.unit_structure(spec)
     a = symmetry.binarized(spec, state_a)
     b = symmetry.binarized(spec, aligned if aligned is not None else symmetry.align(spec, state_a, state_b))
-    names = s.weights()
+    names = unit_groups(spec).binary
     va = torch.cat([a[k].reshape(-1) for k in names])  # (N,) +-1
     vb = torch.cat([b[k].reshape(-1) for k in names]).to(va.dtype)
     differ = torch.nonzero(va != vb).flatten()

@@ -11,8 +11,9 @@ theta + x d1 + y d2, of a 1-D slice theta + x d1, with x, y on a grid over [-spa
 
 mode "canonical": theta is first put into canonical form (symmetry.canonical_form: the incoming
 weights of every hidden unit of norm 1, the output matrix of norm sqrt(H_L)), so that it lies on the
-paper's product of spheres (the same function as theta). Each sphere is one hidden unit's incoming
-weights, or the whole output matrix. A direction is a Gaussian draw projected, sphere by sphere, onto
+paper's product of spheres (the same function as theta). Each sphere is one channel of a scale segment
+(groups.py: a hidden unit's incoming weights; a residual stream channel's concatenated gammas), or the
+whole output matrix. A direction is a Gaussian draw projected, sphere by sphere, onto
 the tangent space at theta, z - (z . u) u with u the unit vector of theta's row, and rescaled to the
 sphere's radius R = ||theta[k]|| (the same filter normalisation). A point at (x, y) is the exponential
 map of the tangent vector v = x d1 + y d2, per sphere
@@ -22,7 +23,9 @@ map of the tangent vector v = x d1 + y d2, per sphere
 which stays exactly on the product of spheres (the great circle from theta along v[k] has length
 |v[k]| there): a section of the landscape the paper's geometry lives on, free of the scale symmetry
 that makes raw-coordinate sections depend on each unit's norm. Biases, BatchNorm parameters and
-statistics keep their canonical values [ours].
+statistics keep their canonical values [ours] (a BatchNorm unit's gamma, +1 on its own 0-sphere, has no
+tangent to move along); weights on no sphere (units before a GELU, which has no scale symmetry) move
+linearly with filter-normalised directions [ours].
 
 Directions: one torch.Generator seeded with ``seed`` draws z for every floating tensor in state_dict
 order, d1 first, then d2, in float64 on the CPU (the same seed gives the same directions on any
@@ -39,13 +42,14 @@ products with the data (evaluate.Combination).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 
 from . import nets, symmetry
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
-from .groups import compared_names, first_weight
+from .groups import compared_names, first_weight, unit_groups
 from .paths import PathError
 
 State = dict[str, torch.Tensor]
@@ -63,19 +67,34 @@ def _float64(state: State) -> State:
     return {k: v.detach().double() if v.is_floating_point() else v.clone() for k, v in state.items()}
 
 
-def spheres(spec: dict[str, Any]) -> dict[str, bool]:
-    """The tensors that lie on spheres in canonical coordinates: {name: True when each row (unit) is its
-    own sphere (hidden layers), False when the whole tensor is one sphere (the output matrix)}."""
-    s = nets.unit_structure(spec)
-    out = {layer.weight: True for layer in s.hidden}
-    if s.output is not None:
-        out[s.output.weight] = False
+@dataclass(frozen=True)
+class Sphere:
+    """Tensors whose rows (axis 0, one per channel) are concatenated into the coordinates of spheres:
+    one sphere per channel (``per_row``), or the whole concatenation one sphere (the output layer)."""
+
+    names: tuple[str, ...]
+    per_row: bool
+
+    def rows(self, state: State) -> torch.Tensor:
+        rows = torch.cat([state[n].reshape(state[n].shape[0], -1) for n in self.names], dim=1)
+        return rows if self.per_row else rows.reshape(1, -1)
+
+    def split(self, rows: torch.Tensor, like: State) -> State:
+        """``rows`` (as ``rows`` gives them) back into tensors shaped as in ``like``."""
+        rows = rows.reshape(like[self.names[0]].shape[0], -1)
+        widths = [like[n][0].numel() for n in self.names]
+        return {n: r.reshape(like[n].shape) for n, r in zip(self.names, rows.split(widths, dim=1))}
+
+
+def spheres(spec: dict[str, Any]) -> list[Sphere]:
+    """The spheres of the canonical form (groups.unit_groups): every scaled segment's channels (its writers'
+    vectors concatenated: a unit's incoming weights, a residual stream channel's gammas) and the output
+    layer's weights as one sphere."""
+    g = unit_groups(spec)
+    out = [Sphere(tuple(seg.vectors()), True) for seg in g.spheres()]
+    if g.output is not None:
+        out.append(Sphere(tuple(g.output.vectors()), False))
     return out
-
-
-def _rows(t: torch.Tensor, per_row: bool) -> torch.Tensor:
-    """The tensor as (spheres, coordinates): each unit's row, or the whole tensor as one row."""
-    return t.reshape(t.shape[0], -1) if per_row else t.reshape(1, -1)
 
 
 def center(spec: dict[str, Any], state: State, mode: str) -> State:
@@ -84,28 +103,29 @@ def center(spec: dict[str, Any], state: State, mode: str) -> State:
     return symmetry.canonical_form(spec, state) if mode == "canonical" else state
 
 
+def _filter_normalised(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    rows, zr = t.reshape(t.shape[0], -1), z.reshape(z.shape[0], -1)
+    return (zr * (rows.norm(dim=1, keepdim=True) / zr.norm(dim=1, keepdim=True).clamp_min(1e-300))).reshape(t.shape)
+
+
 def directions(spec: dict[str, Any], theta: State, mode: str, seed: int, count: int) -> list[State]:
     """``count`` filter-normalised directions at ``theta`` (the centre, see ``center``); module docstring."""
     gen = torch.Generator().manual_seed(int(seed))
-    moving = ({k: True for k in compared_names(spec, theta) if theta[k].dim() >= 2} if mode == "filter"
-              else spheres(spec))
+    weights = {k for k in compared_names(spec, theta) if theta[k].dim() >= 2}
+    on_sphere = spheres(spec) if mode == "canonical" else []
+    placed = {n for sph in on_sphere for n in sph.names}
     out = []
     for _ in range(count):
-        d: State = {}
-        for name, t in theta.items():
-            if not t.is_floating_point():
-                continue
-            z = torch.randn(t.shape, generator=gen, dtype=torch.float64)
-            if name not in moving:
-                d[name] = torch.zeros_like(t, dtype=torch.float64)
-                continue
-            per_row = moving[name]
-            rows, zr = _rows(t, per_row), _rows(z, per_row)
-            if mode == "canonical":  # onto the tangent space of each sphere at theta
-                u = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)
-                zr = zr - (zr * u).sum(1, keepdim=True) * u
+        z = {name: torch.randn(t.shape, generator=gen, dtype=torch.float64)
+             for name, t in theta.items() if t.is_floating_point()}
+        d: State = {name: (_filter_normalised(theta[name], zn) if name in weights and name not in placed
+                           else torch.zeros_like(zn)) for name, zn in z.items()}
+        for sph in on_sphere:  # onto the tangent space of each sphere at theta, then its radius
+            rows, zr = sph.rows(theta), sph.rows(z)
+            u = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)
+            zr = zr - (zr * u).sum(1, keepdim=True) * u
             zr = zr * (rows.norm(dim=1, keepdim=True) / zr.norm(dim=1, keepdim=True).clamp_min(1e-300))
-            d[name] = zr.reshape(t.shape)
+            d.update(sph.split(zr, theta))
         out.append(d)
     return out
 
@@ -123,18 +143,13 @@ def _exp_coefficients(rows: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor
 def point(spec: dict[str, Any], theta: State, dirs: list[State], coords: tuple[float, ...], mode: str) -> State:
     """The state at ``coords`` (x, or x and y) of the slice through ``theta`` along ``dirs``."""
     out: State = {}
-    sphere = spheres(spec) if mode == "canonical" else {}
     for name, t in theta.items():
-        if not t.is_floating_point():
-            out[name] = t.clone()
-            continue
-        v = sum(c * d[name] for c, d in zip(coords, dirs))
-        if name in sphere:
-            rows, vr = _rows(t, sphere[name]), _rows(v, sphere[name])
-            c0, s = _exp_coefficients(rows, vr)
-            out[name] = (c0[:, None] * rows + s[:, None] * vr).reshape(t.shape)
-        else:
-            out[name] = t + v
+        out[name] = t + sum(c * d[name] for c, d in zip(coords, dirs)) if t.is_floating_point() else t.clone()
+    for sph in (spheres(spec) if mode == "canonical" else []):  # the exponential map instead of t + v
+        rows = sph.rows(theta)
+        v = sph.rows({n: sum(c * d[n] for c, d in zip(coords, dirs)) for n in sph.names})
+        c0, s = _exp_coefficients(rows, v)
+        out.update(sph.split(c0[:, None] * rows + s[:, None] * v, theta))
     return out
 
 
@@ -145,18 +160,18 @@ def _first_combination(spec: dict[str, Any], theta: State, dirs: list[State], gr
     w = theta[name]
     h = w.shape[0]
     coef = torch.zeros(len(grid), 1 + len(dirs), h, dtype=torch.float64)
-    sphere = spheres(spec).get(name) if mode == "canonical" else None
+    sphere = next((sph for sph in spheres(spec) if name in sph.names), None) if mode == "canonical" else None
     for i, coords in enumerate(grid):
         if sphere is None:
             coef[i, 0] = 1.0
             for j, c in enumerate(coords):
                 coef[i, 1 + j] = c
             continue
-        v = sum(c * d[name] for c, d in zip(coords, dirs))
-        c0, s = _exp_coefficients(_rows(w, sphere), _rows(v, sphere))
-        coef[i, 0] = c0.expand(h) if not sphere else c0
+        v = sphere.rows({n: sum(c * d[n] for c, d in zip(coords, dirs)) for n in sphere.names})
+        c0, s = _exp_coefficients(sphere.rows(theta), v)  # (h,) per channel, or (1,) for one sphere
+        coef[i, 0] = c0.expand(h)
         for j, c in enumerate(coords):
-            coef[i, 1 + j] = (c * s).expand(h) if not sphere else c * s
+            coef[i, 1 + j] = (c * s).expand(h)
     return Combination(name, [w] + [d[name] for d in dirs], coef)
 
 

@@ -2,8 +2,8 @@
 
 Real-valued networks: everything is written once over ``groups.unit_groups(spec)`` (the symmetries
 derived from the traced module: permutation groups and scale segments, see groups.py), for every
-architecture, residual ones included. Binary networks: over ``nets.unit_structure(spec)``.
-SCIENCE.md section 2 gives the method.
+architecture, residual ones included. Binary networks too: their permutation groups and sign-flippable segments
+(``Segment.negate``) come from the same derivation. SCIENCE.md section 2 gives the method.
 
 - ``canonical_form(spec, state)``: paper's Algorithm 1, per scale segment (a hidden unit of a plain
   layer, the pre-BN part of a BatchNorm unit, the post-BN part, a residual stream channel):
@@ -28,9 +28,10 @@ SCIENCE.md section 2 gives the method.
   incoming weights, as in the paper; with several writers (an add of plain layers) their concatenated
   incoming weights get norm 1. Units after a GELU keep their scales (GELU has no scale symmetry).
   Binary nets: weights replaced by their signs (+-1, sign(0) = +1 as in the forward pass); each
-  flippable hidden unit (see ``nets.Layer.flip``) is flipped so that its first incoming weight is +1,
-  which makes the form unique within each class of flip-equivalent nets [ours]. Units followed by
-  a max-pool (binary convs) and committee units (fixed output weights) have no flip symmetry.
+  flippable hidden unit (a segment with ``negate``: read through odd functions only, by layers with
+  weights) is flipped so that its first incoming weight is +1, which makes the form unique within each
+  class of flip-equivalent nets [ours]. Units followed by a max-pool (binary convs) and committee units
+  (fixed output weights) have no flip symmetry.
 - ``align(spec, state_a, state_b)``: paper's Algorithm 2, returns state_b with its hidden units
   permuted (and flipped, binary) to match state_a, raw values kept. Matching is computed on
   normalised copies, layer by layer with the Hungarian algorithm on the cosine of incoming weights,
@@ -47,7 +48,7 @@ from scipy.optimize import linear_sum_assignment
 
 from . import nets
 from .groups import Groups, Segment, unit_groups
-from .nets import BN_EPS, Layer, Structure, WeightsError
+from .nets import BN_EPS, WeightsError
 
 State = dict[str, torch.Tensor]
 
@@ -78,28 +79,6 @@ def permute_axis(t: torch.Tensor, axis: int, perm: torch.Tensor) -> torch.Tensor
     block, _ = _per_unit(t, axis, len(perm))
     idx = (perm[:, None] * block + torch.arange(block)).reshape(-1)
     return t.index_select(axis, idx)
-
-
-def _unit_names(layer: Layer, state: State) -> list[str]:
-    """Tensors whose axis 0 is indexed by the layer's units (weights, bias, BatchNorm)."""
-    return [n for n in [layer.weight, layer.bias, *layer.bn_names()] if n is not None and n in state]
-
-
-def _permute_layer(state: State, layer: Layer, perm: torch.Tensor) -> None:
-    for name in _unit_names(layer, state):
-        state[name] = permute_axis(state[name], 0, perm)
-    for name, axis in layer.outgoing:
-        state[name] = permute_axis(state[name], axis, perm)
-
-
-def _scale_outgoing(state: State, layer: Layer, c: torch.Tensor) -> None:
-    for name, axis in layer.outgoing:
-        state[name] = scale_axis(state[name], axis, c)
-
-
-def _flip_layer(state: State, layer: Layer, signs: torch.Tensor) -> None:
-    state[layer.weight] = scale_axis(state[layer.weight], 0, signs)
-    _scale_outgoing(state, layer, signs)
 
 
 def _copy(state: State) -> State:
@@ -151,9 +130,8 @@ def _fix_signs(g: Groups, out: State) -> State:
 
 def fix_bn_signs(spec: dict[str, Any], state: State) -> State:
     """The sign step of the canonical form on its own: every BatchNorm unit whose gamma is negative is flipped
-    (``_flip_segment``) so that gamma >= 0. Same function; everything else untouched."""
-    out = _copy(state)
-    return out if nets.is_binary(spec) else _fix_signs(unit_groups(spec), out)
+    (``_flip_segment``) so that gamma >= 0. Same function; everything else untouched (binary nets: a copy)."""
+    return _fix_signs(unit_groups(spec), _copy(state))
 
 
 def segment_rows(state: State, seg: Segment) -> torch.Tensor:
@@ -205,29 +183,31 @@ def _group_canonical(g: Groups, out: State) -> State:
 @torch.no_grad()
 def canonical_form(spec: dict[str, Any], state: State) -> State:
     """The symmetry-free representative of ``state`` (same function; idempotent). See the module docstring."""
+    g = unit_groups(spec)
     out = _copy(state)
-    if nets.is_binary(spec):
-        return _binary_canonical(nets.unit_structure(spec), out)
-    return _group_canonical(unit_groups(spec), out)
+    return _binary_canonical(g, out) if g.binary else _group_canonical(g, out)
 
 
 def binarized(spec: dict[str, Any], state: State) -> State:
     """A binary net's state with every weight replaced by the +-1 value its forward pass uses (no flips)."""
-    return _binarize(nets.unit_structure(spec), _copy(state))
+    return _binarize(unit_groups(spec), _copy(state))
 
 
-def _binarize(s: Structure, out: State) -> State:
-    for name in s.weights():
+def _binarize(g: Groups, out: State) -> State:
+    for name in g.binary:
         out[name] = nets.binarize(out[name].detach())
     return out
 
 
-def _binary_canonical(s: Structure, out: State) -> State:
-    _binarize(s, out)
-    for layer in s.hidden:  # in forward order: layer l+1 is read after absorbing layer l's flips
-        if layer.flip:
-            first = out[layer.weight].flatten(1)[:, 0]  # (H,) +-1
-            _flip_layer(out, layer, torch.where(first >= 0, 1.0, -1.0).double())
+def _signs(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 0, 1.0, -1.0).double()
+
+
+def _binary_canonical(g: Groups, out: State) -> State:
+    _binarize(g, out)
+    for seg in g.segments:  # in forward order: a layer is read after absorbing the flips of what it reads
+        if seg.negate:
+            _scale_segment(out, seg, _signs(out[seg.writers[0].vector].flatten(1)[:, 0]))
     return out
 
 
@@ -237,9 +217,12 @@ def _binary_canonical(s: Structure, out: State) -> State:
 MAX_SWEEPS = 10
 
 
-def _match(ref: State, cur: State, weights: list[str]) -> torch.Tensor:
-    """The permutation of cur's units maximising the summed cosines of the given writers' incoming weights."""
+def _match(ref: State, cur: State, weights: list[str], absolute: bool = False) -> torch.Tensor:
+    """The permutation of cur's units maximising the summed cosines (``absolute``: their absolute value, for
+    units that can also be flipped) of the given writers' incoming weights."""
     cost = sum(ref[w].double().flatten(1) @ cur[w].double().flatten(1).T for w in weights)  # (H, H)
+    if absolute:
+        cost = cost.abs()
     _, cols = linear_sum_assignment(cost.numpy(), maximize=True)
     return torch.as_tensor(cols, dtype=torch.long)
 
@@ -253,9 +236,9 @@ def align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
     aligned (all of them in a network without skip connections: the paper's Algorithm 2 exactly). Groups
     where some writer was left out (a residual stream, written by blocks that read it) are then matched
     again on all their writers, sweep after sweep, until no permutation changes (at most MAX_SWEEPS)."""
-    if nets.is_binary(spec):
-        return _binary_align(spec, state_a, state_b)
     g = unit_groups(spec)
+    if g.binary:
+        return _binary_align(g, state_a, state_b)
     ref, cur = canonical_form(spec, state_a), canonical_form(spec, state_b)
     out = _copy(state_b)
     done: set[int] = set()
@@ -281,25 +264,23 @@ def align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
     return out
 
 
-def _binary_align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
-    s = nets.unit_structure(spec)
-    ref, cur = binarized(spec, state_a), binarized(spec, state_b)
+def _binary_align(g: Groups, state_a: State, state_b: State) -> State:
+    """Paper's Algorithm 2 on the signs: group by group in forward order, the Hungarian algorithm on the
+    overlaps of the +-1 incoming weights (their absolute values for flippable units, which are then flipped
+    to agree with a)."""
+    ref, cur = _binarize(g, _copy(state_a)), _binarize(g, _copy(state_b))
     out = _copy(state_b)
-    for layer in s.hidden:
-        wa = ref[layer.weight].double().flatten(1)  # (H, fan_in), +-1
-        wb = cur[layer.weight].double().flatten(1)  # already in coordinates aligned with a
-        cost = wa @ wb.T  # (H, H) cosine times fan_in
-        if layer.flip:
-            cost = cost.abs()
-        _, cols = linear_sum_assignment(cost.numpy(), maximize=True)
-        perm = torch.as_tensor(cols, dtype=torch.long)
-        _permute_layer(cur, layer, perm)
-        _permute_layer(out, layer, perm)
-        if layer.flip:
-            dots = (wa * cur[layer.weight].double().flatten(1)).sum(dim=1)
-            signs = torch.where(dots >= 0, 1.0, -1.0).double()
-            _flip_layer(cur, layer, signs)
-            _flip_layer(out, layer, signs)
+    flippable = {w.vector: seg for seg in g.segments if seg.negate for w in seg.writers}
+    for group in g.groups:
+        weights = [w for w, _ in group.writers]
+        seg = flippable.get(weights[0]) if all(w in flippable for w in weights) else None
+        perm = _match(ref, cur, weights, absolute=seg is not None)
+        _permute_group(cur, group.axes, perm)
+        _permute_group(out, group.axes, perm)
+        if seg is not None:
+            signs = _signs(sum((ref[w].double() * cur[w].double()).flatten(1).sum(dim=1) for w in weights))
+            _scale_segment(cur, seg, signs)
+            _scale_segment(out, seg, signs)
     return out
 
 
@@ -320,9 +301,9 @@ def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale
     def positive(*shape: int) -> torch.Tensor:
         return torch.exp((2 * torch.rand(*shape, generator=gen, dtype=torch.float64) - 1) * math.log(max_scale))
 
-    if nets.is_binary(spec):
-        return _binary_random_symmetry(nets.unit_structure(spec), out, gen, positive)
     g = unit_groups(spec)
+    if g.binary:
+        return _binary_random_symmetry(g, out, gen, positive)
     for seg in g.segments:
         if seg.scaled:
             _scale_segment(out, seg, positive(out[seg.writers[0].vector].shape[0]))
@@ -341,14 +322,14 @@ def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale
     return out
 
 
-def _binary_random_symmetry(s: Structure, out: State, gen: torch.Generator, positive) -> State:
-    for layer in s.hidden:
-        h = out[layer.weight].shape[0]
-        out[layer.weight] = (out[layer.weight].double() * positive(*out[layer.weight].shape)).to(out[layer.weight].dtype)
-        if layer.flip:
-            _flip_layer(out, layer, torch.where(torch.rand(h, generator=gen) < 0.5, 1.0, -1.0).double())
-        _permute_layer(out, layer, torch.randperm(h, generator=gen))
-    if s.output is not None:
-        w = out[s.output.weight]
-        out[s.output.weight] = (w.double() * positive(*w.shape)).to(w.dtype)
+def _binary_random_symmetry(g: Groups, out: State, gen: torch.Generator, positive) -> State:
+    for name in g.binary:  # any positive factor per latent weight: the same signs
+        out[name] = (out[name].double() * positive(*out[name].shape)).to(out[name].dtype)
+    for seg in g.segments:
+        if seg.negate:
+            n = out[seg.writers[0].vector].shape[0]
+            _scale_segment(out, seg, torch.where(torch.rand(n, generator=gen) < 0.5, 1.0, -1.0).double())
+    for group in g.groups:
+        n = out[group.axes[0][0]].shape[group.axes[0][1]]
+        _permute_group(out, group.axes, torch.randperm(n, generator=gen))
     return out
