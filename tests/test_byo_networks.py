@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 import torchvision
 from safetensors.torch import load
@@ -81,6 +82,12 @@ def test_resnets_and_layer_graphs_train_and_every_geometry_job_runs(live):
         assert len(plane["train_error"]) >= 3
         matrix = live.run("matrix", networks=ids, barriers=True, points=3)["result"]
         assert all(matrix["distances"]["geodesic"][i][j] > 0 for i in range(3) for j in range(3) if i != j)
+        for mode in ("canonical", "filter"):  # canonical: failed on these networks before (no per-layer spheres)
+            sl = live.run("slice", network=ids[0], dims=1, points=3, span=0.5, mode=mode, bn="keep")["result"]
+            assert sl["center"]["train_error"] == pytest.approx(nets_[0]["train_error"], abs=1 / 1347)
+        canon = live.run("canonicalize", network=ids[0])["result"]
+        d = live.run("distance", a=ids[0], b=canon["network_id"])["result"]
+        assert d["geodesic"] < 1e-4 and d["normalized_aligned"] < 1e-5
 
 
 def test_layer_graphs_with_unhandled_symmetries_get_a_400_that_says_why(api):

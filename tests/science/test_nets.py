@@ -1,4 +1,4 @@
-"""Architectures from specs, their unit structure, and shared helpers for the science tests.
+"""Architectures from specs, their layer plans, and shared helpers for the science tests.
 
 The helpers (CASES, trained_pair, plain_error) are imported by test_symmetry, test_paths and
 test_evaluate: tiny networks of every architecture, a few SGD steps on small random data, float64.
