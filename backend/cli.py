@@ -37,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from backend.app import create_app
     from backend.config import get_settings
     from backend.db import upgrade_database
+    from backend.protocol import HTTP_PROTOCOL
 
     settings = get_settings()
     busy = _port_busy(args.host, args.port)
@@ -72,10 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.api_workers > 1:  # several API processes; each builds the app from the environment
             os.environ["TOROID_AUTH"] = "on" if require_auth else "off"
             uvicorn.run("backend.app:create_app", factory=True, workers=args.api_workers, host=args.host,
-                        port=args.port, log_level="warning")
+                        port=args.port, log_level="warning", http=HTTP_PROTOCOL)
         else:
             uvicorn.run(create_app(migrate=False, require_auth=require_auth), host=args.host, port=args.port,
-                        log_level="warning")
+                        log_level="warning", http=HTTP_PROTOCOL)
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)

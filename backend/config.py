@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # body_timeout seconds, is answered 408 and its connection closed.
     body_stall_timeout: float = 30.0
     body_timeout: float = 900.0
+    # A connection must send each request's line and headers within this many seconds of opening or
+    # of the previous response (backend/protocol.py; 0: no limit), else 408 and closed.
+    header_timeout: float = 20.0
     # Largest network (parameters) an upload or a train job may declare; VGG16 and ResNet-50 fit.
     max_parameters: int = 150_000_000
     # A Prometheus scraper's token for /metrics when authentication is on (an admin's token works too).

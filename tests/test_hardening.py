@@ -45,6 +45,7 @@ def lab_server():
     home = Path(tempfile.mkdtemp(prefix="toroid-harden-"))
     env = {"TOROID_HOME": str(home), **services_env(f"toroid_harden_srv_{os.getpid()}", REDIS_DB),
            "TOROID_AUTH": "on", "TOROID_MAX_UPLOAD_BYTES": "300000", "TOROID_BODY_STALL_TIMEOUT": "1",
+           "TOROID_HEADER_TIMEOUT": "2",
            "TOROID_METRICS_TOKEN": "scrape-secret", "TOROID_RECONCILE_EVERY": "0"}
     port = free_port()
     log = home / "serve.log"
@@ -178,6 +179,56 @@ def test_a_stalled_body_is_timed_out(lab_server):
         sock.close()
     assert got is not None, "the server waited on a stalled body"
     assert got[0] == 408 and "stalled" in json.loads(got[2])["detail"]
+
+
+def _trickle_head(sock: socket.socket, lines: list[bytes], every: float) -> tuple[int, float]:
+    """Send ``lines`` one every ``every`` s until the server answers; (lines sent, seconds it took)."""
+    start, sent = time.monotonic(), 0
+    for line in lines:
+        if select.select([sock], [], [], 0)[0]:  # an answer (or the close) is waiting: stop sending
+            break
+        sock.sendall(line)
+        sent += 1
+        time.sleep(every)
+    return sent, time.monotonic() - start
+
+
+def test_headers_sent_a_byte_at_a_time_are_timed_out(lab_server):
+    """Before: a client sending its headers slowly (a "slowloris") held its connection for as long as it
+    trickled, and one that sent nothing at all forever. Now each request head has TOROID_HEADER_TIMEOUT
+    (2 s here) from the connection's opening or the previous response: 408, then closed."""
+    port = lab_server["port"]
+    lines = [b"GET /api/health HTTP/1.1\r\n", b"Host: x\r\n"] + [f"X-Pad-{i}: y\r\n".encode() for i in range(40)]
+    sock = socket.create_connection(("127.0.0.1", port))
+    try:
+        sent, took = _trickle_head(sock, lines, every=0.25)
+        got = read_response(sock, timeout=5)
+    finally:
+        sock.close()
+    assert sent < len(lines) and took < 8, (sent, took)  # cut off, not served after 10 s of headers
+    assert got is not None and got[0] == 408 and "TOROID_HEADER_TIMEOUT" in json.loads(got[2])["detail"]
+
+    silent = socket.create_connection(("127.0.0.1", port))  # connects and never sends a byte
+    try:
+        start = time.monotonic()
+        got = read_response(silent, timeout=10)
+        assert got is not None and got[0] == 408 and time.monotonic() - start < 6
+    finally:
+        silent.close()
+
+    # a keep-alive connection: served requests restart the deadline; a slow next head is cut off too
+    sock = socket.create_connection(("127.0.0.1", port))
+    try:
+        for _ in range(3):
+            sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = read_response(sock, timeout=5)
+            assert got is not None and got[0] == 200
+            time.sleep(1.2)  # within the deadline, and within uvicorn's keep-alive of 5 s
+        sent, took = _trickle_head(sock, lines, every=0.25)
+        got = read_response(sock, timeout=5)
+    finally:
+        sock.close()
+    assert sent < len(lines) and got is not None and got[0] == 408
 
 
 def test_the_quota_is_decided_before_the_body(lab_server):
