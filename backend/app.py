@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -61,9 +63,13 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+CLEAN_RESULTS_EVERY = 3600.0  # seconds between two cleanups of the Celery result backend
+
+
 async def _reconcile_forever(every: float) -> None:
-    """Re-send lost jobs and re-queue those whose worker died (backend.jobs.reconcile)."""
-    first = True
+    """Re-send lost jobs and re-queue those whose worker died (backend.jobs.reconcile); once an hour (and at
+    start) delete expired chunk results of fanned-out jobs (workers.app.clean_results)."""
+    first, cleaned = True, -math.inf
     while True:
         try:
             with new_session() as session:
@@ -72,6 +78,14 @@ async def _reconcile_forever(every: float) -> None:
                 log.warning("reconciler: re-queued %s, re-sent %s", done["requeued"], done["resent"])
         except Exception:  # noqa: BLE001 - the database or broker may be briefly away; try again later
             log.exception("reconciler pass failed")
+        if time.monotonic() - cleaned >= CLEAN_RESULTS_EVERY:
+            cleaned = time.monotonic()
+            try:
+                from workers.app import clean_results  # (lazily, as lifecycle.enqueue: the app of the settings)
+
+                await asyncio.to_thread(clean_results)
+            except Exception:  # noqa: BLE001 - the result backend may be briefly away
+                log.exception("cleaning the result backend failed")
         first = False
         if every <= 0:
             return

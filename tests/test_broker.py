@@ -213,3 +213,33 @@ def test_a_real_worker_survives_a_half_written_message_and_keeps_working():
             fcntl.flock(writer.fileno(), fcntl.LOCK_UN)
             writer.close()
         close_stack(stack)
+
+
+def test_the_embedded_result_backend_forgets_expired_chunk_results(home):
+    """Chunk results of fanned-out jobs wait in SQLite for their chord; before, nothing ever deleted them
+    (Celery's beat would, and none runs). The reconciler's cleanup removes expired ones and keeps fresh ones."""
+    import datetime
+
+    from celery.backends.database.models import Task
+    from workers.app import clean_results, get_celery
+
+    app = get_celery()
+    assert app.backend.url.startswith("sqlite:///") and str(home) in app.backend.url
+    old, fresh = str(uuid.uuid4()), str(uuid.uuid4())
+    for task_id in (old, fresh):
+        app.backend.store_result(task_id, {"train_error": [0.1] * 100}, "SUCCESS")
+    session = app.backend.ResultSession()
+    try:
+        row = session.query(Task).filter(Task.task_id == old).one()
+        row.date_done = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(
+            seconds=app.conf.result_expires + 60)
+        session.commit()
+    finally:
+        session.close()
+    clean_results()
+    session = app.backend.ResultSession()
+    try:
+        left = {t.task_id for t in session.query(Task).all()}
+    finally:
+        session.close()
+    assert fresh in left and old not in left

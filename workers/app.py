@@ -59,6 +59,13 @@ def make_celery() -> Celery:
     return app
 
 
+def clean_results(app: Celery | None = None) -> None:
+    """Delete chunk results older than ``result_expires`` from the result backend. Redis expires them by
+    itself; the embedded SQLite backend only when asked (Celery's beat would, and no beat runs), so the API
+    process's reconciler calls this from time to time."""
+    (app or get_celery()).backend.cleanup()
+
+
 @lru_cache
 def get_celery() -> Celery:
     """The application for the current settings (tests clear this cache when they switch settings)."""
