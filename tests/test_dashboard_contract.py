@@ -122,6 +122,40 @@ def test_plane_view_draws_the_error_surface_with_the_three_networks(server, page
     assert f"nets={a},{b},{c}" in hash_of(page) and "show=test" in hash_of(page)
 
 
+def test_plane_names_at_the_grid_edges_stay_inside_the_plot(server, page):
+    """Before: a network on the grid's edge (margin 0 puts two of them there) had its name cut by the plot's
+    edge. Names are placed towards the inside, and never clipped by the axes."""
+    s = seeded(server)
+    a, b, c = s["ids"][0], s["ids"][1], s["ids"][2]
+
+    def edge_plane(kind, p):
+        r = plane_result(p["grid"])
+        r["points"] = [{"x": r["x"][0], "y": r["y"][0]}, {"x": r["x"][-1], "y": r["y"][0]},
+                       {"x": r["x"][len(r["x"]) // 2], "y": r["y"][-1]}]
+        return r
+
+    FakeJobs(page, {"plane"}, edge_plane)
+    page.set_viewport_size({"width": 900, "height": 900})
+    page.goto(f"{server['url']}/#/plane")
+    page.fill("#plane-search", s["tag"])
+    page.select_option("#plane-a", str(a))
+    page.select_option("#plane-b", str(b))
+    page.select_option("#plane-c", str(c))
+    page.fill("#plane-grid", "5")
+    page.click("#run-plane")
+    wait_plot(page, "plane-plot", 2)
+    page.wait_for_timeout(300)
+    area = page.evaluate("() => { const b = document.querySelector('#plane-plot .nsewdrag').getBoundingClientRect(); "
+                         "return {left: b.left, right: b.right, top: b.top, bottom: b.bottom}; }")
+    labels = page.evaluate("() => [...document.querySelectorAll('#plane-plot .scatterlayer .textpoint text')].map(e => {"
+                           " const b = e.getBoundingClientRect(); return {text: e.textContent, left: b.left, right: b.right,"
+                           " top: b.top, bottom: b.bottom}; })")
+    assert len(labels) == 3 and all(f"#{i}" in t["text"] for i, t in zip((a, b, c), labels))
+    for box in labels:
+        assert box["left"] >= area["left"] - 1 and box["right"] <= area["right"] + 1, (box, area)
+        assert box["top"] >= area["top"] - 1 and box["bottom"] <= area["bottom"] + 1, (box, area)
+
+
 def bend_result(params: dict) -> dict:
     n = params["points"]
     t = [i / (n - 1) for i in range(n)]

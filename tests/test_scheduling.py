@@ -54,9 +54,16 @@ def test_path_job_finishes_while_a_long_train_runs(server, page):
         seen = page.evaluate("() => document.getElementById('history-plot').data[0].x.length")
         page.wait_for_function(f"() => document.getElementById('history-plot').data[0].x.length > {seen}", timeout=90_000)
         curve = page.evaluate("() => document.getElementById('history-plot').data.map(t => ({name: t.name, x: t.x, y: t.y}))")
-        assert [t["name"] for t in curve] == ["train error", "test error"]
+        assert [t["name"] for t in curve] == ["train error", "test error", "train loss", "test loss"]
         assert curve[0]["x"] == sorted(curve[0]["x"]) and all(1 <= e <= 400 for e in curve[0]["x"])
         assert all(0 <= v <= 100 for v in curve[0]["y"] + curve[1]["y"])
+        # the losses too (before: errors only), on their own axis, shown when clicked in the legend
+        assert curve[2]["x"] == curve[0]["x"] and all(v is not None and v > 0 for v in curve[2]["y"] + curve[3]["y"])
+        page.locator("#history-plot g.traces", has_text="train loss").locator("rect.legendtoggle").click()
+        page.wait_for_function("() => document.getElementById('history-plot').data[2].visible === true")
+        n = len(curve[0]["x"])
+        page.wait_for_function(f"() => document.getElementById('history-plot').data[0].x.length > {n}", timeout=90_000)
+        assert page.evaluate("() => document.getElementById('history-plot').data[2].visible") is True  # stays on
         assert "Training sched-long" in page.inner_text("#network-title")
         shot(page, "network-live")
 

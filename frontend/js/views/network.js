@@ -8,12 +8,19 @@ import { $, archText, dateText, esc, num, pct, progressText, ptext, rowsToCSV, s
 let root;
 let net = null;
 let watching = 0;  // the live curve being followed (a newer one stops the older)
+// the training curve's loss axis (right) and margins, live and stored alike
+const LOSS_AXIS = { title: { text: "loss", standoff: 8 }, overlaying: "y", side: "right", showgrid: false, zeroline: false, rangemode: "tozero", automargin: true };
+const HISTORY_MARGIN = { t: 40, r: 70, b: 100, l: 60 };
 
 // A train job's progress message at the end of an epoch ("training epoch 7/400: train error 1.23%, test error
-// 3.45%", workers/landscape/train.py): one point of the curve while the network does not exist yet.
+// 3.45%, train loss 0.0412, test loss 0.118", workers/landscape/train.py): one point of the curve while the
+// network does not exist yet (losses null in a message without them).
 export function epochOf(message) {
-  const m = /^(.*?)epoch (\d+)\/(\d+): train error ([\d.]+)%, test error ([\d.]+)%/.exec(message || "");
-  return m ? { phase: m[1].trim() || "training", epoch: Number(m[2]), total: Number(m[3]), train_error: Number(m[4]) / 100, test_error: Number(m[5]) / 100 } : null;
+  const num = "([-+\\d.eE]+|nan|inf)";
+  const m = new RegExp(`^(.*?)epoch (\\d+)\\/(\\d+): train error ([\\d.]+)%, test error ([\\d.]+)%(?:, train loss ${num}, test loss ${num})?`).exec(message || "");
+  const loss = (v) => (v === undefined || !Number.isFinite(Number(v)) ? null : Number(v));
+  return m ? { phase: m[1].trim() || "training", epoch: Number(m[2]), total: Number(m[3]), train_error: Number(m[4]) / 100,
+    test_error: Number(m[5]) / 100, train_loss: loss(m[6]), test_loss: loss(m[7]) } : null;
 }
 
 // A running train job: its curve as it grows, then the network's own page when it is stored.
@@ -24,6 +31,13 @@ async function followTraining(jobId) {
   try { job = await getJob(jobId); } catch (e) { setError(err, e.message); return; }
   if (job.kind !== "train") { setError(err, `Job ${jobId} is a ${job.kind} job, not a training.`); return; }
   const points = new Map();  // "phase/epoch" -> point
+  const lossShown = {};  // loss curves the user turned on in the legend stay on as the curve grows
+  const rememberLegend = () => {
+    const div = document.getElementById("history-plot");
+    if (!div || div.dataset.legendHook === String(mine) || !div.on) return;
+    div.dataset.legendHook = String(mine);
+    div.on("plotly_restyle", () => { (div.data || []).forEach((t) => { if (/loss/.test(t.name)) lossShown[t.name] = t.visible === true; }); });
+  };
   const p = job.params || {};
   $("#network-title", root).textContent = `Training ${p.name || ""} (job ${job.id})`;
   $("#network-meta", root).innerHTML = `<dt>architecture</dt><dd>${esc(archText(p.architecture))}</dd><dt>data set</dt><dd>${esc(p.dataset)}</dd>
@@ -40,17 +54,23 @@ async function followTraining(jobId) {
     const traces = phases.flatMap((phase) => {
       const pts = [...points.values()].filter((q) => q.phase === phase).sort((a, b) => a.epoch - b.epoch);
       const suffix = phases.length > 1 ? ` (${phase})` : "";
+      const line = (key, name, extra) => ({ x: pts.map((q) => q.epoch), y: pts.map((q) => (key.endsWith("error") ? 100 * q[key] : q[key])),
+        name: `${name}${suffix}`, mode: "lines+markers", marker: { size: 4 }, ...extra });
       return [
-        { x: pts.map((q) => q.epoch), y: pts.map((q) => 100 * q.train_error), name: `train error${suffix}`, mode: "lines+markers", marker: { size: 4 }, line: { color: "#2563eb" } },
-        { x: pts.map((q) => q.epoch), y: pts.map((q) => 100 * q.test_error), name: `test error${suffix}`, mode: "lines+markers", marker: { size: 4 }, line: { color: "#dc2626" } },
+        line("train_error", "train error", { line: { color: "#2563eb" } }),
+        line("test_error", "test error", { line: { color: "#dc2626" } }),
+        line("train_loss", "train loss", { yaxis: "y2", line: { color: "#2563eb", dash: "dot" }, visible: lossShown[`train loss${suffix}`] ? true : "legendonly" }),
+        line("test_loss", "test loss", { yaxis: "y2", line: { color: "#dc2626", dash: "dot" }, visible: lossShown[`test loss${suffix}`] ? true : "legendonly" }),
       ];
     });
     if (!traces.length) return;
-    $("#history-note", root).textContent = "Live: a point at each epoch end the worker reported; the full curve (with the losses) is on the network's page when the training ends.";
+    $("#history-note", root).textContent = "Live: a point at each epoch end the worker reported (click a loss in the legend to show it); the full curve is on the network's page when the training ends.";
     drawPlot("history-plot", traces, {
       title: { text: `Training curve of ${ptext(p.name || `job ${j.id}`)} (live)` }, xaxis: { title: { text: "epoch" }, range: [0, (p.epochs || 1) + 1] },
       yaxis: { title: { text: "error (%)" }, rangemode: "tozero" },
+      yaxis2: LOSS_AXIS, margin: HISTORY_MARGIN,
     }, { name: `job-${j.id}-live`, csv: rowsToCSV([...points.values()]), json: [...points.values()] });
+    rememberLegend();
   };
   try {
     const done = await followJob(job, draw);
@@ -127,8 +147,7 @@ function plotHistory() {
     title: { text: `Training curve of ${ptext(net.name)}` },
     xaxis: { title: { text: "epoch" } },
     yaxis: { title: { text: "error (%)" }, rangemode: "tozero" },
-    yaxis2: { title: { text: "loss", standoff: 8 }, overlaying: "y", side: "right", showgrid: false, zeroline: false, rangemode: "tozero", automargin: true },
-    margin: { t: 40, r: 70, b: 100, l: 60 },
+    yaxis2: LOSS_AXIS, margin: HISTORY_MARGIN,
     shapes, annotations,
   }, { name: `network-${net.id}-history`, csv: rowsToCSV(h), json: h });
 }

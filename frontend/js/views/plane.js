@@ -66,6 +66,14 @@ async function runPlane(ev) {
   }
 }
 
+// Where a network's name goes beside its marker: towards the inside of the plot, so that a network at the
+// grid's edge (margin 0, or the window's extreme node) keeps its name in view.
+function labelPlace(p, r) {
+  const frac = (v, axis) => { const lo = Math.min(...axis), hi = Math.max(...axis); return hi > lo ? (v - lo) / (hi - lo) : 0.5; };
+  const fx = frac(p.x, r.x), fy = frac(p.y, r.y);
+  return `${fy > 0.8 ? "bottom" : "top"} ${fx < 0.25 ? "right" : fx > 0.75 ? "left" : "center"}`;
+}
+
 function draw() {
   const r = state.result;
   const key = state.show === "test" ? "test_error" : "train_error";
@@ -77,7 +85,7 @@ function draw() {
       contours: { coloring: "heatmap", showlabels: true, labelfont: { color: "white", size: 10 } }, line: { width: 0.5, color: "rgba(255,255,255,0.5)" },
       colorbar: { title: { text: `${state.show} error %`, side: "right" } },
       hovertemplate: `x = %{x:.3f}, y = %{y:.3f}<br>${state.show} error %{z:.2f}%<extra></extra>` },
-    { type: "scatter", mode: "markers+text", x: points.map((p) => p.x), y: points.map((p) => p.y), text: names.map(ptext), textposition: "top center", name: "networks",
+    { type: "scatter", mode: "markers+text", x: points.map((p) => p.x), y: points.map((p) => p.y), text: names.map(ptext), textposition: points.map((p) => labelPlace(p, r)), cliponaxis: false, name: "networks",
       textfont: { color: "white", size: 12 }, marker: { size: 12, color: ["#ef4444", "#f59e0b", "#22d3ee"], line: { color: "white", width: 2 }, symbol: "circle" },
       hovertemplate: "%{text}<br>x = %{x:.3f}, y = %{y:.3f}<extra></extra>" },
   ];
