@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from .test_dashboard_support import hash_of, plot_data, seeded, trace, wait_plot
+from .test_dashboard_support import hash_of, plot_data, run_plane, seeded, trace, wait_plot
 
 pytestmark = pytest.mark.browser
 
@@ -101,13 +101,7 @@ def test_plane_view_draws_the_error_surface_with_the_three_networks(server, page
     s = seeded(server)
     a, b, c = s["ids"][0], s["ids"][1], s["ids"][2]
     fake = FakeJobs(page, {"plane"}, lambda kind, p: plane_result(p["grid"]))
-    page.goto(f"{server['url']}/#/plane")
-    page.fill("#plane-search", s["tag"])
-    page.select_option("#plane-a", str(a))
-    page.select_option("#plane-b", str(b))
-    page.select_option("#plane-c", str(c))
-    page.fill("#plane-grid", "9")
-    page.click("#run-plane")
+    run_plane(page, server, s, (a, b, c), 9)
     wait_plot(page, "plane-plot", 2)
     assert fake.submitted == [("plane", {"networks": [a, b, c], "grid": 9, "mode": "aligned"})]
     r = plane_result(9)
@@ -136,13 +130,7 @@ def test_plane_names_at_the_grid_edges_stay_inside_the_plot(server, page):
 
     FakeJobs(page, {"plane"}, edge_plane)
     page.set_viewport_size({"width": 900, "height": 900})
-    page.goto(f"{server['url']}/#/plane")
-    page.fill("#plane-search", s["tag"])
-    page.select_option("#plane-a", str(a))
-    page.select_option("#plane-b", str(b))
-    page.select_option("#plane-c", str(c))
-    page.fill("#plane-grid", "5")
-    page.click("#run-plane")
+    run_plane(page, server, s, (a, b, c), 5)
     wait_plot(page, "plane-plot", 2)
     page.wait_for_timeout(300)
     area = page.evaluate("() => { const b = document.querySelector('#plane-plot .nsewdrag').getBoundingClientRect(); "

@@ -91,3 +91,15 @@ def hash_of(page) -> str:
 
 def read_download(download) -> str:
     return Path(download.path()).read_text()
+
+
+def run_plane(page, server, s: dict, nets: tuple[int, int, int], grid: int, mode: str | None = None) -> None:
+    """The Plane view's form filled in and run: the search with the seeded tag, A, B, C, the grid (and mode)."""
+    page.goto(f"{server['url']}/#/plane")
+    page.fill("#plane-search", s["tag"])
+    for slot, net in zip("abc", nets):
+        page.select_option(f"#plane-{slot}", str(net))
+    page.fill("#plane-grid", str(grid))
+    if mode is not None:
+        page.select_option("#plane-mode", mode)
+    page.click("#run-plane")

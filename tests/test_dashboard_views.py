@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 from scipy.stats import spearmanr
 
 from .helpers import random_state
-from .test_dashboard_support import (SPEC, hash_of, job_of, pct, plot_data, seeded, shot, trace, wait_done, wait_plot,
-                                     wait_until)
+from .test_dashboard_support import (SPEC, hash_of, job_of, pct, plot_data, run_plane, seeded, shot, trace, wait_done,
+                                     wait_plot, wait_until)
 
 pytestmark = pytest.mark.browser
 
@@ -350,14 +350,7 @@ def test_plane_through_three_networks(server, page):
     s = seeded(server)
     client = s["client"]
     a, b, c = s["ids"][0], s["ids"][1], s["ids"][3]
-    page.goto(f"{server['url']}/#/plane")
-    page.fill("#plane-search", s["tag"])
-    page.select_option("#plane-a", str(a))
-    page.select_option("#plane-b", str(b))
-    page.select_option("#plane-c", str(c))
-    page.fill("#plane-grid", "7")
-    page.select_option("#plane-mode", "aligned")
-    page.click("#run-plane")
+    run_plane(page, server, s, (a, b, c), 7, "aligned")
     wait_done(page, "#plane-note[data-job]", "#plane-error")
     wait_plot(page, "plane-plot", 2)
     job = client.job(int(page.get_attribute("#plane-note", "data-job")))
