@@ -12,6 +12,7 @@ before anybody uses it. A ping on every checkout would cost a round trip per req
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 from functools import lru_cache
@@ -88,6 +89,30 @@ def committing(session: Session) -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
+
+
+def _lock_id(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def lock(session: Session, *names: str) -> None:
+    """Take the named locks (e.g. "owner:alice", "key:<cache key>") for the rest of the session's
+    transaction: PostgreSQL advisory transaction locks; on SQLite the database's one write lock."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        for name in sorted(set(names)):  # one order everywhere: no deadlock between two lockers
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_lock_id(name)})")
+    elif conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # (a writing transaction holds the write lock already)
+
+
+@contextmanager
+def locked(session: Session, *names: str) -> Iterator[Session]:
+    """One transaction holding the named locks until it ends: committed when the block ends, rolled back
+    on an error."""
+    lock(session, *names)
+    with committing(session):
+        yield session
 
 
 @contextmanager

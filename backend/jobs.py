@@ -3,7 +3,7 @@ attach to an equal unfinished job, or create the job and enqueue it. A request n
 
 Order: every check that needs no database first (the kind's table, the inputs' types and lengths), then
 the networks in one query, then the checks that need them and the cost estimate; the quota check and the
-insert are one atomic step (lifecycle.locked).
+insert are one atomic step (db.locked).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from workers.landscape import SCIENCE_VERSION, kinds
 from . import lifecycle
 from .auth import Principal, local_principal
 from .config import get_settings
+from .db import locked
 from .lifecycle import enqueue, reconcile  # noqa: F401  (the names the service and tools use)
 from .models import Job, Network, Result, utcnow
 from .networks import fill_errors
@@ -124,7 +125,7 @@ def submit(session: Session, kind: str, params: dict[str, Any], user: Principal 
     key = cache_key(sub.kind, sub.params, rows)
     fields = dict(kind=kind, params=sub.params, inputs=sub.inputs, owner=user.name, visibility=visibility,
                   cache_key=key, queue=sub.queue, cost=sub.cost)
-    with lifecycle.locked(session, f"owner:{user.name}", f"key:{key}"):
+    with locked(session, f"owner:{user.name}", f"key:{key}"):
         hit = _cached_result(session, kind, key, user)
         if hit is not None:
             now = utcnow()

@@ -13,16 +13,14 @@ Fairness [ours]: a worker that receives a message claims the best queued job of 
 one message, so every queued job is claimed in the end. A user's queued work thus never starts ahead of
 an older job of a user with fewer jobs running.
 
-Writes that check a quota take a per-owner lock first (``locked``): a PostgreSQL advisory transaction lock,
+Writes that check a quota take a per-owner lock first (``db.locked``): a PostgreSQL advisory transaction lock,
 or SQLite's write lock (BEGIN IMMEDIATE), so that the check and the insert are one atomic step.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
@@ -39,32 +37,6 @@ ACTIVE = ("queued", "running")
 def _mine(job_id: int, attempt: int):
     """SQL conditions: the job is still running as this attempt (not cancelled, not handed over)."""
     return Job.id == job_id, Job.status == "running", Job.attempts == attempt
-
-
-# ---- locks ------------------------------------------------------------------------------------------
-
-def _lock_id(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-
-
-def lock(session: Session, *names: str) -> None:
-    """Take the named locks (e.g. "owner:alice", "key:<cache key>") for the rest of the session's
-    transaction: PostgreSQL advisory transaction locks; on SQLite the database's one write lock."""
-    conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        for name in sorted(set(names)):  # one order everywhere: no deadlock between two lockers
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_lock_id(name)})")
-    elif conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")  # (a writing transaction holds the write lock already)
-
-
-@contextmanager
-def locked(session: Session, *names: str) -> Iterator[Session]:
-    """One transaction holding the named locks until it ends: committed when the block ends, rolled back
-    on an error."""
-    lock(session, *names)
-    with committing(session):
-        yield session
 
 
 # ---- submission -------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The one place a ``Network`` row is made (upload, train, bend midpoint, canonical form), with the
-owner's storage quota checked and the row inserted in one atomic step (lifecycle.lock)."""
+owner's storage quota checked and the row inserted in one atomic step (db.lock)."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from . import store
 from .config import get_settings
-from .lifecycle import lock
+from .db import lock
 from .models import Network, User
 
 ERROR_FIELDS = ("train_error", "test_error", "train_loss", "test_loss")
