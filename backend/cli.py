@@ -373,7 +373,17 @@ def cmd_upload(args) -> int:
 def cmd_reproduce(args) -> int:
     from backend.client.reproduce import run
 
-    summary = run(_client(args), scale=args.scale, out=args.out, seeds=args.seeds)
+    architecture = None
+    if args.architecture is not None:
+        try:
+            architecture = json.loads(args.architecture)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"error: --architecture is not JSON ({exc.msg} at character {exc.pos})") from None
+    try:
+        summary = run(_client(args), scale=args.scale, out=args.out, seeds=args.seeds, architecture=architecture,
+                      dataset=args.dataset)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"report: {summary['report']}\nsummary: {summary['summary']}")
     return 0
 
@@ -454,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "17 with MNIST and Fashion-MNIST in TOROID_DATA_ROOT; full: a GPU server")
     c.add_argument("--out", default="reproduce-report", help="folder for report.html and summary.json")
     c.add_argument("--seeds", type=int, default=None, help="minimizers per sampler (default by scale)")
+    c.add_argument("--architecture", default=None, metavar="JSON",
+                   help='your own network instead of the paper\'s, e.g. \'{"kind": "resnet", "depth": 20}\' (real-valued)')
+    c.add_argument("--dataset", default=None, help="run on this data set (e.g. cifar10) instead of the scale's")
     c = client_parser("networks", "list stored networks", cmd_networks)
     c.add_argument("--json", action="store_true", help="every field of every network, as JSON")
     c = client_parser("train", "train a network (a train job) and wait for it", cmd_train, job=True)

@@ -147,10 +147,9 @@ def test_every_finding_is_complete(reproduced):
     assert table[0].startswith("| Finding") and len(table) == 2 + rows
 
 
-def test_every_number_comes_from_a_stored_job(reproduced):
-    s, client = reproduced["summary"], reproduced["client"]
-    jobs = Jobs(client)
-    found = list(measures(s["findings"]))
+def check_every_measure(findings: list[dict], jobs: Jobs) -> None:
+    """Every measure and correlation of ``findings`` against the jobs it cites."""
+    found = list(measures(findings))
     assert len(found) > 20
     for where, m in found:
         if m.get("kind") == "spearman":
@@ -162,6 +161,12 @@ def test_every_number_comes_from_a_stored_job(reproduced):
             assert m["sources"] == sorted(set(m["x"]["sources"]) | set(m["y"]["sources"]))
         else:
             check_measure(m, jobs, where)
+
+
+def test_every_number_comes_from_a_stored_job(reproduced):
+    s, client = reproduced["summary"], reproduced["client"]
+    jobs = Jobs(client)
+    check_every_measure(s["findings"], jobs)
     # the networks table: errors as their train jobs reported them; the networks are stored and tagged
     assert len(s["networks"]) == 6 + 4
     for n in s["networks"]:
@@ -212,6 +217,36 @@ def test_rerun_reuses_stored_results_and_cli(reproduced, server, tmp_path):
                 assert m["mean"] == first[f["id"]]["measured"][label]["mean"], (f["id"], label)
 
 
+def test_your_own_network_runs_the_same_comparison(reproduced, server, tmp_path):
+    """`toroid reproduce --architecture SPEC`: the paper's comparison (RSGD, SGD, ADV minimizers; flatness,
+    distances, paths, bends) on a lab's own network, here a CIFAR-style ResNet, every number from a stored job."""
+    arch = {"kind": "resnet", "depth": 8, "width": 0.25}
+    toroid = str(Path(sys.executable).parent / "toroid")
+    out = tmp_path / "resnet"
+    proc = subprocess.run([toroid, "reproduce", "--scale", "tiny", "--architecture", json.dumps(arch), "--out", str(out),
+                           "--url", server["url"]], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert [f["id"] for f in s["findings"]] == [i.replace("mlp-digits", "resnet-digits") for i in EXPECTED]
+    assert all(f["agrees"] is not None for f in s["findings"] if "flatness" not in f["id"] and "bend" not in f["id"])
+    assert "resnet (depth 8, width 0.25) on digits" in (out / "report.html").read_text(encoding="utf-8")
+    jobs = Jobs(reproduced["client"])
+    check_every_measure(s["findings"], jobs)
+    resnets = [n for n in s["networks"] if "resnet" in n["name"]]
+    assert len(resnets) == 6
+    for n in resnets:
+        assert reproduced["client"].network(n["id"])["architecture"] == arch
+    assert not s["failures"], s["failures"]
+    # what cannot run says so in one line, before any job
+    for bad, words in (('{"kind": "binary_mlp", "hidden": [8]}', "is binary"), ("{kind: resnet", "not JSON")):
+        proc = subprocess.run([toroid, "reproduce", "--scale", "tiny", "--architecture", bad, "--out", str(tmp_path / "x"),
+                               "--url", server["url"]], capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = subprocess.run([toroid, "reproduce", "--scale", "tiny", "--dataset", "cifar-11", "--out", str(tmp_path / "y"),
+                           "--url", server["url"]], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "unknown data set 'cifar-11'" in proc.stderr
+
+
 # ---- the pure parts, without a service ---------------------------------------------------------------
 
 def test_scales_pairs_and_statistics():
@@ -225,6 +260,13 @@ def test_scales_pairs_and_statistics():
         assert all(set(s.sampler_params) <= set(C.SAMPLERS) for s in scale.settings)
     assert any(s.architecture["kind"] == "lenet" for s in C.get_scale("full").settings)
     assert all(s.seeds == 3 for s in C.get_scale("small", seeds=3).settings)
+    own = C.get_scale("small", architecture={"kind": "graph", "layers": [{"type": "linear"}]}, dataset="cifar10")
+    assert [(s.key, s.dataset, s.architecture["kind"]) for s in own.settings] == [("graph-cifar10", "cifar10", "graph")]
+    assert own.settings[0].title == "graph (1 layers) on cifar10" and own.binary is not None
+    mnist = C.get_scale("small", architecture={"kind": "resnet", "depth": 20}, dataset="mnist").settings
+    assert [s.title for s in mnist] == ["resnet (depth 20) on mnist (10000 training inputs)"]
+    with pytest.raises(ValueError, match="'kind'"):
+        C.get_scale("tiny", architecture=["resnet"])
     with pytest.raises(ValueError):
         C.get_scale("huge")
     groups = ["rsgd", "rsgd", "sgd", "sgd", "adv", "adv"]

@@ -27,7 +27,8 @@ async def health() -> dict:
 
 @router.get("/architectures")
 def architectures() -> list[dict]:
-    return [{"kind": kind, **info} for kind, info in nets.ARCHITECTURES.items()]
+    """Every architecture with its parameters, an example spec, and whether its networks are binary."""
+    return [{"kind": kind, **info, "binary": nets.is_binary({"kind": kind})} for kind, info in nets.ARCHITECTURES.items()]
 
 
 @router.get("/datasets")

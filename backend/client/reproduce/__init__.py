@@ -56,17 +56,24 @@ def _pairs(n_groups: list[str], per_type: int | None, types: list[tuple[str, str
 
 
 def run(client, scale: str = "small", out: str | Path = "reproduce-report", seeds: int | None = None,
-        quiet: bool = False) -> dict[str, Any]:
+        quiet: bool = False, architecture: dict[str, Any] | None = None, dataset: str | None = None) -> dict[str, Any]:
     """Run scale ``scale`` through ``client`` (a backend.client.Client); write report.html and summary.json
-    into ``out``. Returns {"report", "summary", "counts", "table_markdown"}."""
-    plan = C.get_scale(scale, seeds)
+    into ``out``. ``architecture`` / ``dataset``: the comparison on your own network and data (config).
+    Returns {"report", "summary", "counts", "table_markdown"}."""
+    plan = C.get_scale(scale, seeds, architecture, dataset)
     started, t0 = _now(), time.monotonic()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     health = _get(client, "/health")
     datasets = {d["name"]: d for d in _get(client, "/datasets")}
     optimizers = {o["name"] for o in _get(client, "/optimizers")}
-    architectures = {a["kind"] for a in _get(client, "/architectures")}
+    offered = {a["kind"]: a for a in _get(client, "/architectures")}
+    architectures = set(offered)
+    if architecture is not None and offered.get(architecture["kind"], {}).get("binary"):
+        raise ValueError(f"architecture {architecture['kind']!r} is binary: the paper's comparison of samplers runs on "
+                         "real-valued networks (its binary experiment is the committee machine, run at every scale)")
+    if dataset is not None and dataset not in datasets:
+        raise ValueError(f"unknown data set {dataset!r}; this service offers: {', '.join(sorted(datasets))}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
 
     # ---- what can run here ----
     settings: list[SettingResults] = []

@@ -9,10 +9,16 @@ at a few widths K. Scales:
   of MNIST and Fashion-MNIST when their files are there), the committee machine at K = 11, 51, 101.
 - ``full``: for a GPU server: the paper's MLP (2 x 512) and LeNet on MNIST and Fashion-MNIST (when
   there), 300 epochs, 5 seeds, the committee machine up to K = 201 on the paper's HMM sizes.
+
+Your own network: ``architecture`` (any real-valued spec the service takes: a ResNet, a torchvision
+layout, a layer graph) replaces the architecture of every setting of the scale, and ``dataset`` keeps the
+settings on that data set (or runs the scale's first setting's schedule on it), so the same comparison
+(RSGD, SGD, ADV minimizers; flatness, distances, paths, bends) runs on the lab's network.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,8 +114,33 @@ def _adv(epochs: int) -> dict[str, Any]:
 _COMMITTEE_SGD = {"lr": 0.5}
 
 
-def get_scale(name: str, seeds: int | None = None) -> Scale:
-    """The plan of scale ``name``; ``seeds`` (minimizers per sampler / per width) overrides the default."""
+def architecture_title(spec: dict[str, Any]) -> str:
+    """A spec in a few words: its kind and parameters ("resnet (depth 20, width 1)"; a graph by its layers)."""
+    parts = [f"{len(v)} layers" if k == "layers" and isinstance(v, list) else f"{k} {v}"
+             for k, v in spec.items() if k != "kind"]
+    return f"{spec.get('kind')} ({', '.join(parts)})" if parts else str(spec.get("kind"))
+
+
+def _own_network(scale: Scale, architecture: dict[str, Any] | None, dataset: str | None) -> None:
+    """``scale``'s settings run on ``architecture`` and / or ``dataset`` instead of the paper's (module docstring)."""
+    if architecture is not None and (not isinstance(architecture, dict) or not isinstance(architecture.get("kind"), str)):
+        raise ValueError(f"an architecture is a JSON object with a 'kind', got {architecture!r}")
+    chosen = [s for s in scale.settings if dataset is None or s.dataset == dataset]
+    if not chosen:  # the first setting's schedule on that data set, with its default sizes
+        chosen = [dataclasses.replace(scale.settings[0], dataset=str(dataset), dataset_options={})]
+    for s in chosen:
+        if architecture is not None:
+            s.architecture = copy.deepcopy(architecture)
+        s.key = f"{s.architecture['kind']}-{s.dataset}"
+        s.title = f"{architecture_title(s.architecture)} on {s.dataset}" + (
+            f" ({s.dataset_options['n_train']} training inputs)" if "n_train" in s.dataset_options else "")
+    scale.settings = chosen
+
+
+def get_scale(name: str, seeds: int | None = None, architecture: dict[str, Any] | None = None,
+              dataset: str | None = None) -> Scale:
+    """The plan of scale ``name``; ``seeds`` (minimizers per sampler / per width) overrides the default;
+    ``architecture`` and ``dataset``: your own network and data (module docstring)."""
     if name == "tiny":
         mlp = Setting(key="mlp-digits", title="MLP (16) on digits", dataset="digits",
                       architecture={"kind": "mlp", "hidden": [16]}, epochs=3, seeds=2,
@@ -151,6 +182,8 @@ def get_scale(name: str, seeds: int | None = None) -> Scale:
         scale = Scale("full", settings, binary)
     else:
         raise ValueError(f"unknown scale {name!r}; known: tiny, small, full")
+    if architecture is not None or dataset is not None:
+        _own_network(scale, architecture, dataset)
     if seeds is not None:
         if not isinstance(seeds, int) or seeds < 1:
             raise ValueError(f"--seeds must be a positive integer, got {seeds!r}")
