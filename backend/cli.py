@@ -193,14 +193,20 @@ def _json(text: str, what: str) -> Any:
         raise UsageError(f"{what} is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
 
 
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
+
+
 def _where(job: dict) -> str:
-    """Its place in the queue while queued, its ETA while running (what the progress bar shows first)."""
+    """Its place in the queue (and when it should start) while queued, its ETA while running (what the
+    progress bar shows first)."""
     if job["status"] == "queued" and job.get("queue_position"):
-        return f"#{job['queue_position']} in the queue · "
+        start = job.get("starts_in_seconds")
+        return f"#{job['queue_position']} in the queue" + (f", starts in ~{_clock(start)}" if start is not None else "") + " · "
     eta = job.get("eta_seconds")
     if job["status"] == "running" and eta is not None:
-        minutes, seconds = divmod(int(round(eta)), 60)
-        return f"ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d} · " if minutes >= 60 else f"ETA {minutes}:{seconds:02d} · "
+        return f"ETA {_clock(eta)} · "
     return ""
 
 

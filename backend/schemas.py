@@ -153,6 +153,8 @@ class JobOut(BaseModel):
     queue: str | None = None  # "interactive" or "batch"
     cost: float | None = None  # the kind's estimate (sample-parameter products)
     queue_position: int | None = None  # while queued: 1 = the next job of its queue to start
+    starts_in_seconds: float | None = None  # while queued: when it should start (its queue's running jobs' ETAs
+    # and the costs of the jobs before it; None while its queue has no job running, or a duration is unknown)
     eta_seconds: float | None = None  # while running: seconds still needed (progress rate, else cost)
 
 

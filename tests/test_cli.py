@@ -148,6 +148,7 @@ def test_progress_bar_shows_the_queue_place_and_the_eta():
     from backend.cli import _where
 
     assert _where({"status": "queued", "queue_position": 3}) == "#3 in the queue · "
+    assert _where({"status": "queued", "queue_position": 2, "starts_in_seconds": 75.2}) == "#2 in the queue, starts in ~1:15 · "
     assert _where({"status": "running", "eta_seconds": 125.4}) == "ETA 2:05 · "
     assert _where({"status": "running", "eta_seconds": 3725}) == "ETA 1:02:05 · "
     assert _where({"status": "running", "eta_seconds": None}) == ""

@@ -34,12 +34,17 @@ def test_path_job_finishes_while_a_long_train_runs(server, page):
         assert [j["status"] for j in queued] == ["queued", "queued"]
         assert [j["queue_position"] for j in queued] == [1, 2]
         assert running["queue_position"] is None and queued[0]["eta_seconds"] is None
+        # the next one starts when the running train ends (one batch worker, busy with it)
+        now_eta = client.job(train["id"])["eta_seconds"]
+        start = client.job(later[0]["id"])["starts_in_seconds"]
+        assert start is not None and abs(start - now_eta) <= max(5.0, 0.25 * now_eta), (start, now_eta)
         listed = {j["id"]: j for j in client.jobs(kind="train", limit=50)}
         assert [listed[j["id"]]["queue_position"] for j in later] == [1, 2]
 
         # the Jobs view shows both: the place of each queued train, the ETA of the running one
         page.goto(f"{server['url']}/#/jobs?kind=train")
-        page.wait_for_selector(f"#jobs-table tr[data-job='{later[0]['id']}'] .queue-position[data-position='1']")
+        first = page.wait_for_selector(f"#jobs-table tr[data-job='{later[0]['id']}'] .queue-position[data-position='1']")
+        assert float(first.get_attribute("data-starts")) > 0 and "starts in about" in first.inner_text()
         page.wait_for_selector(f"#jobs-table tr[data-job='{later[1]['id']}'] .queue-position[data-position='2']")
         eta = page.wait_for_selector(f"#jobs-table tr[data-job='{train['id']}'] .eta")
         assert float(eta.get_attribute("data-eta")) > 0 and "left" in eta.inner_text()
@@ -117,17 +122,21 @@ def test_queue_places_follow_the_workers_fair_rule_and_eta_from_cost(own_db):
         done = [mk(key=10 + k, owner="bob", status="succeeded", queue="batch", kind="train", cost=1000.0,
                    started_at=now - timedelta(seconds=100), finished_at=now - timedelta(seconds=100 - sec))
                 for k, sec in enumerate((9, 10, 30))]  # 9, 10 and 30 s for cost 1000: median 0.01 s per unit
-        a1 = mk(key=1, owner="ann", status="queued", queue="batch")
-        a2 = mk(key=2, owner="ann", status="queued", queue="batch")
-        b1 = mk(key=3, owner="bob", status="queued", queue="batch")
+        a1 = mk(key=1, owner="ann", status="queued", queue="batch", kind="train", cost=1000.0)
+        a2 = mk(key=2, owner="ann", status="queued", queue="batch", cost=300.0)  # a path: no finished one to time
+        b1 = mk(key=3, owner="bob", status="queued", queue="batch", kind="train", cost=500.0)
         i1 = mk(key=4, owner="ann", status="queued", queue="interactive")
         twin = mk(key=5, owner="bob", status="queued", queue="batch")
+        a3 = mk(key=6, owner="ann", status="queued", queue="batch", kind="train", cost=100.0)
         s.add_all([running, *done, a1, a2, b1, i1])
+        s.flush()
+        s.add(a3)
         s.flush()
         twin.attached_to = b1.id
         s.add(twin)
         s.commit()
-        ids = {n: j.id for n, j in (("run", running), ("a1", a1), ("a2", a2), ("b1", b1), ("i1", i1), ("twin", twin))}
+        ids = {n: j.id for n, j in (("run", running), ("a1", a1), ("a2", a2), ("b1", b1), ("i1", i1), ("twin", twin),
+                                    ("a3", a3))}
     with read_connection() as conn:
         with new_session() as s:
             rows = {n: job_dict(s.get(Job, i)) for n, i in ids.items()}
@@ -141,3 +150,14 @@ def test_queue_places_follow_the_workers_fair_rule_and_eta_from_cost(own_db):
     # cost 2000 x 0.01 s per unit = 20 s, less the time it has run (4 s when inserted)
     started = now - timedelta(seconds=4)
     assert 20 - (after - started).total_seconds() - 1e-6 <= out["run"]["eta_seconds"] <= 20 - (before - started).total_seconds() + 1e-6
+    # when queued jobs start (before: queued jobs had a place, no time): the one busy batch worker is free after
+    # the running train's ETA; then b1 (cost 500: 5 s), a1 (1000: 10 s), a2 (a path: no rate known), a3
+    assert out["a3"]["queue_position"] == 4
+    free = out["run"]["eta_seconds"]
+    slack = (after - before).total_seconds() + 1e-6
+    assert out["b1"]["starts_in_seconds"] == pytest.approx(free, abs=slack)
+    assert out["a1"]["starts_in_seconds"] == pytest.approx(free + 5, abs=slack)
+    assert out["a2"]["starts_in_seconds"] == pytest.approx(free + 15, abs=slack)
+    assert out["a3"]["starts_in_seconds"] is None  # behind a job of unknown duration
+    assert out["i1"]["starts_in_seconds"] is None  # nothing runs in its queue: no worker known to serve it
+    assert out["run"]["starts_in_seconds"] is None and out["twin"]["starts_in_seconds"] is None

@@ -191,7 +191,9 @@ def progress_bar(job: dict, enabled: bool | None = None) -> tuple[Callable[[dict
         bar.n = round(100 * (1.0 if j["status"] == "succeeded" else j["progress"]), 1)
         where = ""
         if j["status"] == "queued" and j.get("queue_position"):
-            where = f"#{j['queue_position']} in the queue · "
+            start = j.get("starts_in_seconds")
+            where = f"#{j['queue_position']} in the queue" + (
+                f", starts in ~{int(start) // 60}:{int(start) % 60:02d}" if start is not None else "") + " · "
         elif j["status"] == "running" and j.get("eta_seconds") is not None:
             where = f"ETA {int(j['eta_seconds']) // 60}:{int(j['eta_seconds']) % 60:02d} · "
         bar.set_postfix_str(where + (j.get("message") or "")[:60])

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import math
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
@@ -48,16 +50,17 @@ def job_dict(job, result: dict | None = None) -> dict:
     out["cached"] = job.cached_from is not None
     out["result"] = result
     out["queue_position"] = None
+    out["starts_in_seconds"] = None
     out["eta_seconds"] = eta_seconds(job)
     return out
 
 
-def _queue_order(conn: Connection) -> dict[int, int]:
+def _queue_order(conn: Connection) -> tuple[dict[int, int], dict[str, list]]:
     """The place each queued job will start at in its queue, if nothing ends meanwhile: the workers' rule
     (backend.lifecycle.claim) played forward, the job of the owner with the fewest jobs running first, the
     oldest among those, each start counting as one more running job of its owner. Jobs waiting for an equal
-    job (attached_to) have no place: they start with it."""
-    waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.owner)
+    job (attached_to) have no place: they start with it. Also each queue's queued rows in that order."""
+    waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.owner, JOBS.c.kind, JOBS.c.cost)
                            .where(JOBS.c.status == "queued", JOBS.c.attached_to.is_(None)).order_by(JOBS.c.id)).all()
     running: dict[str, int] = dict(conn.execute(select(JOBS.c.owner, func.count(JOBS.c.id))
                                                 .where(JOBS.c.status == "running").group_by(JOBS.c.owner)).all())
@@ -65,48 +68,100 @@ def _queue_order(conn: Connection) -> dict[int, int]:
     by_queue: dict[str, list] = {}
     for row in waiting:
         by_queue.setdefault(row.queue, []).append(row)
-    for rows in by_queue.values():
+    ordered: dict[str, list] = {}
+    for queue, rows in by_queue.items():
         count = dict(running)
         left = {}  # owner -> its queued jobs, oldest first
         for row in rows:
-            left.setdefault(row.owner, []).append(row.id)
+            left.setdefault(row.owner, []).append(row)
         for position in range(1, len(rows) + 1):
-            owner = min(left, key=lambda o: (count.get(o, 0), left[o][0]))
-            place[left[owner].pop(0)] = position
+            owner = min(left, key=lambda o: (count.get(o, 0), left[o][0].id))
+            row = left[owner].pop(0)
+            place[row.id] = position
+            ordered.setdefault(queue, []).append(row)
             count[owner] = count.get(owner, 0) + 1
             if not left[owner]:
                 del left[owner]
-    return place
+    return place, ordered
+
+
+def _seconds_per_cost(conn: Connection, kinds: set[str]) -> dict[str, float]:
+    """Per job kind, the median seconds per unit of cost of its last 20 finished (computed, not cached) jobs."""
+    if not kinds:
+        return {}
+    finished = conn.execute(
+        select(JOBS.c.kind, JOBS.c.cost, JOBS.c.started_at, JOBS.c.finished_at)
+        .where(JOBS.c.status == "succeeded", JOBS.c.kind.in_(kinds), JOBS.c.cached_from.is_(None), JOBS.c.cost > 0,
+               JOBS.c.started_at.is_not(None), JOBS.c.finished_at.is_not(None))
+        .order_by(JOBS.c.id.desc()).limit(200)).all()
+    rates: dict[str, list[float]] = {}
+    for kind, cost, started, ended in finished:
+        if len(rates.setdefault(kind, [])) < 20:
+            rates[kind].append((_aware(ended) - _aware(started)).total_seconds() / cost)
+    return {kind: sorted(r)[len(r) // 2] for kind, r in rates.items() if r}
+
+
+def _cost_eta(job, rates: dict[str, float], now: datetime) -> float | None:
+    """A running job's remaining seconds from its cost and its kind's rate, less the time it has run."""
+    if job.cost and job.started_at is not None and job.kind in rates:
+        return max(rates[job.kind] * job.cost - (now - _aware(job.started_at)).total_seconds(), 0.0)
+    return None
+
+
+def _start_forecast(conn: Connection, ordered: dict[str, list], now: datetime) -> dict[int, float | None]:
+    """When each queued job should start, in seconds from now [ours]: its queue's running jobs hold the
+    workers (one each; a queue with none running gives no forecast: no worker may be serving it), each
+    frees its worker after its ETA; the queued jobs take the first free worker in their order, each for
+    its cost times its kind's seconds per unit of cost. Unknown durations make the rest of the queue unknown."""
+    running = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.kind, JOBS.c.cost, JOBS.c.status, JOBS.c.progress,
+                                  JOBS.c.started_at).where(JOBS.c.status == "running", JOBS.c.attached_to.is_(None),
+                                                           JOBS.c.queue.in_(list(ordered)))).all()
+    rates = _seconds_per_cost(conn, {r.kind for r in running} | {r.kind for rows in ordered.values() for r in rows})
+    out: dict[int, float | None] = {}
+    for queue, rows in ordered.items():
+        slots = []  # when each busy worker of the queue is free again
+        for r in running:
+            if r.queue == queue:
+                eta = eta_seconds(r, now)
+                eta = _cost_eta(r, rates, now) if eta is None else eta
+                slots.append(math.inf if eta is None else eta)
+        heapq.heapify(slots)
+        for row in rows:
+            if not slots:  # nothing of this queue is running: no worker known to serve it
+                out[row.id] = None
+                continue
+            start = heapq.heappop(slots)
+            out[row.id] = None if math.isinf(start) else start
+            heapq.heappush(slots, start + (rates[row.kind] * row.cost if row.kind in rates and row.cost else math.inf))
+    return out
 
 
 def add_queue_positions(conn: Connection, jobs_: list[dict]) -> list[dict]:
-    """Each queued job's place in its queue (1: the next to start; ``_queue_order``), and for a running job without a
-    progress rate yet, an ETA from its cost: the seconds per unit of cost that recent finished jobs of
-    its kind took, times its cost, less the time it has run. One query each, for the whole list."""
+    """Each queued job's place in its queue (1: the next to start; ``_queue_order``) and when it should start
+    (``_start_forecast``); for a running job without a progress rate yet, an ETA from its cost: the seconds
+    per unit of cost that recent finished jobs of its kind took, times its cost, less the time it has run."""
+    now = datetime.now(timezone.utc)
     if any(j["status"] == "queued" for j in jobs_):
-        place = _queue_order(conn)
+        place, ordered = _queue_order(conn)
+        starts = _start_forecast(conn, ordered, now)
         for j in jobs_:
             if j["status"] == "queued":
                 j["queue_position"] = place.get(j["id"])
+                j["starts_in_seconds"] = starts.get(j["id"])
     early = [j for j in jobs_ if j["status"] == "running" and j["eta_seconds"] is None and j.get("cost")
              and j["started_at"] is not None]
     if early:
-        finished = conn.execute(
-            select(JOBS.c.kind, JOBS.c.cost, JOBS.c.started_at, JOBS.c.finished_at)
-            .where(JOBS.c.status == "succeeded", JOBS.c.kind.in_({j["kind"] for j in early}),
-                   JOBS.c.cached_from.is_(None), JOBS.c.cost > 0, JOBS.c.started_at.is_not(None))
-            .order_by(JOBS.c.id.desc()).limit(200)).all()
-        rates: dict[str, list[float]] = {}
-        for kind, cost, started, ended in finished:
-            if ended is not None and len(rates.setdefault(kind, [])) < 20:
-                rates[kind].append((_aware(ended) - _aware(started)).total_seconds() / cost)
-        now = datetime.now(timezone.utc)
+        rates = _seconds_per_cost(conn, {j["kind"] for j in early})
         for j in early:
-            if rates.get(j["kind"]):
-                per_unit = sorted(rates[j["kind"]])[len(rates[j["kind"]]) // 2]  # the median
-                elapsed = (now - _aware(j["started_at"])).total_seconds()
-                j["eta_seconds"] = max(per_unit * j["cost"] - elapsed, 0.0)
+            j["eta_seconds"] = _cost_eta(_Row(j), rates, now)
     return jobs_
+
+
+class _Row:
+    """A job's dict read as a row (attributes), for the helpers above."""
+
+    def __init__(self, job: dict) -> None:
+        self.__dict__.update(job)
 
 
 def job_out(db: Session, job: Job, with_result: bool = True) -> JobOut:

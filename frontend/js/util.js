@@ -103,7 +103,8 @@ export function rowsToCSV(rows) {
 // A data: URL, so that a download never leaves the page (and needs no blob bookkeeping).
 export const dataURL = (text, type) => `data:${type};charset=utf-8,${encodeURIComponent(text)}`;
 
-// Where a job stands: its place in its queue while queued, its ETA while running (both from the API).
+// Where a job stands: its place in its queue (and when it should start) while queued, its ETA while running
+// (all from the API).
 export function durationText(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
   if (seconds < 60) return `${Math.max(1, Math.round(seconds))} s`;
@@ -113,7 +114,12 @@ export function durationText(seconds) {
 // progress in percent: a long job (a 400-epoch train) moves by less than 1% an epoch, so small values keep a decimal
 export const progressText = (p) => { const v = 100 * (p || 0); return v > 0 && v < 10 ? `${v.toFixed(1)}%` : `${Math.round(v)}%`; };
 export function scheduleText(job) {
-  if (job.status === "queued") return job.queue_position ? (job.queue_position === 1 ? "next in its queue" : `${job.queue_position}th in its queue`.replace(/^2th/, "2nd").replace(/^3th/, "3rd")) : "";
+  if (job.status === "queued") {
+    if (!job.queue_position) return "";
+    const place = job.queue_position === 1 ? "next in its queue" : `${job.queue_position}th in its queue`.replace(/^2th/, "2nd").replace(/^3th/, "3rd");
+    const start = job.starts_in_seconds;
+    return start === null || start === undefined ? place : `${place}, starts in about ${durationText(start)}`;
+  }
   if (job.status === "running" && job.eta_seconds !== null && job.eta_seconds !== undefined) return `about ${durationText(job.eta_seconds)} left`;
   return "";
 }

@@ -287,7 +287,7 @@ def _fit(model: nn.Module, data: Dataset, p: dict[str, Any], report: _Reporter, 
         coupling = (f", replicas {extra['replica_distance']:.3g} from their centre (gamma {extra['gamma']:.3g})"
                     if "replica_distance" in extra else "")
         report.epoch(f"{label} epoch {epoch + 1}/{epochs}: train error {100 * train_err:.2f}%, "
-                     f"test error {100 * test_err:.2f}%, train loss {train_loss:.4g}, test loss {test_loss:.4g}{coupling}")
+                     f"test error {100 * test_err:.2f}%, train loss {train_loss:.3g}, test loss {test_loss:.3g}{coupling}")
         if stop(history[-1]):
             break
     return history

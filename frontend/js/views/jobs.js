@@ -64,7 +64,7 @@ function render() {
     const words = j.status === "failed" ? `<span class="error">${esc(j.error || j.message || "failed without a message")}</span>` : esc(j.message || "");
     return `<tr data-job="${j.id}" class="${ui.focus === j.id ? "focus" : ""}">
       <td class="num">${j.id}</td><td>${esc(j.kind)}</td><td class="what">${describe(j)}</td>
-      <td class="status-${j.status}">${j.status}${j.cached ? ` <span class="pill" title="answered at once from job ${j.cached_from}'s result">cached</span>` : ""}${j.status === "queued" && j.queue_position ? `<br><span class="hint small queue-position" data-position="${j.queue_position}">${esc(scheduleText(j))}</span>` : ""}</td>
+      <td class="status-${j.status}">${j.status}${j.cached ? ` <span class="pill" title="answered at once from job ${j.cached_from}'s result">cached</span>` : ""}${j.status === "queued" && j.queue_position ? `<br><span class="hint small queue-position" data-position="${j.queue_position}"${j.starts_in_seconds !== null && j.starts_in_seconds !== undefined ? ` data-starts="${j.starts_in_seconds}"` : ""}>${esc(scheduleText(j))}</span>` : ""}</td>
       <td><span class="minibar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow="${p}" aria-label="progress of job ${j.id}"><span style="width:${j.status === "succeeded" ? 100 : 100 * (j.progress || 0)}%"></span></span> ${j.status === "succeeded" ? "100%" : progressText(j.progress)}${j.status === "running" && j.eta_seconds !== null && j.eta_seconds !== undefined ? `<br><span class="hint small eta" data-eta="${j.eta_seconds}">${esc(scheduleText(j))}</span>` : ""}</td>
       <td class="message">${words}</td>
       <td>${esc(j.owner)}</td><td>${esc(dateText(j.created_at))}</td><td class="num">${duration(j)}</td>
