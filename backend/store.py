@@ -57,7 +57,10 @@ def put(state: dict[str, torch.Tensor]) -> tuple[str, int]:
 
 
 def get(h: str) -> dict[str, torch.Tensor]:
-    return st_load(_path(h).read_bytes())
+    """The state dict stored under ``h``, its keys sorted (safetensors hands them out in an order that
+    differs from process to process)."""
+    state = st_load(_path(h).read_bytes())
+    return {k: state[k] for k in sorted(state)}
 
 
 def read_bytes(h: str) -> bytes:

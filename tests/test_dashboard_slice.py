@@ -42,10 +42,24 @@ def test_slice_form_from_the_catalogue_contour_surface_and_line(server, page):
     assert contour["type"] == "contour" and contour["x"] == pytest.approx(r["x"]) and contour["y"] == pytest.approx(r["y"])
     assert np.allclose(np.array(contour["z"], dtype=float), 100 * np.array(r["train_error"]))
     assert star["x"] == [0] and star["y"] == [0]
+    # the section fills its frame: the axes span the grid exactly (before: x ran past it, its zero line too)
+    axes = page.evaluate("() => { const l = document.getElementById('slice-contour')._fullLayout; "
+                         "return [l.xaxis.range, l.yaxis.range, l.xaxis.zeroline, l.yaxis.zeroline]; }")
+    assert axes[0] == pytest.approx([r["x"][0], r["x"][-1]]) and axes[1] == pytest.approx([r["y"][0], r["y"][-1]])
+    assert axes[2] is False and axes[3] is False
     surface = plot_data(page, "slice-surface")[0]
     assert surface["type"] == "surface" and np.allclose(np.array(surface["z"], dtype=float), 100 * np.array(r["train_error"]))
     # the network's own errors at the origin
     assert r["center"]["train_error"] == pytest.approx(client.network(net)["train_error"])
+    # the same numbers as a script computing the slice itself on the downloaded weights (before: the worker
+    # drew the directions in the order the weights file was read back, another on every read)
+    from workers.landscape import data as datasets
+    from workers.landscape import slice as slices
+
+    mine = slices.slice_result({"kind": "mlp", "hidden": [16]}, datasets.load_dataset("digits", {}), client.weights(net),
+                               dims=2, points=5, span=0.6, mode="canonical", seed=3)
+    one = 1 / len(datasets.load_dataset("digits", {}).y_train)
+    assert np.allclose(np.array(mine["train_error"]), np.array(r["train_error"]), rtol=0, atol=one + 1e-12)
     h = hash_of(page)
     assert f"network={net}" in h and "mode=canonical" in h and "points=5" in h
     page.select_option("#slice-show", "test_loss")

@@ -22,6 +22,7 @@ from backend.networks import ERROR_FIELDS, fill_errors, store_state
 from workers.landscape import bend, evaluate, flatness, kinds, nets, paths, plane, symmetry, train
 from workers.landscape import slice as slices
 from workers.landscape import data as datasets
+from workers.landscape.groups import in_module_order
 
 State = dict[str, torch.Tensor]
 
@@ -52,10 +53,12 @@ class Context:
         if network_id not in self._states:
             net = self.network(network_id)
             try:
-                self._states[network_id] = store.get(net.weights_hash)
+                state = store.get(net.weights_hash)
             except FileNotFoundError:
                 raise ValueError(f"the weights of network {net.id} are missing from the weight store "
                                  f"({net.weights_hash}); restore the store from a backup or delete the network") from None
+            # in the module's own order, as model.state_dict() gives it (what a script computing in process has)
+            self._states[network_id] = {k: state[k] for k in in_module_order(net.architecture, state)}
         return self._states[network_id]
 
     def data(self, network_id: int) -> datasets.Dataset:

@@ -151,6 +151,25 @@ def test_a_canonical_slice_of_a_resnet_runs_and_its_points_match_a_plain_loop():
         assert res["train_error"][i] == plain_error(spec, data, slices.point(spec, theta, dirs, (res["x"][i],), "canonical"))
 
 
+def test_a_slice_does_not_depend_on_the_order_a_state_dict_holds_its_tensors_in():
+    """Before: the directions were drawn tensor by tensor in the dict's order, and a weights file read back
+    (safetensors) hands out its keys in an order that changes from call to call: the same slice job gave
+    other numbers on another worker. Now the module's order is used, whatever the dict's."""
+    from safetensors.torch import load, save
+
+    spec, ds, (state, *_) = digits_nets(count=1, hidden=(16,), epochs=4)
+    reference = slices.slice_result(spec, ds, state, dims=2, points=5, span=0.6, mode="canonical", seed=3)
+    reordered = [dict(reversed(list(state.items()))), load(save({k: v.contiguous() for k, v in state.items()}))]
+    assert list(reordered[0]) != list(state)
+    for other in reordered:
+        for mode in ("canonical", "filter"):
+            a = slices.directions(spec, slices.center(spec, state, mode), mode, 3, 2)
+            b = slices.directions(spec, slices.center(spec, other, mode), mode, 3, 2)
+            assert all(torch.equal(a[i][k], b[i][k]) for i in range(2) for k in a[i]), mode
+        again = slices.slice_result(spec, ds, other, dims=2, points=5, span=0.6, mode="canonical", seed=3)
+        assert again["train_error"] == reference["train_error"] and again["test_loss"] == reference["test_loss"]
+
+
 def test_one_d_slice_is_the_middle_line_of_the_two_d_slice():
     spec, ds, (state, *_) = digits_nets(count=1, hidden=(16,), epochs=4)
     two = slices.slice_result(spec, ds, state, dims=2, points=5, span=1.0, seed=11, dtype=torch.float64)

@@ -390,6 +390,7 @@ class Tensors:
 
     parameters: frozenset[str]  # the module's parameters: weights, biases, BatchNorm gamma and beta
     variances: frozenset[str]  # BatchNorm running variances (buffers, like the running means and batch counts)
+    order: tuple[str, ...] = ()  # every state_dict name in the module's own order
 
 
 @lru_cache(maxsize=256)
@@ -398,7 +399,7 @@ def _tensors(key: str) -> Tensors:
     variances = {f"{name}.{local}" for name, m in model.named_modules()
                  if isinstance(m, nn.modules.batchnorm._BatchNorm)
                  for local, buf in m.named_buffers(recurse=False) if buf is m.running_var}
-    return Tensors(frozenset(n for n, _ in model.named_parameters()), frozenset(variances))
+    return Tensors(frozenset(n for n, _ in model.named_parameters()), frozenset(variances), tuple(model.state_dict()))
 
 
 def tensors(spec: dict[str, Any]) -> Tensors:
@@ -406,8 +407,17 @@ def tensors(spec: dict[str, Any]) -> Tensors:
     return _tensors(json.dumps(nets.normalize_spec(spec), sort_keys=True))
 
 
+def in_module_order(spec: dict[str, Any], state: dict[str, Any]) -> list[str]:
+    """The names of ``state`` in the order of the module's own state_dict (names it does not know last, sorted),
+    whatever order the dict holds them in: a weights file read back (safetensors) gives its keys in an order
+    that differs from process to process, and nothing computed may depend on that."""
+    order = tensors(spec).order
+    known = [k for k in order if k in state]
+    return known + sorted(set(state) - set(order))
+
+
 def compared_names(spec: dict[str, Any], state: dict[str, torch.Tensor]) -> list[str]:
-    """Tensors counted by per-parameter distances, in the order of ``state``: the model's parameters (the
+    """Tensors counted by per-parameter distances, in the module's order: the model's parameters (the
     weights and biases of all layers and BatchNorm's affine gamma and beta; not its running statistics)."""
     parameters = tensors(spec).parameters
-    return [k for k in state if k in parameters]
+    return [k for k in in_module_order(spec, state) if k in parameters]

@@ -27,8 +27,9 @@ statistics keep their canonical values [ours] (a BatchNorm unit's gamma, +1 on i
 tangent to move along); weights on no sphere (units before a GELU, which has no scale symmetry) move
 linearly with filter-normalised directions [ours].
 
-Directions: one torch.Generator seeded with ``seed`` draws z for every floating tensor in state_dict
-order, d1 first, then d2, in float64 on the CPU (the same seed gives the same directions on any
+Directions: one torch.Generator seeded with ``seed`` draws z for every floating tensor in the order of
+the module's state_dict (whatever order the given dict holds them in: a weights file read back gives its
+keys in an order that differs from process to process), d1 first, then d2, in float64 on the CPU (the same seed gives the same directions on any
 device; the 1-D slice with a seed is the y = 0 line of the 2-D slice with that seed). They are not
 orthogonalised [as Li et al.: two high-dimensional Gaussian draws are nearly orthogonal].
 Grid [ours]: ``points`` evenly spaced values on [-span, span] per axis, and 0 added when it is not one
@@ -49,7 +50,7 @@ import torch
 
 from . import nets, symmetry
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
-from .groups import compared_names, first_weight, unit_groups
+from .groups import compared_names, first_weight, in_module_order, unit_groups
 from .paths import PathError
 
 State = dict[str, torch.Tensor]
@@ -116,8 +117,8 @@ def directions(spec: dict[str, Any], theta: State, mode: str, seed: int, count: 
     placed = {n for sph in on_sphere for n in sph.names}
     out = []
     for _ in range(count):
-        z = {name: torch.randn(t.shape, generator=gen, dtype=torch.float64)
-             for name, t in theta.items() if t.is_floating_point()}
+        z = {name: torch.randn(theta[name].shape, generator=gen, dtype=torch.float64)
+             for name in in_module_order(spec, theta) if theta[name].is_floating_point()}
         d: State = {name: (_filter_normalised(theta[name], zn) if name in weights and name not in placed
                            else torch.zeros_like(zn)) for name, zn in z.items()}
         for sph in on_sphere:  # onto the tangent space of each sphere at theta, then its radius

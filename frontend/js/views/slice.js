@@ -80,7 +80,11 @@ function draw() {
         colorbar: { title: { text: `${label}${unit}`, side: "right" } }, hovertemplate: `(%{x:.3f}, %{y:.3f})<br>${label} %{z:.4g}<extra></extra>` },
       { type: "scatter", x: [0], y: [0], mode: "markers", name: "the network", marker: { size: 13, symbol: "star", color: "white", line: { color: "#111", width: 1 } },
         hovertemplate: `the network: ${label} ${scale(key, r.center[key]).toPrecision(4)}<extra></extra>` },
-    ], { title: { text: title }, xaxis: { title: { text: "direction 1" } }, yaxis: { title: { text: "direction 2" }, scaleanchor: "x", scaleratio: 1 },
+    ], { title: { text: title },
+      // one scale on both axes; the plot area shrinks to the grid (constrain "domain") instead of the axes
+      // running past it, so the section fills its frame and no zero line sticks out of it
+      xaxis: { title: { text: "direction 1" }, range: [r.x[0], r.x[r.x.length - 1]], constrain: "domain", zeroline: false },
+      yaxis: { title: { text: "direction 2" }, range: [r.y[0], r.y[r.y.length - 1]], scaleanchor: "x", scaleratio: 1, constrain: "domain", zeroline: false },
       height: 480, showlegend: false, margin: { t: 40, r: 30, b: 60, l: 60 } },
     { name: `slice-${state.network}-contour`, csv: toCSV(cols), json });
     drawPlot("slice-surface", [{ type: "surface", x: r.x, y: r.y, z, colorscale: "Viridis", name: label, showscale: false,
