@@ -26,7 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from .config import get_settings
-from .db import committing, new_session
+from .db import new_session
 from .models import Job, Result, utcnow
 
 log = logging.getLogger("toroid.lifecycle")

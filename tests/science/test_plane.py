@@ -95,8 +95,6 @@ def test_interpolated_batchnorm_statistics_leave_the_three_networks_exactly_them
     bn="interpolate" mode each node must evaluate exactly as its network (no clamping there)."""
     from torch.nn import functional as F
 
-    from workers.landscape import nets
-
     from .test_nets import model_of
 
     spec, data, a, b = trained_pair("mlp_bn")

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from workers.landscape import nets, slice as slices, symmetry
+from workers.landscape import nets, slice as slices
 
 from . import legacy_symmetry
 from .legacy_symmetry import unit_structure

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from workers.landscape import nets, paths, symmetry
+from workers.landscape import paths, symmetry
 from workers.landscape.evaluate import error_and_loss
 
 from .legacy_symmetry import unit_structure

@@ -30,7 +30,6 @@ from collections import OrderedDict
 from math import prod
 from typing import Any
 
-import torch
 from torch import nn
 
 BN_EPS = 1e-5  # the same as nets.BN_EPS (nets imports this module)

@@ -22,15 +22,10 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from torch import nn
-from torch.func import functional_call
-from torch.nn import functional as F
-
 from . import nets, symmetry
 from .data import Dataset
+from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
 from .groups import compared_names, first_weight, unit_groups
-from .evaluate import (Combination, bn_inputs, default_device, error_and_loss, evaluate_states, has_batchnorm,
-                       recalibrate_bn)
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
