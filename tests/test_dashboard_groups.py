@@ -104,6 +104,36 @@ def test_compare_a_with_several_bs(server, page):
     shot(page, "compare-many")
 
 
+def test_compare_every_pair_of_a_selection(server, page):
+    """All pairs of A and the Bs along one path type (before: only A against each B; all pairs only as a
+    matrix job on the Map), each curve its own job, barriers by pair type of the samplers."""
+    s = seeded(server)
+    client, ids = s["client"], s["ids"]
+    chosen = ids[:4]
+    a, bs = chosen[0], chosen[1:]
+    page.goto(f"{server['url']}/#/compare?a={a}&bs={','.join(map(str, bs))}&btype=linear&bpoints=5&bpairs=all")
+    pairs = list(combinations(chosen, 2))
+    for x, y in pairs:
+        wait_done(page, f"#many-table tr[data-b='{x}-{y}'] a[data-job]", "#many-table td.error, #many-error")
+    wait_plot(page, "many-plot", len(pairs))
+    plotted = {t["meta"]: t for t in plot_data(page, "many-plot")}
+    assert set(plotted) == {f"{x}-{y}" for x, y in pairs}
+    sampler = {i: client.network(i)["source"]["optimizer"] for i in chosen}
+    barriers = defaultdict(list)
+    for x, y in pairs:
+        job = client.job(job_of(page, f"#many-table tr[data-b='{x}-{y}'] a[data-job]"))
+        assert (job["params"]["a"], job["params"]["b"], job["params"]["type"]) == (x, y, "linear")
+        assert plotted[f"{x}-{y}"]["y"] == pytest.approx([100 * v for v in job["result"]["train_error"]])
+        barriers["–".join(sorted([sampler[x], sampler[y]]))].append(job["result"]["barrier"])
+    shown = {r: float(page.get_attribute(f"#many-groups tr[data-group='{r}'] td:nth-child(3)", "data-value"))
+             for r in page.eval_on_selector_all("#many-groups tbody tr", "rows => rows.map(r => r.dataset.group)")}
+    assert set(shown) == set(barriers) and "sgd–sgd" in shown
+    for k, values in barriers.items():
+        assert shown[k] == pytest.approx(np.mean(values))
+    assert "bpairs=all" in hash_of(page) and page.input_value("#many-pairs") == "all"
+    shot(page, "compare-all-pairs")
+
+
 def test_networks_numeric_filters_hyper_parameters_and_notes(server, page):
     s = seeded(server)
     client, tag, ids = s["client"], s["tag"], s["ids"]
