@@ -129,19 +129,26 @@ def test_plane_names_at_the_grid_edges_stay_inside_the_plot(server, page):
         return r
 
     FakeJobs(page, {"plane"}, edge_plane)
-    page.set_viewport_size({"width": 900, "height": 900})
-    run_plane(page, server, s, (a, b, c), 5)
-    wait_plot(page, "plane-plot", 2)
-    page.wait_for_timeout(300)
-    area = page.evaluate("() => { const b = document.querySelector('#plane-plot .nsewdrag').getBoundingClientRect(); "
-                         "return {left: b.left, right: b.right, top: b.top, bottom: b.bottom}; }")
-    labels = page.evaluate("() => [...document.querySelectorAll('#plane-plot .scatterlayer .textpoint text')].map(e => {"
-                           " const b = e.getBoundingClientRect(); return {text: e.textContent, left: b.left, right: b.right,"
-                           " top: b.top, bottom: b.bottom}; })")
-    assert len(labels) == 3 and all(f"#{i}" in t["text"] for i, t in zip((a, b, c), labels))
-    for box in labels:
-        assert box["left"] >= area["left"] - 1 and box["right"] <= area["right"] + 1, (box, area)
-        assert box["top"] >= area["top"] - 1 and box["bottom"] <= area["bottom"] + 1, (box, area)
+    for width in (900, 390):  # a desktop window, then a phone (names there: ids only, listed under the plot)
+        page.set_viewport_size({"width": width, "height": 900})
+        run_plane(page, server, s, (a, b, c), 5)
+        wait_plot(page, "plane-plot", 2)
+        page.wait_for_timeout(300)
+        area = page.evaluate("() => { const b = document.querySelector('#plane-plot .nsewdrag').getBoundingClientRect(); "
+                             "return {left: b.left, right: b.right, top: b.top, bottom: b.bottom}; }")
+        labels = page.evaluate("() => [...document.querySelectorAll('#plane-plot .scatterlayer .textpoint text')].map(e => {"
+                               " const b = e.getBoundingClientRect(); return {text: e.textContent, left: b.left, right: b.right,"
+                               " top: b.top, bottom: b.bottom}; })")
+        assert len(labels) == 3 and all(f"#{i}" in t["text"] for i, t in zip((a, b, c), labels))
+        for box in labels:
+            assert box["left"] >= area["left"] - 1 and box["right"] <= area["right"] + 1, (width, box, area)
+            assert box["top"] >= area["top"] - 1 and box["bottom"] <= area["bottom"] + 1, (width, box, area)
+        for i in range(3):  # and never on each other
+            for j in range(i + 1, 3):
+                p, q = labels[i], labels[j]
+                apart = p["right"] <= q["left"] or q["right"] <= p["left"] or p["bottom"] <= q["top"] or q["bottom"] <= p["top"]
+                assert apart, (width, p, q)
+        page.goto("about:blank")
 
 
 def bend_result(params: dict) -> dict:

@@ -80,14 +80,17 @@ function draw() {
   const z = r[key].map((row) => row.map((v) => (v === null ? null : 100 * v)));
   const names = state.nets.map((id) => { const n = byId(id); return n ? `${n.name} #${id}` : `#${id}`; });
   const points = r.points || [];
+  // a narrow plot (a phone) labels the networks by id only: full names would run into each other there
+  // (the names are listed under the plot either way)
+  const compact = document.getElementById("plane-plot").clientWidth < 600;
   const traces = [
     { type: "contour", x: r.x, y: r.y, z, name: `${state.show} error`, colorscale: "Viridis", reversescale: false,
       contours: { coloring: "heatmap", showlabels: true, labelfont: { color: "white", size: 10 } }, line: { width: 0.5, color: "rgba(255,255,255,0.5)" },
       colorbar: { title: { text: `${state.show} error %`, side: "right" } },
       hovertemplate: `x = %{x:.3f}, y = %{y:.3f}<br>${state.show} error %{z:.2f}%<extra></extra>` },
-    { type: "scatter", mode: "markers+text", x: points.map((p) => p.x), y: points.map((p) => p.y), text: names.map(ptext), textposition: points.map((p) => labelPlace(p, r)), cliponaxis: false, name: "networks",
+    { type: "scatter", mode: "markers+text", x: points.map((p) => p.x), y: points.map((p) => p.y), text: compact ? state.nets.map((id) => `#${id}`) : names.map(ptext), textposition: points.map((p) => labelPlace(p, r)), cliponaxis: false, name: "networks",
       textfont: { color: "white", size: 12 }, marker: { size: 12, color: ["#ef4444", "#f59e0b", "#22d3ee"], line: { color: "white", width: 2 }, symbol: "circle" },
-      hovertemplate: "%{text}<br>x = %{x:.3f}, y = %{y:.3f}<extra></extra>" },
+      customdata: names.map(ptext), hovertemplate: "%{customdata}<br>x = %{x:.3f}, y = %{y:.3f}<extra></extra>" },
   ];
   const cols = { y: [], x: [], train_error: [], test_error: [] };
   r.y.forEach((y, i) => r.x.forEach((x, j) => { cols.y.push(y); cols.x.push(x); cols.train_error.push(r.train_error[i][j]); cols.test_error.push(r.test_error ? r.test_error[i][j] : ""); }));
