@@ -49,6 +49,11 @@ def test_path_job_finishes_while_a_long_train_runs(server, page):
         eta = page.wait_for_selector(f"#jobs-table tr[data-job='{train['id']}'] .eta")
         assert float(eta.get_attribute("data-eta")) > 0 and "left" in eta.inner_text()
         assert "next in its queue" in page.inner_text(f"#jobs-table tr[data-job='{later[0]['id']}']")
+        # a running train's epoch line is readable: its cell is wide enough for a few words a line (before: about
+        # 90 px at 1280 px, one word a line) and the table fits its frame (before: the actions ran past it)
+        cell = page.eval_on_selector(f"#jobs-table tr[data-job='{train['id']}'] td.message", "e => e.getBoundingClientRect().width")
+        wrap = page.eval_on_selector("#jobs-table", "e => [e.parentElement.scrollWidth, e.parentElement.clientWidth]")
+        assert cell >= 220 and wrap[0] <= wrap[1], (cell, wrap)  # no column hidden to the right
         shot(page, "jobs-queue")
 
         # the running train's live curve: a point per reported epoch, growing while it runs
