@@ -17,15 +17,21 @@ def toroid(server, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([TOROID, *args, "--url", server["url"]], capture_output=True, text=True, timeout=300)
 
 
-def test_upload_list_path_from_the_shell(server, tmp_path):
-    spec = {"kind": "mlp", "hidden": [16]}
+def upload_randoms(server, tmp_path, spec: dict, seeds: tuple[int, ...]) -> list[int]:
+    """Random networks of ``spec`` uploaded with `toroid upload` (named cli-SEED); their ids."""
     ids = []
-    for seed in (31, 32):
+    for seed in seeds:
         f = tmp_path / f"w{seed}.safetensors"
         f.write_bytes(save(random_state(spec, seed)))
         out = toroid(server, "upload", str(f), "--arch", json.dumps(spec), "--name", f"cli-{seed}")
         assert out.returncode == 0, out.stderr
         ids.append(json.loads(out.stdout)["id"])
+    return ids
+
+
+def test_upload_list_path_from_the_shell(server, tmp_path):
+    spec = {"kind": "mlp", "hidden": [16]}
+    ids = upload_randoms(server, tmp_path, spec, (31, 32))
     listing = toroid(server, "networks")
     assert listing.returncode == 0 and "cli-31" in listing.stdout and "cli-32" in listing.stdout
     out = toroid(server, "path", str(ids[0]), str(ids[1]), "--points", "3", "--result-only")
@@ -182,11 +188,7 @@ def test_networks_and_jobs_as_readable_tables(server, tmp_path):
 
 def test_path_takes_the_kinds_other_parameters(server, tmp_path):
     spec = {"kind": "mlp", "hidden": [16]}
-    ids = []
-    for seed in (51, 52):
-        f = tmp_path / f"p{seed}.safetensors"
-        f.write_bytes(save(random_state(spec, seed)))
-        ids.append(json.loads(toroid(server, "upload", str(f), "--arch", json.dumps(spec)).stdout)["id"])
+    ids = upload_randoms(server, tmp_path, spec, (51, 52))
     out = toroid(server, "path", str(ids[0]), str(ids[1]), "--points", "3", "--type", "bend", "--variant", "garipov",
                  "--epochs", "2", "--no-wait")
     assert out.returncode == 0, out.stderr

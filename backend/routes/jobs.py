@@ -6,6 +6,7 @@ import heapq
 import logging
 import math
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -108,15 +109,11 @@ def _cost_eta(job, rates: dict[str, float], now: datetime) -> float | None:
     return None
 
 
-def _start_forecast(conn: Connection, ordered: dict[str, list], now: datetime) -> dict[int, float | None]:
+def _start_forecast(ordered: dict[str, list], running: list, rates: dict[str, float], now: datetime) -> dict[int, float | None]:
     """When each queued job should start, in seconds from now [ours]: its queue's running jobs hold the
     workers (one each; a queue with none running gives no forecast: no worker may be serving it), each
     frees its worker after its ETA; the queued jobs take the first free worker in their order, each for
     its cost times its kind's seconds per unit of cost. Unknown durations make the rest of the queue unknown."""
-    running = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.kind, JOBS.c.cost, JOBS.c.status, JOBS.c.progress,
-                                  JOBS.c.started_at).where(JOBS.c.status == "running", JOBS.c.attached_to.is_(None),
-                                                           JOBS.c.queue.in_(list(ordered)))).all()
-    rates = _seconds_per_cost(conn, {r.kind for r in running} | {r.kind for rows in ordered.values() for r in rows})
     out: dict[int, float | None] = {}
     for queue, rows in ordered.items():
         slots = []  # when each busy worker of the queue is free again
@@ -139,29 +136,28 @@ def _start_forecast(conn: Connection, ordered: dict[str, list], now: datetime) -
 def add_queue_positions(conn: Connection, jobs_: list[dict]) -> list[dict]:
     """Each queued job's place in its queue (1: the next to start; ``_queue_order``) and when it should start
     (``_start_forecast``); for a running job without a progress rate yet, an ETA from its cost: the seconds
-    per unit of cost that recent finished jobs of its kind took, times its cost, less the time it has run."""
+    per unit of cost that recent finished jobs of its kind took, times its cost, less the time it has run.
+    A few queries for the whole list, and none when nothing in it is queued or young."""
     now = datetime.now(timezone.utc)
-    if any(j["status"] == "queued" for j in jobs_):
-        place, ordered = _queue_order(conn)
-        starts = _start_forecast(conn, ordered, now)
-        for j in jobs_:
-            if j["status"] == "queued":
-                j["queue_position"] = place.get(j["id"])
-                j["starts_in_seconds"] = starts.get(j["id"])
+    queued = [j for j in jobs_ if j["status"] == "queued"]
     early = [j for j in jobs_ if j["status"] == "running" and j["eta_seconds"] is None and j.get("cost")
              and j["started_at"] is not None]
-    if early:
-        rates = _seconds_per_cost(conn, {j["kind"] for j in early})
-        for j in early:
-            j["eta_seconds"] = _cost_eta(_Row(j), rates, now)
+    place, ordered, running = {}, {}, []
+    if queued:
+        place, ordered = _queue_order(conn)
+        running = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.kind, JOBS.c.cost, JOBS.c.status, JOBS.c.progress,
+                                      JOBS.c.started_at).where(JOBS.c.status == "running", JOBS.c.attached_to.is_(None),
+                                                               JOBS.c.queue.in_(list(ordered)))).all() if ordered else []
+    kinds = {r.kind for r in running} | {r.kind for rows in ordered.values() for r in rows} | {j["kind"] for j in early}
+    rates = _seconds_per_cost(conn, kinds)
+    if queued:
+        starts = _start_forecast(ordered, running, rates, now)
+        for j in queued:
+            j["queue_position"] = place.get(j["id"])
+            j["starts_in_seconds"] = starts.get(j["id"])
+    for j in early:
+        j["eta_seconds"] = _cost_eta(SimpleNamespace(**j), rates, now)
     return jobs_
-
-
-class _Row:
-    """A job's dict read as a row (attributes), for the helpers above."""
-
-    def __init__(self, job: dict) -> None:
-        self.__dict__.update(job)
 
 
 def job_out(db: Session, job: Job, with_result: bool = True) -> JobOut:

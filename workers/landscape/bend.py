@@ -18,7 +18,7 @@ from .data import Dataset
 from .groups import unit_groups
 from .evaluate import bn_inputs, error_and_loss, evaluate_states, has_batchnorm, recalibrate_bn
 from .params import check_value
-from .paths import (PathError, Progress, State, add_barrier, _check_bn, _float64, _geodesic_ends, _setup, distances,
+from .paths import (PathError, Progress, State, add_barrier, _check_bn, _float64, _geodesic_ends, setup, distances,
                     geodesic_distance, path_points, positions)
 
 
@@ -123,7 +123,7 @@ def bend_result(
         check_value(key, PARAMS[key], value, "a single-bend path", PathError)
     _check_bn(bn)
     ts = sorted(set(positions(points)) | {0.5})
-    model, splits, bn_data = _setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
+    model, splits, bn_data = setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
     report = progress or (lambda f, m: None)
     train_inputs = bn_inputs(data.x_train, bn_samples)
 

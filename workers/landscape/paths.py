@@ -331,9 +331,10 @@ def _check_bn(bn: str) -> None:
         raise PathError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
 
 
-def _setup(spec: dict[str, Any], data: Dataset, states: list[State], dtype: torch.dtype, device: Any, bn: str,
-           bn_samples: int | None):
-    """Model on the device, splits on the device, inputs for BatchNorm recomputation (None when not needed)."""
+def setup(spec: dict[str, Any], data: Dataset, states: list[State], dtype: torch.dtype, device: Any, bn: str,
+          bn_samples: int | None):
+    """Model on the device (every state checked against it), splits on the device, inputs for BatchNorm
+    recomputation (None when not needed: bn is not "recompute", or no BatchNorm). Paths, bends, planes, slices."""
     device = torch.device(device) if device is not None else default_device()
     model = nets.build(spec, data.input_shape, data.n_classes).to(dtype)
     for state in states:
@@ -390,7 +391,7 @@ def path_result(
     if not isinstance(orders, int) or isinstance(orders, bool) or orders < 1:
         raise PathError(f"'orders' must be a positive integer, got {orders!r}")
     ts = positions(points) if ts is None else [float(t) for t in ts]
-    model, splits, bn_data = _setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
+    model, splits, bn_data = setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
     aligned64 = None
     if type != "linear" or with_distances:
         aligned64 = symmetry.align(spec, _float64(state_a), _float64(state_b))

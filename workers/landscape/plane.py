@@ -32,9 +32,9 @@ from typing import Any, Callable, Collection, Iterator
 import torch
 
 from . import nets, symmetry
-from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
+from .evaluate import Combination, evaluate_states, has_batchnorm
 from .groups import compared_names, first_weight, tensors
-from .paths import BN_MODES, PathError
+from .paths import BN_MODES, PathError, setup
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -121,11 +121,7 @@ def plane_result(
         raise PlaneError(f"'grid' must be an integer between {MIN_GRID} and {MAX_GRID}, got {grid!r}")
     if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 <= margin <= MAX_MARGIN:
         raise PlaneError(f"'margin' must be a number between 0 and {MAX_MARGIN}, got {margin!r}")
-    device = torch.device(device) if device is not None else default_device()
-    model = nets.build(spec, data.input_shape, data.n_classes).to(dtype)
-    for s in states:
-        nets.check_state_dict(model, s)
-    model = model.to(device)
+    model, splits, bn_data = setup(spec, data, list(states), dtype, device, bn, bn_samples)
 
     # 1. the three networks and the plane's orthonormal basis (float64)
     n0, n1, n2 = ({k: v.detach().double() if v.is_floating_point() else v for k, v in s.items()} for s in states)
@@ -163,9 +159,6 @@ def plane_result(
     coef = torch.tensor(weights, dtype=torch.float64)[:, :, None].expand(len(weights), 3, h)
     first = Combination(name, [a[name], b[name], c[name]], coef)
     with_bn = has_batchnorm(model)
-    bn_data = bn_inputs(data.x_train, bn_samples).to(device) if with_bn and bn == "recompute" else None
-    splits = {"train": (data.x_train.to(device), data.y_train.to(device)),
-              "test": (data.x_test.to(device), data.y_test.to(device))}
 
     def report(fraction: float, message: str) -> None:
         if progress is not None:

@@ -49,9 +49,9 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import nets, symmetry
-from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
+from .evaluate import Combination, evaluate_states, has_batchnorm
 from .groups import compared_names, first_weight, in_module_order, unit_groups
-from .paths import PathError
+from .paths import PathError, setup
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -141,35 +141,48 @@ def _exp_coefficients(rows: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor
     return torch.cos(angle), scale
 
 
-def point(spec: dict[str, Any], theta: State, dirs: list[State], coords: tuple[float, ...], mode: str) -> State:
-    """The state at ``coords`` (x, or x and y) of the slice through ``theta`` along ``dirs``."""
+def _on_spheres(spec: dict[str, Any], theta: State, dirs: list[State], mode: str) -> list[tuple]:
+    """(sphere, theta's rows, each direction's rows) for every sphere of a canonical slice (none in filter mode):
+    what each point's exponential map needs, gathered once for all the points."""
+    return [(sph, sph.rows(theta), [sph.rows(d) for d in dirs]) for sph in (spheres(spec) if mode == "canonical" else [])]
+
+
+def _point(theta: State, dirs: list[State], coords: tuple[float, ...], on_spheres: list[tuple]) -> State:
+    placed = {n for sph, _, _ in on_spheres for n in sph.names}
     out: State = {}
     for name, t in theta.items():
-        out[name] = t + sum(c * d[name] for c, d in zip(coords, dirs)) if t.is_floating_point() else t.clone()
-    for sph in (spheres(spec) if mode == "canonical" else []):  # the exponential map instead of t + v
-        rows = sph.rows(theta)
-        v = sph.rows({n: sum(c * d[n] for c, d in zip(coords, dirs)) for n in sph.names})
+        if not t.is_floating_point():
+            out[name] = t.clone()
+        elif name not in placed:
+            out[name] = t + sum(c * d[name] for c, d in zip(coords, dirs))
+    for sph, rows, drows in on_spheres:  # the exponential map instead of t + v
+        v = sum(c * r for c, r in zip(coords, drows))
         c0, s = _exp_coefficients(rows, v)
         out.update(sph.split(c0[:, None] * rows + s[:, None] * v, theta))
-    return out
+    return {name: out[name] for name in theta}
+
+
+def point(spec: dict[str, Any], theta: State, dirs: list[State], coords: tuple[float, ...], mode: str) -> State:
+    """The state at ``coords`` (x, or x and y) of the slice through ``theta`` along ``dirs``."""
+    return _point(theta, dirs, coords, _on_spheres(spec, theta, dirs, mode))
 
 
 def _first_combination(spec: dict[str, Any], theta: State, dirs: list[State], grid: list[tuple[float, ...]],
-                       mode: str) -> Combination:
+                       on_spheres: list[tuple]) -> Combination:
     """The first layer of every grid point as a per-unit combination of theta's and the directions'."""
     name = first_weight(spec)
     w = theta[name]
     h = w.shape[0]
     coef = torch.zeros(len(grid), 1 + len(dirs), h, dtype=torch.float64)
-    sphere = next((sph for sph in spheres(spec) if name in sph.names), None) if mode == "canonical" else None
+    sphere = next((entry for entry in on_spheres if name in entry[0].names), None)
     for i, coords in enumerate(grid):
         if sphere is None:
             coef[i, 0] = 1.0
             for j, c in enumerate(coords):
                 coef[i, 1 + j] = c
             continue
-        v = sphere.rows({n: sum(c * d[n] for c, d in zip(coords, dirs)) for n in sphere.names})
-        c0, s = _exp_coefficients(sphere.rows(theta), v)  # (h,) per channel, or (1,) for one sphere
+        _, rows, drows = sphere
+        c0, s = _exp_coefficients(rows, sum(c * r for c, r in zip(coords, drows)))  # (h,), or (1,) for one sphere
         coef[i, 0] = c0.expand(h)
         for j, c in enumerate(coords):
             coef[i, 1 + j] = (c * s).expand(h)
@@ -228,10 +241,7 @@ def slice_result(
     """
     spec = nets.normalize_spec(spec)
     check(spec, dims, points, span, mode, bn, seed)
-    device = torch.device(device) if device is not None else default_device()
-    model = nets.build(spec, data.input_shape, data.n_classes).to(dtype)
-    nets.check_state_dict(model, state)
-    model = model.to(device)
+    model, splits, bn_data = setup(spec, data, [state], dtype, device, bn, bn_samples)
 
     theta = center(spec, state, mode)
     dirs = directions(spec, theta, mode, seed, dims)
@@ -239,21 +249,20 @@ def slice_result(
     ys = axis(float(span), points) if dims == 2 else [0.0]
     grid = [(x,) for x in xs] if dims == 1 else [(x, y) for y in ys for x in xs]  # 2-D: row by row (y outer)
 
+    on_spheres = _on_spheres(spec, theta, dirs, mode)
+
     def states() -> Iterator[State]:
         for coords in grid:
-            yield point(spec, theta, dirs, coords, mode)
+            yield _point(theta, dirs, coords, on_spheres)
 
     with_bn = has_batchnorm(model)
-    bn_data = bn_inputs(data.x_train, bn_samples).to(device) if with_bn and bn == "recompute" else None
-    splits = {"train": (data.x_train.to(device), data.y_train.to(device)),
-              "test": (data.x_test.to(device), data.y_test.to(device))}
 
     def report(fraction: float, message: str) -> None:
         if progress is not None:
             progress(fraction, message.replace("point", "slice point"))
 
     res = evaluate_states(model, states(), splits, progress=report, total=len(grid), bn_data=bn_data,
-                          first=_first_combination(spec, theta, dirs, grid, mode), memory_mb=memory_mb)
+                          first=_first_combination(spec, theta, dirs, grid, on_spheres), memory_mb=memory_mb)
     out: dict[str, Any] = {"dims": dims, "mode": mode, "seed": seed, "span": float(span),
                            "bn": bn if with_bn else None, "x": xs}
     origin = grid.index((0.0,) if dims == 1 else (0.0, 0.0))
