@@ -68,7 +68,7 @@ CLEAN_RESULTS_EVERY = 3600.0  # seconds between two cleanups of the Celery resul
 
 async def _reconcile_forever(every: float) -> None:
     """Re-send lost jobs and re-queue those whose worker died (backend.jobs.reconcile); once an hour (and at
-    start) delete expired chunk results of fanned-out jobs (workers.app.clean_results)."""
+    start) delete expired chunk results of fanned-out jobs (workers.glue.app.clean_results)."""
     first, cleaned = True, -math.inf
     while True:
         try:
@@ -81,7 +81,7 @@ async def _reconcile_forever(every: float) -> None:
         if time.monotonic() - cleaned >= CLEAN_RESULTS_EVERY:
             cleaned = time.monotonic()
             try:
-                from workers.app import clean_results  # (lazily, as lifecycle.enqueue: the app of the settings)
+                from workers.glue.app import clean_results  # (lazily, as lifecycle.enqueue: the app of the settings)
 
                 await asyncio.to_thread(clean_results)
             except Exception:  # noqa: BLE001 - the result backend may be briefly away

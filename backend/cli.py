@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 def _worker_cmd(queues: str, concurrency: int, name: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queues, "-c", str(concurrency),
+    return [sys.executable, "-m", "celery", "-A", "workers.glue.app", "worker", "-Q", queues, "-c", str(concurrency),
             "-n", f"{name}@{socket.gethostname()}", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
 
 

@@ -57,7 +57,7 @@ def leader(session: Session, kind: str, key: str, readable) -> Job | None:
 
 def enqueue(session: Session, job: Job) -> None:
     """Send the job to its queue and note when. A lost message is re-sent by ``reconcile``."""
-    from workers.app import get_celery
+    from workers.glue.app import get_celery
 
     get_celery().send_task(f"toroid.{job.kind}", args=[job.id], queue=job.queue)
     session.execute(update(Job).where(Job.id == job.id).values(sent_at=utcnow()))

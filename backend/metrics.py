@@ -17,7 +17,7 @@ DURATION_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, float("inf"))
 
 def queue_depths() -> dict[str, int | None]:
     """Messages waiting in each Celery queue (None when the broker cannot be asked)."""
-    from workers.app import QUEUES
+    from workers.glue.app import QUEUES
 
     settings = get_settings()
     try:

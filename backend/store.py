@@ -58,7 +58,7 @@ def put(state: dict[str, torch.Tensor]) -> tuple[str, int]:
 
 def get(h: str) -> dict[str, torch.Tensor]:
     """The state dict stored under ``h``. Its keys come in no fixed order (safetensors hands them out in
-    another order on every read): the workers put them in the module's order (workers.runners.Context.state)."""
+    another order on every read): the workers put them in the module's order (workers.glue.runners.Context.state)."""
     return st_load(_path(h).read_bytes())
 
 

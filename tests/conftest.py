@@ -43,7 +43,7 @@ def configure(env: dict[str, str]) -> None:
         os.environ.pop(key, None)
     os.environ.update(env)
     from backend import config, db
-    from workers import app as worker_app
+    from workers.glue import app as worker_app
 
     config.get_settings.cache_clear()
     db.reset_engines()
@@ -94,9 +94,9 @@ def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float
 
 
 def start_worker(env: dict[str, str], log: Path, name: str = "test") -> subprocess.Popen:
-    from workers.app import QUEUES
+    from workers.glue.app import QUEUES
 
-    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", ",".join(QUEUES), "-c", "1",
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.glue.app", "worker", "-Q", ",".join(QUEUES), "-c", "1",
            "-n", f"{name}-{os.getpid()}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,4 +1,4 @@
-"""The embedded broker (kombu's filesystem transport through workers/broker.py) never hands out half a message.
+"""The embedded broker (kombu's filesystem transport through workers/glue/broker.py) never hands out half a message.
 
 kombu's own writer opens a message file under its final name and then writes into it; a reader looking in
 between parsed the partial file and the worker died with "Unrecoverable error: JSONDecodeError". These tests
@@ -22,7 +22,7 @@ from queue import Empty
 
 import pytest
 
-from workers import broker
+from workers.glue import broker
 
 from .conftest import close_stack, configure, make_stack
 from .helpers import random_state, upload
@@ -42,7 +42,7 @@ def home():
 
 
 def connection():
-    from workers.app import get_celery
+    from workers.glue.app import get_celery
 
     return get_celery().connection_for_write()
 
@@ -221,7 +221,7 @@ def test_the_embedded_result_backend_forgets_expired_chunk_results(home):
     import datetime
 
     from celery.backends.database.models import Task
-    from workers.app import clean_results, get_celery
+    from workers.glue.app import clean_results, get_celery
 
     app = get_celery()
     assert app.backend.url.startswith("sqlite:///") and str(home) in app.backend.url

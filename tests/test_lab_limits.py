@@ -212,7 +212,7 @@ def _own_redis_db() -> int:
 def test_a_fanned_out_job_waiting_in_the_queue_is_not_lost_and_fans_out_once(backend):
     """Its chunks wait behind other work (here: no worker at all); the reconciler leaves it alone, a second
     fan-out of the same attempt is refused, and a worker started later finishes it once."""
-    from workers import tasks
+    from workers.glue import tasks
 
     s = make_stack(f"fanwait{backend[0]}", with_worker=False, backend=backend, reconcile=False,
                    redis_db=_own_redis_db() if backend == "services" else None,

@@ -189,7 +189,7 @@ def run_queued(stack) -> None:
     """Run every queued job in this process, as a worker would."""
     from backend.db import new_session
     from backend.models import Job
-    from workers import tasks
+    from workers.glue import tasks
 
     stack.activate()
     with new_session() as s:
@@ -201,7 +201,7 @@ def run_queued(stack) -> None:
 def test_a_path_job_builds_its_model_once_and_aligns_once(monkeypatch, bare):
     """In process: the worker's code for one path job, counting the expensive steps (before: the model
     was built 3 times, the weights checked 4 times, an aligned pair aligned twice)."""
-    from workers import tasks
+    from workers.glue import tasks
     from workers.landscape import symmetry
 
     a, b = _networks(bare.client, n=2, spec=SPEC, prefix="once")
@@ -228,7 +228,7 @@ def test_a_path_job_builds_its_model_once_and_aligns_once(monkeypatch, bare):
 
 
 def test_adding_a_kind_is_a_declaration_and_a_runner():
-    from workers.runners import RUNNERS
+    from workers.glue.runners import RUNNERS
 
     assert set(RUNNERS) == set(kinds.KINDS)
     for kind in kinds.KINDS.values():

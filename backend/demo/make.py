@@ -1,6 +1,6 @@
 """Train the demo's networks and write them into this package: ``python -m backend.demo.make``.
 
-Each run of ``backend.demo.RUNS`` is trained exactly as a train job trains it (``workers.tasks.run_train``:
+Each run of ``backend.demo.RUNS`` is trained exactly as a train job trains it (``workers.glue.runners.train_piece``:
 the job's parameters normalised by ``train.normalize_params``, the initial weights from
 ``train.initial_model``, then ``train.train``), with one torch thread, so the same command writes the same
 files twice. Then it prints what the dashboard will show on them (flatness per sampler, Spearman rho of

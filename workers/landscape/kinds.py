@@ -11,7 +11,7 @@ A kind is a ``Kind``:
   (evaluations x samples x parameters; training: epochs x samples x parameters x 3) [ours];
 - ``queue``: "interactive" or "batch"; ``batch_above``: a cost above which the job goes to "batch";
 - ``split(params, sizes)`` -> pieces (one piece: no fan-out) and ``join(params, outputs)``.
-A worker's runner (workers/runners.py) computes one piece; adding a kind is one ``Kind`` and one runner.
+A worker's runner (workers/glue/runners.py) computes one piece; adding a kind is one ``Kind`` and one runner.
 Nothing here touches a database: the backend looks the networks up and hands over ``NetworkFacts``.
 """
 from __future__ import annotations

@@ -20,7 +20,7 @@ The fix, two halves:
 
 The processed folder holds only messages being read at that moment: each is deleted right after it is
 read (unless ``store_processed`` is set), so it does not grow in a long-running ``toroid serve``.
-Registered for the embedded broker in workers/app.py (``broker_transport``).
+Registered for the embedded broker in workers/glue/app.py (``broker_transport``).
 """
 from __future__ import annotations
 

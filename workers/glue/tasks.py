@@ -1,4 +1,4 @@
-"""Celery glue, the same for every job kind: claim a job, run its pieces (workers/runners.py), report
+"""Celery glue, the same for every job kind: claim a job, run its pieces (workers/glue/runners.py), report
 progress, hand the result to the life cycle (backend/lifecycle.py).
 
 A job whose kind splits it into several pieces (kinds.py) fans out: each piece is a ``toroid.chunk``
@@ -22,9 +22,9 @@ from backend import lifecycle
 from backend.config import get_settings
 from backend.db import new_session
 from backend.models import Job
-from workers.app import celery_app, get_celery
+from workers.glue.app import celery_app, get_celery
 from workers.landscape.kinds import KINDS
-from workers.runners import RUNNERS, Context, load_data  # noqa: F401  (load_data: for tools and tests)
+from workers.glue.runners import RUNNERS, Context, load_data  # noqa: F401  (load_data: for tools and tests)
 
 log = logging.getLogger("toroid.tasks")
 

@@ -1,6 +1,6 @@
 """The Celery application. Broker and queues come from backend.config.
 
-Embedded default: kombu's filesystem transport under TOROID_HOME (no server), through workers.broker's
+Embedded default: kombu's filesystem transport under TOROID_HOME (no server), through workers.glue.broker's
 subclass (messages written to a temporary name and renamed into place, so a worker never reads half a
 message; kombu's own writer lets it, and the worker then dies on a JSONDecodeError). Lab server: Redis.
 Queues: ``interactive`` for what a person waits for (evaluate, distance, canonicalize, path, small
@@ -23,7 +23,7 @@ def make_celery() -> Celery:
     settings = get_settings()
     # The result backend holds only the chunk results of fanned-out jobs until their chord assembles them.
     app = Celery("toroid", broker=settings.celery_broker_url, backend=settings.celery_result_backend,
-                 include=["workers.tasks"])
+                 include=["workers.glue.tasks"])
     conf: dict = dict(
         task_ignore_result=True,  # the database is the truth: results are written there by the task
         task_acks_late=True,  # a job whose worker dies is delivered again
@@ -43,7 +43,7 @@ def make_celery() -> Celery:
     if settings.embedded_broker:
         settings.ensure_dirs()
         queue_dir = str(settings.broker_dir / "queue")
-        conf["broker_transport"] = "workers.broker:Transport"  # atomic writes; see workers/broker.py
+        conf["broker_transport"] = "workers.glue.broker:Transport"  # atomic writes; see workers/glue/broker.py
         conf["broker_transport_options"] = {
             "data_folder_in": queue_dir,
             "data_folder_out": queue_dir,
@@ -72,4 +72,4 @@ def get_celery() -> Celery:
     return make_celery()
 
 
-celery_app = get_celery()  # what `celery -A workers.app worker` loads
+celery_app = get_celery()  # what `celery -A workers.glue.app worker` loads
