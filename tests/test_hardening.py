@@ -610,15 +610,23 @@ def test_pt_decompression_bombs_are_never_inflated(api, monkeypatch):
     assert len(bomb) < 100_000
     r = upload(api, blob=bomb, filename="bomb.pt")
     assert r.status_code == 400 and "compressed" in r.json()["detail"], r.text
-    # stored records declaring more than the architecture's weights can take
-    r = upload(api, blob=_pt({**random_state(), "extra": torch.zeros(100_000)}), filename="big.pt")
-    assert r.status_code == 400 and "declare" in r.json()["detail"], r.text
+    assert loads == []
     # the legacy (non-zip) format is refused
     buf = io.BytesIO()
     torch.save(random_state(), buf, _use_new_zipfile_serialization=False)
     r = upload(api, blob=buf.getvalue(), filename="old.pt")
     assert r.status_code == 400 and "zip archive" in r.json()["detail"], r.text
     assert loads == []
+    # stored records declaring more than the architecture's weights can take: uncompressed, so their names
+    # and shapes are read (onto the meta device only) to say which tensors do not fit (issue 25)
+    r = upload(api, blob=_pt({**random_state(), "extra": torch.zeros(100_000)}), filename="big.pt")
+    assert r.status_code == 400 and "does not match the file" in r.json()["detail"], r.text
+    assert "unexpected tensors: extra" in r.json()["detail"], r.text
+    # names and shapes that fit, over a storage far larger than the tensors: still refused for its bytes
+    state = random_state()
+    state["fc1.weight"] = torch.zeros(200_000)[: state["fc1.weight"].numel()].view_as(state["fc1.weight"])
+    r = upload(api, blob=_pt(state), filename="views.pt")
+    assert r.status_code == 400 and "declare" in r.json()["detail"], r.text
     # a plain torch.save state dict still uploads
     r = upload(api, blob=_pt(random_state(seed=9)), filename="fine.pt", name="fine-pt")
     assert r.status_code == 201, r.text

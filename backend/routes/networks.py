@@ -165,7 +165,7 @@ def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, b
     try:
         # a file may hold float64 where the model has float32: twice the bytes, plus the archive's own records
         shapes = store.upload_shapes(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
-        _check_shapes(expected, shapes)
+        _check_shapes(expected, shapes, f"{json.dumps(info.architecture, separators=(', ', ': '))} on {info.dataset}")
         state = store.parse_upload(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
     except store.UploadError as exc:
         raise HTTPException(400, str(exc)) from None
@@ -191,9 +191,10 @@ def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, b
     return _network_row(db.connection(), net.id)
 
 
-def _check_shapes(expected: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+def _check_shapes(expected: dict, shapes: dict[str, tuple[int, ...]], architecture: str = "") -> None:
     """The names and shapes of a file's tensors against the architecture's (the same words as
-    nets.check_state_dict, which checks values and dtypes once the tensors exist)."""
+    nets.check_state_dict, which checks values and dtypes once the tensors exist); the message says that
+    the architecture does not match the file and which tensors differ."""
     problems = []
     missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
     if missing:
@@ -201,11 +202,12 @@ def _check_shapes(expected: dict, shapes: dict[str, tuple[int, ...]]) -> None:
     if unexpected:
         problems.append(f"unexpected tensors: {', '.join(n[:100] for n in unexpected[:20])}"
                         + (f" and {len(unexpected) - 20} more" if len(unexpected) > 20 else ""))
-    for name in sorted(set(expected) & set(shapes)):
-        if tuple(shapes[name]) != tuple(expected[name].shape):
-            problems.append(f"{name} has shape {list(shapes[name])}, expected {list(expected[name].shape)}")
+    wrong = [f"{name} has shape {list(shapes[name])}, expected {list(expected[name].shape)}"
+             for name in sorted(set(expected) & set(shapes)) if tuple(shapes[name]) != tuple(expected[name].shape)]
+    problems += wrong[:20] + ([f"and {len(wrong) - 20} more shapes differ"] if len(wrong) > 20 else [])
     if problems:
-        raise store.UploadError("weights do not fit the architecture: " + "; ".join(problems))
+        given = f" given ({architecture})" if architecture else ""
+        raise store.UploadError(f"the architecture{given} does not match the file: " + "; ".join(problems))
 
 
 def _network_row(conn: Connection, network_id: int):
