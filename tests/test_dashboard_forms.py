@@ -75,3 +75,41 @@ def test_the_upload_form_keeps_its_architecture_and_names_a_mismatch(server, pag
     text = page.inner_text("#upload-error")
     assert "does not match the file" in text and "fc1.weight has shape [64, 64], expected [16, 64]" in text, text
     assert "bytes" not in text
+
+
+def test_compare_offers_only_compatible_networks_as_b(server, page, tmp_path):
+    from safetensors.torch import save
+
+    from .helpers import random_state
+
+    s = seeded(server)
+    client, ids, tag = s["client"], s["ids"], s["tag"]
+    other_spec = {"kind": "mlp", "hidden": [8]}
+    other = client.upload({k: v.contiguous() for k, v in random_state(other_spec, seed=3).items()},
+                          name="narrow-b-candidate", architecture=other_spec, dataset="digits")
+    a = ids[0]
+    page.goto(f"{server['url']}/#/compare")
+    page.wait_for_selector(f"#compare-a option[value='{a}']", state="attached")
+    page.select_option("#compare-a", str(a))
+    options = page.eval_on_selector_all("#compare-b option[value]:not([value=''])", """os => os.map(o => ({
+        id: Number(o.value), disabled: o.disabled, text: o.textContent, group: o.parentElement.tagName}))""")
+    by_id = {o["id"]: o for o in options}
+    # the same architecture and data set: offered; A itself and the narrower mlp: greyed, saying why
+    for i in ids[1:]:
+        assert not by_id[i]["disabled"] and by_id[i]["group"] == "SELECT"
+    assert by_id[a]["disabled"] and "this is A" in by_id[a]["text"]
+    assert by_id[other["id"]]["disabled"] and "another architecture" in by_id[other["id"]]["text"]
+    assert by_id[other["id"]]["group"] == "OPTGROUP"
+    offered = [o["id"] for o in options if not o["disabled"]]
+    assert offered.index(ids[1]) < [o["id"] for o in options].index(other["id"])  # compatible ones first
+    # an address naming an incompatible B: one clear line, no job submitted, nothing in the table
+    before = len(client.jobs(limit=500))
+    page.goto(f"{server['url']}/#/compare?a={a}&b={other['id']}&types=linear,linear_aligned,geodesic")
+    page.wait_for_function("() => { const e = document.getElementById('path-error'); return !e.hidden && e.textContent.trim(); }")
+    text = page.inner_text("#path-error")
+    assert "cannot be compared with A" in text and "another architecture" in text and text.count("architecture (") == 1
+    assert page.inner_text("#path-summary").strip() == ""
+    page.wait_for_timeout(500)
+    assert len(client.jobs(limit=500)) == before
+    # the error fits in its box (not cut off)
+    assert page.evaluate("() => { const e = document.getElementById('path-error'); return e.scrollWidth <= e.clientWidth + 1; }")
