@@ -113,3 +113,43 @@ def test_compare_offers_only_compatible_networks_as_b(server, page, tmp_path):
     assert len(client.jobs(limit=500)) == before
     # the error fits in its box (not cut off)
     assert page.evaluate("() => { const e = document.getElementById('path-error'); return e.scrollWidth <= e.clientWidth + 1; }")
+
+
+def visible_job_rows(page, server) -> list[int]:
+    page.goto(f"{server['url']}/#/jobs")
+    page.wait_for_selector("#jobs-table tbody tr[data-job], #jobs-table tbody td.hint")
+    page.wait_for_timeout(300)
+    return page.eval_on_selector_all("#jobs-table tbody tr[data-job]", "rows => rows.map(r => Number(r.dataset.job))")
+
+
+def test_reopening_every_view_ten_times_adds_no_visible_job_rows(server, page):
+    s = seeded(server)
+    client, (a, b, c, d) = s["client"], s["ids"]
+    views = [  # an address of each view that submits jobs on opening, and what shows they are answered
+        (f"#/compare?a={a}&b={b}&types=linear,geodesic&points=5", "#path-summary tr[data-type='geodesic'] a[data-job]", "#path-summary td.error, #path-error"),
+        (f"#/flatness?nets={a},{b}&sigmas=0.1&draws=2", f"#flat-table tr[data-id='{b}'] a[data-job]", "#flat-table td.error, #flat-error"),
+        (f"#/map?nets={a},{b},{c}", "#map-note[data-job]", "#map-error"),
+        (f"#/plane?nets={a},{b},{c}&grid=5", "#plane-note[data-job]", "#plane-error"),
+        (f"#/slice?network={d}&dims=1&points=5", "#slice-note[data-job]", "#slice-error"),
+    ]
+    from .test_dashboard_support import wait_done
+
+    for address, done, error in views:  # the first visit computes (or finds) them
+        page.goto(f"{server['url']}/{address}")
+        wait_done(page, done, error)
+    before = visible_job_rows(page, server)
+    all_before = len(client.jobs(limit=1000))
+    for _ in range(10):
+        for address, done, error in views:
+            page.goto("about:blank")
+            page.goto(f"{server['url']}/{address}")
+            wait_done(page, done, error)
+    # the visits were answered from the cache: jobs exist (the API lists them), the Jobs view hides them
+    cached = client.jobs(limit=1000)
+    assert len(cached) >= all_before + 50 and all(j["cached"] for j in cached[: len(cached) - all_before])
+    assert visible_job_rows(page, server) == before
+    assert not [j for j in client.jobs(limit=1000, cached="false") if j["cached"]]
+    # the toggle shows them, and is kept in the address
+    page.check("#jobs-cached")
+    page.wait_for_function("() => document.querySelectorAll('#jobs-table tbody tr[data-job] .pill').length >= 50")
+    assert "cached=1" in page.evaluate("() => location.hash")

@@ -252,8 +252,11 @@ def _submit(db: Session, body: JobIn, user: Principal) -> JobOut | int:
             return made[0]
 
 
-def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str | None, limit: int) -> list[dict]:
+def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str | None, limit: int,
+               cached: bool | None = None) -> list[dict]:
     stmt = select(JOBS).order_by(JOBS.c.id.desc())
+    if cached is not None:  # answered from the cache (cached_from set) or computed (or still to be)
+        stmt = stmt.where(JOBS.c.cached_from.is_not(None) if cached else JOBS.c.cached_from.is_(None))
     if not user.is_admin:
         stmt = stmt.where(or_(JOBS.c.visibility == "lab", JOBS.c.owner == user.name))
     if status:
@@ -280,9 +283,11 @@ async def list_jobs(
     status: filter_query() = None,
     kind: filter_query() = None,
     limit: int = Query(100, ge=1, le=1000),
+    cached: bool | None = Query(None, description="true: only jobs answered at once from the cache; false: none of "
+                                "them (the dashboard's Jobs view hides them by default)"),
 ) -> Response:
     """Jobs you may read, newest first, without their results (read one job or its result for that)."""
-    return json_response(list[JobOut], await read(_list_rows, user, status, kind, limit))
+    return json_response(list[JobOut], await read(_list_rows, user, status, kind, limit, cached))
 
 
 @router.get("/{job_id}", response_model=JobOut)
