@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Celery broker; empty means kombu's filesystem transport under <home>/broker (no server needed).
     broker_url: str = ""
+    # Prefix of every key the Redis broker and result backend write (empty: none): several installations,
+    # or test runs, share one Redis database without reading each other's messages.
+    broker_prefix: str = ""
     # Folder holding MNIST / Fashion-MNIST / CIFAR in torchvision's layout (never downloaded).
     data_root: Path | None = None
     # Largest accepted weights upload, in bytes (413 above it), counted on the bytes as they arrive.

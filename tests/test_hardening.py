@@ -34,7 +34,6 @@ from backend.models import Job, Network, Result, User
 from .conftest import ROOT, close_stack, configure, free_port, make_stack, services_env, stop
 from .helpers import SPEC, random_state, upload
 
-REDIS_DB = 13  # a Redis database of these tests' own (queued messages must not reach another stack's worker)
 
 
 # ---- a real server, and raw HTTP/1.1 on a socket ------------------------------------------------------
@@ -42,8 +41,9 @@ REDIS_DB = 13  # a Redis database of these tests' own (queued messages must not 
 @pytest.fixture(scope="module")
 def lab_server():
     """`toroid serve` on PostgreSQL + Redis, authentication on, small limits; users alice, bob and boss."""
+    services = services_env(f"toroid_harden_srv_{os.getpid()}")  # may skip: before the home is made
     home = Path(tempfile.mkdtemp(prefix="toroid-harden-"))
-    env = {"TOROID_HOME": str(home), **services_env(f"toroid_harden_srv_{os.getpid()}", REDIS_DB),
+    env = {"TOROID_HOME": str(home), **services,
            "TOROID_AUTH": "on", "TOROID_MAX_UPLOAD_BYTES": "300000", "TOROID_BODY_STALL_TIMEOUT": "1",
            "TOROID_HEADER_TIMEOUT": "2",
            "TOROID_METRICS_TOKEN": "scrape-secret", "TOROID_RECONCILE_EVERY": "0"}
@@ -68,7 +68,7 @@ def lab_server():
 
 def use_db(env: dict[str, str]) -> None:
     """Point this process at the server's database (and nothing else of its settings)."""
-    configure({k: env[k] for k in ("TOROID_HOME", "TOROID_DATABASE_URL", "TOROID_BROKER_URL")})
+    configure({k: env[k] for k in ("TOROID_HOME", "TOROID_DATABASE_URL", "TOROID_BROKER_URL", "TOROID_BROKER_PREFIX")})
 
 
 def rss_kib(pid: int) -> int:
@@ -289,7 +289,7 @@ def test_metrics_need_an_admin_or_the_scrapers_token(lab_server):
 def lab(request):
     """The app with tokens required, on SQLite or PostgreSQL; users alice, bob, boss (admin)."""
     name = f"harden_{request.param}"
-    stack = make_stack(name, with_worker=False, backend=request.param, redis_db=REDIS_DB, reconcile=False)
+    stack = make_stack(name, with_worker=False, backend=request.param, reconcile=False)
     if request.param == "services":  # this stack's connections can be told apart in pg_stat_activity
         app_name = f"toroid-harden-{os.getpid()}"
         stack.env["TOROID_DATABASE_URL"] += f"&application_name={app_name}"
