@@ -2,7 +2,7 @@
 // with the barrier of each marked, and their distances.
 import { runJob } from "../api.js";
 import { fillSelect } from "../picker.js";
-import { clearPlot, drawPlot, plotBox } from "../plots.js";
+import { clearPlot, drawPlot, plotBox, wrapParts } from "../plots.js";
 import { setState } from "../router.js";
 import { byId, ensureNetworks, jobKinds, onNetworks } from "../store.js";
 import { enterMany, initMany, manyParams, renderManyPicker } from "./compare_many.js";
@@ -187,10 +187,12 @@ function draw() {
     annotations.push({ xref: "x", yref: "paper", x: 0.5, y: 1, text: "bend", showarrow: false, yanchor: "bottom", font: { color: pathColor("bend"), size: 11 } });
   }
   // one line of barrier values between the title and the plot, each in its path's colour (never on the data)
+  // (broken into lines on a narrow plot: every path's barrier stays in the figure)
   if (order.length) {
+    const parts = order.map((t) => `<span style="color:${pathColor(t)}">${ptext(typeLabel(t))} ${pct(state.results[t].barrier)}</span>`);
+    const room = (document.getElementById("path-plot").clientWidth || 600) - 80;
     annotations.push({ xref: "paper", yref: "paper", x: 0, xanchor: "left", y: 1, yanchor: "bottom", yshift: 18, showarrow: false, align: "left",
-      name: "barriers", font: { size: 12 },
-      text: "★ barrier: " + order.map((t) => `<span style="color:${pathColor(t)}">${ptext(typeLabel(t))} ${pct(state.results[t].barrier)}</span>`).join(" · ") });
+      name: "barriers", font: { size: 12 }, text: wrapParts(["★ barrier:", ...parts.map((p, i) => (i < parts.length - 1 ? `${p} ·` : p))], room, " ").join("<br>") });
   }
   const a = byId(state.a), b = byId(state.b);
   const title = `${ptext(a ? a.name : `#${state.a}`)} (t = 0) → ${ptext(b ? b.name : `#${state.b}`)} (t = 1)`;
