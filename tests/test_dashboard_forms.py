@@ -83,7 +83,7 @@ def test_compare_offers_only_compatible_networks_as_b(server, page, tmp_path):
     from .helpers import random_state
 
     s = seeded(server)
-    client, ids, tag = s["client"], s["ids"], s["tag"]
+    client, ids = s["client"], s["ids"]
     other_spec = {"kind": "mlp", "hidden": [8]}
     other = client.upload({k: v.contiguous() for k, v in random_state(other_spec, seed=3).items()},
                           name="narrow-b-candidate", architecture=other_spec, dataset="digits")

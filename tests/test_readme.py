@@ -5,7 +5,6 @@ synopsis answers `--help`, and `make run` says what it installs and where `toroi
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
