@@ -125,7 +125,11 @@ async function fitArea(div) {
     if (!areas.length) return;
     const short = MIN_AREA - Math.max(...areas.map((b) => b.height));
     if (short <= 0) return;
+    const fixedWidth = div.layout.width !== undefined;
     await Plotly.relayout(div, { height: div._fullLayout.height + Math.ceil(short) + 2 });
+    // (Plotly writes the current width into the layout with a new height: the plot would stop following
+    // its frame's width when the window is resized)
+    if (!fixedWidth) delete div.layout.width;
   }
 }
 
@@ -210,7 +214,7 @@ export function drawPlot(id, traces, layout, exports = {}) {
   if (!div.dataset.fits) {  // the window was resized (responsive plots): the legend's rows changed, fit again
     div.dataset.fits = "1";
     div.on("plotly_relayout", (ev) => {
-      if (ev && ev.autosize) Plotly.relayout(div, { "margin.b": Number(div.dataset.marginB) }).then(() => fitLegend(div));
+      if (ev && ev.autosize) Plotly.relayout(div, { "margin.b": Number(div.dataset.marginB) }).then(() => fitLegend(div)).then(() => fitArea(div));
     });
   }
   const bar = document.querySelector(`[data-exports-for='${id}']`);
