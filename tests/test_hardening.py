@@ -398,11 +398,13 @@ def test_result_csv_cells_cannot_be_formulas(lab_api):
     client, h = lab_api
     a = _upload(client, h["alice"], 121)
     job = client.post("/api/jobs", headers=h["alice"], json={"kind": "path", "params": {"a": a["id"], "b": a["id"], "points": 2}}).json()
-    rid = _finish(job["id"], {"t": [0.0, 1.0], "=cmd|' /C calc'!A0": [-0.5, 1.0], "@sum": [1, 2]})
+    rid = _finish(job["id"], {"t": [0.0, 1.0], "=cmd|' /C calc'!A0": [-0.5, 1.0], "@sum": [1, 2],
+                              "x;=cmd|' /C calc'!A0;": [3, 4]})
     csv_text = client.get(f"/api/results/{rid}", headers=h["alice"], params={"format": "csv"}).text
     header, first = csv_text.splitlines()[:2]
-    assert header.split(",")[0] == "t" and "'=cmd|' /C calc'!A0" in header and "'@sum" in header
-    assert first == "0.0,-0.5,1", "numbers stay numbers"
+    # every text cell quoted; a piece after a separator (here ";", Excel's in many locales) neutralised too
+    assert header == "\"t\",\"'=cmd|' /C calc'!A0\",\"'@sum\",\"x;'=cmd|' /C calc'!A0;\""
+    assert first == "0.0,-0.5,1,3", "numbers stay numbers"
 
 
 def test_idempotency_key_makes_a_repeat_answer_the_first(lab_api):
@@ -627,13 +629,18 @@ def test_pt_decompression_bombs_are_never_inflated(api, monkeypatch):
 # ---- item 9 in the dashboard --------------------------------------------------------------------------
 
 def test_dashboard_csv_cells_cannot_be_formulas(page, server):
+    """Every text cell is quoted and every piece of it between separators (, ; tab) that would start a
+    formula gets a leading ': before, `x;=cmd|...` was written bare and Excel with ";" as its list
+    separator ran the piece after the ";" as a formula."""
     page.goto(server["url"] + "/")
     csv_text = page.evaluate("""async () => {
         const { toCSV, rowsToCSV } = await import('/js/util.js');
-        return toCSV({ name: ["=cmd|' /C calc'!A0", "+SUM(A1)", "-x", "@a", "\\tb", "\\rc", "plain"],
-                       value: [-0.5, 1, 2, 3, 4, 5, 6] }) + rowsToCSV([{ name: "=1+1", v: -2 }]);
+        return toCSV({ name: ["=cmd|' /C calc'!A0", "+SUM(A1)", "-x", "@a", "\\tb", "\\rc", "plain",
+                              "x;=cmd|' /C calc'!A0;", "a, +b;-1;\\t@c", 'q"x'],
+                       value: [-0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9] }) + rowsToCSV([{ name: "=1+1", v: -2 }]);
     }""")
     lines = csv_text.split("\n")
-    assert lines[:8] == ["name,value", "'=cmd|' /C calc'!A0,-0.5", "'+SUM(A1),1", "'-x,2", "'@a,3", "'\tb,4",
-                         "\"'\rc\",5", "plain,6"]
-    assert lines[8:10] == ["name,v", "'=1+1,-2"]
+    assert lines[:11] == ['"name","value"', "\"'=cmd|' /C calc'!A0\",-0.5", "\"'+SUM(A1)\",1", "\"'-x\",2",
+                          "\"'@a\",3", "\"'\tb\",4", "\"'\rc\",5", '"plain",6', "\"x;'=cmd|' /C calc'!A0;\",7",
+                          "\"a, '+b;-1;\t'@c\",8", '"q""x",9']
+    assert lines[11:13] == ['"name","v"', "\"'=1+1\",-2"]
