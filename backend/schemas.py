@@ -96,7 +96,7 @@ class NetworkPatch(BaseModel):
     name: Name | None = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
     visibility: Literal["private", "lab"] | None = None
-    note: str | None = Field(default=None, max_length=4000)
+    note: text(4000) | None = None
 
 
 class NetworkSummary(BaseModel):

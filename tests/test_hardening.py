@@ -644,3 +644,27 @@ def test_dashboard_csv_cells_cannot_be_formulas(page, server):
                           "\"'@a\",3", "\"'\tb\",4", "\"'\rc\",5", '"plain",6', "\"x;'=cmd|' /C calc'!A0;\",7",
                           "\"a, '+b;-1;\t'@c\",8", '"q""x",9']
     assert lines[11:13] == ['"name","v"', "\"'=1+1\",-2"]
+
+
+# ---- issue 26: the other defects ------------------------------------------------------------------------
+
+def test_a_note_with_nul_and_deeply_nested_json_are_400(lab_api):
+    """Before: a NUL in `note` was a 500 on PostgreSQL and stored on SQLite; JSON nested 100,000 deep (a
+    safetensors header, the upload's meta, a request body) was a 500 (RecursionError)."""
+    client, h = lab_api
+    net = _upload(client, h["alice"], 151)
+    r = client.patch(f"/api/networks/{net['id']}", headers=h["alice"], json={"note": "a\x00b"})
+    assert r.status_code == 400 and "NUL" in r.json()["detail"], r.text
+    assert client.get(f"/api/networks/{net['id']}", headers=h["alice"]).json()["note"] == ""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    header = b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": ' + deep + b"}}"
+    blob = len(header).to_bytes(8, "little") + header + b"\0\0\0\0"
+    r = client.post("/api/networks", headers=h["alice"], files={"file": ("w.safetensors", blob)},
+                    data={"meta": json.dumps({"name": "deep", "architecture": SPEC})})
+    assert r.status_code == 400 and "safetensors" in r.json()["detail"], r.text
+    r = client.post("/api/networks", headers=h["alice"], files={"file": ("w.safetensors", save(random_state(seed=152)))},
+                    data={"meta": '{"name": "deep", "architecture": ' + deep.decode() + "}"})
+    assert r.status_code == 400 and "meta" in r.json()["detail"], r.text
+    r = client.post("/api/jobs", headers={**h["alice"], "Content-Type": "application/json"},
+                    content=b'{"kind": "path", "params": {"a": ' + deep + b"}}")
+    assert r.status_code in (400, 422) and "detail" in r.json(), r.text

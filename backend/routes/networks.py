@@ -142,6 +142,8 @@ def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, b
         info = NetworkMeta.model_validate(json.loads(meta))
     except json.JSONDecodeError as exc:
         raise HTTPException(400, f"'meta' is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPException(400, "'meta' is JSON nested too deeply") from None
     except ValidationError as exc:
         raise HTTPException(400, "meta: " + "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'meta'}: {e['msg']}" for e in exc.errors())) from None
