@@ -5,6 +5,7 @@ TOROID_AUTH=on; API-level tests run through the app on PostgreSQL and on SQLite 
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -668,3 +669,16 @@ def test_a_note_with_nul_and_deeply_nested_json_are_400(lab_api):
     r = client.post("/api/jobs", headers={**h["alice"], "Content-Type": "application/json"},
                     content=b'{"kind": "path", "params": {"a": ' + deep + b"}}")
     assert r.status_code in (400, 422) and "detail" in r.json(), r.text
+
+
+def test_the_load_benchmarks_python_client_sends_the_token(lab_server):
+    """Before: `benchmarks/load.py --auth --client python` sent no token, so every request was a 401."""
+    from benchmarks import load
+
+    ctx = {"ids": [1, 2, 3], "result_id": 1, "path": {"a": 1, "b": 2, "points": 5}}
+    samples: dict = {}
+    errors: list = []
+    asyncio.run(load.client_loop(lab_server["url"], ctx, time.monotonic() + 1.0, samples, errors, 0,
+                                 token=lab_server["tokens"]["alice"]))
+    assert len(samples["baseline (no db)"]) >= 1 and not any(e.startswith("baseline") for e in errors), errors
+    assert not [e for e in errors if e.endswith(": 401")], errors
