@@ -46,7 +46,7 @@ def lab_server():
     home = Path(tempfile.mkdtemp(prefix="toroid-harden-"))
     env = {"TOROID_HOME": str(home), **services_env(f"toroid_harden_srv_{os.getpid()}", REDIS_DB),
            "TOROID_AUTH": "on", "TOROID_MAX_UPLOAD_BYTES": "300000", "TOROID_BODY_STALL_TIMEOUT": "1",
-           "TOROID_HEADER_TIMEOUT": "2",
+           "TOROID_HEADER_TIMEOUT": "2", "TOROID_WRITE_TIMEOUT": "2",
            "TOROID_METRICS_TOKEN": "scrape-secret", "TOROID_RECONCILE_EVERY": "0"}
     port = free_port()
     log = home / "serve.log"
@@ -678,7 +678,109 @@ def test_the_load_benchmarks_python_client_sends_the_token(lab_server):
     ctx = {"ids": [1, 2, 3], "result_id": 1, "path": {"a": 1, "b": 2, "points": 5}}
     samples: dict = {}
     errors: list = []
-    asyncio.run(load.client_loop(lab_server["url"], ctx, time.monotonic() + 1.0, samples, errors, 0,
-                                 token=lab_server["tokens"]["alice"]))
+    # in a thread of its own: a browser test in this module may have left an event loop running here
+    run = threading.Thread(target=lambda: asyncio.run(load.client_loop(
+        lab_server["url"], ctx, time.monotonic() + 1.0, samples, errors, 0, token=lab_server["tokens"]["alice"])))
+    run.start()
+    run.join(timeout=30)
     assert len(samples["baseline (no db)"]) >= 1 and not any(e.startswith("baseline") for e in errors), errors
     assert not [e for e in errors if e.endswith(": 401")], errors
+
+
+def _held(pid: int, port: int, peers: set[int]) -> int:
+    """How many of the process ``pid``'s open descriptors are its connections (local port ``port``) to
+    the client ports ``peers`` (from the kernel's TCP table, matched by socket inode)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    n = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) in peers and inode in inodes:
+            n += 1
+    return n
+
+
+def test_long_request_heads_are_431_and_health_stays_fast(lab_server):
+    """Before (no token needed): 256 header lines of 1 MB were answered 200 and the API grew by 260 MB; one
+    256 MB header line held the event loop (/api/health took 3.6 s). Now 431 past TOROID_MAX_HEADER_BYTES
+    (64 KiB), counted before uvicorn's parser buffers the head. The test streams its heads a megabyte at
+    a time until the server refuses them."""
+    from .test_protocol import stream_head
+
+    port, pid = lab_server["port"], lab_server["proc"].pid
+    rss = rss_kib(pid)
+    megabyte = b"y" * (1024 * 1024)
+    lines = (b"GET /api/health HTTP/1.1\r\nHost: x\r\n" if i < 0 else b"X-Big-%d: %s\r\n" % (i, megabyte)
+             for i in range(-1, 256))
+    answer, sent = stream_head(port, lines, limit=300 * 1024 * 1024)
+    assert answer.startswith(b"HTTP/1.1 431") and b"TOROID_MAX_HEADER_BYTES" in answer, answer[:300]
+    assert sent < 64 * 1024 * 1024
+
+    took: list[float] = []
+
+    def health():
+        for _ in range(10):
+            start = time.monotonic()
+            assert httpx.get(lab_server["url"] + "/api/health", timeout=30).status_code == 200
+            took.append(time.monotonic() - start)
+            time.sleep(0.05)
+
+    reader = threading.Thread(target=health)
+    reader.start()
+    line = (b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Long: " if i < 0 else megabyte for i in range(-1, 256))
+    answer, sent = stream_head(port, line, limit=300 * 1024 * 1024)
+    reader.join()
+    assert answer.startswith(b"HTTP/1.1 431") and sent < 64 * 1024 * 1024
+    assert len(took) == 10 and max(took) < 2.0, took
+    assert rss_kib(pid) - rss < 64 * 1024, "the server grew by more than 64 MB"
+
+
+def test_clients_that_never_read_their_answer_are_dropped(lab_server):
+    """Before: a client that asked for a network's weights and never read them was held for ever (300
+    such sockets held 600 descriptors). Now a response whose send buffer does not drain for
+    TOROID_WRITE_TIMEOUT (2 s here) is dropped and the connection closed."""
+    c = httpx.Client(base_url=lab_server["url"], headers=bearer(lab_server, "alice"))
+    spec = {"kind": "mlp", "hidden": [900]}
+    net = c.post("/api/networks", files={"file": ("w.safetensors", save(random_state(spec, seed=161)))},
+                 data={"meta": json.dumps({"name": "big", "architecture": spec})})
+    assert net.status_code == 201, net.text
+    size = len(c.get(f"/api/networks/{net.json()['id']}/weights").content)
+    # each client asks for the weights 40 times over (pipelined: more than the kernel's buffers take)
+    request = (f"GET /api/networks/{net.json()['id']}/weights HTTP/1.1\r\nHost: x\r\n"
+               f"Authorization: Bearer {lab_server['tokens']['alice']}\r\n\r\n").encode() * 40
+    pid, port, socks = lab_server["proc"].pid, lab_server["port"], []
+    for _ in range(20):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(request)
+        socks.append(s)
+    peers = {s.getsockname()[1] for s in socks}
+    time.sleep(1.0)
+    assert _held(pid, port, peers) == len(socks)
+    deadline = time.monotonic() + 30
+    while _held(pid, port, peers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _held(pid, port, peers), "the server still holds connections of clients that never read"
+    for s in socks:
+        got, ended = 0, False
+        s.settimeout(5)
+        try:
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    ended = True
+                    break
+                got += len(chunk)
+        except ConnectionResetError:
+            ended = True
+        s.close()
+        assert ended and got < 40 * size, (ended, got, size)
+    assert c.get("/api/health").status_code == 200
