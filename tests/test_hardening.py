@@ -784,3 +784,53 @@ def test_clients_that_never_read_their_answer_are_dropped(lab_server):
         s.close()
         assert ended and got < 40 * size, (ended, got, size)
     assert c.get("/api/health").status_code == 200
+
+
+def test_idempotent_replays_are_read_again_and_keys_store_no_answers(lab_api):
+    """Before: a repeat was answered with the stored body even after its caller lost access to the
+    networks it names, every key stored its whole answer (0.8 GiB/h at 10 requests/s, outside any quota),
+    and only the caller's own expired keys were ever deleted. Now a key keeps the id of what it made, a
+    repeat reads that again through the visibility rules, and expired keys of every user are deleted."""
+    from datetime import timedelta
+
+    from backend.models import IdempotentRequest, utcnow
+
+    client, h = lab_api
+    a, b = _upload(client, h["alice"], 171), _upload(client, h["alice"], 172)
+    key = {**h["bob"], "Idempotency-Key": "k-171"}
+    body = {"kind": "distance", "params": {"a": a["id"], "b": b["id"]}}
+    first = client.post("/api/jobs", headers=key, json=body)
+    assert first.status_code == 202
+    with new_session() as s:
+        row = s.query(IdempotentRequest).filter_by(owner="bob", key="k-171").one()
+        assert row.resource_id == first.json()["id"] and row.status_code == 202
+    assert "response" not in IdempotentRequest.__table__.columns, "answers are never stored"
+    # the repeat reads the job as it is now
+    _finish(first.json()["id"], {"geodesic": 0.5})
+    again = client.post("/api/jobs", headers=key, json=body)
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] and again.json()["status"] == "succeeded"
+    # an upload's repeat too; a network its caller may no longer read is not replayed
+    files = {"file": ("w.safetensors", save(random_state(seed=173)))}
+    up = client.post("/api/networks", headers={**h["alice"], "Idempotency-Key": "up-173"}, files=files,
+                     data={"meta": json.dumps({"name": "once-173", "architecture": SPEC})})
+    assert up.status_code == 201
+    assert client.patch(f"/api/networks/{up.json()['id']}", headers=h["alice"], json={"name": "renamed-173"}).status_code == 200
+    up2 = client.post("/api/networks", headers={**h["alice"], "Idempotency-Key": "up-173"}, files=files,
+                      data={"meta": json.dumps({"name": "once-173", "architecture": SPEC})})
+    assert up2.status_code == 201 and up2.json()["name"] == "renamed-173"
+    # alice makes a network private: bob's repeat no longer shows his job on it
+    assert client.patch(f"/api/networks/{a['id']}", headers=h["alice"], json={"visibility": "private"}).status_code == 200
+    hidden = client.post("/api/jobs", headers=key, json=body)
+    assert hidden.status_code == 404 and str(a["id"]) not in hidden.text.replace(f"job {first.json()['id']}", "")
+    assert "geodesic" not in hidden.text
+    # expired keys go, whoever's they are
+    with new_session() as s:
+        s.add(IdempotentRequest(owner="boss", key="old-boss", fingerprint="f" * 64, status_code=202, resource_id=1,
+                                created_at=utcnow() - timedelta(days=3)))
+        s.commit()
+    c = _upload(client, h["alice"], 174)
+    assert client.post("/api/jobs", headers={**h["alice"], "Idempotency-Key": "k-174"},
+                       json={"kind": "distance", "params": {"a": c["id"], "b": c["id"]}}).status_code == 202
+    with new_session() as s:
+        assert s.query(IdempotentRequest).filter_by(owner="boss", key="old-boss").count() == 0

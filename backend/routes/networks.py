@@ -109,15 +109,22 @@ async def upload_network(
     if len(filename) > 255 or "\x00" in filename:
         raise HTTPException(400, "the weights file's name must be at most 255 characters, without NUL")
 
-    async def work() -> Response:
+    async def work() -> tuple[Response, int]:
         # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
         row = await writes.write(_store_upload, user, meta, filename, blob)
         if isinstance(row, int):  # committed, then the connection died: read on a fresh one
             row = await read(_network_row, row)
-        return json_response(NetworkOut, row, status_code=201)
+        return json_response(NetworkOut, row, status_code=201), row.id
+
+    async def replay(status: int, network_id: int) -> Response:  # the network as the caller may read it now
+        row = await read(_network_row, network_id)
+        if row is None or not user.can_read(row):
+            raise HTTPException(404, f"network {network_id} (made by the first request with this Idempotency-Key) "
+                                     "does not exist")
+        return json_response(NetworkOut, row, status_code=status)
 
     fp = writes.fingerprint("POST /api/networks", meta, filename, writes.fingerprint(blob))
-    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
+    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work, replay)
 
 
 def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
