@@ -829,8 +829,8 @@ def test_idempotent_replays_are_read_again_and_keys_store_no_answers(lab_api):
         s.add(IdempotentRequest(owner="boss", key="old-boss", fingerprint="f" * 64, status_code=202, resource_id=1,
                                 created_at=utcnow() - timedelta(days=3)))
         s.commit()
-    c = _upload(client, h["alice"], 174)
-    assert client.post("/api/jobs", headers={**h["alice"], "Idempotency-Key": "k-174"},
-                       json={"kind": "distance", "params": {"a": c["id"], "b": c["id"]}}).status_code == 202
+    files = {"file": ("w.safetensors", save(random_state(seed=174)))}  # (an upload: alice may be at her job limit)
+    assert client.post("/api/networks", headers={**h["alice"], "Idempotency-Key": "up-174"}, files=files,
+                       data={"meta": json.dumps({"name": "n174", "architecture": SPEC})}).status_code == 201
     with new_session() as s:
         assert s.query(IdempotentRequest).filter_by(owner="boss", key="old-boss").count() == 0
