@@ -834,3 +834,38 @@ def test_idempotent_replays_are_read_again_and_keys_store_no_answers(lab_api):
                        data={"meta": json.dumps({"name": "n174", "architecture": SPEC})}).status_code == 201
     with new_session() as s:
         assert s.query(IdempotentRequest).filter_by(owner="boss", key="old-boss").count() == 0
+
+
+def test_a_cached_submit_waits_for_no_lock_of_its_owner(lab_api, lab):
+    """Before: every submission, a cache hit too, took its owner's lock and held it through its insert and
+    commit, so one user's cached answers queued behind each other and behind that user's slow submissions
+    (at 50 clients a cached submit had a p99 of 380-400 ms). Now the cache is read before the lock: here a
+    cached submit is answered while another transaction holds alice's lock (PostgreSQL's advisory locks;
+    SQLite has one write lock for everything, which the cached job's row needs)."""
+    from backend.db import lock
+
+    client, _ = lab_api
+    with new_session() as s:  # a user of its own (alice may be at her job limit late in the module)
+        name = f"hana{int(time.time() * 1000)}"
+        hana = {"Authorization": f"Bearer {auth.create_user(s, name)[1]}"}
+    a = _upload(client, hana, 181)
+    body = {"kind": "distance", "params": {"a": a["id"], "b": a["id"]}}
+    first = client.post("/api/jobs", headers=hana, json=body).json()
+    _finish(first["id"], {"geodesic": 0.0})
+    if "postgresql" not in lab.env.get("TOROID_DATABASE_URL", ""):
+        r = client.post("/api/jobs", headers=hana, json=body)
+        assert r.status_code == 202 and r.json()["cached"]
+        return
+    holder = new_session()
+    lock(holder, f"owner:{name}")  # held until this transaction ends
+    answers: list = []
+    t = threading.Thread(target=lambda: answers.append(client.post("/api/jobs", headers=hana, json=body)))
+    try:
+        t.start()
+        t.join(timeout=20)
+        assert answers, "the cached submit waited for its owner's lock"
+        assert answers[0].status_code == 202 and answers[0].json()["cached_from"] == first["id"]
+    finally:
+        holder.rollback()
+        holder.close()
+        t.join(timeout=20)
