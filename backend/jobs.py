@@ -22,7 +22,7 @@ from .config import get_settings
 from .db import committing, locked
 from .lifecycle import enqueue, reconcile  # noqa: F401  (the names the service and tools use)
 from .models import Job, Network, Result, utcnow
-from .networks import fill_errors
+from .networks import fill_errors, hidden_by_sources
 
 
 class JobError(ValueError):
@@ -46,9 +46,10 @@ def _networks(session: Session, ids: dict[str, list[int]], user: Principal) -> d
     wanted = sorted({i for group in ids.values() for i in group})
     found = {n.id: pinned(session, n) for n in session.scalars(select(Network).where(Network.id.in_(wanted)))} \
         if wanted else {}
+    hidden = hidden_by_sources(session.connection(), user, wanted) if found else set()
     for role, group in ids.items():
         for i in group:
-            if i not in found or not user.can_read(found[i]):
+            if i not in found or not user.can_read(found[i]) or i in hidden:
                 raise JobError(f"network {i} ('{role}') does not exist", status=404)
     return found
 
@@ -107,7 +108,7 @@ def _cached_result(session: Session, kind: str, key: str, user: Principal) -> Jo
     network_id = (result.data or {}).get("network_id")
     if network_id is not None:
         net = session.get(Network, network_id)
-        if net is None or not user.can_read(net):
+        if net is None or not user.can_read(net) or hidden_by_sources(session.connection(), user, [network_id]):
             return None
     return done
 

@@ -110,6 +110,17 @@ class TableVersion(Base):
     version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class NetworkSource(Base):
+    """A network made from others (a canonical form, a bend's midpoint: ``source["from"]``) and each of
+    the networks it came from, directly or through others (migration 0009). Reading it requires reading
+    every one of them; making one private makes it private too."""
+
+    __tablename__ = "network_sources"
+
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True)
+    source_id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
+
+
 class IdempotentRequest(Base):
     """A write sent with an ``Idempotency-Key`` header (migrations 0005, 0008): a repeat with the same key
     from the same user is answered with ``status_code`` and the job or network ``resource_id``, read again

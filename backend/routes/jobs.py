@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from .. import jobs, lifecycle, writes
 from ..auth import Principal, current_user
 from ..db import read
+from ..networks import hidden_by_sources
 from ..models import FINAL_STATES, Job, Network, Result
 from ..schemas import JobId, JobIn, JobOut, filter_query, json_response
 from ..writes import committed_rows
@@ -192,7 +193,7 @@ def unreadable_networks(conn: Connection, user: Principal, ids=None) -> set[int]
         if not ids:
             return set()
         stmt = stmt.where(NETWORKS.c.id.in_(ids))
-    return set(conn.scalars(stmt))
+    return set(conn.scalars(stmt.union(hidden_by_sources(conn, user, ids, query=True))))  # and those made from them
 
 
 def named_networks(inputs, result_data: dict | None = None) -> list:

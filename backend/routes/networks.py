@@ -29,7 +29,8 @@ log = logging.getLogger("toroid.api")
 
 def get_or_404(db: Session, network_id: int, user: Principal, write: bool = False) -> Network:
     net = db.get(Network, network_id)
-    if net is None or not user.can_read(net):  # a private network of someone else does not exist for you
+    # a private network of someone else does not exist for you, nor one made from it
+    if net is None or not user.can_read(net) or networks.hidden_by_sources(db.connection(), user, [network_id]):
         raise HTTPException(404, f"network {network_id} does not exist")
     if write and not user.can_write(net):
         raise HTTPException(403, f"network {network_id} belongs to {net.owner}; only its owner or an admin may change it")
@@ -45,6 +46,9 @@ def _list_rows(conn: Connection, user: Principal, dataset: str | None, kind: str
     stmt = select(*SUMMARY_COLUMNS).order_by(NETWORKS.c.id)
     if not user.is_admin:
         stmt = stmt.where(or_(NETWORKS.c.visibility == "lab", NETWORKS.c.owner == user.name))
+        hidden = networks.hidden_by_sources(conn, user)
+        if hidden:
+            stmt = stmt.where(NETWORKS.c.id.not_in(sorted(hidden)))
     if dataset:
         stmt = stmt.where(NETWORKS.c.dataset == dataset)
     if kind:
@@ -117,8 +121,8 @@ async def upload_network(
         return json_response(NetworkOut, row, status_code=201), row.id
 
     async def replay(status: int, network_id: int) -> Response:  # the network as the caller may read it now
-        row = await read(_network_row, network_id)
-        if row is None or not user.can_read(row):
+        row = await read(_readable_row, network_id, user)
+        if row is None:
             raise HTTPException(404, f"network {network_id} (made by the first request with this Idempotency-Key) "
                                      "does not exist")
         return json_response(NetworkOut, row, status_code=status)
@@ -221,10 +225,19 @@ def _network_row(conn: Connection, network_id: int):
     return conn.execute(select(NETWORKS).where(NETWORKS.c.id == network_id)).first()
 
 
+def _readable_row(conn: Connection, network_id: int, user: Principal):
+    """The network's row, or None when ``user`` may not read it (or a network it was made from); one query."""
+    stmt = select(NETWORKS).where(NETWORKS.c.id == network_id)
+    if not user.is_admin:
+        stmt = stmt.where(~networks.source_hidden(NETWORKS.c.id, user))
+    row = conn.execute(stmt).first()
+    return row if row is not None and user.can_read(row) else None
+
+
 @router.get("/{network_id}", response_model=NetworkOut)
 async def read_network(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
-    row = await read(_network_row, network_id)
-    if row is None or not user.can_read(row):
+    row = await read(_readable_row, network_id, user)
+    if row is None:
         raise HTTPException(404, f"network {network_id} does not exist")
     return json_response(NetworkOut, row)
 
@@ -242,6 +255,9 @@ def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal) -
     for key, value in patch.model_dump(exclude_unset=True).items():
         if value is not None:
             setattr(net, key, value)
+    if patch.visibility == "private":  # what was made from it follows it
+        db.flush()
+        networks.make_derived_private(db, network_id)
     db.commit()
 
 
@@ -273,8 +289,8 @@ def _weights_unused(conn: Connection, h: str) -> bool:
 
 @router.get("/{network_id}/weights")
 async def download_weights(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
-    row = await read(_network_row, network_id)
-    if row is None or not user.can_read(row):
+    row = await read(_readable_row, network_id, user)
+    if row is None:
         raise HTTPException(404, f"network {network_id} does not exist")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in row.name)[:80] or "network"
     return Response(await run_in_threadpool(store.read_bytes, row.weights_hash), media_type="application/octet-stream",
