@@ -1,4 +1,4 @@
-"""Single-bend paths (SCIENCE.md section 3): a trained midpoint joined to both ends by geodesics (the
+"""Single-bend paths (docs/science.md section 3): a trained midpoint joined to both ends by geodesics (the
 paper), or Garipov et al.'s polychain with a bend trained on the path-averaged loss (real-valued networks).
 
 ``PARAMS`` is the bend's parameter table (the path job kind reads it, so what the API accepts is what

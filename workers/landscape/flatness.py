@@ -1,4 +1,4 @@
-"""Flatness: the local energy of a network (SCIENCE.md section 4).
+"""Flatness: the local energy of a network (docs/science.md section 4).
 
 Real-valued networks, multiplicative Gaussian noise on every weight:
     delta_E(sigma) = E_z[ E_train(w + sigma z * w) ] - E_train(w),   z ~ N(0, I)

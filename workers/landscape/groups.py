@@ -1,4 +1,4 @@
-"""Unit groups: a network's symmetries derived once from its graph (DESIGN.md "Unit groups", SCIENCE.md 2).
+"""Unit groups: a network's symmetries derived once from its graph (docs/architecture.md "The two registries", docs/science.md section 2).
 
 The module the service builds for a spec (nets.build, on the meta device: nothing is allocated) is traced
 with ``torch.fx``; every value of the graph carries a *channel space* (its axis 1), and two union-finds
@@ -17,7 +17,7 @@ run over the spaces:
   to its writers and undone by its absorbers, is an exact symmetry when every layer between them is
   positively homogeneous (``Segment.scaled``). A segment that is a linear function of its writers and
   is absorbed by BatchNorms only (the conv -> BN of every BN unit) also has the exact sign flip of
-  SCIENCE.md ("BatchNorm's sign symmetry": writers, running mean and the BN's gamma negated) and its
+  docs/science.md (section 2, "BatchNorm": writers, running mean and the BN's gamma negated) and its
   writers' biases fold into the running means (``Segment.flip``, ``Segment.fold``).
 The segment that produces the logits is the *output* segment: argmax ignores one global positive factor.
 Residual streams come out as one group and one segment per stage (the stem's and every block's last
@@ -28,7 +28,7 @@ Binary networks (layers with +-1 forward weights, ``is_binary``) come out of the
 weights are binarised, so any positive factor per *entry* of a latent weight is a symmetry (no segment is
 scaled: the canonical form takes signs instead); a segment whose every use is an odd channel-wise function
 of it (``Sign``, flatten, dropout, average pooling) read by layers with weights has the exact sign flip
-of SCIENCE.md ("binary networks": writers' rows and readers' input slices negated, ``Segment.negate``).
+of docs/science.md (section 2, "Binary networks": writers' rows and readers' input slices negated, ``Segment.negate``).
 A max-pool, a ReLU, a BatchNorm, an add, the committee's fixed vote or the output end it. A ``Vote``
 (the committee's sum of its units' signs with fixed weights 1) keeps its input permutable.
 

@@ -1,4 +1,4 @@
-"""Distances and paths between two networks of one architecture (SCIENCE.md section 3).
+"""Distances and paths between two networks of one architecture (docs/science.md section 3).
 
 Path types (``PATH_TYPES``):
 - "linear": (1 - t) a + t b on the raw parameters (every float tensor, BN running stats included).

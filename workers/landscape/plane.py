@@ -1,4 +1,4 @@
-"""2-D sections: error and loss on the plane through three networks (SCIENCE.md section 3, Garipov et al.).
+"""2-D sections: error and loss on the plane through three networks (docs/science.md section 3, "Planes"; Garipov et al.).
 
 mode "aligned" (default): a = canonical(n0), b = canonical(align(n0, n1)), c = canonical(align(n0, n2));
 mode "raw": the three networks as given. Coordinates: Gram-Schmidt on the parameter vectors (the tensors

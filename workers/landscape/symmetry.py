@@ -3,7 +3,7 @@
 Real-valued networks: everything is written once over ``groups.unit_groups(spec)`` (the symmetries
 derived from the traced module: permutation groups and scale segments, see groups.py), for every
 architecture, residual ones included. Binary networks too: their permutation groups and sign-flippable segments
-(``Segment.negate``) come from the same derivation. SCIENCE.md section 2 gives the method.
+(``Segment.negate``) come from the same derivation. docs/science.md section 2 gives the method.
 
 - ``canonical_form(spec, state)``: paper's Algorithm 1, per scale segment (a hidden unit of a plain
   layer, the pre-BN part of a BatchNorm unit, the post-BN part, a residual stream channel):
