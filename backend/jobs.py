@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from workers.landscape import SCIENCE_VERSION, kinds
 
-from . import lifecycle
+from . import lifecycle, visibility
 from .auth import Principal, local_principal
 from .config import get_settings
 from .db import locked
@@ -93,22 +93,16 @@ def _readable(user: Principal):
 
 
 def _cached_result(session: Session, kind: str, key: str, user: Principal) -> Job | None:
-    """The newest finished job with this key that ``user`` may read (and whose named network still exists)."""
+    """The newest finished job with this key that ``user`` may read, while every network its result names
+    (a train's network, a bend's midpoint, ...) still exists and is readable (backend/visibility.py)."""
     stmt = select(Job).where(Job.cache_key == key, Job.kind == kind, Job.status == "succeeded",
                              Job.result_id.is_not(None))
     if (readable := _readable(user)) is not None:
         stmt = stmt.where(readable)
     done = session.scalars(stmt.order_by(Job.id.desc()).limit(1)).first()
     result = pinned(session, session.get(Result, done.result_id)) if done is not None else None
-    if result is None:
+    if result is None or not visibility.cached_result_valid(session.connection(), user, kind, result.data):
         return None
-    # A result that names a network (train, canonicalize, ...) is valid only while that network exists
-    # and the asker may read it.
-    network_id = (result.data or {}).get("network_id")
-    if network_id is not None:
-        net = session.get(Network, network_id)
-        if net is None or not user.can_read(net):
-            return None
     return done
 
 

@@ -14,10 +14,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from .. import jobs, lifecycle, writes
+from .. import jobs, lifecycle, visibility, writes
 from ..auth import Principal, current_user
 from ..db import read
-from ..models import FINAL_STATES, Job, Network, Result
+from ..models import FINAL_STATES, Job, Result
 from ..schemas import JobId, JobIn, JobOut, filter_query, json_response
 from ..writes import committed_rows
 
@@ -177,45 +177,17 @@ def _job_row(conn: Connection, job_id: int, with_result: bool = True):
     return conn.execute(stmt.where(JOBS.c.id == job_id)).first()
 
 
-NETWORKS = Network.__table__
-RESULT_NETWORK_KEYS = ("network_id", "midpoint_network_id", "from")  # networks a result names
-
-
-def unreadable_networks(conn: Connection, user: Principal, ids=None) -> set[int]:
-    """Ids (among ``ids``; all when None) of networks ``user`` may not read: others' private ones.
-    A job or result naming one of them is as unreadable as the network."""
-    if user.is_admin:
-        return set()
-    stmt = select(NETWORKS.c.id).where(NETWORKS.c.visibility == "private", NETWORKS.c.owner != user.name)
-    if ids is not None:
-        ids = sorted({i for i in ids if isinstance(i, int) and not isinstance(i, bool)})
-        if not ids:
-            return set()
-        stmt = stmt.where(NETWORKS.c.id.in_(ids))
-    return set(conn.scalars(stmt))
-
-
-def named_networks(inputs, result_data: dict | None = None) -> list:
-    """The networks a job names: its inputs, and those its result names (the network a train made)."""
-    named = list(inputs or [])
-    if isinstance(result_data, dict):
-        named += [result_data.get(k) for k in RESULT_NETWORK_KEYS]
-    return named
-
-
 def readable_job(conn: Connection, job_id: int, user: Principal, with_result: bool = True) -> dict | None:
     row = _job_row(conn, job_id, with_result)
-    if row is None or not user.can_read(row):
-        return None
-    result = row.result_data if with_result else None
-    if unreadable_networks(conn, user, named_networks(row.inputs, result)):
+    result = row.result_data if row is not None and with_result else None
+    if row is None or not visibility.job_readable(conn, user, row, result):
         return None
     return add_queue_positions(conn, [job_dict(row, result)])[0]
 
 
 def get_or_404(db: Session, job_id: int, user: Principal, write: bool = False) -> Job:
     job = db.get(Job, job_id)
-    if job is None or not user.can_read(job) or unreadable_networks(db.connection(), user, job.inputs):
+    if job is None or not visibility.job_readable(db.connection(), user, job):
         raise HTTPException(404, f"job {job_id} does not exist")
     if write and not user.can_write(job):
         raise HTTPException(403, f"job {job_id} belongs to {job.owner}; only its owner or an admin may cancel it")
@@ -260,7 +232,7 @@ def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str 
         stmt = stmt.where(JOBS.c.status == status)
     if kind:
         stmt = stmt.where(JOBS.c.kind == kind)
-    hidden = unreadable_networks(conn, user)
+    hidden = visibility.unreadable_networks(conn, user)
     if not hidden:
         return add_queue_positions(conn, [job_dict(row) for row in conn.execute(stmt.limit(limit))])
     # jobs naming a network the caller may not read are left out: read on, a page at a time

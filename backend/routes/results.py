@@ -10,11 +10,11 @@ from fastapi.responses import Response
 from sqlalchemy import exists, or_, select
 from sqlalchemy.engine import Connection
 
+from .. import visibility
 from ..auth import Principal, current_user
 from ..db import read
 from ..models import Job, Result
 from ..schemas import ResultId, ResultOut, json_response
-from .jobs import named_networks, unreadable_networks
 
 router = APIRouter(prefix="/results", tags=["results"])
 
@@ -59,10 +59,7 @@ def readable_result(conn: Connection, result_id: int, user: Principal):
     if row is None or user.is_admin:
         return row
     inputs = [list(i or []) for i in conn.scalars(through)]
-    hidden = unreadable_networks(conn, user, [n for i in inputs for n in i] + named_networks([], row.data))
-    if hidden.intersection(named_networks([], row.data)) or all(hidden.intersection(i) for i in inputs):
-        return None
-    return row
+    return row if visibility.result_readable(conn, user, row.kind, row.data, inputs) else None
 
 
 @router.get("/{result_id}", response_model=ResultOut)

@@ -81,6 +81,7 @@ class Kind:
     split: Callable[[dict[str, Any], dict[str, int]], list[Any]] | None = None
     join: Callable[[dict[str, Any], list[Any]], Any] | None = None
     fills_errors: bool = False  # the result holds its network's errors, which the network row shows
+    names: tuple[str, ...] = ("network_id",)  # result keys holding network ids (one id or a list): ``result_networks``
 
     def pieces(self, params: dict[str, Any], sizes: dict[str, int]) -> list[Any]:
         """The pieces the job splits into, at most ``sizes`` ({"pairs", "points", "path_points"}) each."""
@@ -88,6 +89,18 @@ class Kind:
 
     def joined(self, params: dict[str, Any], outputs: list[Any]) -> Any:
         return self.join(params, outputs) if self.join else outputs[0]
+
+    def result_networks(self, result: Any) -> list[int]:
+        """The networks ``result`` names (besides the job's inputs, which it may repeat): a network the job
+        made (a train's, a canonical form, a bend's midpoint) or read. A result is valid, and readable, only
+        while each of them exists and is readable."""
+        out: list[int] = []
+        for key in self.names if isinstance(result, dict) else ():
+            value = result.get(key)
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, int) and not isinstance(v, bool):
+                    out.append(v)
+        return out
 
     def catalogue(self) -> dict[str, Any]:
         return {"kind": self.name, "description": self.description, "queue": self.queue,
@@ -405,22 +418,24 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("evaluate", "train and test error and loss of a stored network (run after each upload)",
          {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1), fills_errors=True),
     Kind("canonicalize", "the symmetry-free canonical form of a network, stored as a new network",
-         {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1) + 10 * n["network"][0].n_params),
+         {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1) + 10 * n["network"][0].n_params,
+         names=("network_id", "from")),
     Kind("distance", "distances between two networks: raw, aligned, normalised, geodesic (binary: Hamming)",
          {"a": ONE, "b": ONE}, {}, lambda p, n: 10.0 * n["a"][0].n_params, check=lambda p, n, lim: same_setting(_all(n)) or p),
     Kind("path", "train and test error along a path between two networks", {"a": ONE, "b": ONE}, PATH_PARAMS,
-         _path_cost, batch_above=INTERACTIVE_COST, check=_check_path, split=_split_path, join=_join_path),
+         _path_cost, batch_above=INTERACTIVE_COST, check=_check_path, split=_split_path, join=_join_path,
+         names=("midpoint_network_id",)),
     Kind("flatness", "local energy: the training error's rise under noise on the weights", {"network": ONE},
          FLATNESS_PARAMS, _flatness_cost, batch_above=INTERACTIVE_COST, check=_check_flatness, split=_split_flatness,
          join=_join_flatness),
     Kind("plane", "error and loss on the plane through three networks", {"networks": {"count": 3}}, PLANE_PARAMS,
-         _plane_cost, queue="batch", check=_check_plane),
+         _plane_cost, queue="batch", check=_check_plane, names=("networks",)),
     Kind("slice", "error and loss on a 1-D or 2-D random-direction section around one network (filter-normalised, "
          "or in canonical coordinates)", {"network": ONE}, SLICE_PARAMS, _slice_cost, batch_above=INTERACTIVE_COST,
          check=_check_slice),
     Kind("matrix", "distances (and barriers) between every pair of networks",
          {"networks": {"min": 2, "max": MAX_MATRIX}}, MATRIX_PARAMS, _matrix_cost, queue="batch", check=_check_matrix,
-         split=_split_matrix, join=_join_matrix),
+         split=_split_matrix, join=_join_matrix, names=("networks",)),
 )}
 
 
@@ -482,6 +497,13 @@ def complete(kind: Kind, params: dict[str, Any], networks: Networks, limits: Lim
                         "points, draws, epochs or networks, or a smaller network")
     queue = "batch" if kind.batch_above is not None and cost > kind.batch_above else kind.queue
     return Submission(kind, params, [n.id for n in _all(networks)], cost, queue, networks)
+
+
+def result_networks(kind_name: str, result: Any) -> list[int]:
+    """The networks a result of ``kind_name`` names (``Kind.result_networks``); the one rule that both the
+    cache (a result naming a deleted network is not reused) and visibility (nor shown) read."""
+    kind = KINDS.get(kind_name)
+    return kind.result_networks(result) if kind is not None else []
 
 
 def catalogue() -> list[dict[str, Any]]:
