@@ -8,15 +8,16 @@ import math
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from .. import jobs, lifecycle, visibility, writes
+from .. import jobs, visibility, writes
 from ..auth import Principal, current_user
 from ..db import read
+from ..errors import DomainError, NotFound
 from ..models import FINAL_STATES, Job, Result
 from ..schemas import JobId, JobIn, JobOut, filter_query, json_response
 from ..writes import committed_rows
@@ -185,15 +186,6 @@ def readable_job(conn: Connection, job_id: int, user: Principal, with_result: bo
     return add_queue_positions(conn, [job_dict(row, result)])[0]
 
 
-def get_or_404(db: Session, job_id: int, user: Principal, write: bool = False) -> Job:
-    job = db.get(Job, job_id)
-    if job is None or not visibility.job_readable(db.connection(), user, job):
-        raise HTTPException(404, f"job {job_id} does not exist")
-    if write and not user.can_write(job):
-        raise HTTPException(403, f"job {job_id} belongs to {job.owner}; only its owner or an admin may cancel it")
-    return job
-
-
 @router.post("", response_model=JobOut, status_code=202)
 async def submit_job(request: Request, body: JobIn, user: Principal = Depends(current_user),
                      idempotency_key: str | None = Header(None, max_length=200, description=writes.KEY_HELP)) -> Response:
@@ -215,8 +207,8 @@ def _submit(db: Session, body: JobIn, user: Principal) -> JobOut | int:
     with committed_rows(db, Job) as made:
         try:
             return job_out(db, jobs.submit(db, body.kind, body.params, user=user, visibility=body.visibility))
-        except jobs.JobError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
+        except DomainError:
+            raise
         except Exception:
             if not made:
                 raise
@@ -261,33 +253,27 @@ async def list_jobs(
 async def read_job(job_id: JobId, user: Principal = Depends(current_user)) -> Response:
     job = await read(readable_job, job_id, user)
     if job is None:
-        raise HTTPException(404, f"job {job_id} does not exist")
+        raise NotFound(f"job {job_id} does not exist")
     return json_response(JobOut, job)
 
 
 @router.delete("/{job_id}", response_model=JobOut)
 async def cancel_job(job_id: JobId, user: Principal = Depends(current_user)) -> Response:
     """Cancel a queued or running job. The worker notices at its next progress report."""
-    await writes.write(_cancel, job_id, user)
+    await writes.write(jobs.cancel, job_id, user)
     # read after the commit (repeated on a fresh connection if the database dropped it): a committed
     # cancel is answered as one
     job = await read(readable_job, job_id, user)
     if job is None:
-        raise HTTPException(404, f"job {job_id} does not exist")
+        raise NotFound(f"job {job_id} does not exist")
     return json_response(JobOut, job)
-
-
-def _cancel(db: Session, job_id: int, user: Principal) -> None:
-    job = get_or_404(db, job_id, user, write=True)
-    if not lifecycle.cancel(db, job_id):
-        raise HTTPException(409, f"job {job_id} already ended ({job.status}); nothing to cancel")
 
 
 @router.get("/{job_id}/events")
 async def job_events(job_id: JobId, user: Principal = Depends(current_user)) -> StreamingResponse:
     """Server-sent events: one ``data: {job}`` line each time the job's progress or state changes."""
     if await read(readable_job, job_id, user, False) is None:
-        raise HTTPException(404, f"job {job_id} does not exist")
+        raise NotFound(f"job {job_id} does not exist")
 
     async def stream():
         last = None

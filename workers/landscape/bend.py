@@ -15,11 +15,11 @@ from torch.nn import functional as F
 
 from . import nets, symmetry, train
 from .data import Dataset
-from .groups import unit_groups
+from .groups import prepare
 from .evaluate import bn_inputs, error_and_loss, evaluate_states, has_batchnorm, recalibrate_bn
 from .params import check_value
-from .paths import (PathError, Progress, State, add_barrier, _check_bn, _float64, _geodesic_ends, setup, distances,
-                    geodesic_distance, path_points, positions)
+from .paths import (PathError, Progress, State, add_barrier, _check_bn, _float64, _geodesic_ends, check_points, setup,
+                    distances, geodesic_distance, path_points, positions)
 
 
 
@@ -113,15 +113,14 @@ def bend_result(
     distances a-midpoint and midpoint-b, after alignment). The midpoint state is returned as trained, its
     BatchNorm statistics recomputed on the training inputs.
     """
-    spec = nets.normalize_spec(spec)
-    if nets.is_binary(spec):
-        raise PathError("single-bend paths are for real-valued networks (a binary network cannot be trained "
-                        "along a continuous bend); use the 'hamming' path type")
-    if not unit_groups(spec).spheres():
+    spec = prepare(spec)
+    nets.require_real(spec.binary, "bend", PathError)
+    if not spec.groups.spheres():
         raise PathError("a single-bend path needs a network with at least one hidden layer")
     for key, value in (("variant", variant), ("epochs", epochs), ("lr", lr), ("seed", seed)):
         check_value(key, PARAMS[key], value, "a single-bend path", PathError)
     _check_bn(bn)
+    check_points(points)
     ts = sorted(set(positions(points)) | {0.5})
     model, splits, bn_data = setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
     report = progress or (lambda f, m: None)

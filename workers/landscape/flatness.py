@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import nets, symmetry
-from .groups import first_weight, weight_names
+from .groups import first_weight, prepare, weight_names
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
 
 State = dict[str, torch.Tensor]
@@ -63,8 +63,8 @@ class FlatnessError(ValueError):
 
 def default_sigmas(spec: dict[str, Any]) -> list[float]:
     """The default noise grid of ``spec``'s architecture: sigmas (real) or flip fractions (binary)."""
-    spec = nets.normalize_spec(spec)
-    if nets.is_binary(spec):
+    spec = prepare(spec)
+    if spec.binary:
         return list(FLIP_FRACTIONS)
     top = SIGMA_GRIDS.get(spec["kind"], 0.5)
     return [round(top * i / 10, 10) for i in range(11)]
@@ -158,9 +158,9 @@ def flatness_result(
     "sigma" holds the flipped fractions eps), "params", "bn" (None without BatchNorm), "seed"}.
     Raises ``FlatnessError`` for bad parameters, nets.SpecError / nets.WeightsError for a bad spec or weights.
     """
-    spec = nets.normalize_spec(spec)
-    binary = nets.is_binary(spec)
-    kind = "flip" if binary else "multiplicative"
+    spec = prepare(spec)
+    binary = spec.binary
+    kind = nets.variant(binary, "noise")
     sigmas = default_sigmas(spec) if sigmas is None else _check(sigmas, "sigmas", MAX_SIGMA[kind])
     draws = DEFAULT_DRAWS[kind] if draws is None else draws
     if not isinstance(draws, int) or isinstance(draws, bool) or not 1 <= draws <= MAX_DRAWS:

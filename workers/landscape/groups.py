@@ -365,18 +365,30 @@ def check(normalized_spec: dict[str, Any]) -> None:
 
 
 def unit_groups(spec: dict[str, Any]) -> Groups:
-    """The unit groups of the network of ``spec`` (cached per normalised spec)."""
-    spec = nets.normalize_spec(spec)
-    return _derive(json.dumps(spec, sort_keys=True))
+    """The unit groups of the network of ``spec`` (cached per normalised spec; a prepared network's own)."""
+    return prepare(spec).groups
 
 
 # --------------------------------------------------------------------------------------------------
-# Structure facts the science modules share
+# The prepared network and the structure facts the science modules share
+
+
+def prepare(spec: dict[str, Any]) -> nets.Prepared:
+    """The network of ``spec`` prepared (nets.Prepared): normalised, its unit groups derived and its tensors
+    read, once. A prepared network is returned as it is, so every science function calls this on entry and
+    passes the result on: a job prepares its architecture once (workers/glue/runners.py, ``Context``)."""
+    if isinstance(spec, nets.Prepared):
+        return spec
+    normal = nets.normalize_spec(spec)
+    key = json.dumps(normal, sort_keys=True)
+    facts = _tensors(key)
+    return nets.Prepared(normal, groups=_derive(key), tensors=facts, binary=nets.binary_normalized(normal),
+                         batchnorm=bool(facts.variances))
 
 
 def weight_names(spec: dict[str, Any]) -> list[str]:
     """Every conv / linear weight of ``spec``'s network in forward order (weights[0] reads the inputs)."""
-    return list(unit_groups(spec).weights)
+    return list(prepare(spec).groups.weights)
 
 
 def first_weight(spec: dict[str, Any]) -> str:
@@ -403,8 +415,8 @@ def _tensors(key: str) -> Tensors:
 
 
 def tensors(spec: dict[str, Any]) -> Tensors:
-    """``Tensors`` of ``spec``'s network (cached per normalised spec)."""
-    return _tensors(json.dumps(nets.normalize_spec(spec), sort_keys=True))
+    """``Tensors`` of ``spec``'s network (cached per normalised spec; a prepared network's own)."""
+    return prepare(spec).tensors
 
 
 def in_module_order(spec: dict[str, Any], state: dict[str, Any]) -> list[str]:
