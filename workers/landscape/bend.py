@@ -17,7 +17,7 @@ from . import nets, symmetry, train
 from .data import Dataset
 from .groups import prepare
 from .evaluate import bn_inputs, error_and_loss, evaluate_states, has_batchnorm, recalibrate_bn
-from .params import check_value
+from .params import MAX_SEED, check_value
 from .paths import (PathError, Progress, State, add_barrier, _check_bn, _float64, _geodesic_ends, check_points, setup,
                     distances, geodesic_distance, path_points, positions)
 
@@ -73,7 +73,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "epochs": {"type": "int", "default": 20, "min": 1, "max": 100_000, "help": "epochs that train the bend"},
     "lr": {"type": "float", "default": 0.02, "min": 1e-6, "max": 100.0,
            "help": "learning rate of the bend's training (cosine-annealed)"},
-    "seed": {"type": "int", "default": 0, "min": 0, "max": 2**31 - 1, "help": "seed of the bend's minibatches"},
+    "seed": {"type": "int", "default": 0, "min": 0, "max": MAX_SEED, "help": "seed of the bend's minibatches"},
 }
 
 

@@ -36,6 +36,7 @@ import torch
 
 from . import nets, symmetry
 from .groups import first_weight, prepare, weight_names
+from .params import MAX_SEED
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
 
 State = dict[str, torch.Tensor]
@@ -167,6 +168,8 @@ def flatness_result(
         raise FlatnessError(f"'draws' must be an integer between 1 and {MAX_DRAWS}, got {draws!r}")
     if params not in PARAMS:
         raise FlatnessError(f"unknown 'params' {params!r}; known: {', '.join(PARAMS)}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise FlatnessError(f"'seed' must be an integer in [0, {MAX_SEED}], got {seed!r}")
     if bn not in BN_MODES:
         raise FlatnessError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
     device = torch.device(device) if device is not None else default_device()

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from . import bend, data, flatness, nets, paths, plane, train
 from . import slice as slices
 from .groups import prepare
-from .params import public, validate_params
+from .params import MAX_SEED, public, validate_params
 
 QUEUES = ("interactive", "batch")
 INTERACTIVE_COST = 1e11  # [ours] path and flatness jobs above this go to the batch queue
@@ -157,7 +157,7 @@ def _p(type_: str, default: Any, help: str, **more: Any) -> dict[str, Any]:
     return {"type": type_, "default": default, "help": help, **more}
 
 
-SEED = _p("int", 0, "random seed", min=0, max=MAX_ID)
+SEED = _p("int", 0, "random seed", min=0, max=MAX_SEED)
 BN = _p("str", "recompute", "BatchNorm statistics at each point: recomputed on the training inputs, or interpolated",
         choices=list(paths.BN_MODES), applies_to=["batchnorm"])
 

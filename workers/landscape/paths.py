@@ -26,6 +26,7 @@ from . import nets, symmetry
 from .data import Dataset
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
 from .groups import compared_names, first_weight, prepare
+from .params import MAX_SEED
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -64,7 +65,7 @@ PARAMS: dict[str, dict[str, Any]] = {
            "help": "BatchNorm statistics at each point: recomputed on the training inputs, or interpolated"},
     "orders": {"type": "int", "default": 5, "min": 1, "max": 100, "when": {"type": ["hamming"]},
                "applies_to": ["binary"], "help": "random flip orders averaged (Hamming paths)"},
-    "seed": {"type": "int", "default": 0, "min": 0, "max": 2**31 - 1, "when": {"type": ["hamming", "bend"]},
+    "seed": {"type": "int", "default": 0, "min": 0, "max": MAX_SEED, "when": {"type": ["hamming", "bend"]},
              "help": "seed of the flip orders or of the bend's training"},
 }
 

@@ -51,6 +51,7 @@ import torch
 from . import nets, symmetry
 from .evaluate import Combination, evaluate_states, has_batchnorm
 from .groups import compared_names, first_weight, in_module_order, prepare
+from .params import MAX_SEED
 from .paths import PathError, setup
 
 State = dict[str, torch.Tensor]
@@ -71,7 +72,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "mode": {"type": "str", "default": "filter", "choices": list(MODES),
              "help": "filter: the network as stored, filter-normalised Gaussian directions (Li et al.); "
                      "canonical: in canonical form on the product of spheres, tangent directions, the exponential map"},
-    "seed": {"type": "int", "default": 0, "min": 0, "max": 2**31 - 1, "help": "seed of the random directions"},
+    "seed": {"type": "int", "default": 0, "min": 0, "max": MAX_SEED, "help": "seed of the random directions"},
     "bn": {"type": "str", "default": "recompute", "choices": list(BN_MODES), "applies_to": ["batchnorm"],
            "help": "BatchNorm statistics at each point: recomputed on the training inputs, or the network's"},
 }
