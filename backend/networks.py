@@ -11,15 +11,15 @@ from sqlalchemy.orm import Session
 from . import store
 from .config import get_settings
 from .db import lock
-from .models import Network, NetworkSource, User
+from .errors import Conflict, Forbidden, NotFound, TooLarge
+from .models import Job, Network, NetworkSource, User
+from .visibility import unreadable_networks
 
 ERROR_FIELDS = ("train_error", "test_error", "train_loss", "test_loss")
 
 
-class QuotaError(ValueError):
+class QuotaError(TooLarge):
     """Storing a network would take its owner past the storage quota (HTTP 413)."""
-
-    status = 413
 
 
 def stored_bytes(session: Session, owner: str) -> int:
@@ -74,29 +74,6 @@ def source_ids(source: Any) -> set[int]:
     return {i for i in ids if isinstance(i, int) and not isinstance(i, bool)}
 
 
-def hidden_by_sources(conn, user, ids=None, query: bool = False):
-    """Ids (among ``ids``; all when None) of networks made from a network ``user`` may not read (someone
-    else's private one): they are as unreadable as it. ``query``: the SELECT, to join into another."""
-    ns, n = NetworkSource.__table__, Network.__table__.alias("source_network")
-    stmt = select(ns.c.network_id).join(n, n.c.id == ns.c.source_id).where(n.c.visibility == "private",
-                                                                             n.c.owner != user.name)
-    if ids is not None:
-        ids = sorted({i for i in ids if isinstance(i, int) and not isinstance(i, bool)})
-        stmt = stmt.where(ns.c.network_id.in_(ids))
-    if query:
-        return stmt
-    if user.is_admin or (ids is not None and not ids):
-        return set()
-    return set(conn.scalars(stmt))
-
-
-def source_hidden(network_id, user):
-    """A SQL condition: the network ``network_id`` (a column or an id) was made from one ``user`` may not read."""
-    ns, n = NetworkSource.__table__, Network.__table__.alias("source_network")  # (not the outer query's)
-    return select(ns.c.network_id).join(n, n.c.id == ns.c.source_id).where(
-        ns.c.network_id == network_id, n.c.visibility == "private", n.c.owner != user.name).exists()
-
-
 def make_derived_private(session: Session, network_id: int) -> None:
     """``network_id`` became private: so does every network made from it (directly or through others)."""
     derived = select(NetworkSource.network_id).where(NetworkSource.source_id == network_id).scalar_subquery()
@@ -122,3 +99,28 @@ def fill_errors(session: Session, network_id: int, result: dict[str, Any]) -> No
     if net is not None:
         for key in ERROR_FIELDS:
             setattr(net, key, result.get(key))
+
+
+def readable(session: Session, network_id: int, user, write: bool = False) -> Network:
+    """The network ``user`` may read (and, with ``write``, change); NotFound / Forbidden otherwise."""
+    net = session.get(Network, network_id)
+    # a private network of someone else does not exist for you, nor one made from it
+    if net is None or not user.can_read(net) or network_id in unreadable_networks(session.connection(), user, [network_id]):
+        raise NotFound(f"network {network_id} does not exist")
+    if write and not user.can_write(net):
+        raise Forbidden(f"network {network_id} belongs to {net.owner}; only its owner or an admin may change it")
+    return net
+
+
+def delete_network(session: Session, network_id: int, user) -> str:
+    """Delete a network ``user`` may change, unless it is an input of an unfinished job (Conflict); commits
+    and returns its weights hash (the caller removes the file when no other network shares it)."""
+    net = readable(session, network_id, user, write=True)
+    running = session.scalars(select(Job).where(Job.status.in_(("queued", "running")))).all()
+    users = [j.id for j in running if network_id in (j.inputs or [])]
+    if users:
+        raise Conflict(f"network {network_id} is an input of unfinished job(s) {users}; cancel them first")
+    h = net.weights_hash
+    session.delete(net)
+    session.commit()
+    return h
