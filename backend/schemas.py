@@ -1,16 +1,18 @@
 """Request and response bodies of the REST API (pydantic), shared by the routes."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from functools import lru_cache
 
 from fastapi import Path, Query
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, computed_field
 from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
+
+from workers.landscape.nets import short_name
 
 MAX_ID = 2**31 - 1
 # Ids in URL paths: positive and within what every database's integer column holds.
@@ -74,6 +76,13 @@ def filter_query(description: str | None = None, max_length: int = 200) -> Any:
     return Annotated[str | None, Query(max_length=max_length, description=description), AfterValidator(_no_nul_or_none)]
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """Times are UTC: SQLite gives them back without a zone, PostgreSQL and a fresh row with one."""
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+UTCTime = Annotated[datetime, AfterValidator(_utc)]
+
 Name = text(200, 1)
 Tag = text(100, 1)
 JSONObject = Annotated[dict[str, Any], AfterValidator(bounded_json)]
@@ -96,7 +105,7 @@ class NetworkPatch(BaseModel):
     name: Name | None = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
     visibility: Literal["private", "lab"] | None = None
-    note: str | None = Field(default=None, max_length=4000)
+    note: text(4000) | None = None
 
 
 class NetworkSummary(BaseModel):
@@ -118,7 +127,13 @@ class NetworkSummary(BaseModel):
     test_loss: float | None
     weights_hash: str
     n_params: int
-    created_at: datetime
+    created_at: UTCTime
+
+    @computed_field
+    @property
+    def architecture_label(self) -> str:
+        """The architecture's short name (workers.landscape.nets.short_name), as the dashboard and CLI show it."""
+        return short_name(self.architecture)
 
 
 class NetworkOut(NetworkSummary):
@@ -147,9 +162,9 @@ class JobOut(BaseModel):
     cached_from: int | None
     result_id: int | None
     result: dict[str, Any] | None = None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UTCTime
+    started_at: UTCTime | None
+    finished_at: UTCTime | None
     queue: str | None = None  # "interactive" or "batch"
     cost: float | None = None  # the kind's estimate (sample-parameter products)
     queue_position: int | None = None  # while queued: 1 = the next job of its queue to start
@@ -157,12 +172,19 @@ class JobOut(BaseModel):
     # and the costs of the jobs before it; None while its queue has no job running, or a duration is unknown)
     eta_seconds: float | None = None  # while running: seconds still needed (progress rate, else cost)
 
+    @computed_field
+    @property
+    def architecture_label(self) -> str | None:
+        """A train job's architecture by its short name (nets.short_name); None for other kinds."""
+        spec = self.params.get("architecture") if self.kind == "train" else None
+        return short_name(spec) if isinstance(spec, dict) else None
+
 
 class ResultOut(BaseModel):
     id: int
     kind: str
     data: dict[str, Any]
-    created_at: datetime
+    created_at: UTCTime
 
 
 @lru_cache

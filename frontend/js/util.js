@@ -7,21 +7,9 @@ export const pct = (v, digits = 2) => (v === null || v === undefined || Number.i
 export const num = (v, digits = 4) => (v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toPrecision(digits));
 export const dateText = (iso) => (iso ? iso.replace("T", " ").slice(0, 16) : "");
 
-export function archText(a) {
-  if (!a) return "";
-  const list = (v) => (Array.isArray(v) ? v.join("-") : v);
-  switch (a.kind) {
-    case "mlp": return `mlp ${list(a.hidden || [])}${a.batchnorm ? " bn" : ""}${a.bias === false ? " nobias" : ""}`;
-    case "lenet": return `lenet c${list(a.channels || [])} d${list(a.dense || [])}${a.batchnorm ? " bn" : ""}`;
-    case "vgg": return `${a.config || "vgg"} ×${a.width ?? 1}`;
-    case "binary_mlp": return `binary mlp ${list(a.hidden || [])}`;
-    case "binary_conv": return `binary conv c${list(a.channels || [])} d${list(a.dense || [])}`;
-    case "committee": return `committee K=${a.hidden}`;
-    case "resnet": return `resnet${a.depth ?? ""} ×${a.width ?? 1}`;
-    case "graph": return `graph (${(a.layers || []).length} layers)`;
-    default: return a.width !== undefined && a.width !== 1 ? `${a.kind} ×${a.width}` : a.kind;
-  }
-}
+// A network's (or a train job's) architecture by its short name: the API's architecture_label, written in one
+// place for the dashboard, the CLI and the API (workers/landscape/nets.py, short_name).
+export const archText = (x) => (x && (x.architecture_label || (x.architecture && x.architecture.kind))) || "";
 
 export const BINARY_KINDS = ["binary_mlp", "binary_conv", "committee", "perceptron"];
 export const isBinary = (net) => !!net && BINARY_KINDS.includes(net.architecture && net.architecture.kind);
@@ -72,14 +60,20 @@ export const pathColor = (type) => PALETTE[PATHS[type] ?? 8];
 // network's name is shown as typed, never as markup.
 export const ptext = (s) => String(s ?? "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
-// One CSV cell. Text starting with = + - @ tab or CR would be run as a formula by a spreadsheet
-// (other users' network names are in these files): it gets a leading ' ; numbers stay numbers.
+// One CSV cell. Other users' network names are in these files, and a spreadsheet runs text that
+// starts with = + - @ (or tab, CR) as a formula, also where a cell is split at a list separator the
+// file does not use (Excel with ";" splits `x;=cmd|...` into a formula cell). So every text cell is
+// quoted, and each of its pieces between separators (, ; tab) that would start a formula gets a
+// leading ' ; numbers stay numbers (a number-like piece is left alone).
 const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
+const PIECE = /(^|[,;\t])([ ]*)([^,;\t]*)/g;
 export function csvCell(v) {
   if (v === null || v === undefined) return "";
-  let s = String(v);
-  if (typeof v !== "number" && /^[=+\-@\t\r]/.test(s) && !NUMBER.test(s)) s = "'" + s;
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  if (typeof v === "number" || typeof v === "bigint") return String(v);
+  let s = String(v).replace(PIECE, (all, sep, space, piece) =>
+    (/^[=+\-@\t\r]/.test(piece) && !NUMBER.test(piece) ? `${sep}${space}'${piece}` : all));
+  if (/^[\t\r]/.test(s)) s = "'" + s;
+  return `"${s.replace(/"/g, '""')}"`;
 }
 
 // CSV from column arrays: {name: [values]}; missing cells stay empty.
