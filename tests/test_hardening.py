@@ -32,7 +32,7 @@ from backend.client import Client
 from backend.db import new_session
 from backend.models import Job, Network, Result, User
 
-from .conftest import ROOT, close_stack, configure, free_port, make_stack, services_env, stop
+from .conftest import ROOT, close_stack, configure, forget_broker, free_port, make_stack, services_env, stop
 from .helpers import SPEC, random_state, upload
 
 
@@ -65,6 +65,7 @@ def lab_server():
     finally:
         stop(proc)
         shutil.rmtree(home, ignore_errors=True)
+        forget_broker(env["TOROID_BROKER_URL"], env["TOROID_BROKER_PREFIX"])  # its Redis keys, and no others
 
 
 def use_db(env: dict[str, str]) -> None:
