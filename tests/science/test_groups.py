@@ -19,6 +19,20 @@ STEM = [{"type": "conv", "out": 4, "kernel": 3, "padding": 1, "bias": False}, {"
 NEW = {  # name -> (spec, input shape, classes)
     "resnet8": ({"kind": "resnet", "depth": 8, "width": 0.25}, (3, 8, 8), 4),
     "resnet14_narrow": ({"kind": "resnet", "depth": 14, "width": 0.125}, (3, 8, 8), 3),
+    "resnet8_option_a": ({"kind": "resnet", "depth": 8, "width": 0.25, "shortcut": "A"}, (3, 8, 8), 4),
+    "resnet14_option_a": ({"kind": "resnet", "depth": 14, "width": 0.375, "shortcut": "A"}, (3, 8, 8), 3),
+    "graph_pad_shortcut": ({"kind": "graph", "layers": STEM + [
+        {"type": "add", "branch": [
+            {"type": "conv", "out": 7, "kernel": 3, "stride": 2, "padding": 1, "bias": False}, {"type": "batchnorm"},
+            {"type": "relu"}, {"type": "conv", "out": 7, "kernel": 3, "padding": 1}, {"type": "batchnorm"}],
+         "shortcut": "pad", "stride": 2},
+        {"type": "relu"},
+        {"type": "add", "branch": [
+            {"type": "conv", "out": 7, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"},
+            {"type": "relu"}, {"type": "conv", "out": 7, "kernel": 3, "padding": 1}, {"type": "batchnorm"}],
+         "shortcut": "identity"},
+        {"type": "relu"}, {"type": "flatten"}, {"type": "linear", "out": 5}, {"type": "relu"}, {"type": "linear"}]},
+        (3, 8, 8), 3),
     "resnet18": ({"kind": "resnet18", "width": 0.0625}, (3, 16, 16), 4),
     "resnet34": ({"kind": "resnet34", "width": 0.0625}, (1, 16, 16), 3),
     "vgg11_bn": ({"kind": "vgg11_bn", "width": 0.0625, "hidden": 8}, (3, 32, 32), 3),

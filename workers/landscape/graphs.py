@@ -5,7 +5,9 @@ keys are those a lab already has:
 - ``resnet`` (CIFAR-style, He et al. 2016 section 4.2): depth 6n+2, a 3x3 stem conv of 16w channels,
   three stages of n basic blocks with 16w, 32w, 64w channels (stride 2 at the start of stages 2 and 3),
   global average pooling, one linear layer. Shortcuts that change the shape are a 1x1 conv + BatchNorm
-  (the "option B" of the mode-connectivity and re-basin code) [ours]; the others are identities.
+  (``"shortcut": "B"``, the default: the "option B" of the mode-connectivity and re-basin code) or He et al.'s
+  option A (``"shortcut": "A"``: every second pixel, zero channels padded on both sides, no parameters: the
+  public CIFAR ResNet-20/32/56 checkpoints); the others are identities.
   Names follow torchvision's ResNet: conv1, bn1, layer1.0.conv1, ..., layer3.2.downsample.0, fc.
 - ``resnet18`` / ``resnet34``: torchvision's layout exactly (7x7 stride-2 stem, 3x3 stride-2 max-pool,
   four stages of basic blocks, adaptive average pooling, fc), so that ``torch.save(model.state_dict())``
@@ -19,8 +21,9 @@ keys are those a lab already has:
 - ``graph``: a JSON list of layers (``LAYER_TYPES``) built into a module of the service's own; no code
   is ever uploaded or run. Children are named by their index, as ``nn.Sequential`` names them, so a
   lab's plain ``nn.Sequential`` of the same layers has the same state_dict keys; a residual block
-  ``{"type": "add", "branch": [...], "shortcut": "identity" | "conv_bn"}`` holds ``branch.<i>`` and
-  ``shortcut.0`` (1x1 conv, no bias) / ``shortcut.1`` (BatchNorm).
+  ``{"type": "add", "branch": [...], "shortcut": "identity" | "conv_bn" | "pad"}`` holds ``branch.<i>`` and
+  ``shortcut.0`` (1x1 conv, no bias) / ``shortcut.1`` (BatchNorm); "pad" is option A (``PadShortcut``: every
+  ``stride``-th pixel, the missing channels as zeros on both sides; no parameters).
 Every BatchNorm uses nets.BN_EPS. The symmetries of all of them are derived from the traced module
 (groups.py); nothing here describes units.
 """
@@ -30,6 +33,7 @@ from collections import OrderedDict
 from math import prod
 from typing import Any
 
+import torch.nn.functional as F
 from torch import nn
 
 BN_EPS = 1e-5  # the same as nets.BN_EPS (nets imports this module)
@@ -53,6 +57,10 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
                       "help": "number of layers with weights, 6n+2 (20, 32, 56 are the literature's)"},
             "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 16,
                       "help": "multiplier of every stage's channels (16, 32, 64 at width 1)"},
+            "shortcut": {"type": "str", "default": "B", "choices": ["A", "B"], "default_omitted": True,
+                         "help": "where the shape changes: B, a 1x1 conv + BatchNorm (downsample.0/1); A, He et al.'s "
+                                 "parameter-free subsampling with zero channels padded on both sides (the public "
+                                 "CIFAR ResNet-20/32/56 checkpoints)"},
         },
         "example": {"kind": "resnet", "depth": 20, "width": 1.0},
     },
@@ -198,9 +206,9 @@ def _normalize_layers(layers: Any, where: str, depth: int, count: list[int], las
                 raise GraphSpecError(f"{here}: residual blocks nest at most {MAX_NESTING} deep")
             norm["branch"] = _normalize_layers(layer.get("branch"), f"{here}.branch", depth + 1, count, False)
             shortcut = layer.get("shortcut", "identity")
-            if shortcut not in ("identity", "conv_bn"):
-                raise GraphSpecError(f"{here}: 'shortcut' must be \"identity\" or \"conv_bn\" (a 1x1 conv + BatchNorm), "
-                                     f"got {shortcut!r}")
+            if shortcut not in ("identity", "conv_bn", "pad"):
+                raise GraphSpecError(f"{here}: 'shortcut' must be \"identity\", \"conv_bn\" (a 1x1 conv + BatchNorm) "
+                                     f"or \"pad\" (every stride-th pixel, zero channels on both sides), got {shortcut!r}")
             norm["shortcut"] = shortcut
         out.append(norm)
     if last_is_output and out[-1]["type"] != "linear":
@@ -249,6 +257,12 @@ def normalize(kind: str, spec: dict[str, Any], get) -> dict[str, Any]:
         if not isinstance(depth, int) or isinstance(depth, bool) or depth not in CIFAR_DEPTHS:
             raise GraphSpecError(f"'depth' of a CIFAR ResNet must be 6n+2 between 8 and 110 (20, 32, 56, ...), got {depth!r}")
         out["depth"] = depth
+        shortcut = get("shortcut")
+        if shortcut not in ("A", "B"):
+            raise GraphSpecError(f"'shortcut' of a CIFAR ResNet must be \"A\" (zero-padded subsampling) or \"B\" "
+                                 f"(1x1 conv + BatchNorm), got {shortcut!r}")
+        if shortcut == "A":  # B, the default, is left out: the specs (and cache keys) of existing networks stay
+            out["shortcut"] = "A"
     if kind in TORCHVISION_VGG:
         hidden = get("hidden")
         if not isinstance(hidden, int) or isinstance(hidden, bool) or not 1 <= hidden <= 65536:
@@ -265,10 +279,39 @@ def normalize(kind: str, spec: dict[str, Any], get) -> dict[str, Any]:
 # Modules
 
 
-class BasicBlock(nn.Module):
-    """torchvision's BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), same attribute names."""
+class PadShortcut(nn.Module):
+    """The parameter-free "option A" shortcut of He et al. (2016): every ``stride``-th pixel, then ``before`` zero
+    channels in front of the ``c_in`` input channels and ``after`` behind them. The widely used public CIFAR code
+    writes it ``F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))``: the same with stride 2 and
+    ``before = after = planes // 4`` (here ``before = (c_out - c_in) // 2``, ``after`` the rest, which is that
+    whenever the public code runs)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        if c_out < c_in:
+            raise GraphSpecError(f"a zero-padded shortcut cannot go from {c_in} to fewer channels ({c_out})")
+        self.c_in, self.stride = c_in, stride
+        self.before = (c_out - c_in) // 2
+        self.after = c_out - c_in - self.before
+
+    def forward(self, x):
+        if x.dim() == 4:
+            x = x[:, :, :: self.stride, :: self.stride]
+        elif self.stride != 1:
+            raise ValueError("a strided zero-padded shortcut needs image activations")
+        pad = (0, 0, 0, 0, self.before, self.after) if x.dim() == 4 else (self.before, self.after)
+        return F.pad(x, pad)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, before={self.before}, after={self.after}"
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), same attribute names;
+    ``shortcut`` "B": a 1x1 conv + BatchNorm ``downsample`` where the shape changes; "A": the parameter-free
+    zero-padded subsampling (``PadShortcut``, held as ``shortcut``: no state_dict entries)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, shortcut: str = "B"):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out, eps=BN_EPS)
@@ -277,18 +320,27 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
         self.downsample = None
         if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                            nn.BatchNorm2d(c_out, eps=BN_EPS))
+            if shortcut == "A":
+                self.shortcut = PadShortcut(c_in, c_out, stride)
+            else:
+                self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                                nn.BatchNorm2d(c_out, eps=BN_EPS))
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        elif hasattr(self, "shortcut"):
+            identity = self.shortcut(x)
+        else:
+            identity = x
         return self.relu(out + identity)
 
 
-def _stage(c_in: int, c_out: int, blocks: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(*[BasicBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1) for i in range(blocks)])
+def _stage(c_in: int, c_out: int, blocks: int, stride: int, shortcut: str = "B") -> nn.Sequential:
+    return nn.Sequential(*[BasicBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, shortcut)
+                           for i in range(blocks)])
 
 
 def _channels(base: int, width: float) -> int:
@@ -308,7 +360,7 @@ def build_resnet(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: 
         mods["bn1"], mods["relu"] = nn.BatchNorm2d(widths[0], eps=BN_EPS), nn.ReLU()
         prev = widths[0]
         for s, c in enumerate(widths):
-            mods[f"layer{s + 1}"] = _stage(prev, c, n, 1 if s == 0 else 2)
+            mods[f"layer{s + 1}"] = _stage(prev, c, n, 1 if s == 0 else 2, spec.get("shortcut", "B"))
             prev = c
     else:
         widths = [_channels(c, w) for c in (64, 128, 256, 512)]
@@ -385,11 +437,22 @@ def _layer_modules(layers: list[dict], shape: tuple[int, ...], n_classes: int, w
                 shortcut: nn.Module = nn.Sequential(nn.Conv2d(shape[0], out_shape[0], 1, st, bias=False),
                                                     nn.BatchNorm2d(out_shape[0], eps=BN_EPS))
                 short_shape = (out_shape[0], (shape[1] - 1) // st + 1, (shape[2] - 1) // st + 1)
+            elif layer["shortcut"] == "pad":
+                st = layer["stride"]
+                if not images and st != 1:
+                    raise GraphSpecError(f"{here}: a strided pad shortcut needs image activations; it gets {list(shape)}")
+                if out_shape[0] < shape[0]:
+                    raise GraphSpecError(f"{here}: a pad shortcut adds zero channels: the branch must give at least the "
+                                         f"{shape[0]} channels it reads, it gives {out_shape[0]}")
+                shortcut = PadShortcut(shape[0], out_shape[0], st)
+                short_shape = ((out_shape[0], (shape[1] - 1) // st + 1, (shape[2] - 1) // st + 1) if images
+                               else (out_shape[0],))
             else:
                 shortcut, short_shape = nn.Identity(), shape
             if tuple(short_shape) != tuple(out_shape):
                 raise GraphSpecError(f"{here}: the branch gives shape {list(out_shape)} but the shortcut gives "
-                                     f"{list(short_shape)}; use shortcut \"conv_bn\" (with 'stride') where they differ")
+                                     f"{list(short_shape)}; use shortcut \"conv_bn\" or \"pad\" (with 'stride') "
+                                     "where they differ")
             mods.append(Residual(branch, shortcut))
             shape = out_shape
         if any(d < 1 for d in shape):

@@ -232,9 +232,20 @@ def _geodesic_coefficients(spec: dict[str, Any], a: State, b: State, ts: list[fl
                 alpha, beta = (one, zero) if t == 0.0 else (zero, one)
             else:
                 alpha, beta = slerp_coefficients(ra, rb, t)
-            for name in seg.vectors():
-                n = a[name].shape[0]
-                coef[name] = (alpha.expand(n), beta.expand(n)) if len(alpha) == 1 else (alpha, beta)
+            for w in seg.writers:
+                name, n = w.vector, a[w.vector].shape[0]
+                k = len(w.slots.positions) if w.slots else n
+                here = (alpha.expand(k), beta.expand(k)) if len(alpha) == 1 else (alpha, beta)
+                if w.slots is None:
+                    coef[name] = here
+                    continue
+                # a tensor whose rows hold several segments' channels (a zero-padded shortcut's stream):
+                # each segment fills its own rows, the others keep theirs (linear until filled)
+                line = (torch.full((n,), 1 - t, dtype=torch.float64), torch.full((n,), t, dtype=torch.float64))
+                full_a, full_b = (c.clone() for c in coef.get(name, line))
+                idx = torch.as_tensor(w.slots.positions, dtype=torch.long)
+                full_a[idx], full_b[idx] = here
+                coef[name] = (full_a, full_b)
         yield coef
 
 

@@ -1,0 +1,188 @@
+"""A lab's checkpoint as it is (issue 23): an option-A CIFAR ResNet written here in plain PyTorch (not the
+service's builder) uploads, its permuted and rescaled copy, made here too, sits at canonical distance 0 with
+no barrier, and two of them give a path."""
+from __future__ import annotations
+
+import io
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load
+from torch import nn
+
+from workers.landscape import data as datasets
+
+from .helpers import upload
+
+EPS = 1e-5
+
+
+class OptionA(nn.Module):
+    """The public CIFAR code's LambdaLayer shortcut, written out."""
+
+    def __init__(self, planes: int):
+        super().__init__()
+        self.p = planes // 4
+
+    def forward(self, x):
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.p, self.p), "constant", 0)
+
+
+class Block(nn.Module):
+    def __init__(self, c_in: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = OptionA(planes) if stride != 1 or c_in != planes else nn.Identity()
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNetA(nn.Module):
+    """ResNet-20 of the public CIFAR code (option A), with its names except the classifier's (``fc`` here,
+    ``linear`` there)."""
+
+    def __init__(self, widths=(4, 8, 16), blocks=3, c_in=1, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        prev = widths[0]
+        for s, w in enumerate(widths):
+            layer = []
+            for i in range(blocks):
+                layer.append(Block(prev, w, 2 if s > 0 and i == 0 else 1))
+                prev = w
+            setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
+        self.fc = nn.Linear(prev, classes)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.fc(F.avg_pool2d(out, out.size()[3]).flatten(1))
+
+
+SPEC = {"kind": "resnet", "depth": 20, "width": 0.25, "shortcut": "A"}
+
+
+def trained(seed: int) -> ResNetA:
+    torch.manual_seed(seed)
+    model = ResNetA()
+    digits = datasets.load_dataset("digits")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.train()
+    for epoch in range(3):
+        order = torch.randperm(len(digits.y_train))
+        for i in range(0, len(order), 64):
+            idx = order[i : i + 64]
+            opt.zero_grad()
+            F.cross_entropy(model(digits.x_train[idx]), digits.y_train[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def permuted_and_rescaled(model: ResNetA, seed: int) -> dict[str, torch.Tensor]:
+    """The same function by this file's own bookkeeping: every block's inner units permuted and rescaled (pre-BN
+    and post-BN), every stream channel permuted and rescaled, the zero channels of each padded stage permuted
+    among themselves (across both sides) with their own scales while the old stream's channels keep its
+    permutation and scale in the middle, the classifier scaled by 2 (logits times 2)."""
+    gen = torch.Generator().manual_seed(seed)
+    dtypes = {k: v.dtype for k, v in model.state_dict().items()}
+    sd = {k: v.detach().clone().double() if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()}
+
+    def pos(n):
+        return torch.exp((2 * torch.rand(n, generator=gen, dtype=torch.float64) - 1) * 0.7)
+
+    def pre_bn(conv, bn, d):  # rows of a conv before a BatchNorm scaled by d > 0 (the BatchNorm undoes it)
+        sd[f"{conv}.weight"] *= d.view(-1, 1, 1, 1)
+        sd[f"{bn}.running_mean"] *= d
+        sd[f"{bn}.running_var"] = (sd[f"{bn}.running_var"] + EPS) * d**2 - EPS
+
+    def unit(conv, bn, perm, scale):  # new channel k = old channel perm[k]; gamma and beta times scale[k]
+        sd[f"{conv}.weight"] = sd[f"{conv}.weight"][perm]
+        for t in ("weight", "bias", "running_mean", "running_var"):
+            sd[f"{bn}.{t}"] = sd[f"{bn}.{t}"][perm]
+        sd[f"{bn}.weight"] *= scale
+        sd[f"{bn}.bias"] *= scale
+
+    def read(name, perm, scale):  # a layer reading those channels: input columns permuted and divided
+        w = sd[name]
+        sd[name] = w[:, perm] / scale.view(1, -1, *[1] * (w.dim() - 2))
+
+    widths = (4, 8, 16)
+    streams = []  # per stage: (perm, scale per old channel) of the stream's channels
+    streams.append((torch.randperm(widths[0], generator=gen), pos(widths[0])))
+    for c_new in widths[1:]:
+        old_perm, old_scale = streams[-1]
+        c_old, p = len(old_perm), c_new // 4
+        pads = torch.tensor(list(range(p)) + list(range(p + c_old, c_new)))
+        new_perm = torch.arange(c_new)
+        new_perm[p : p + c_old] = old_perm + p  # the old stream's channels keep its permutation
+        new_perm[pads] = pads[torch.randperm(len(pads), generator=gen)]  # zero channels: free among themselves
+        scale = torch.ones(c_new, dtype=torch.float64)
+        scale[p : p + c_old] = old_scale  # ... and its scales
+        scale[pads] = pos(len(pads))
+        streams.append((new_perm, scale))
+    per_new = [(perm, scale[perm]) for perm, scale in streams]  # the scale of each new channel
+    pre_bn("conv1", "bn1", pos(widths[0]))
+    unit("conv1", "bn1", *per_new[0])
+    for s in range(3):
+        for i in range(3):
+            b = f"layer{s + 1}.{i}"
+            read(f"{b}.conv1.weight", *per_new[s - 1 if s > 0 and i == 0 else s])
+            pre_bn(f"{b}.conv1", f"{b}.bn1", pos(widths[s]))
+            inner = (torch.randperm(widths[s], generator=gen), pos(widths[s]))
+            unit(f"{b}.conv1", f"{b}.bn1", *inner)
+            read(f"{b}.conv2.weight", *inner)
+            pre_bn(f"{b}.conv2", f"{b}.bn2", pos(widths[s]))
+            unit(f"{b}.conv2", f"{b}.bn2", *per_new[s])
+    read("fc.weight", *per_new[2])
+    sd["fc.weight"] *= 2
+    sd["fc.bias"] *= 2
+    return {k: v.to(dtypes[k]) for k, v in sd.items()}
+
+
+def test_permuted_copy_of_the_test_module_is_the_same_function():
+    """The copy's bookkeeping is right (plain PyTorch, float64): same logits times 2."""
+    model = trained(0)
+    copy = ResNetA().double().eval()
+    copy.load_state_dict({k: v.double() if v.is_floating_point() else v
+                          for k, v in permuted_and_rescaled(model, 1).items()})
+    x = datasets.load_dataset("digits").x_test[:200].double()
+    with torch.no_grad():
+        torch.testing.assert_close(copy(x), 2 * model.double()(x), rtol=1e-6, atol=1e-6)
+
+
+def test_an_option_a_resnet20_written_here_uploads_and_its_symmetric_copy_is_at_distance_zero(live):
+    model = trained(0)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    r = upload(live.client, blob=buf.getvalue(), filename="resnet20a.pt", spec=SPEC, name="resnet20-option-a")
+    assert r.status_code == 201, r.text
+    net = r.json()
+    assert net["architecture"] == {"kind": "resnet", "depth": 20, "width": 0.25, "shortcut": "A"}
+    assert net["n_params"] == sum(p.numel() for p in model.parameters())
+    digits = datasets.load_dataset("digits")
+    with torch.no_grad():
+        own = float((model(digits.x_test).argmax(1) != digits.y_test).float().mean())
+    for job in [j for j in live.client.get("/api/jobs").json() if net["id"] in j["inputs"]]:
+        live.wait(job)
+    assert abs(live.client.get(f"/api/networks/{net['id']}").json()["test_error"] - own) <= 1 / len(digits.y_test)
+
+    twin = upload(live.client, permuted_and_rescaled(model, 1), spec=SPEC, name="resnet20-option-a-twin").json()
+    d = live.run("distance", a=net["id"], b=twin["id"])["result"]
+    assert d["geodesic"] < 1e-5 and d["normalized_aligned"] < 1e-6 and d["normalized"] > 1e-3
+    path = live.run("path", a=net["id"], b=twin["id"], type="linear_aligned", points=5)["result"]
+    assert path["barrier_excess"] < 0.005  # < 0.5 points
+    raw = live.run("path", a=net["id"], b=twin["id"], type="linear", points=5)["result"]
+    assert raw["barrier_excess"] > path["barrier_excess"]  # the raw line is not on the orbit
+    canon = live.run("canonicalize", network=net["id"])["result"]
+    w = load(live.client.get(f"/api/networks/{canon['network_id']}/weights").content)
+    assert torch.equal(w["bn1.weight"].abs(), w["bn1.weight"])
+
+    other = upload(live.client, trained(5).state_dict(), spec=SPEC, name="resnet20-option-a-seed5").json()
+    geo = live.run("path", a=net["id"], b=other["id"], type="geodesic", points=5)["result"]
+    assert len(geo["t"]) == 5 and len(geo["train_error"]) == 5 and geo["distances"]["geodesic"] > 0.1
