@@ -186,3 +186,38 @@ def test_an_option_a_resnet20_written_here_uploads_and_its_symmetric_copy_is_at_
     other = upload(live.client, trained(5).state_dict(), spec=SPEC, name="resnet20-option-a-seed5").json()
     geo = live.run("path", a=net["id"], b=other["id"], type="geodesic", points=5)["result"]
     assert len(geo["t"]) == 5 and len(geo["train_error"]) == 5 and geo["distances"]["geodesic"] > 0.1
+
+
+def test_torchvision_models_by_name_upload_as_they_are_and_the_others_are_refused_naming_the_operation(live):
+    """``{"kind": "torchvision", "name": ...}``: resnet50 (torchvision's own constructor, bottlenecks, full width;
+    its first conv set for the digits' one channel) uploads as it is and its errors are a plain evaluation's;
+    mobilenet_v2 is refused with a 400 that names ReLU6."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(num_classes=10)
+    model.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    digits = datasets.load_dataset("digits")
+    model.train()
+    with torch.no_grad():
+        model(digits.x_train[:256])
+    model.eval()
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    r = upload(live.client, blob=buf.getvalue(), filename="resnet50.pt", spec={"kind": "torchvision", "name": "resnet50"},
+               name="tv-resnet50")
+    assert r.status_code == 201, r.text
+    net = r.json()
+    assert net["architecture"] == {"kind": "resnet50", "width": 1.0}
+    assert net["n_params"] == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        own_train = float((model(digits.x_train).argmax(1) != digits.y_train).float().mean())
+        own_test = float((model(digits.x_test).argmax(1) != digits.y_test).float().mean())
+    for job in [j for j in live.client.get("/api/jobs").json() if net["id"] in j["inputs"]]:
+        live.wait(job)
+    got = live.client.get(f"/api/networks/{net['id']}").json()
+    assert abs(got["train_error"] - own_train) <= 1 / len(digits.y_train)
+    assert abs(got["test_error"] - own_test) <= 1 / len(digits.y_test)
+
+    r = upload(live.client, model.state_dict(), spec={"kind": "torchvision", "name": "mobilenet_v2"}, name="mnv2")
+    assert r.status_code == 400 and "ReLU6" in r.json()["detail"] and "mobilenet_v2" in r.json()["detail"], r.text

@@ -121,7 +121,7 @@ def test_every_architecture_is_described_and_its_example_builds(kind):
     assert nets.normalize_spec(spec) == spec
     assert nets.normalize_spec({"kind": kind}) == {"kind": kind, **{k: p["default"] for k, p in arch["params"].items()
                                                                     if not p.get("default_omitted")}}
-    shape, n_classes = ((3, 32, 32) if kind in ("vgg", "vgg11_bn", "vgg16_bn") else (1, 8, 8)), (2 if kind in ("committee", "perceptron") else 10)
+    shape, n_classes = ((3, 32, 32) if kind.startswith("vgg") else (1, 8, 8)), (2 if kind in ("committee", "perceptron") else 10)
     model = nets.build(arch["example"], shape, n_classes)
     assert model(torch.randn(3, *shape)).shape == (3, n_classes)
     assert nets.n_parameters(model) > 0

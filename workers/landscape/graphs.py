@@ -9,11 +9,13 @@ keys are those a lab already has:
   option A (``"shortcut": "A"``: every second pixel, zero channels padded on both sides, no parameters: the
   public CIFAR ResNet-20/32/56 checkpoints); the others are identities.
   Names follow torchvision's ResNet: conv1, bn1, layer1.0.conv1, ..., layer3.2.downsample.0, fc.
+- ``resnet50`` / ``wide_resnet50_2``: the same with torchvision's Bottleneck blocks (ResNet v1.5), the wide one
+  twice as wide inside each bottleneck.
 - ``resnet18`` / ``resnet34``: torchvision's layout exactly (7x7 stride-2 stem, 3x3 stride-2 max-pool,
   four stages of basic blocks, adaptive average pooling, fc), so that ``torch.save(model.state_dict())``
   of ``torchvision.models.resnet18(num_classes=C)`` (its first conv replaced for other input channels)
   loads as it is. ``width`` multiplies every channel count (1.0 = torchvision's).
-- ``vgg11_bn`` / ``vgg16_bn``: torchvision's VGG with BatchNorm exactly (``features.<i>``: conv with bias,
+- ``vgg11_bn`` / ``vgg13_bn`` / ``vgg16_bn`` / ``vgg19_bn``: torchvision's VGG with BatchNorm exactly (``features.<i>``: conv with bias,
   BatchNorm, ReLU, 2x2 max-pools; ``avgpool`` to 7x7; ``classifier.0/3/6``: 4096-4096-classes with ReLU
   and dropout), so that a state_dict of ``torchvision.models.vgg16_bn(num_classes=C)`` loads as it is;
   ``width`` multiplies the conv channels, ``hidden`` is the classifier's width. (The service's own ``vgg``
@@ -39,11 +41,16 @@ from torch import nn
 BN_EPS = 1e-5  # the same as nets.BN_EPS (nets imports this module)
 
 CIFAR_DEPTHS = tuple(6 * n + 2 for n in range(1, 19))  # 8, 14, 20, ..., 110
-TORCHVISION_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
-TORCHVISION_VGG = {  # torchvision's cfgs "A" and "D"; "M" = 2x2 max-pool
+TORCHVISION_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3),
+                      "wide_resnet50_2": (3, 4, 6, 3)}
+BOTTLENECK_BASE = {"resnet50": 64, "wide_resnet50_2": 128}  # torchvision's width_per_group (bottleneck layouts)
+TORCHVISION_VGG = {  # torchvision's cfgs "A", "B", "D" and "E"; "M" = 2x2 max-pool
     "vgg11_bn": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13_bn": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg16_bn": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19_bn": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
+TORCHVISION_NATIVE = (*TORCHVISION_BLOCKS, *TORCHVISION_VGG)  # what {"kind": "torchvision", "name": ...} becomes
 MAX_LAYERS = 400
 MAX_NESTING = 4
 
@@ -82,6 +89,25 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         },
         "example": {"kind": "resnet34", "width": 1.0},
     },
+    "resnet50": {
+        "description": "torchvision's resnet50 layout and state_dict names (stages of 3, 4, 6, 3 bottleneck blocks: "
+        "1x1, 3x3 with the stride, 1x1 with 4x the channels; 1x1 conv + BatchNorm downsample; fc on 2048): a "
+        "state_dict of torchvision.models.resnet50(num_classes=C) uploads as it is.",
+        "params": {
+            "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
+                      "help": "multiplier of every channel count (1 = torchvision's 64 ... 2048)"},
+        },
+        "example": {"kind": "resnet50", "width": 0.25},
+    },
+    "wide_resnet50_2": {
+        "description": "torchvision's wide_resnet50_2: resnet50 with bottlenecks twice as wide inside (width_per_group "
+        "128): a state_dict of torchvision.models.wide_resnet50_2(num_classes=C) uploads as it is.",
+        "params": {
+            "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
+                      "help": "multiplier of every channel count (1 = torchvision's)"},
+        },
+        "example": {"kind": "wide_resnet50_2", "width": 0.125},
+    },
     **{kind: {
         "description": f"torchvision's {kind} layout and state_dict names (features.<i>: conv with bias, BatchNorm, "
         "ReLU, max-pools; adaptive average pooling to 7x7; classifier of two hidden linear layers with ReLU and "
@@ -95,6 +121,18 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         },
         "example": {"kind": kind, "width": 0.25, "hidden": 256},
     } for kind in TORCHVISION_VGG},
+    "torchvision": {
+        "description": "A torchvision classifier by its name in torchvision.models: the layouts the service "
+        "rebuilds exactly (resnet18, resnet34, resnet50, wide_resnet50_2, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn) "
+        "become that kind at torchvision's widths; any other is built by torchvision.models.get_model, traced, and "
+        "refused with the operation whose symmetries are not derived (MobileNet's ReLU6 and depthwise convs, "
+        "EfficientNet's SiLU, ...).",
+        "params": {
+            "name": {"type": "str", "default": "resnet18",
+                     "help": "the model's name in torchvision.models, e.g. resnet50 or vgg16_bn"},
+        },
+        "example": {"kind": "torchvision", "name": "resnet18"},
+    },
     "graph": {
         "description": "Your own CNN or MLP as a JSON list of layers: linear, conv, batchnorm, relu, gelu "
         "(permutations only), maxpool, avgpool, adaptive_avgpool, flatten, dropout, and residual 'add' blocks "
@@ -246,7 +284,7 @@ def _check_activations(layers: list[dict], pending: str | None, where: str) -> s
 def normalize(kind: str, spec: dict[str, Any], get) -> dict[str, Any]:
     """The normalised spec of one of this module's kinds (``get(name)`` reads a parameter or its default)."""
     out: dict[str, Any] = {"kind": kind}
-    if kind in ("resnet", "resnet18", "resnet34", *TORCHVISION_VGG):
+    if kind in ("resnet", *TORCHVISION_BLOCKS, *TORCHVISION_VGG):
         width = get("width")
         hi = ARCHITECTURES[kind]["params"]["width"]["max"]
         if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0.0625 <= width <= hi:
@@ -338,6 +376,33 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (ResNet v1.5: the stride on the 3x3 conv), same attribute names:
+    relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x)); ``inner`` channels inside, ``c_out``
+    (4x the stage's planes) out."""
+
+    def __init__(self, c_in: int, inner: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, inner, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner, eps=BN_EPS)
+        self.conv2 = nn.Conv2d(inner, inner, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(inner, eps=BN_EPS)
+        self.conv3 = nn.Conv2d(inner, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out, eps=BN_EPS)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                            nn.BatchNorm2d(c_out, eps=BN_EPS))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
 def _stage(c_in: int, c_out: int, blocks: int, stride: int, shortcut: str = "B") -> nn.Sequential:
     return nn.Sequential(*[BasicBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, shortcut)
                            for i in range(blocks)])
@@ -368,9 +433,19 @@ def build_resnet(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: 
         mods["bn1"], mods["relu"] = nn.BatchNorm2d(widths[0], eps=BN_EPS), nn.ReLU()
         mods["maxpool"] = nn.MaxPool2d(3, 2, 1)
         prev = widths[0]
+        base = BOTTLENECK_BASE.get(spec["kind"])
         for s, (c, blocks) in enumerate(zip(widths, TORCHVISION_BLOCKS[spec["kind"]])):
-            mods[f"layer{s + 1}"] = _stage(prev, c, blocks, 1 if s == 0 else 2)
-            prev = c
+            stride = 1 if s == 0 else 2
+            if base is None:
+                mods[f"layer{s + 1}"] = _stage(prev, c, blocks, stride)
+                prev = c
+                continue
+            inner, out = int(c * base / 64), 4 * c  # torchvision: width = planes * (base_width / 64)
+            layer = []
+            for i in range(blocks):
+                layer.append(Bottleneck(prev, inner, out, stride if i == 0 else 1))
+                prev = out
+            mods[f"layer{s + 1}"] = nn.Sequential(*layer)
     mods["avgpool"], mods["flatten"] = nn.AdaptiveAvgPool2d(1), nn.Flatten()
     mods["fc"] = nn.Linear(prev, n_classes)
     return nn.Sequential(mods)

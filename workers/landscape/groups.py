@@ -233,17 +233,37 @@ def _slots(positions: list[int], of: int) -> Slots | None:
     return None if positions == list(range(of)) else Slots(tuple(positions), of)
 
 
+NOT_DERIVED = {  # operations a refusal explains (the derivation knows no exact symmetry treatment for them)
+    nn.ReLU6: "ReLU6 is not positively homogeneous (it saturates at 6), so a unit's scale is not a symmetry",
+    nn.Hardswish: "Hardswish is not positively homogeneous, so a unit's scale is not a symmetry",
+    nn.Hardsigmoid: "Hardsigmoid is not positively homogeneous, so a unit's scale is not a symmetry",
+    nn.SiLU: "SiLU (swish) is not positively homogeneous, so a unit's scale is not a symmetry",
+    nn.Sigmoid: "sigmoid(-x) = 1 - sigmoid(x) gives each unit a sign flip with a bias shift, which is not removed",
+    nn.Tanh: "tanh is odd: each unit has a sign flip besides its permutation, which is not removed",
+    nn.LayerNorm: "LayerNorm couples every channel of a sample (one scale and shift of the whole layer)",
+    nn.GroupNorm: "GroupNorm couples the channels of a group",
+}
+
+
 @lru_cache(maxsize=256)
 def _derive(key: str) -> Groups:
-    """The groups of a normalised spec. Every channel of every value is an element of two union-finds (its
+    return _derive_model(_meta_model(json.loads(key)))
+
+
+def explain_module(model: nn.Module) -> None:
+    """Raise ``GroupError`` naming the first operation of ``model`` (any module, e.g. one of torchvision's) whose
+    symmetries are not derived; return quietly when the whole network derives."""
+    _derive_model(model)
+
+
+def _derive_model(model: nn.Module) -> Groups:
+    """The groups of a module (built on the meta device). Every channel of every value is an element of two union-finds (its
     permutation unit and its scale unit), so that a value may hold the channels of several others side by
     side (a zero-padded shortcut: the zero channels, then the old stream's, then zero channels again). A
     permutation group is then a set of units that appear in exactly the same tensor axes (a permutation of
     them maps every axis onto itself); a segment a set of scale units with the same writers, readers and
     absorbers. Where every value's channels are those of one layer (every network without such a shortcut)
     the groups and segments are those of whole layers, in the same order, and hold no ``Slots``."""
-    spec = json.loads(key)
-    model = _meta_model(spec)
     graph = _trace(model)
     mods = dict(model.named_modules())
     perm, seg = _UnionFind(), _UnionFind()
@@ -297,7 +317,9 @@ def _derive(key: str) -> Groups:
             v = value_of(node.args[0], name)
             if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear)):
                 if isinstance(m, (nn.Conv2d, nn.Conv1d)) and m.groups != 1:
-                    raise GroupError(f"layer {name}: grouped convolutions (groups={m.groups}) are not handled")
+                    what = "a depthwise convolution" if m.groups == m.in_channels else "a grouped convolution"
+                    raise GroupError(f"layer {name}: {what} (Conv groups={m.groups}) is not handled: its channels are "
+                                     "tied in groups, which the permutation groups do not describe")
                 if v.path != "none" and not reads_input(v):
                     raise GroupError(f"layer {name} reads a linear function of the previous layer with weights (no "
                                      "activation between them): any invertible mixing of those units is then a "
@@ -351,7 +373,9 @@ def _derive(key: str) -> Groups:
             elif isinstance(m, nets.TwoClass):  # logits [-s, s] of one score: the network's output end
                 out = _Value(v.perm, v.seg, "none", v.origin)
             else:
-                raise GroupError(f"layer {name} ({type(m).__name__}): its symmetries are not derived by the service")
+                why = next((w for t, w in NOT_DERIVED.items() if isinstance(m, t)), "")
+                raise GroupError(f"layer {name} ({type(m).__name__}): its symmetries are not derived by the service"
+                                 + (f": {why}" if why else ""))
         elif node.op == "call_function" and node.target in (operator.add, torch.add) and len(node.args) == 2 \
                 and not node.kwargs:
             a, b = value_of(node.args[0], "add"), value_of(node.args[1], "add")
@@ -369,7 +393,9 @@ def _derive(key: str) -> Groups:
                     seg.union(x, y)
                 out = _Value(a.perm, a.seg, worst, a.seg)
         else:
-            raise GroupError(f"operation {node.op} {node.target!r}: its symmetries are not derived by the service")
+            target = getattr(node.target, "__name__", node.target)
+            raise GroupError(f"operation {target!r} ({node.op}, at {node.name}): its symmetries are not derived by the "
+                             "service")
         values[node] = out
 
     if output_value is None:
