@@ -173,8 +173,23 @@ function archFields(prefix) {
 
 function datasetFields(prefix) {
   const ds = store.catalogues.datasets.find((d) => d.name === $(`#${prefix}-dataset`, root).value);
-  $(`#${prefix}-dataset-params`, root).innerHTML = ds ? paramFields(ds.params, `${prefix}-ds`) : "";
-  $(`#${prefix}-dataset-help`, root).textContent = ds ? (ds.available === false ? ds.reason : ds.description) : "";
+  const pre = ds && ds.preprocessing;
+  const normalize = pre && pre.normalize
+    ? `<label class="param" title="${esc(pre.normalize.help)}">normalize <input id="${prefix}-normalize" placeholder='default; "none", "torchvision" or {"mean": [...], "std": [...]}' size="34"></label>`
+    : "";
+  $(`#${prefix}-dataset-params`, root).innerHTML = ds ? paramFields(ds.params, `${prefix}-ds`) + normalize : "";
+  $(`#${prefix}-dataset-help`, root).textContent = ds
+    ? (ds.available === false ? ds.reason : `${ds.description} Inputs: ${pre ? pre.default : "as described"}; "normalize" sets your own (pixels scaled to [0, 1], then your mean and std per channel), and becomes part of the network's provenance.`)
+    : "";
+}
+
+// the "normalize" field: absent when empty (the data set's default), a preset's name, or a JSON object
+function normalizeOf(prefix) {
+  const el = $(`#${prefix}-normalize`, root);
+  const raw = el ? el.value.trim() : "";
+  if (!raw) return {};
+  if (/^[a-z_]+$/.test(raw)) return { normalize: raw };
+  try { return { normalize: JSON.parse(raw) }; } catch (e) { throw new Error(`normalize: not a preset name nor valid JSON (${e.message})`); }
 }
 
 function optimizerFields() {
@@ -202,7 +217,7 @@ async function submitTrain(ev) {
     params = {
       architecture: architectureOf("train"),
       dataset: $("#train-dataset", root).value,
-      dataset_options: readParams($("#train-dataset-params", root)),
+      dataset_options: { ...readParams($("#train-dataset-params", root)), ...normalizeOf("train") },
       optimizer: $("#train-optimizer", root).value,
       ...readParams($("#train-opt-params", root)),
       tags: tagList($("#train-tags", root).value),
@@ -247,7 +262,7 @@ async function submitUpload(ev) {
       name: $("#upload-name", root).value.trim() || file.name.replace(/\.[^.]+$/, ""),
       architecture: architectureOf("upload"),
       dataset: $("#upload-dataset", root).value,
-      dataset_options: readParams($("#upload-dataset-params", root)),
+      dataset_options: { ...readParams($("#upload-dataset-params", root)), ...normalizeOf("upload") },
       tags: tagList($("#upload-tags", root).value),
       visibility: $("#upload-visibility", root).value,
     };
