@@ -221,3 +221,87 @@ def test_torchvision_models_by_name_upload_as_they_are_and_the_others_are_refuse
 
     r = upload(live.client, model.state_dict(), spec={"kind": "torchvision", "name": "mobilenet_v2"}, name="mnv2")
     assert r.status_code == 400 and "ReLU6" in r.json()["detail"] and "mobilenet_v2" in r.json()["detail"], r.text
+
+
+class Digits(nn.Module):
+    """A plain MLP with the names of the service's {"kind": "mlp", "hidden": [32]}."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.out = nn.Linear(64, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.out(F.relu(self.fc1(x.flatten(1))))
+
+
+def own_digits(mean: float, std: float):
+    """The digits split as the service documents it (scikit-learn's stratified split, seed 0, a quarter held
+    out), values / 16, then (x - mean) / std: computed here, not by the service."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x_tr, x_te, y_tr, y_te = train_test_split(bunch.data, bunch.target, test_size=0.25, random_state=0,
+                                              stratify=bunch.target)
+    prep = lambda x: torch.tensor((x / 16 - mean) / std, dtype=torch.float32)  # noqa: E731
+    return prep(x_tr), torch.tensor(y_tr), prep(x_te), torch.tensor(y_te)
+
+
+def test_datasets_state_their_preprocessing_and_a_network_uploaded_with_its_own_gets_its_owners_errors(live):
+    listed = {d["name"]: d for d in live.client.get("/api/datasets").json()}
+    assert "per-pixel" in listed["digits"]["preprocessing"]["default"]
+    assert listed["cifar10"]["preprocessing"]["per"] == "channel"
+    assert listed["cifar10"]["preprocessing"]["normalize"]["presets"]["torchvision"]["mean"] == [0.485, 0.456, 0.406]
+    assert listed["hmm"]["preprocessing"]["normalize"] is None
+
+    mean, std = 0.3, 0.4
+    x_tr, y_tr, x_te, y_te = own_digits(mean, std)
+    torch.manual_seed(0)
+    model = Digits()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(30):  # a half-trained network: its errors depend on the preprocessing
+        opt.zero_grad()
+        F.cross_entropy(model(x_tr), y_tr).backward()
+        opt.step()
+    with torch.no_grad():
+        own_train = int((model(x_tr).argmax(1) != y_tr).sum()) / len(y_tr)
+        own_test = int((model(x_te).argmax(1) != y_te).sum()) / len(y_te)
+    spec = {"kind": "mlp", "hidden": [32]}
+    options = {"normalize": {"mean": [mean], "std": [std]}}
+    meta = {"name": "own-preprocessing", "architecture": spec, "dataset": "digits", "dataset_options": options}
+    net = upload(live.client, model.state_dict(), meta=meta).json()
+    assert net["dataset_options"]["normalize"] == {"mean": [0.3], "std": [0.4]}
+    plain = upload(live.client, model.state_dict(), spec=spec, name="default-preprocessing").json()
+    assert "normalize" not in plain["dataset_options"]  # absent = today's options, today's cache keys
+    for job in [j for j in live.client.get("/api/jobs").json() if {net["id"], plain["id"]} & set(j["inputs"])]:
+        live.wait(job)
+    got = live.client.get(f"/api/networks/{net['id']}").json()
+    assert abs(got["train_error"] - own_train) < 0.5 / len(y_tr) and abs(got["test_error"] - own_test) < 0.5 / len(y_te)
+    other = live.client.get(f"/api/networks/{plain['id']}").json()
+    assert abs(other["train_error"] - own_train) > 2 / len(y_tr)  # the default standardisation is another input
+
+    bad = dict(meta, dataset_options={"normalize": "torchvision"})  # three channels for a one-channel data set
+    r = upload(live.client, model.state_dict(), meta=bad)
+    assert r.status_code == 400 and "3 channels" in r.json()["detail"], r.text
+
+
+def test_a_path_carries_both_ends_errors_as_stored_equal_to_the_networks_own(live):
+    """With BatchNorm statistics recomputed along the path (the default) t = 0 is not the stored network; the
+    result's ``ends`` are (its own statistics), and equal the errors the Networks table shows."""
+    models = [trained(0), trained(5)]
+    with torch.no_grad():
+        for m in models[0].modules():  # stored statistics far from those of the training data
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean += 0.5
+    ids = [upload(live.client, m.state_dict(), spec=SPEC, name=f"ends-{i}").json()["id"] for i, m in enumerate(models)]
+    for job in [j for j in live.client.get("/api/jobs").json() if set(ids) & set(j["inputs"])]:
+        live.wait(job)
+    own = [live.client.get(f"/api/networks/{i}").json() for i in ids]
+    path = live.run("path", a=ids[0], b=ids[1], type="linear", points=3)["result"]
+    assert path["bn"] == "recompute"
+    for end, net in zip("ab", own):
+        assert path["ends"][end]["train_error"] == net["train_error"]
+        assert path["ends"][end]["test_error"] == net["test_error"]
+    assert abs(path["train_error"][0] - path["ends"]["a"]["train_error"]) > 0.05  # the stale statistics' cost
+    kept = live.run("path", a=ids[0], b=ids[1], type="linear", points=3, bn="interpolate")["result"]
+    assert kept["train_error"][0] == kept["ends"]["a"]["train_error"]  # interpolated statistics: the network itself

@@ -24,7 +24,7 @@ import torch
 
 from . import nets, symmetry
 from .data import Dataset
-from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
+from .evaluate import Combination, bn_inputs, default_device, error_and_loss, evaluate_states, has_batchnorm
 from .groups import compared_names, first_weight, unit_groups
 
 State = dict[str, torch.Tensor]
@@ -363,6 +363,22 @@ def add_barrier(out: dict[str, Any]) -> None:
     out["barrier_excess"] = max(train) - (train[0] + train[-1]) / 2
 
 
+def end_errors(spec: dict[str, Any], data: Dataset, state_a: State, state_b: State) -> dict[str, dict[str, float]]:
+    """Each end's errors and losses as stored, with its own BatchNorm statistics in eval mode: the numbers of the
+    network itself (its ``evaluate``), on the CPU in float32 like it. With ``bn="recompute"`` (the default) a path's
+    t = 0 and t = 1 are the ends with statistics recomputed on the training data, so for a BatchNorm network they
+    can differ from these; the barrier is measured on the path's own curve (recomputed statistics at every point,
+    both ends included)."""
+    out = {}
+    for end, state in (("a", state_a), ("b", state_b)):
+        model = nets.load_weights(nets.build(spec, data.input_shape, data.n_classes),
+                                  {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        train_err, train_loss = error_and_loss(model, data.x_train, data.y_train)
+        test_err, test_loss = error_and_loss(model, data.x_test, data.y_test)
+        out[end] = {"train_error": train_err, "test_error": test_err, "train_loss": train_loss, "test_loss": test_loss}
+    return out
+
+
 def path_result(
     spec: dict[str, Any],
     data: Dataset,
@@ -385,7 +401,8 @@ def path_result(
 
     Returns a JSON-ready dict: "type", "t", "train_error", "test_error", "train_loss", "test_loss",
     "barrier" (max train error along the path), "barrier_excess" (barrier minus the mean of the two
-    endpoints' train errors), "distances" (see ``distances``), "bn" (the BatchNorm mode, None without
+    endpoints' train errors on the path), "distances" (see ``distances``), "ends" (``end_errors``: each network's
+    errors as stored, with its own BatchNorm statistics), "bn" (the BatchNorm mode, None without
     BatchNorm), and for "hamming" paths "orders" and the spread "train_error_std", "test_error_std" of
     the per-order curves (the curves, and so the barrier, are those of the mean over orders). Raises ``PathError`` for
     a path type that does not apply, ``nets.SpecError`` / ``nets.WeightsError`` for a bad spec or weights.
@@ -429,6 +446,7 @@ def path_result(
     add_barrier(out)
     if with_distances:
         out["distances"] = distances(spec, state_a, state_b, aligned=aligned64)
+        out["ends"] = end_errors(spec, data, state_a, state_b)
     if type == "hamming":
         out["orders"] = orders
     return out
