@@ -128,7 +128,10 @@ def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile
 
     @app.exception_handler(StarletteHTTPException)
     async def http_handler(_request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        body = {"detail": exc.detail}
+        if getattr(exc, "proposed", None) is not None:  # an upload's proposed names (routes/networks.ProposedNames)
+            body["proposed"] = exc.proposed
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     for router in (meta.router, networks.router, jobs_routes.router, results.router):
         app.include_router(router, prefix="/api", responses=ERROR_RESPONSES)

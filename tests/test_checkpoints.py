@@ -3,10 +3,14 @@ service's builder) uploads, its permuted and rescaled copy, made here too, sits 
 no barrier, and two of them give a path."""
 from __future__ import annotations
 
+import copy
 import io
+import json
 
 import torch
 import torch.nn.functional as F
+from functools import lru_cache
+
 from safetensors.torch import load
 from torch import nn
 
@@ -29,13 +33,16 @@ class OptionA(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, c_in: int, planes: int, stride: int):
+    def __init__(self, c_in: int, planes: int, stride: int, option: str = "A"):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = OptionA(planes) if stride != 1 or c_in != planes else nn.Identity()
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != planes:
+            self.shortcut = OptionA(planes) if option == "A" else nn.Sequential(
+                nn.Conv2d(c_in, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -43,10 +50,10 @@ class Block(nn.Module):
 
 
 class ResNetA(nn.Module):
-    """ResNet-20 of the public CIFAR code (option A), with its names except the classifier's (``fc`` here,
-    ``linear`` there)."""
+    """ResNet-20 of the public CIFAR code (option A, or B: a 1x1 conv + BatchNorm ``shortcut``), with its names
+    (``linear``, ``layer2.0.shortcut.0``), which are not the service's (``fc``, ``downsample``)."""
 
-    def __init__(self, widths=(4, 8, 16), blocks=3, c_in=1, classes=10):
+    def __init__(self, widths=(4, 8, 16), blocks=3, c_in=1, classes=10, option="A"):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, widths[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -54,23 +61,33 @@ class ResNetA(nn.Module):
         for s, w in enumerate(widths):
             layer = []
             for i in range(blocks):
-                layer.append(Block(prev, w, 2 if s > 0 and i == 0 else 1))
+                layer.append(Block(prev, w, 2 if s > 0 and i == 0 else 1, option))
                 prev = w
             setattr(self, f"layer{s + 1}", nn.Sequential(*layer))
-        self.fc = nn.Linear(prev, classes)
+        self.linear = nn.Linear(prev, classes)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
-        return self.fc(F.avg_pool2d(out, out.size()[3]).flatten(1))
+        return self.linear(F.avg_pool2d(out, out.size()[3]).flatten(1))
 
 
 SPEC = {"kind": "resnet", "depth": 20, "width": 0.25, "shortcut": "A"}
+RENAME = {"linear.": "fc."}  # the public code's classifier name -> the service's
 
 
-def trained(seed: int) -> ResNetA:
+def upload_a(client, state, name):
+    """An option-A ResNet-20 of this file, its own names mapped by a rename map."""
+    blob = io.BytesIO()
+    torch.save(state, blob)
+    meta = {"name": name, "architecture": SPEC, "dataset": "digits", "rename": RENAME}
+    return upload(client, blob=blob.getvalue(), filename=f"{name}.pt", meta=meta)
+
+
+@lru_cache(maxsize=None)
+def _trained(seed: int, option: str) -> ResNetA:
     torch.manual_seed(seed)
-    model = ResNetA()
+    model = ResNetA(option=option)
     digits = datasets.load_dataset("digits")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model.train()
@@ -82,6 +99,11 @@ def trained(seed: int) -> ResNetA:
             F.cross_entropy(model(digits.x_train[idx]), digits.y_train[idx]).backward()
             opt.step()
     return model.eval()
+
+
+def trained(seed: int, option: str = "A") -> ResNetA:
+    """A few epochs of SGD on the digits, in plain PyTorch (a copy: callers may change it)."""
+    return copy.deepcopy(_trained(seed, option))
 
 
 def permuted_and_rescaled(model: ResNetA, seed: int) -> dict[str, torch.Tensor]:
@@ -139,9 +161,9 @@ def permuted_and_rescaled(model: ResNetA, seed: int) -> dict[str, torch.Tensor]:
             read(f"{b}.conv2.weight", *inner)
             pre_bn(f"{b}.conv2", f"{b}.bn2", pos(widths[s]))
             unit(f"{b}.conv2", f"{b}.bn2", *per_new[s])
-    read("fc.weight", *per_new[2])
-    sd["fc.weight"] *= 2
-    sd["fc.bias"] *= 2
+    read("linear.weight", *per_new[2])
+    sd["linear.weight"] *= 2
+    sd["linear.bias"] *= 2
     return {k: v.to(dtypes[k]) for k, v in sd.items()}
 
 
@@ -158,9 +180,7 @@ def test_permuted_copy_of_the_test_module_is_the_same_function():
 
 def test_an_option_a_resnet20_written_here_uploads_and_its_symmetric_copy_is_at_distance_zero(live):
     model = trained(0)
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    r = upload(live.client, blob=buf.getvalue(), filename="resnet20a.pt", spec=SPEC, name="resnet20-option-a")
+    r = upload_a(live.client, model.state_dict(), "resnet20-option-a")
     assert r.status_code == 201, r.text
     net = r.json()
     assert net["architecture"] == {"kind": "resnet", "depth": 20, "width": 0.25, "shortcut": "A"}
@@ -172,7 +192,7 @@ def test_an_option_a_resnet20_written_here_uploads_and_its_symmetric_copy_is_at_
         live.wait(job)
     assert abs(live.client.get(f"/api/networks/{net['id']}").json()["test_error"] - own) <= 1 / len(digits.y_test)
 
-    twin = upload(live.client, permuted_and_rescaled(model, 1), spec=SPEC, name="resnet20-option-a-twin").json()
+    twin = upload_a(live.client, permuted_and_rescaled(model, 1), "resnet20-option-a-twin").json()
     d = live.run("distance", a=net["id"], b=twin["id"])["result"]
     assert d["geodesic"] < 1e-5 and d["normalized_aligned"] < 1e-6 and d["normalized"] > 1e-3
     path = live.run("path", a=net["id"], b=twin["id"], type="linear_aligned", points=5)["result"]
@@ -183,7 +203,7 @@ def test_an_option_a_resnet20_written_here_uploads_and_its_symmetric_copy_is_at_
     w = load(live.client.get(f"/api/networks/{canon['network_id']}/weights").content)
     assert torch.equal(w["bn1.weight"].abs(), w["bn1.weight"])
 
-    other = upload(live.client, trained(5).state_dict(), spec=SPEC, name="resnet20-option-a-seed5").json()
+    other = upload_a(live.client, trained(5).state_dict(), "resnet20-option-a-seed5").json()
     geo = live.run("path", a=net["id"], b=other["id"], type="geodesic", points=5)["result"]
     assert len(geo["t"]) == 5 and len(geo["train_error"]) == 5 and geo["distances"]["geodesic"] > 0.1
 
@@ -293,7 +313,7 @@ def test_a_path_carries_both_ends_errors_as_stored_equal_to_the_networks_own(liv
         for m in models[0].modules():  # stored statistics far from those of the training data
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean += 0.5
-    ids = [upload(live.client, m.state_dict(), spec=SPEC, name=f"ends-{i}").json()["id"] for i, m in enumerate(models)]
+    ids = [upload_a(live.client, m.state_dict(), f"ends-{i}").json()["id"] for i, m in enumerate(models)]
     for job in [j for j in live.client.get("/api/jobs").json() if set(ids) & set(j["inputs"])]:
         live.wait(job)
     own = [live.client.get(f"/api/networks/{i}").json() for i in ids]
@@ -305,3 +325,67 @@ def test_a_path_carries_both_ends_errors_as_stored_equal_to_the_networks_own(liv
     assert abs(path["train_error"][0] - path["ends"]["a"]["train_error"]) > 0.05  # the stale statistics' cost
     kept = live.run("path", a=ids[0], b=ids[1], type="linear", points=3, bn="interpolate")["result"]
     assert kept["train_error"][0] == kept["ends"]["a"]["train_error"]  # interpolated statistics: the network itself
+
+
+def test_an_option_b_resnet20_with_its_own_names_uploads_with_a_rename_map_and_the_refusal_proposes_it(live):
+    model = trained(0, option="B")
+    state = model.state_dict()
+    assert "layer2.0.shortcut.0.weight" in state and "linear.weight" in state
+    blob = io.BytesIO()
+    torch.save(state, blob)
+    spec = {"kind": "resnet", "depth": 20, "width": 0.25}
+    meta = {"name": "resnet20-b-own-names", "architecture": spec, "dataset": "digits"}
+    r = upload(live.client, blob=blob.getvalue(), filename="r20b.pt", meta=meta)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["proposed"] == {"rename": {"shortcut.": "downsample.", "linear.": "fc."}}
+    assert "missing tensors" in body["detail"] and "--accept-proposed-names" in body["detail"]
+    assert not [n for n in live.client.get("/api/networks").json() if n["name"] == meta["name"]]  # nothing stored
+
+    r = upload(live.client, blob=blob.getvalue(), filename="r20b.pt", meta=dict(meta, rename=body["proposed"]["rename"]))
+    assert r.status_code == 201, r.text
+    net = r.json()
+    assert net["source"]["renamed"]["layer2.0.shortcut.0.weight"] == "layer2.0.downsample.0.weight"
+    assert net["source"]["renamed"]["linear.bias"] == "fc.bias" and len(net["source"]["renamed"]) == 14  # 2 shortcuts x 6, linear x 2
+    digits = datasets.load_dataset("digits")
+    with torch.no_grad():
+        own = float((model(digits.x_train).argmax(1) != digits.y_train).float().mean())
+    for job in [j for j in live.client.get("/api/jobs").json() if net["id"] in j["inputs"]]:
+        live.wait(job)
+    assert abs(live.client.get(f"/api/networks/{net['id']}").json()["train_error"] - own) < 0.5 / len(digits.y_train)
+
+    bad = dict(meta, rename={"bn1.": "bn2."})  # two tensors would get one name
+    r = upload(live.client, blob=blob.getvalue(), filename="r20b.pt", meta=bad)
+    assert r.status_code == 400 and "two tensors the name" in r.json()["detail"], r.text
+    shuffled = {k: state[k] for k in reversed(list(state))}  # the shapes no longer fit in order: no proposal
+    r = upload(live.client, shuffled, spec=spec, filename="w.safetensors", name="r20b-shuffled")
+    assert r.status_code == 400 and "proposed" not in r.json(), r.text
+
+
+def test_the_client_and_the_cli_accept_the_proposed_names_with_one_flag(server, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from backend.client import ApiError, Client
+
+    state = trained(1, option="B").state_dict()
+    spec = {"kind": "resnet", "depth": 20, "width": 0.25}
+    c = Client(server["url"])
+    try:
+        c.upload(state, name="r20b-client", architecture=spec)
+        raise AssertionError("the upload should be refused")
+    except ApiError as exc:  # a state dict is sent as safetensors with its order: the proposal is made
+        assert exc.status == 400 and exc.body["proposed"] == {"rename": {"shortcut.": "downsample.", "linear.": "fc."}}
+    net = c.upload(state, name="r20b-client", architecture=spec, accept_proposed=True)
+    assert net["source"]["renamed"]["linear.weight"] == "fc.weight"
+
+    path = tmp_path / "r20b.pt"
+    torch.save(state, path)
+    toroid = str(Path(sys.executable).parent / "toroid")
+    args = [toroid, "upload", str(path), "--arch", json.dumps(spec), "--name", "r20b-cli", "--url", server["url"]]
+    refused = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "--accept-proposed-names" in refused.stderr, refused.stderr
+    done = subprocess.run(args + ["--accept-proposed-names"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "renamed 14 tensors" in done.stderr and "r20b-cli" in done.stdout

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from workers.landscape import data, nets
 
-from .. import jobs, networks, store, writes
+from .. import jobs, names, networks, store, writes
 from ..auth import Principal, current_user
 from ..cache import VersionedCache
 from ..config import get_settings
@@ -165,10 +165,28 @@ def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, b
     try:
         # a file may hold float64 where the model has float32: twice the bytes, plus the archive's own records
         shapes = store.upload_shapes(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
+        mapping = names.renamed(list(shapes), info.keys, info.rename)  # the caller's own rename maps, if any
+    except names.NamesError as exc:
+        raise HTTPException(400, f"rename: {exc}") from None
+    except store.UploadError as exc:
+        raise HTTPException(400, str(exc)) from None
+    original, shapes = list(shapes.items()), {mapping[k]: v for k, v in shapes.items()}
+    try:
         _check_shapes(expected, shapes)
+    except store.UploadError as exc:  # names that do not fit: a mapping of the file's own names is proposed when
+        # the shapes fit in order (it replaces any rename map sent)
+        proposal = names.propose(original, [(k, tuple(t.shape)) for k, t in expected.items()])
+        if proposal is None:
+            raise HTTPException(400, str(exc)) from None
+        raise ProposedNames(f"{exc}; the file's tensors have the architecture's shapes one to one in order, so these "
+                            f"names are proposed (also in the answer's 'proposed'): send {json.dumps(proposal)[:2000]} "
+                            "in meta to accept them (client: accept_proposed=True; CLI: --accept-proposed-names)",
+                            proposal) from None
+    try:
         state = store.parse_upload(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
     except store.UploadError as exc:
         raise HTTPException(400, str(exc)) from None
+    state = {mapping.get(k, k): v for k, v in state.items()}
     try:
         model = nets.build(spec, shape, n_classes)
         nets.load_weights(model, state)
@@ -178,9 +196,11 @@ def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, b
         raise HTTPException(400, f"architecture: {exc}") from None
     try:  # a first look, before the file is written; create_network checks again, atomically
         networks.check_quota(db, user.name, networks.state_bytes(model.state_dict()), user.max_stored_bytes)
+        source = {"kind": "uploaded", "filename": filename,
+                  **({"renamed": {k: v for k, v in mapping.items() if k != v}} if info.keys or info.rename else {})}
         net = networks.store_state(db, model.state_dict(), max_stored_bytes=user.max_stored_bytes, name=info.name,
                                    owner=user.name, architecture=spec, dataset=info.dataset, dataset_options=options,
-                                   source={"kind": "uploaded", "filename": filename}, tags=info.tags,
+                                   source=source, tags=info.tags,
                                    visibility=info.visibility, n_params=nets.n_parameters(model), history=[])
         db.commit()
     except networks.QuotaError as exc:
@@ -189,6 +209,14 @@ def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, b
     # Its train and test errors are measured by a worker, not in this request.
     jobs.submit(db, "evaluate", {"network": net.id}, user=user, check_quota=False)
     return _network_row(db.connection(), net.id)
+
+
+class ProposedNames(HTTPException):
+    """A 400 whose answer carries ``proposed``: the rename map (or key map) that fits the file to the architecture."""
+
+    def __init__(self, detail: str, proposed: dict):
+        super().__init__(400, detail)
+        self.proposed = proposed
 
 
 def _check_shapes(expected: dict, shapes: dict[str, tuple[int, ...]]) -> None:

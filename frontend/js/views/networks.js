@@ -265,6 +265,7 @@ async function submitUpload(ev) {
       dataset_options: { ...readParams($("#upload-dataset-params", root)), ...normalizeOf("upload") },
       tags: tagList($("#upload-tags", root).value),
       visibility: $("#upload-visibility", root).value,
+      ...renameOf(),
     };
   } catch (e) { setError(err, e.message); return; }
   const form = new FormData();
@@ -282,9 +283,31 @@ async function submitUpload(ev) {
     setTimeout(refreshNetworks, 2500);  // the evaluate job fills in the errors
   } catch (e) {
     setError(err, e.message);
+    const proposed = e.body && e.body.proposed;
+    if (proposed) {  // the names do not fit, the shapes do: offer the service's mapping, never apply it unasked
+      const accept = document.createElement("button");
+      accept.type = "button";
+      accept.id = "upload-accept-names";
+      accept.textContent = "Accept the proposed names and upload";
+      accept.addEventListener("click", () => {
+        $("#upload-rename", root).value = JSON.stringify(proposed);
+        $("#upload-form", root).requestSubmit();
+      });
+      err.append(" ", accept);
+    }
   } finally {
     button.disabled = false;
   }
+}
+
+// the rename field: {"rename": {...}} and/or {"keys": {...}}, or a plain map of substrings (a rename)
+function renameOf() {
+  const raw = $("#upload-rename", root).value.trim();
+  if (!raw) return {};
+  let v;
+  try { v = JSON.parse(raw); } catch (e) { throw new Error(`rename: not valid JSON (${e.message})`); }
+  if (!v || typeof v !== "object" || Array.isArray(v)) throw new Error("rename: a JSON object of substrings, e.g. {\"linear.\": \"fc.\"}");
+  return ("rename" in v || "keys" in v) ? { rename: v.rename || {}, keys: v.keys || {} } : { rename: v };
 }
 
 // ---- deletion, confirmed in the row itself ----
@@ -379,6 +402,7 @@ export default {
               <label>Kind <select id="upload-kind"></select></label><span id="upload-arch-params" class="params"></span>
               <p id="upload-arch-help" class="hint small"></p>
               <label class="block">or as JSON (overrides the fields) <textarea id="upload-arch-json" rows="2" placeholder='{"kind": "mlp", "hidden": [64, 64]}'></textarea></label>
+              <label class="block" title="substrings replaced in the file's tensor names, in order; when the names do not fit but the shapes do, the service proposes a map">Rename tensors (JSON, optional) <input id="upload-rename" placeholder='{"shortcut.": "downsample.", "linear.": "fc."}'></label>
             </fieldset>
             <fieldset><legend>Data set</legend>
               <label>Name <select id="upload-dataset"></select></label><span id="upload-dataset-params" class="params"></span>
