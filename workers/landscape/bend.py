@@ -173,7 +173,7 @@ def bend_result(
             out[f"{split}_{what}"] = curves[0][split][what] + curves[1][split][what]
     add_barrier(out)
     out["distances"] = distances(spec, state_a, state_b)
-    out["ends"] = end_errors(spec, data, state_a, state_b)
+    out["ends"] = end_errors(model, data, state_a, state_b)
     out.update(midpoint_train_error=mid_train, midpoint_test_error=mid_test, epochs=epochs_run,
                midpoint_distances={"a": aligned_geodesic_distance(spec, state_a, mid),
                                    "b": aligned_geodesic_distance(spec, mid, state_b)})

@@ -363,19 +363,25 @@ def add_barrier(out: dict[str, Any]) -> None:
     out["barrier_excess"] = max(train) - (train[0] + train[-1]) / 2
 
 
-def end_errors(spec: dict[str, Any], data: Dataset, state_a: State, state_b: State) -> dict[str, dict[str, float]]:
+@torch.no_grad()
+def end_errors(model: torch.nn.Module, data: Dataset, state_a: State, state_b: State) -> dict[str, dict[str, float]]:
     """Each end's errors and losses as stored, with its own BatchNorm statistics in eval mode: the numbers of the
-    network itself (its ``evaluate``), on the CPU in float32 like it. With ``bn="recompute"`` (the default) a path's
-    t = 0 and t = 1 are the ends with statistics recomputed on the training data, so for a BatchNorm network they
-    can differ from these; the barrier is measured on the path's own curve (recomputed statistics at every point,
-    both ends included)."""
+    network itself (its ``evaluate``, the same computation), on the path's ``model`` (left as it was). With
+    ``bn="recompute"`` (the default) a path's t = 0 and t = 1 are the ends with statistics recomputed on the
+    training data, so for a BatchNorm network they can differ from these; the barrier is measured on the path's
+    own curve (recomputed statistics at every point, both ends included)."""
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     out = {}
-    for end, state in (("a", state_a), ("b", state_b)):
-        model = nets.load_weights(nets.build(spec, data.input_shape, data.n_classes),
-                                  {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        train_err, train_loss = error_and_loss(model, data.x_train, data.y_train)
-        test_err, test_loss = error_and_loss(model, data.x_test, data.y_test)
-        out[end] = {"train_error": train_err, "test_error": test_err, "train_loss": train_loss, "test_loss": test_loss}
+    try:
+        for end, state in (("a", state_a), ("b", state_b)):
+            model.load_state_dict({k: state[k].to(v.dtype) if v.is_floating_point() else state[k]
+                                   for k, v in saved.items()})
+            train_err, train_loss = error_and_loss(model, data.x_train, data.y_train)
+            test_err, test_loss = error_and_loss(model, data.x_test, data.y_test)
+            out[end] = {"train_error": train_err, "test_error": test_err, "train_loss": train_loss,
+                        "test_loss": test_loss}
+    finally:
+        model.load_state_dict(saved)
     return out
 
 
@@ -446,7 +452,7 @@ def path_result(
     add_barrier(out)
     if with_distances:
         out["distances"] = distances(spec, state_a, state_b, aligned=aligned64)
-        out["ends"] = end_errors(spec, data, state_a, state_b)
+        out["ends"] = end_errors(model, data, state_a, state_b)
     if type == "hamming":
         out["orders"] = orders
     return out
