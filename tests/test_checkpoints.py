@@ -389,3 +389,31 @@ def test_the_client_and_the_cli_accept_the_proposed_names_with_one_flag(server, 
     done = subprocess.run(args + ["--accept-proposed-names"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "renamed 14 tensors" in done.stderr and "r20b-cli" in done.stdout
+
+
+def test_the_upload_form_states_the_preprocessing_and_accepts_proposed_names(server, page, tmp_path):
+    from backend.client import Client
+
+    torch.manual_seed(3)
+    own = {"hidden.weight": torch.randn(16, 64), "hidden.bias": torch.randn(16),
+           "head.weight": torch.randn(10, 16), "head.bias": torch.randn(10)}  # an MLP (64 -> 16 -> 10), own names
+    path = tmp_path / "own-names.pt"
+    torch.save(own, path)
+    page.goto(server["url"])
+    page.wait_for_selector("#upload-normalize")
+    page.select_option("#upload-dataset", "digits")
+    assert "per-pixel" in page.inner_text("#upload-dataset-help") and "normalize" in page.inner_text("#upload-dataset-help")
+    page.set_input_files("#upload-file", str(path))
+    page.fill("#upload-name", "form-own-names")
+    page.select_option("#upload-kind", "mlp")
+    page.fill("#upload-arch-hidden", "16")
+    page.fill("#upload-normalize", "none")
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-accept-names")  # refused: the names differ, the shapes fit in order
+    assert "missing tensors" in page.inner_text("#upload-error")
+    page.click("#upload-accept-names")
+    page.wait_for_selector("#upload-done a", timeout=30_000)
+    net = next(n for n in Client(server["url"]).networks() if n["name"] == "form-own-names")
+    assert net["source"]["renamed"] == {"hidden.weight": "fc1.weight", "hidden.bias": "fc1.bias",
+                                        "head.weight": "out.weight", "head.bias": "out.bias"}
+    assert net["dataset_options"]["normalize"] == "none"
