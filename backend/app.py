@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import jobs
 from .config import get_settings
 from .db import new_session, upgrade_database
+from .errors import DomainError
 from .guard import Guard
 from .schemas import BAD_INPUT
 from .routes import jobs as jobs_routes
@@ -126,12 +127,14 @@ def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile
         status = 400 if any(e.get("type") == BAD_INPUT for e in exc.errors()) else 422
         return JSONResponse({"detail": _validation_message(exc)}, status_code=status)
 
+    @app.exception_handler(DomainError)
+    async def domain_handler(_request: Request, exc: DomainError):
+        # the one mapping of domain errors to HTTP (backend/errors.py): each class says its status
+        return JSONResponse({"detail": exc.detail, **exc.more}, status_code=exc.status)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_handler(_request: Request, exc: StarletteHTTPException):
-        body = {"detail": exc.detail}
-        if getattr(exc, "proposed", None) is not None:  # an upload's proposed names (routes/networks.ProposedNames)
-            body["proposed"] = exc.proposed
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     for router in (meta.router, networks.router, jobs_routes.router, results.router):
         app.include_router(router, prefix="/api", responses=ERROR_RESPONSES)

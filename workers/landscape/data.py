@@ -7,7 +7,7 @@
 - ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``: files in torchvision's layout under the data
   root, an argument (the backend passes ``Settings.dataset_root``: ``$TOROID_DATA_ROOT``, else
   ``$TOROID_HOME/data``); without one, ``~/.toroid/data``. The science never reads the environment.
-- ``hmm``: synthetic Hidden Manifold Model data (SCIENCE.md section 6), generated from a seed.
+- ``hmm``: synthetic Hidden Manifold Model data (docs/science.md section 6), generated from a seed.
 
 Preprocessing: the default of each data set (``PREPROCESSING``, served by ``GET /api/datasets``) is the
 paper's "inputs standardised": digits per pixel, images per channel, with the training subset's statistics.
@@ -502,7 +502,7 @@ def _digits(options: dict[str, Any]) -> Dataset:
 
 
 def _hmm(options: dict[str, Any]) -> Dataset:
-    """Hidden Manifold Model (Goldt et al. 2020) as used in SCIENCE.md section 6.
+    """Hidden Manifold Model (Goldt et al. 2020) as used in docs/science.md section 6.
 
     Drawn in this order from numpy.random.default_rng(seed): F (N, D), teacher (D,), xi_train, xi_test;
     so changing n_test leaves the training set unchanged. [ours] sign(0) = +1; label 1 when the teacher's
