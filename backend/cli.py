@@ -353,9 +353,19 @@ def cmd_job(args) -> int:
 def cmd_upload(args) -> int:
     if not os.path.isfile(args.file):
         raise UsageError(f"no such file: {args.file}")
+    rename = _json(args.rename, "--rename") if args.rename else None
+    if rename is not None and not (isinstance(rename, dict) and all(isinstance(v, str) for v in rename.values())):
+        raise UsageError('--rename must be a JSON object of substrings, e.g. {"shortcut.": "downsample."}')
+    options = _json(args.dataset_options, "--dataset-options") if args.dataset_options else None
+    if options is not None and not isinstance(options, dict):
+        raise UsageError('--dataset-options must be a JSON object, e.g. {"normalize": "none"}')
     net = _client(args).upload(args.file, name=args.name or os.path.basename(args.file),
                                architecture=_json(args.arch, "--arch"), dataset=args.dataset,
-                               tags=args.tag or [])
+                               tags=args.tag or [], rename=rename, dataset_options=options,
+                               accept_proposed=args.accept_proposed_names)
+    if args.accept_proposed_names and (net.get("source") or {}).get("renamed"):
+        renamed = net["source"]["renamed"]
+        print(f"renamed {len(renamed)} tensors as the service proposed", file=sys.stderr)
     _print(net)
     return 0
 
@@ -488,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", default="digits")
     c.add_argument("--name", default=None)
     c.add_argument("--tag", action="append")
+    c.add_argument("--dataset-options", default=None, help='the data set\'s options as JSON, e.g. {"normalize": "none"}')
+    c.add_argument("--rename", default=None, help='substrings to replace in the file\'s tensor names, as JSON: '
+                   '{"shortcut.": "downsample.", "linear.": "fc."}')
+    c.add_argument("--accept-proposed-names", action="store_true",
+                   help="if the names do not fit but the shapes do, one to one in order, upload with the names the "
+                        "service proposes")
     c = client_parser("jobs", "list recent jobs (newest first)", cmd_jobs)
     c.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"], default=None)
     c.add_argument("--kind", default=None)

@@ -85,6 +85,7 @@ UTCTime = Annotated[datetime, AfterValidator(_utc)]
 
 Name = text(200, 1)
 Tag = text(100, 1)
+TensorName = text(1000)
 JSONObject = Annotated[dict[str, Any], AfterValidator(bounded_json)]
 
 
@@ -98,6 +99,10 @@ class NetworkMeta(BaseModel):
     dataset_options: JSONObject = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     visibility: Literal["private", "lab"] = "lab"
+    keys: dict[TensorName, TensorName] = Field(default_factory=dict, max_length=10000,
+                                               description="exact tensor names of the file -> the architecture's")
+    rename: dict[TensorName, TensorName] = Field(default_factory=dict, max_length=100,
+                                                 description="substrings replaced in every tensor name, in order")
 
 
 class NetworkPatch(BaseModel):

@@ -47,7 +47,8 @@ SIGMA_GRIDS = {  # largest sigma per architecture kind (the paper's figures); 11
     "lenet": 0.25,
     "vgg": 0.08,
     # deep BatchNorm convnets (issue 15) [ours]: the VGG range
-    "resnet": 0.08, "resnet18": 0.08, "resnet34": 0.08, "vgg11_bn": 0.08, "vgg16_bn": 0.08,
+    "resnet": 0.08, "resnet18": 0.08, "resnet34": 0.08, "resnet50": 0.08, "wide_resnet50_2": 0.08,
+    "vgg11_bn": 0.08, "vgg13_bn": 0.08, "vgg16_bn": 0.08, "vgg19_bn": 0.08,
 }
 FLIP_FRACTIONS = [0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06]
 DEFAULT_DRAWS = {"multiplicative": 20, "flip": 10}
