@@ -60,7 +60,8 @@ def _facts(net: Network) -> kinds.NetworkFacts:
 def limits() -> kinds.Limits:
     settings = get_settings()
     return kinds.Limits(data_root=settings.dataset_root, max_parameters=settings.max_parameters,
-                        max_cost=settings.max_job_cost)
+                        max_cost=settings.max_job_cost, max_activation_bytes=settings.max_activation_bytes,
+                        worker_memory=settings.worker_memory or None)
 
 
 def validate(session: Session, kind: str, params: Any, user: Principal) -> tuple[kinds.Submission, dict[int, Network]]:

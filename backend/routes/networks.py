@@ -157,7 +157,7 @@ def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, b
     # the spec's size from the spec alone (nothing allocated), then the file's names and shapes against it
     # from its header, before any real tensor or module is made
     try:
-        nets.check_size(spec, shape, n_classes, get_settings().max_parameters)
+        nets.check_size(spec, shape, n_classes, get_settings().max_parameters, get_settings().max_activation_bytes)
         expected = nets.meta_model(spec, shape, n_classes).state_dict()
     except nets.SpecError as exc:
         raise HTTPException(400, f"architecture: {exc}") from None

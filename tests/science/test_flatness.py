@@ -138,12 +138,15 @@ def test_the_first_layer_combination_reproduces_the_noisy_states(name):
     sigmas = [0.1, 0.25, 0.5]
     states = [a, *flatness.multiplicative_states(a, names, sigmas, draws=3, seed=4)]
     comb = flatness.first_layer_combination(a, names, names[0], sigmas, draws=3, seed=4)
-    assert comb.coef.shape[:2] == (10, 4) and comb.uniform()
+    assert len(comb) == 10 and comb.n_bases == 4 and comb.uniform()
+    sel = comb.select(4, 7)  # the second draw: bases w and w * z_2 only, made for that chunk alone
+    full = comb.select(0, 10)  # (an earlier draw than the last asked for: the noise stream starts again)
+    assert full.coef.shape[:2] == (10, 4) and full.uniform()
     for k, s in enumerate(states):
-        w = sum(comb.coef[k, j, 0] * comb.bases[j] for j in range(4))
+        w = sum(full.coef[k, j, 0] * full.bases[j] for j in range(4))
         torch.testing.assert_close(w, s[comb.name], rtol=1e-12, atol=1e-12)
-    sel = comb.select(4, 7)  # the second draw: bases w and w * z_2 only
-    assert len(sel.bases) == 2 and torch.equal(sel.bases[1], comb.bases[2])
+    assert len(sel.bases) == 2 and torch.equal(sel.bases[1], full.bases[2])
+    torch.testing.assert_close(sel.coef[:, 1, 0], torch.tensor(sigmas, dtype=torch.float64))
     from workers.landscape.evaluate import evaluate_states, evaluate_states_loop
     splits = {"train": (data.x_train, data.y_train)}
     ref = evaluate_states_loop(model, states, splits, bn_data=data.x_train)

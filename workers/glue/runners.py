@@ -20,6 +20,7 @@ from backend.config import get_settings
 from backend.models import Network
 from backend.networks import ERROR_FIELDS, fill_errors, store_state
 from workers.landscape import bend, evaluate, flatness, kinds, nets, paths, plane, symmetry, train
+from workers.landscape import cost as costs
 from workers.landscape import slice as slices
 from workers.landscape import data as datasets
 from workers.landscape.groups import in_module_order
@@ -42,6 +43,7 @@ class Context:
     def __init__(self, session: Session, job_id: int, owner: str, visibility: str, progress):
         self.session, self.job_id, self.owner, self.visibility, self.progress = session, job_id, owner, visibility, progress
         self._states: dict[int, State] = {}
+        costs.set_memory_budget(get_settings().worker_memory or None)  # every chunk of the job is sized to it
 
     def network(self, network_id: int) -> Network:
         net = self.session.get(Network, network_id)
@@ -80,8 +82,9 @@ class Context:
 
 
 def errors(model: torch.nn.Module, data: datasets.Dataset) -> dict[str, float]:
-    train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train)
-    test_err, test_loss = evaluate.error_and_loss(model, data.x_test, data.y_test)
+    batch = evaluate.budget_batch(model, data.input_shape)
+    train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train, batch_size=batch)
+    test_err, test_loss = evaluate.error_and_loss(model, data.x_test, data.y_test, batch_size=batch)
     return dict(zip(ERROR_FIELDS, (train_err, test_err, train_loss, test_loss)))
 
 

@@ -51,6 +51,7 @@ class Profile:
     train_fixed: int  # bytes of a training step that do not grow with the batch (parameter gradients)
     params: int  # parameters
     state_bytes: int  # bytes of the state dict (buffers included)
+    batchnorm: bool = False  # whether it has BatchNorm (statistics recomputed at every evaluated point)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -96,6 +97,26 @@ def _forward_peak(model: torch.nn.Module, input_shape: tuple[int, ...], batch: i
         out = model(x)
         del out
     return live.peak
+
+
+def measured_forward_bytes(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Peak live activation bytes per input of ``model``'s evaluation forward pass, measured on its own device and
+    dtype on two and four zero inputs (for a model at hand, where ``profile`` needs a spec)."""
+    p = next(model.parameters(), None)
+    device, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+    was = model.training
+    model.eval()
+    peaks = []
+    try:
+        for batch in (2, 4):
+            x = torch.zeros(batch, *input_shape, device=device, dtype=dtype)
+            with _Live() as live, torch.no_grad():
+                out = model(x)
+                del out
+            peaks.append(live.peak)
+    finally:
+        model.train(was)
+    return max((peaks[1] - peaks[0] + 1) // 2, 1)
 
 
 def _kept_for_backward(model: torch.nn.Module, input_shape: tuple[int, ...], batch: int) -> int:
@@ -145,8 +166,9 @@ def _profile(key: str, input_shape: tuple[int, ...], n_classes: int) -> Profile:
     trn = kept + fwd  # backward also holds about one forward peak of activation gradients [ours]
     trn_fixed = fwd_fixed + nets.n_parameters(model) * ELEM  # the parameters' gradients
     state = model.state_dict()
+    bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     return Profile(int(counter.get_total_flops()), fwd, fwd_fixed, trn, trn_fixed, nets.n_parameters(model),
-                   sum(t.numel() * t.element_size() for t in state.values()))
+                   sum(t.numel() * t.element_size() for t in state.values()), bn)
 
 
 def profile(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> Profile:
