@@ -105,3 +105,42 @@ def test_estimate_matches_real_memory_of_a_small_graph(mode):
     ratio = r["measured"] / r["estimated"]
     assert r["estimated"] > 50 * 2**20  # big enough to stand out of the allocator's noise
     assert (0.7 < ratio < cost.EVAL_FACTOR) if mode == "eval" else (0.7 < ratio < 1.5), r
+
+
+_EVAL_CHILD = r"""
+import json, sys, torch
+torch.set_num_threads(1)
+from workers.landscape import cost, data, evaluate, nets
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+spec = json.loads(sys.argv[1])
+ds = data.load_dataset("digits", {})
+torch.manual_seed(0)
+model = nets.build(spec, ds.input_shape, ds.n_classes)
+ref = evaluate.error_and_loss(model, ds.x_train[:40], ds.y_train[:40], batch_size=7)
+base = status("VmRSS")
+budget = base + int(sys.argv[2]) * 2**20
+cost.set_memory_budget(budget)
+open("/proc/self/clear_refs", "w").write("5")
+err, loss = evaluate.error_and_loss(model, ds.x_train, ds.y_train)  # the default batch: what fits the budget
+small = evaluate.error_and_loss(model, ds.x_train[:40], ds.y_train[:40])
+print(json.dumps({"budget": budget, "peak": status("VmHWM"), "ref": ref, "small": small,
+                  "batch": evaluate.budget_batch(model, ds.input_shape), "n": len(ds.y_train)}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc to reset the high-water mark")
+def test_a_plain_evaluation_batches_to_the_budget():
+    """Issue 26: an upload's evaluate job ran the whole training set as one batch (error_and_loss's 4096), 5.6 GB
+    for the padded graph. With a budget of the baseline + 64 MiB, a 10-layer padded graph (1,437 training inputs,
+    ~0.75 MB of activations each: ~1 GB as one batch, more in the CPU's conv copies) is evaluated under the budget,
+    with the numbers of small batches."""
+    out = subprocess.run([sys.executable, "-c", _EVAL_CHILD, json.dumps(_padded_graph(10)), "64"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert 1 <= r["batch"] < r["n"]
+    assert r["peak"] <= r["budget"], r
+    assert r["small"][0] == r["ref"][0] and r["small"][1] == pytest.approx(r["ref"][1], rel=1e-6)

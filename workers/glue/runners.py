@@ -82,9 +82,8 @@ class Context:
 
 
 def errors(model: torch.nn.Module, data: datasets.Dataset) -> dict[str, float]:
-    batch = evaluate.budget_batch(model, data.input_shape)
-    train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train, batch_size=batch)
-    test_err, test_loss = evaluate.error_and_loss(model, data.x_test, data.y_test, batch_size=batch)
+    train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train)  # batches fit the budget
+    test_err, test_loss = evaluate.error_and_loss(model, data.x_test, data.y_test)
     return dict(zip(ERROR_FIELDS, (train_err, test_err, train_loss, test_loss)))
 
 

@@ -100,23 +100,28 @@ def _forward_peak(model: torch.nn.Module, input_shape: tuple[int, ...], batch: i
 
 
 def measured_forward_bytes(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Peak live activation bytes per input of ``model``'s evaluation forward pass, measured on its own device and
-    dtype on two and four zero inputs (for a model at hand, where ``profile`` needs a spec)."""
+    """Peak activation bytes per input of ``model``'s evaluation forward pass, for a model at hand (where
+    ``profile`` needs a spec): the largest input + output of one of its layers, measured by forward hooks on one
+    zero input in the model's dtype and device (residual inputs held across a block are left to EVAL_FACTOR)."""
     p = next(model.parameters(), None)
     device, dtype = (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+    sizes = [1]
+
+    def nbytes(t: Any) -> int:
+        return sum(x.numel() * x.element_size() for x in tree_flatten(t)[0] if isinstance(x, torch.Tensor))
+
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(nbytes(i) + nbytes(o)))
+             for m in model.modules() if not list(m.children())]
     was = model.training
     model.eval()
-    peaks = []
     try:
-        for batch in (2, 4):
-            x = torch.zeros(batch, *input_shape, device=device, dtype=dtype)
-            with _Live() as live, torch.no_grad():
-                out = model(x)
-                del out
-            peaks.append(live.peak)
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape, device=device, dtype=dtype))
     finally:
+        for h in hooks:
+            h.remove()
         model.train(was)
-    return max((peaks[1] - peaks[0] + 1) // 2, 1)
+    return max(sizes)
 
 
 def _kept_for_backward(model: torch.nn.Module, input_shape: tuple[int, ...], batch: int) -> int:

@@ -79,8 +79,11 @@ def default_device() -> torch.device:
 
 
 @torch.no_grad()
-def error_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, float]:
-    """0-1 error and mean cross-entropy of ``model`` in eval mode on (x, y) (x cast to the model's dtype)."""
+def error_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> tuple[float, float]:
+    """0-1 error and mean cross-entropy of ``model`` in eval mode on (x, y) (x cast to the model's dtype), in
+    batches of ``batch_size`` inputs (None: as many as fit the memory budget, at most 4096: ``budget_batch``)."""
+    if batch_size is None:
+        batch_size = budget_batch(model, tuple(x.shape[1:])) if len(y) > 1 else 1
     model.eval()
     dtype, device = _dtype(model), _device(model)
     wrong, loss_sum = 0, 0.0
@@ -556,27 +559,30 @@ def budget_batch(model: nn.Module, input_shape: tuple[int, ...], memory_mb: floa
 
 
 def _chunks(stages: _EngineStages, n_points: int, n_data: int, state_bytes: int, elem: int, device: torch.device,
-            memory_mb: float | None, chunk: int | None, first: "Combination | LazyCombination | None" = None) -> _Chunks:
+            memory_mb: float | None, chunk: int | None, first: "Combination | LazyCombination | None" = None,
+            min_data: int = 0) -> _Chunks:
     """Data chunk: ``chunk``, else on CPU 256 inputs for dense nets (measured fastest on 2 cores: the
     (K, 256, h) intermediates stay in cache) and 64 for conv nets (measured with one thread, CPU time of 5
     points on 512 inputs, 256 -> 64: LeNet 0.34 -> 0.30 s, VGG16 8.5 -> 7.3 s, ResNet-20 1.9 -> 1.3 s: the
     activations of deep conv stages stay cache-sized), 8192 on CUDA; shrunk to fit one point in the budget.
     Points per chunk: as many as fit the budget with that data chunk: stacked weights twice, dense activations
     three times, and with a first-layer ``first`` combination its products with the data (the bases a chunk
-    uses, twice: stacked for the matmul) and its coefficients (points x bases; x units when not uniform)."""
+    uses, twice: stacked for the matmul) and its coefficients (points x bases; x units when not uniform).
+    ``min_data``: inputs a chunk of points must also take at once (BatchNorm recalibration's fixed batches)."""
     budget = _memory_bytes(device, memory_mb)
     if chunk is None:
         conv = bool(stages.per_point) or stages.whole is not None
         chunk = 8192 if device.type == "cuda" else 64 if conv else 256
     one_point = 3 * elem * (stages.pp_act + stages.st_act)
     data = max(1, min(chunk, n_data, budget // max(one_point, 1)))
-    per_point = 2 * state_bytes + 3 * elem * data * stages.st_act
-    spare = budget - 3 * elem * data * stages.pp_act
+    held = max(data, min_data)  # inputs one pass over the chunk's points holds
+    per_point = 2 * state_bytes + 3 * elem * held * stages.st_act
+    spare = budget - 3 * elem * held * stages.pp_act
     points = max(1, min(n_points, spare // per_point))
     if first is not None and len(first):
         ratio = first.n_bases / len(first)  # bases per point
         units = 1 if first.uniform() else stages.first_units
-        product = 2 * elem * data * stages.first_act
+        product = 2 * elem * held * stages.first_act
 
         def need(k: int) -> float:
             bases = min(first.n_bases, ratio * k + 2)
@@ -746,8 +752,9 @@ def evaluate_states(
     elem = torch.finfo(dtype).bits // 8
     n_data = max(len(y) for _, y in splits.values())
     n_points = total or (len(first) if first is not None else 1 << 30)
-    sizes = _chunks(stages, n_points, n_data, _state_bytes(head, elem), elem, device, memory_mb, chunk, first)
     recompute = bn_data is not None and has_batchnorm(model)
+    sizes = _chunks(stages, n_points, n_data, _state_bytes(head, elem), elem, device, memory_mb, chunk, first,
+                    min_data=min(bn_batch, len(bn_data)) if recompute else 0)
     on_device = {name: (x.to(device, dtype), y.to(device)) for name, (x, y) in splits.items()}
     bn_x = bn_data.to(device, dtype) if recompute else None
     done = 0
