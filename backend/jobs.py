@@ -171,11 +171,12 @@ def throughput(session: Session, queue: str) -> float | None:
 
 def dry_run(session: Session, kind: str, params: Any, user: Principal | None = None) -> dict[str, Any]:
     """What ``submit`` would run, without creating, caching or enqueueing anything: the normalised params, the
-    queue, the cost in FLOPs, the peak memory estimate in a worker and the seconds expected on this server's
-    workers (the cost over its queue's measured FLOPs per second; None while unknown)."""
+    queue, the cost in FLOPs, the peak memory estimate in a worker, the architecture's per-sample FLOPs and
+    activation bytes, and the seconds expected on this server's workers (the cost over its queue's measured FLOPs
+    per second; None while unknown)."""
     user = user or local_principal()
     sub, _rows = validate(session, kind, params, user)
     rate = throughput(session, sub.queue)
     return {"dry_run": True, "kind": sub.kind.name, "params": sub.params, "queue": sub.queue, "cost_flops": sub.cost,
-            "memory_bytes": sub.memory, "flops_per_second": rate,
+            "memory_bytes": sub.memory, "per_sample": kinds.per_sample(sub), "flops_per_second": rate,
             "estimated_seconds": sub.cost / rate if rate else None}

@@ -97,6 +97,9 @@ def test_dry_run_answers_the_estimate_and_creates_nothing(quiet):
     assert out["dry_run"] is True and out["queue"] == "interactive" and out["kind"] == "flatness"
     assert out["params"]["draws"] == 5 and len(out["params"]["sigmas"]) == 11  # normalised: defaults filled in
     assert out["cost_flops"] > 0 and out["memory_bytes"] > 0
+    p = cost.profile(SPEC, (1, 8, 8), 10)
+    assert out["per_sample"] == {"flops": p.flops, "forward_bytes": p.forward_bytes, "train_bytes": p.train_bytes,
+                                 "parameters": p.params}
     assert out["estimated_seconds"] is None and out["flops_per_second"] is None  # nothing finished yet
     assert _count(Job) == jobs_before  # no row
     # nothing enqueued and no quota used: a user at one unfinished job short of the limit still submits

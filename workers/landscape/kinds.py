@@ -440,7 +440,8 @@ def _check_train(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[
     return p
 
 
-def _train_profile(p: dict[str, Any]) -> costs.Profile:
+def train_profile(p: dict[str, Any]) -> costs.Profile:
+    """Per-sample FLOPs and activation bytes of a normalised train job's architecture on its data."""
     return costs.profile(p["architecture"], *data.shape_of(p["dataset"], p["dataset_options"]))
 
 
@@ -448,7 +449,7 @@ def _train_memory(p: dict[str, Any], networks: Networks, limits: Limits) -> tupl
     """A training step holds the data (ADV: and its randomly labelled copies), the weights, their gradients and
     the optimizer's state (a few copies; RSGD: per replica), and one batch's activations (RSGD: every replica's
     batch at once). A batch is never split, so one batch must fit: both figures are the same."""
-    prof = _train_profile(p)
+    prof = train_profile(p)
     replicas = p.get("replicas", 1) if p["optimizer"] == "rsgd" else 1
     copies = 1 + (p.get("copies", 0) if p.get("pretrain_epochs", 0) else 0)
     need = (copies * _data_bytes(p["dataset"], p["dataset_options"]) + 4 * replicas * prof.state_bytes
@@ -461,7 +462,7 @@ _PASSES = {"rsgd": "replicas", "entropy_sgd": "L"}
 
 def _train_cost(p: dict[str, Any], networks: Networks) -> float:
     n_train, n_test = data.split_sizes(p["dataset"], p["dataset_options"])
-    prof = _train_profile(p)
+    prof = train_profile(p)
     passes = p.get(_PASSES.get(p["optimizer"], ""), 2 if p["optimizer"] == "sam" else 1)
     pretrain = p.get("pretrain_epochs", 0) * (1 + p.get("copies", 0))
     steps = p["epochs"] * passes + pretrain  # epochs' worth of training steps over the training set
@@ -570,6 +571,18 @@ def complete(kind: Kind, params: dict[str, Any], networks: Networks, limits: Lim
                                                       if kind.name == "train" else "use a smaller network"))
     queue = "batch" if kind.batch_above is not None and cost > kind.batch_above else kind.queue
     return Submission(kind, params, [n.id for n in _all(networks)], cost, queue, networks, memory=min(whole, room))
+
+
+def per_sample(sub: Submission) -> dict[str, int] | None:
+    """The architecture's per-sample figures of a validated job (its first network's; a train job's own)."""
+    if sub.kind.name == "train":
+        prof = train_profile(sub.params)
+    elif sub.networks:
+        prof = _all(sub.networks)[0].profile()
+    else:
+        return None
+    return {"flops": prof.flops, "forward_bytes": prof.forward_bytes, "train_bytes": prof.train_bytes,
+            "parameters": prof.params}
 
 
 def mib(nbytes: float) -> str:
