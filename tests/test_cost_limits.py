@@ -3,6 +3,8 @@ the padded-graph attack refused at upload and as a train job, a train batch that
 memory refused, and a dry run that answers the estimate and creates nothing."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from sqlalchemy import func, select
 
@@ -128,3 +130,49 @@ def test_dry_run_estimates_seconds_from_the_queue_throughput(quiet):
     assert out["flops_per_second"] == pytest.approx(2e9)  # the median (the upload's evaluate job never ran)
     assert out["estimated_seconds"] == pytest.approx(out["cost_flops"] / 2e9)
     assert _count(Job) == n
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def _status(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+WORKER_BUDGET = 1536 * 2**20
+
+
+@pytest.fixture(params=["embedded", "services"])
+def budgeted(request):
+    """A stack with a real Celery worker whose memory budget is 1.5 GiB, its baseline included."""
+    s = make_stack(f"budget{request.param[0]}", with_worker=True, backend=request.param,
+                   extra={"TOROID_WORKER_MEMORY": str(WORKER_BUDGET)})
+    yield s
+    close_stack(s)
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
+                    reason="needs Linux /proc to find the worker's pool process")
+def test_a_worker_runs_many_draws_within_its_budget(budgeted):
+    """Issue 26: flatness memory grew as ~256 B x draws^2. A real worker with TOROID_WORKER_MEMORY = 1.5 GiB runs
+    3,000 draws x 2 noise levels (three chunks of 3,001 points; the old code held 6,001 x 3,001 x 16 float64
+    coefficients per piece, 2.3 GB) and its pool process's peak resident memory stays under the budget."""
+    net = upload(budgeted.client, name="drawn").json()["id"]
+    budgeted.run("flatness", network=net, draws=2, sigmas=[0.0, 0.1, 0.3])  # warm: the worker's baseline
+    (pool,) = _children(budgeted.worker.pid)
+    baseline = _status(pool, "VmRSS")
+    assert baseline < WORKER_BUDGET
+    with open(f"/proc/{pool}/clear_refs", "w") as f:
+        f.write("5")  # the high-water mark restarts from the baseline
+    job = budgeted.run("flatness", network=net, draws=3000, sigmas=[0.0, 0.1, 0.3])
+    assert job["result"]["draws"] == 3000 and job["result"]["chunks"] == 3
+    peak = _status(pool, "VmHWM")
+    assert _children(budgeted.worker.pid) == [pool]  # the same process did the work
+    print(f"worker pool process: baseline {baseline / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB")
+    assert peak <= WORKER_BUDGET, (baseline / 2**20, peak / 2**20)
