@@ -145,12 +145,12 @@ def _status(pid: int, key: str) -> int:
     raise KeyError(key)
 
 
-WORKER_BUDGET = 1536 * 2**20
+WORKER_BUDGET = 900 * 2**20
 
 
 @pytest.fixture(params=["embedded", "services"])
 def budgeted(request):
-    """A stack with a real Celery worker whose memory budget is 1.5 GiB, its baseline included."""
+    """A stack with a real Celery worker whose memory budget is 900 MiB, its baseline included."""
     s = make_stack(f"budget{request.param[0]}", with_worker=True, backend=request.param,
                    extra={"TOROID_WORKER_MEMORY": str(WORKER_BUDGET)})
     yield s
@@ -160,7 +160,7 @@ def budgeted(request):
 @pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"),
                     reason="needs Linux /proc to find the worker's pool process")
 def test_a_worker_runs_many_draws_within_its_budget(budgeted):
-    """Issue 26: flatness memory grew as ~256 B x draws^2. A real worker with TOROID_WORKER_MEMORY = 1.5 GiB runs
+    """Issue 26: flatness memory grew as ~256 B x draws^2. A real worker with TOROID_WORKER_MEMORY = 900 MiB runs
     3,000 draws x 2 noise levels (three chunks of 3,001 points; the old code held 6,001 x 3,001 x 16 float64
     coefficients per piece, 2.3 GB) and its pool process's peak resident memory stays under the budget."""
     net = upload(budgeted.client, name="drawn").json()["id"]
