@@ -176,3 +176,19 @@ def test_a_worker_runs_many_draws_within_its_budget(budgeted):
     assert _children(budgeted.worker.pid) == [pool]  # the same process did the work
     print(f"worker pool process: baseline {baseline / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB")
     assert peak <= WORKER_BUDGET, (baseline / 2**20, peak / 2**20)
+
+
+def test_a_dry_run_at_the_job_limit_is_answered_and_uses_no_quota():
+    s = make_stack("costq", with_worker=False, backend="embedded", reconcile=False,
+                   extra={"TOROID_MAX_RUNNING_JOBS": "1"})
+    try:
+        net = upload(s.client, name="limit").json()["id"]  # its evaluate job: one unfinished job, the limit
+        r = s.client.post("/api/jobs?dry_run=true", json={"kind": "flatness", "params": {"network": net}})
+        assert r.status_code == 200, r.text
+        n = _count(Job)
+        again = s.client.post("/api/jobs?dry_run=true", json={"kind": "flatness", "params": {"network": net}})
+        assert again.status_code == 200 and _count(Job) == n
+        real = s.client.post("/api/jobs", json={"kind": "flatness", "params": {"network": net}})
+        assert real.status_code == 429  # the real submission is refused: the dry runs counted nothing
+    finally:
+        close_stack(s)
