@@ -382,11 +382,13 @@ def cmd_reproduce(args) -> int:
             architecture = json.loads(args.architecture)
         except json.JSONDecodeError as exc:
             raise SystemExit(f"error: --architecture is not JSON ({exc.msg} at character {exc.pos})") from None
+        except RecursionError:
+            raise SystemExit("error: --architecture is JSON nested too deeply") from None
     try:
         summary = run(_client(args), scale=args.scale, out=args.out, seeds=args.seeds, architecture=architecture,
                       dataset=args.dataset)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise SystemExit(f"error: {exc if isinstance(exc, ValueError) else 'the architecture is nested too deeply'}") from None
     print(f"report: {summary['report']}\nsummary: {summary['summary']}")
     return 0
 

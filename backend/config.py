@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     # A connection must send each request's line and headers within this many seconds of opening or
     # of the previous response (backend/protocol.py; 0: no limit), else 408 and closed.
     header_timeout: float = 20.0
+    # Largest request head (request line and headers together), in bytes, counted as they arrive
+    # before the HTTP parser buffers them (backend/protocol.py): 431 and closed above it.
+    max_header_bytes: int = 64 * 1024
+    # A response whose bytes the client does not take for this many seconds (the send buffer stays
+    # full) is dropped and its connection closed (backend/protocol.py; 0: no limit).
+    write_timeout: float = 30.0
     # Largest network (parameters) an upload or a train job may declare; VGG16 and ResNet-50 fit.
     max_parameters: int = 150_000_000
     # A Prometheus scraper's token for /metrics when authentication is on (an admin's token works too).

@@ -105,6 +105,8 @@ def _safetensors_shapes(data: bytes) -> dict[str, tuple[int, ...]]:
         header = json.loads(data[8:8 + n])
     except (ValueError, UnicodeDecodeError):
         raise UploadError("not a valid safetensors file (its header is not JSON)") from None
+    except RecursionError:
+        raise UploadError("not a valid safetensors file (its header's JSON is nested too deeply)") from None
     if not isinstance(header, dict):
         raise UploadError("not a valid safetensors file (its header is not a JSON object)")
     shapes, body = {}, len(data) - 8 - n

@@ -40,6 +40,8 @@ def parse_meta(meta: str) -> NetworkMeta:
         return NetworkMeta.model_validate(json.loads(meta))
     except json.JSONDecodeError as exc:
         raise Invalid(f"'meta' is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Invalid("'meta' is JSON nested too deeply") from None
     except ValidationError as exc:
         raise Invalid("meta: " + "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'meta'}: {e['msg']}" for e in exc.errors())) from None

@@ -198,14 +198,20 @@ async def submit_job(request: Request, body: JobIn, user: Principal = Depends(cu
     if dry_run:
         return JSONResponse(await writes.write(_dry_run, body, user))
 
-    async def work() -> Response:
+    async def work() -> tuple[Response, int]:
         out = await writes.write(_submit, body, user)
         if isinstance(out, int):  # committed, then the connection died: the job is read on a fresh one
             out = await read(readable_job, out, user)
-        return json_response(JobOut, out, status_code=202)
+        return json_response(JobOut, out, status_code=202), (out["id"] if isinstance(out, dict) else out.id)
+
+    async def replay(status: int, job_id: int) -> Response:  # the job as the caller may read it now
+        job = await read(readable_job, job_id, user)
+        if job is None:
+            raise NotFound(f"job {job_id} (made by the first request with this Idempotency-Key) does not exist")
+        return json_response(JobOut, job, status_code=status)
 
     fp = writes.fingerprint("POST /api/jobs", body.model_dump_json())
-    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
+    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work, replay)
 
 
 def _dry_run(db: Session, body: JobIn, user: Principal) -> dict:
