@@ -249,8 +249,21 @@ def cmd_networks(args) -> int:
     return 0
 
 
+def estimate_line(e: dict) -> str:
+    """One line a person reads: "≈ 1.2 GFLOP, 34.5 MiB, ~3 s on the interactive queue"."""
+    secs = e.get("estimated_seconds")
+    when = f"~{secs:.3g} s" if secs is not None else "time unknown (no finished job measured yet)"
+    return (f"≈ {e['cost_flops'] / 1e9:.3g} GFLOP, {e['memory_bytes'] / 2**20:.1f} MiB, {when} "
+            f"on the {e['queue']} queue")
+
+
 def _run_job(args, kind: str, params: dict) -> int:
     client = _client(args)
+    if getattr(args, "dry_run", False):
+        e = client.estimate(kind, **params)
+        print(estimate_line(e))
+        _print(e)
+        return 0
     job = client.submit(kind, **params)
     if args.no_wait:
         _print(job)
@@ -340,7 +353,7 @@ def cmd_job(args) -> int:
     params = _json(opts.params, "the job's params") if opts.params else {}
     if not isinstance(params, dict):
         raise UsageError(f"the job's params must be a JSON object like '{{\"network\": 3}}', got {opts.params!r}")
-    skip = {"params", "url", "token", "no_wait", "quiet", "result_only"}
+    skip = {"params", "url", "token", "no_wait", "quiet", "result_only", "dry_run"}
     params.update({k: v for k, v in vars(opts).items() if k not in skip})
     while extra:  # --NAME VALUE pairs the registry does not list (a sampler's parameters); the service checks them
         name = extra.pop(0)
@@ -519,6 +532,8 @@ def _client_options(c: argparse.ArgumentParser, job: bool = False) -> None:
     c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
     if job:
         c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
+        c.add_argument("--dry-run", action="store_true",
+                       help="print what the job would cost (FLOPs, memory, seconds) and submit nothing")
         c.add_argument("--quiet", action="store_true", help="no progress bar")
         c.add_argument("--result-only", action="store_true",
                        help="print only the result (a train's without its curve: the network has it)")

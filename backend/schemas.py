@@ -171,7 +171,7 @@ class JobOut(BaseModel):
     started_at: UTCTime | None
     finished_at: UTCTime | None
     queue: str | None = None  # "interactive" or "batch"
-    cost: float | None = None  # the kind's estimate (sample-parameter products)
+    cost: float | None = None  # the kind's estimate, in FLOPs
     queue_position: int | None = None  # while queued: 1 = the next job of its queue to start
     starts_in_seconds: float | None = None  # while queued: when it should start (its queue's running jobs' ETAs
     # and the costs of the jobs before it; None while its queue has no job running, or a duration is unknown)

@@ -85,7 +85,7 @@ def _parse_check_store(session: Session, user, meta: str, filename: str, blob: b
     # the spec's size from the spec alone (nothing allocated), then the file's names and shapes against it
     # from its header, before any real tensor or module is made
     with _in_words("architecture: ", nets.SpecError):
-        nets.check_size(spec, shape, n_classes, get_settings().max_parameters)
+        nets.check_size(spec, shape, n_classes, get_settings().max_parameters, get_settings().max_activation_bytes)
         expected = nets.meta_model(spec, shape, n_classes).state_dict()
     expected_bytes = sum(t.numel() * t.element_size() for t in expected.values())
     # a file may hold float64 where the model has float32: twice the bytes, plus the archive's own records

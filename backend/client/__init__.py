@@ -125,6 +125,11 @@ class Client(NotebookMixin):
     def submit(self, kind: str, **params) -> dict:
         return self._call("POST", "/jobs", idempotent=True, json={"kind": kind, "params": params})
 
+    def estimate(self, kind: str, **params) -> dict:
+        """A dry run: the normalised params, queue, ``cost_flops``, ``memory_bytes``, ``estimated_seconds``
+        (None while the server has no measured throughput); nothing is submitted."""
+        return self._call("POST", "/jobs", params={"dry_run": "true"}, json={"kind": kind, "params": params})
+
     def job(self, job_id: int) -> dict:
         return self._call("GET", f"/jobs/{job_id}")
 

@@ -601,11 +601,24 @@ def spec_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int
     return n_parameters(model), sum(t.numel() * t.element_size() for t in state.values())
 
 
-def check_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, max_parameters: int) -> int:
+def check_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, max_parameters: int,
+               max_activation_bytes: int | None = None) -> int:
     """Raise ``SpecError`` naming the count and the limit when ``spec`` has more than ``max_parameters``
-    parameters; returns the count."""
+    parameters, or keeps more than ``max_activation_bytes`` of activations per sample in a training step
+    (cost.py, from the spec on the meta device); returns the count."""
     n, _ = spec_size(spec, input_shape, n_classes)
     if n > max_parameters:
         raise SpecError(f"this architecture has {n} parameters, over the server's limit of {max_parameters} "
                         "(TOROID_MAX_PARAMETERS); choose a smaller one")
+    if max_activation_bytes is not None:
+        from . import cost
+
+        p = cost.profile(spec, input_shape, n_classes)
+        if p.train_bytes > max_activation_bytes:
+            raise SpecError(
+                f"this architecture needs {p.train_bytes:,} bytes ({p.train_bytes / 2**20:,.1f} MiB) of activations "
+                f"per sample in a training step ({p.forward_bytes:,} bytes in evaluation; {p.flops:,} FLOPs per sample "
+                f"forward), over the server's limit of {max_activation_bytes:,} bytes per sample "
+                "(TOROID_MAX_ACTIVATION_BYTES); choose one with smaller activations (less padding, fewer or "
+                "narrower layers, more pooling)")
     return n
