@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import time
+from urllib.parse import parse_qs
 
 from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException
@@ -50,6 +51,14 @@ def _unfinished_jobs(conn: Connection, owner: str) -> int:
 
 def _stored_bytes(conn: Connection, owner: str) -> int:
     return networks.stored_bytes(conn, owner)
+
+
+def _dry_run(scope) -> bool:
+    """A job's dry run creates nothing, so no quota is looked at (the route validates and estimates only)."""
+    if scope["path"].rstrip("/") != "/api/jobs":
+        return False
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return any(v.lower() in ("true", "1", "yes", "on") for v in query.get("dry_run", []))
 
 
 async def _quota_refusal(method: str, path: str, user: Principal, unfinished: int | None = None) -> tuple[int, str] | None:
@@ -139,7 +148,8 @@ class Guard:
                         refusal = exc.status_code, exc.detail
                     else:
                         scope.setdefault("state", {})[PRINCIPAL] = user
-                        refusal = await _quota_refusal(method, path, user, (counted or {}).get("count"))
+                        refusal = None if _dry_run(scope) else await _quota_refusal(
+                            method, path, user, (counted or {}).get("count"))
                 if refusal is None:
                     receive = _counted(receive, limit, settings.body_stall_timeout, settings.body_timeout)
             if refusal is not None:

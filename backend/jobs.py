@@ -59,7 +59,8 @@ def _facts(net: Network) -> kinds.NetworkFacts:
 def limits() -> kinds.Limits:
     settings = get_settings()
     return kinds.Limits(data_root=settings.dataset_root, max_parameters=settings.max_parameters,
-                        max_cost=settings.max_job_cost)
+                        max_cost=settings.max_job_cost, max_activation_bytes=settings.max_activation_bytes,
+                        worker_memory=settings.worker_memory or None)
 
 
 def validate(session: Session, kind: str, params: Any, user: Principal) -> tuple[kinds.Submission, dict[int, Network]]:
@@ -174,3 +175,37 @@ def cancel(session: Session, job_id: int, user: Principal) -> None:
         raise Forbidden(f"job {job_id} belongs to {job.owner}; only its owner or an admin may cancel it")
     if not lifecycle.cancel(session, job_id):
         raise Conflict(f"job {job_id} already ended ({job.status}); nothing to cancel")
+
+
+# ---- dry run --------------------------------------------------------------------------------------
+
+THROUGHPUT_JOBS = 50  # finished jobs per queue whose median FLOPs per second estimates a new job's seconds
+
+
+def throughput(session: Session, queue: str) -> float | None:
+    """Median FLOPs per second of the last THROUGHPUT_JOBS jobs of ``queue`` that a worker computed (not
+    answered from the cache nor attached to another); None before any."""
+    rows = session.execute(
+        select(Job.cost, Job.started_at, Job.finished_at)
+        .where(Job.queue == queue, Job.status == "succeeded", Job.cached_from.is_(None), Job.attached_to.is_(None),
+               Job.started_at.is_not(None), Job.finished_at.is_not(None), Job.cost.is_not(None))
+        .order_by(Job.id.desc()).limit(THROUGHPUT_JOBS)).all()
+    rates = sorted(cost / seconds for cost, start, end in rows
+                   if (seconds := (end - start).total_seconds()) > 0 and cost > 0)
+    if not rates:
+        return None
+    mid = len(rates) // 2
+    return rates[mid] if len(rates) % 2 else (rates[mid - 1] + rates[mid]) / 2
+
+
+def dry_run(session: Session, kind: str, params: Any, user: Principal | None = None) -> dict[str, Any]:
+    """What ``submit`` would run, without creating, caching or enqueueing anything: the normalised params, the
+    queue, the cost in FLOPs, the peak memory estimate in a worker, the architecture's per-sample FLOPs and
+    activation bytes, and the seconds expected on this server's workers (the cost over its queue's measured FLOPs
+    per second; None while unknown)."""
+    user = user or local_principal()
+    sub, _rows = validate(session, kind, params, user)
+    rate = throughput(session, sub.queue)
+    return {"dry_run": True, "kind": sub.kind.name, "params": sub.params, "queue": sub.queue, "cost_flops": sub.cost,
+            "memory_bytes": sub.memory, "per_sample": kinds.per_sample(sub), "flops_per_second": rate,
+            "estimated_seconds": sub.cost / rate if rate else None}

@@ -88,7 +88,7 @@ class Job(Base):
     fanout: Mapped[int] = mapped_column(Integer, default=0)  # chunks in flight on several workers (0: none)
     # an equal job queued or running when this one was submitted: this one waits for its answer
     attached_to: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
-    cost: Mapped[float | None] = mapped_column(Float, nullable=True)  # kinds' estimate (sample-parameter products)
+    cost: Mapped[float | None] = mapped_column(Float, nullable=True)  # kinds' estimate, in FLOPs
 
 
 class Result(Base):

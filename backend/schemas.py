@@ -85,6 +85,7 @@ UTCTime = Annotated[datetime, AfterValidator(_utc)]
 
 Name = text(200, 1)
 Tag = text(100, 1)
+TensorName = text(1000)
 JSONObject = Annotated[dict[str, Any], AfterValidator(bounded_json)]
 
 
@@ -98,6 +99,10 @@ class NetworkMeta(BaseModel):
     dataset_options: JSONObject = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     visibility: Literal["private", "lab"] = "lab"
+    keys: dict[TensorName, TensorName] = Field(default_factory=dict, max_length=10000,
+                                               description="exact tensor names of the file -> the architecture's")
+    rename: dict[TensorName, TensorName] = Field(default_factory=dict, max_length=100,
+                                                 description="substrings replaced in every tensor name, in order")
 
 
 class NetworkPatch(BaseModel):
@@ -166,7 +171,7 @@ class JobOut(BaseModel):
     started_at: UTCTime | None
     finished_at: UTCTime | None
     queue: str | None = None  # "interactive" or "batch"
-    cost: float | None = None  # the kind's estimate (sample-parameter products)
+    cost: float | None = None  # the kind's estimate, in FLOPs
     queue_position: int | None = None  # while queued: 1 = the next job of its queue to start
     starts_in_seconds: float | None = None  # while queued: when it should start (its queue's running jobs' ETAs
     # and the costs of the jobs before it; None while its queue has no job running, or a duration is unknown)
