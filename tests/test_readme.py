@@ -32,7 +32,8 @@ def test_readme_says_where_toroid_is():
     head = text.split("\n## The command line\n", 1)[0]
     assert ".venv/bin/toroid" in head and "source .venv/bin/activate" in head
     synopsis, first_session = command_line_blocks()[:2]
-    assert all(line.startswith("toroid ") for line in synopsis if line.strip())
+    # (an indented line continues the command above it)
+    assert all(line.startswith(("toroid ", " ")) for line in synopsis if line.strip())
     assert all(line.startswith(".venv/bin/toroid ") for line in first_session if line.strip())
 
 
