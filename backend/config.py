@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     max_job_cost: float = 2e15
     # A running job whose worker has not been heard from for this long is handed to another worker.
     heartbeat_timeout: float = 60.0
+    # A fanned-out job whose chunks have not been heard from for this long (none ran, none was deferred,
+    # no worker of its queue was busy) lost its chunks (a wiped broker): it is queued again as a new attempt.
+    fanout_timeout: float = 300.0
+    # Fair sharing (backend/fairness.py): an owner's score is the cost of their running jobs plus that of
+    # their jobs that ended within this many seconds; the lowest score runs next.
+    fair_window: float = 3600.0
     # Queued jobs are sent to the broker again after this long (a wiped broker loses nothing).
     resend_after: float = 600.0
     # Seconds between two passes of the reconciler in the API process (0: only at start).

@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from .. import jobs, lifecycle, writes
+from .. import fairness, jobs, lifecycle, writes
 from ..auth import Principal, current_user
 from ..db import read
 from ..models import FINAL_STATES, Job, Network, Result
@@ -58,31 +58,18 @@ def job_dict(job, result: dict | None = None) -> dict:
 
 def _queue_order(conn: Connection) -> tuple[dict[int, int], dict[str, list]]:
     """The place each queued job will start at in its queue, if nothing ends meanwhile: the workers' rule
-    (backend.lifecycle.claim) played forward, the job of the owner with the fewest jobs running first, the
-    oldest among those, each start counting as one more running job of its owner. Jobs waiting for an equal
-    job (attached_to) have no place: they start with it. Also each queue's queued rows in that order."""
+    played forward (backend/fairness.py: ``scores`` now, then ``plan``). Jobs waiting for an equal job
+    (attached_to) have no place: they start with it. Also each queue's queued rows in that order."""
     waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.owner, JOBS.c.kind, JOBS.c.cost)
                            .where(JOBS.c.status == "queued", JOBS.c.attached_to.is_(None)).order_by(JOBS.c.id)).all()
-    running: dict[str, int] = dict(conn.execute(select(JOBS.c.owner, func.count(JOBS.c.id))
-                                                .where(JOBS.c.status == "running").group_by(JOBS.c.owner)).all())
-    place: dict[int, int] = {}
+    score = fairness.scores(conn) if waiting else {}
     by_queue: dict[str, list] = {}
     for row in waiting:
         by_queue.setdefault(row.queue, []).append(row)
-    ordered: dict[str, list] = {}
-    for queue, rows in by_queue.items():
-        count = dict(running)
-        left = {}  # owner -> its queued jobs, oldest first
-        for row in rows:
-            left.setdefault(row.owner, []).append(row)
-        for position in range(1, len(rows) + 1):
-            owner = min(left, key=lambda o: (count.get(o, 0), left[o][0].id))
-            row = left[owner].pop(0)
-            place[row.id] = position
-            ordered.setdefault(queue, []).append(row)
-            count[owner] = count.get(owner, 0) + 1
-            if not left[owner]:
-                del left[owner]
+    place: dict[int, int] = {}
+    ordered = {queue: fairness.plan(rows, score) for queue, rows in by_queue.items()}
+    for rows in ordered.values():
+        place.update({row.id: k for k, row in enumerate(rows, 1)})
     return place, ordered
 
 
