@@ -14,7 +14,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from .. import fairness, jobs, lifecycle, writes
+from .. import checks, fairness, jobs, lifecycle, writes
 from ..auth import Principal, current_user
 from ..db import read
 from ..models import FINAL_STATES, Job, Network, Result
@@ -216,6 +216,11 @@ async def submit_job(request: Request, body: JobIn, user: Principal = Depends(cu
     weights ran before, else queued for a worker. With an ``Idempotency-Key`` header a repeat of the
     request is answered with the first answer and submits nothing."""
     async def work() -> Response:
+        if jobs.heavy(body.kind):  # a train job's architecture: traced and sized off the API's threads
+            try:
+                await checks.run(user.name, jobs.precheck, body.kind, body.params)
+            except jobs.JobError as exc:
+                raise HTTPException(exc.status, str(exc)) from None
         out = await writes.write(_submit, body, user)
         if isinstance(out, int):  # committed, then the connection died: the job is read on a fresh one
             out = await read(readable_job, out, user)

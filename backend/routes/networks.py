@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
 from pydantic import ValidationError
@@ -13,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from workers.landscape import data, nets
 
-from .. import jobs, networks, store, writes
+from .. import checks, jobs, networks, store, writes
 from ..auth import Principal, current_user
 from ..cache import VersionedCache
 from ..config import get_settings
@@ -110,8 +112,10 @@ async def upload_network(
         raise HTTPException(400, "the weights file's name must be at most 255 characters, without NUL")
 
     async def work() -> Response:
-        # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
-        row = await writes.write(_store_upload, user, meta, filename, blob)
+        # parsing and building the model are CPU work: in the checks' pool (backend/checks.py, bounded per
+        # user), neither on the event loop nor on the API's threads; then storing, on an API thread
+        prepared = await checks.run(user.name, _prepare_upload, meta, filename, blob)
+        row = await writes.write(_store_upload, user, prepared, filename)
         if isinstance(row, int):  # committed, then the connection died: read on a fresh one
             row = await read(_network_row, row)
         return json_response(NetworkOut, row, status_code=201)
@@ -120,11 +124,11 @@ async def upload_network(
     return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
 
 
-def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
+def _store_upload(db: Session, user: Principal, prepared: "_Prepared", filename: str):
     """The stored network's row, or only its id when it was committed and answering failed after."""
     with committed_rows(db, Network) as made, committed_rows(db, Job) as queued:
         try:
-            return _parse_check_store(db, user, meta, filename, blob)
+            return _store(db, user, prepared, filename)
         except HTTPException:
             raise
         except Exception:
@@ -137,7 +141,18 @@ def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: 
     return made[0]
 
 
-def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
+@dataclass
+class _Prepared:
+    """An upload parsed and checked, before the database is asked: its meta, spec, options and model."""
+
+    info: NetworkMeta
+    spec: dict
+    options: dict
+    model: Any
+
+
+def _prepare_upload(meta: str, filename: str, blob: bytes) -> _Prepared:
+    """Parse and check an upload (no database): 400 naming the first problem."""
     try:
         info = NetworkMeta.model_validate(json.loads(meta))
     except json.JSONDecodeError as exc:
@@ -176,6 +191,11 @@ def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, b
         raise HTTPException(400, str(exc)) from None
     except nets.SpecError as exc:
         raise HTTPException(400, f"architecture: {exc}") from None
+    return _Prepared(info, spec, options, model)
+
+
+def _store(db: Session, user: Principal, prepared: _Prepared, filename: str):
+    info, spec, options, model = prepared.info, prepared.spec, prepared.options, prepared.model
     try:  # a first look, before the file is written; create_network checks again, atomically
         networks.check_quota(db, user.name, networks.state_bytes(model.state_dict()), user.max_stored_bytes)
         net = networks.store_state(db, model.state_dict(), max_stored_bytes=user.max_stored_bytes, name=info.name,

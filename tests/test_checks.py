@@ -1,0 +1,103 @@
+"""Expensive checks off the API's threads (issue 26 item 4): a layer graph's trace and sizes run in the
+checks' own pool, at most TOROID_CHECKS_PER_USER of one user's at once (one more: 429 at once), and the
+database step after it finds the work done; cheap bounds refuse an over-long graph before any trace.
+(The latency of /api/health under 16 concurrent submits is measured in benchmarks/checks.py.)"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+from safetensors.torch import save
+
+from backend import auth, checks
+from backend.db import new_session
+from workers.landscape import groups, nets
+
+from .conftest import close_stack, make_stack
+from .helpers import DIGITS_CLASSES, DIGITS_SHAPE
+
+
+def graph(pairs: int, width: int = 8) -> dict:
+    """A layer graph of ``pairs`` (conv, relu) pairs: 2 x pairs + 4 layers; ``width`` makes it distinct."""
+    layers = []
+    for k in range(pairs):
+        layers += [{"type": "conv", "out": width if k == 0 else 8, "kernel": 3, "padding": 1}, {"type": "relu"}]
+    return {"kind": "graph", "layers": layers + [{"type": "adaptive_avgpool"}, {"type": "flatten"}, {"type": "dropout"},
+                                              {"type": "linear"}]}
+
+
+@pytest.fixture
+def lab():
+    s = make_stack("checks", with_worker=False, require_auth=True, reconcile=False,
+                   extra={"TOROID_CHECKS_PER_USER": "1", "TOROID_MAX_RUNNING_JOBS": "100"})
+    with new_session() as ses:
+        s.headers = {n: {"Authorization": f"Bearer {auth.create_user(ses, n)[1]}"} for n in ("alice", "bob")}
+    yield s
+    close_stack(s)
+
+
+def hold_a_check(user: str):
+    """Occupy one of ``user``'s check slots until the returned event is set."""
+    release, started = threading.Event(), threading.Event()
+
+    def body():
+        async def main():
+            await checks.run(user, lambda: (started.set(), release.wait(60)))
+        asyncio.run(main())
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    assert started.wait(10)
+    return release, t
+
+
+def test_a_users_second_heavy_check_is_refused_while_the_first_runs_and_others_go_on(lab, monkeypatch):
+    blob = save({k: v.contiguous() for k, v in nets.build(graph(3, 10), DIGITS_SHAPE, DIGITS_CLASSES).state_dict().items()})
+    meta = {"name": "g", "architecture": graph(3, 10), "dataset": "digits"}
+    nets._normalized.clear()  # what this process remembers of specs (the build above): forgotten
+    traced: list[str] = []
+    real = groups.check
+    monkeypatch.setattr(groups, "check", lambda spec: (traced.append(threading.current_thread().name), real(spec))[1])
+    train = {"dataset": "digits", "optimizer": "sgd", "epochs": 1}
+    release, holder = hold_a_check("alice")
+    try:
+        r = lab.client.post("/api/jobs", json={"kind": "train", "params": {**train, "architecture": graph(197, 9)}},
+                            headers=lab.headers["alice"])
+        # before: traced on an API thread, as many at once as the API has threads, for every user
+        assert r.status_code == 429 and "TOROID_CHECKS_PER_USER" in r.json()["detail"], r.text
+        up = lab.client.post("/api/networks", files={"file": ("w.safetensors", blob)}, data={"meta": json.dumps(meta)},
+                             headers=lab.headers["alice"])
+        assert up.status_code == 429, up.text
+        assert traced == []  # nothing of hers was traced meanwhile
+        # another user is not held up by alice's checks
+        r = lab.client.post("/api/jobs", json={"kind": "train", "params": {**train, "architecture": graph(197, 11)}},
+                            headers=lab.headers["bob"])
+        assert r.status_code == 202, r.text
+    finally:
+        release.set()
+        holder.join(10)
+    # bob's 398-layer graph (197 pairs + 4) was traced once, in the checks' pool (not on an API thread), and the database
+    # step that followed found it done
+    assert len(traced) == 1 and traced[0].startswith("toroid-check"), traced
+    assert checks.in_flight("alice") == 0
+    r = lab.client.post("/api/jobs", json={"kind": "train", "params": {**train, "architecture": graph(197, 9)}},
+                        headers=lab.headers["alice"])
+    assert r.status_code == 202 and r.json()["queue_position"] is not None, r.text
+    up = lab.client.post("/api/networks", files={"file": ("w.safetensors", blob)}, data={"meta": json.dumps(meta)},
+                         headers=lab.headers["alice"])
+    assert up.status_code == 201, up.text
+    assert len(traced) == 3 and all(name.startswith("toroid-check") for name in traced), traced
+
+
+def test_a_graph_over_the_layer_bound_is_refused_before_any_trace(lab, monkeypatch):
+    traced = []
+    monkeypatch.setattr(groups, "check", lambda spec: traced.append(spec))
+    r = lab.client.post("/api/jobs", json={"kind": "train", "params": {"architecture": graph(199), "epochs": 1}},
+                        headers=lab.headers["alice"])
+    assert r.status_code == 400 and "at most 400 layers" in r.json()["detail"], r.text
+    assert traced == []
+    # the project's own architectures pass the cheap bounds: ResNet-56, resnet34, VGG16
+    for spec in ({"kind": "resnet", "depth": 56}, {"kind": "resnet34"}, {"kind": "vgg16_bn"}):
+        assert nets.normalize_spec(spec)["kind"] == spec["kind"]
