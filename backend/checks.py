@@ -1,24 +1,32 @@
-"""Expensive checks off the API's threads: what costs CPU time before a request can be answered (an
-upload's parse and build, a layer graph's trace and its sizes on the ``meta`` device) runs in a small
-pool of its own (``TOROID_CHECK_THREADS``), at most ``TOROID_CHECKS_PER_USER`` of one user's at once;
-one more is answered 429 at once. The API's own threads (database work, ``/api/health``) never wait for
-these checks, and one user's burst cannot fill the pool for everyone else.
+"""Expensive checks off the API's threads: what costs CPU time before a request can be answered runs
+beside the API, at most ``TOROID_CHECKS_PER_USER`` of one user's at once (one more is answered 429 at
+once), so that the API's own threads (database work, ``/api/health``) never wait for them and one
+user's burst cannot hold up everyone else's.
+
+- The heavy check of an architecture (a layer graph's trace, its sizes on the ``meta`` device) runs in
+  ``TOROID_CHECK_PROCESSES`` processes of its own (started on first use), so it does not even share the
+  API's interpreter lock; what it found (the normal form and the sizes) is remembered in the API process
+  (nets.remember), where the steps that follow find it done. 0 processes: in the threads below.
+- What follows and needs the API process's objects (an upload's parse, its model built and its weights
+  loaded) runs in ``TOROID_CHECK_THREADS`` threads of its own, apart from the API's threads.
 
 Cheap bounds come first and stay on the request's path (a graph's layer count and nesting, every
-parameter's range: workers/landscape/graphs.py, params.py): a spec over them is refused before any
-trace. The work done here is remembered per process (nets.normalize_spec, nets.spec_size), so the
-database step that follows finds it done.
+parameter's range: workers/landscape/graphs.py, params.py): a spec over them is refused before any trace.
 """
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import Any, Callable, TypeVar
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 from fastapi import HTTPException
+
+from workers.landscape import nets
 
 from .config import get_settings
 
@@ -28,8 +36,14 @@ _in_flight: Counter[str] = Counter()
 
 
 @lru_cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="toroid-check")
+def _threads(n: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=max(n, 1), thread_name_prefix="toroid-check")
+
+
+@lru_cache
+def _processes(n: int) -> ProcessPoolExecutor:
+    # spawned, not forked: the API process has threads (a fork copies their locks in whatever state)
+    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
 
 
 def in_flight(user: str) -> int:
@@ -37,27 +51,69 @@ def in_flight(user: str) -> int:
         return _in_flight[user]
 
 
-async def run(user: str, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` in the checks' pool for ``user``; 429 when ``user`` has the limit in flight already.
-    A check counts until it ends, also when its caller went away meanwhile."""
-    settings = get_settings()
-    limit = max(settings.checks_per_user, 1)
+def _release(user: str) -> None:
+    with _lock:
+        _in_flight[user] -= 1
+        if _in_flight[user] <= 0:
+            del _in_flight[user]
+
+
+@asynccontextmanager
+async def slot(user: str) -> AsyncIterator[Callable[..., Any]]:
+    """One of ``user``'s check slots (429 when all are taken) for the block; gives ``run(fn, *args)``, which
+    runs ``fn`` in the checks' threads. Work the block started counts until it ends, also when the
+    request went away meanwhile."""
+    limit = max(get_settings().checks_per_user, 1)
     with _lock:
         if _in_flight[user] >= limit:
             raise HTTPException(429, f"{user} has {limit} expensive checks in flight (architectures being "
                                      "traced and sized), the limit (TOROID_CHECKS_PER_USER); wait for them to end")
         _in_flight[user] += 1
+    pending: list = []
 
-    def release(_future) -> None:
-        with _lock:
-            _in_flight[user] -= 1
-            if _in_flight[user] <= 0:
-                del _in_flight[user]
+    async def run(fn: Callable[..., T], *args: Any, executor: Executor | None = None) -> T:
+        future = (executor or _threads(get_settings().check_threads)).submit(fn, *args)
+        pending.append(future)
+        return await asyncio.wrap_future(future)
 
     try:
-        future = _pool(settings.check_threads).submit(fn, *args)
-    except BaseException:
-        release(None)
-        raise
-    future.add_done_callback(release)
-    return await asyncio.wrap_future(future)
+        yield run
+    finally:
+        left = [f for f in pending if not f.done()]
+        if not left:
+            _release(user)
+        else:  # the request went away while its work runs: the slot is free when that work ends
+            count = [len(left)]
+
+            def done(_f) -> None:
+                with _lock:
+                    count[0] -= 1
+                    last = count[0] == 0
+                if last:
+                    _release(user)
+
+            for f in left:
+                f.add_done_callback(done)
+
+
+async def run(user: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in the checks' threads, in one of ``user``'s slots."""
+    async with slot(user) as run_:
+        return await run_(fn, *args)
+
+
+def _architecture(spec: Any, input_shape: tuple[int, ...] | None, n_classes: int | None):
+    """In a check process: the normal form of ``spec`` and, given a data set's shape, its sizes."""
+    normal = nets.normalize_spec(spec)
+    return normal, (nets.spec_size(normal, input_shape, n_classes) if input_shape is not None else None)
+
+
+async def architecture(run_: Callable[..., Any], spec: Any, input_shape: tuple[int, ...] | None = None,
+                       n_classes: int | None = None) -> dict[str, Any]:
+    """The heavy check of ``spec`` (in a slot's ``run_``): its normal form, traced and sized in a check
+    process, remembered in this one. Raises nets.SpecError as ``nets.normalize_spec`` would."""
+    n = get_settings().check_processes
+    executor = _processes(n) if n > 0 else None
+    normal, sizes = await run_(_architecture, spec, input_shape, n_classes, executor=executor)
+    nets.remember(spec, normal, input_shape, n_classes, sizes)
+    return normal

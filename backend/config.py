@@ -73,8 +73,10 @@ class Settings(BaseSettings):
     # API process: threads serving database work (each holds at most one pooled connection), and
     # seconds a pooled connection may sit idle before it is checked with a ping on its next use.
     api_threads: int = 4
-    # Expensive checks before a request is answered (an upload's parse and build, a layer graph's trace and
-    # sizes): threads of their own beside the API's, and how many one user may have in flight (429 above).
+    # Expensive checks before a request is answered (backend/checks.py): processes for an architecture's
+    # trace and sizes (0: in the check threads), threads for an upload's parse and build, beside the API's
+    # own, and how many one user may have in flight (429 above).
+    check_processes: int = 2
     check_threads: int = 2
     checks_per_user: int = 2
     db_ping_after: float = 10.0

@@ -80,11 +80,24 @@ def heavy(kind: str) -> bool:
     return k is not None and "architecture" in k.params
 
 
+def architecture_of(params: Any) -> tuple[Any, tuple[int, ...] | None, int | None] | None:
+    """A job's own architecture and its data set's input shape and classes (None where they cannot be told
+    cheaply: ``submit`` then says what is wrong), for the heavy check (backend/checks.py)."""
+    if not isinstance(params, dict) or "architecture" not in params:
+        return None
+    try:
+        dataset = params.get("dataset", "digits")
+        shape, n_classes = data.shape_of(dataset, data.normalize_options(dataset, params.get("dataset_options")))
+        return params["architecture"], tuple(shape), n_classes
+    except Exception:  # noqa: BLE001 - submit's own checks name it
+        return params["architecture"], None, None
+
+
 def precheck(kind: str, params: Any) -> None:
-    """The expensive part of validating a job that needs no database (its architecture normalised, traced
-    and sized), ahead of ``submit`` and off the API's threads (backend/checks.py): what it works out is
-    remembered per process (nets.normalize_spec, nets.spec_size), so that ``submit`` finds it done. Raises
-    JobError as ``submit`` would; a problem it cannot name is left for ``submit`` to say."""
+    """The rest of validating a job that needs no database, ahead of ``submit`` and off the API's threads
+    (backend/checks.py): what it works out is remembered per process (nets.normalize_spec,
+    nets.spec_size), so that ``submit`` finds it done. Raises JobError as ``submit`` would; a problem it
+    cannot name is left for ``submit`` to say."""
     try:
         _kind, normal, _ids = kinds.shape(kind, params)
     except kinds.KindError as exc:

@@ -14,6 +14,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from workers.landscape import nets
+
 from .. import checks, fairness, jobs, lifecycle, writes
 from ..auth import Principal, current_user
 from ..db import read
@@ -217,10 +219,16 @@ async def submit_job(request: Request, body: JobIn, user: Principal = Depends(cu
     request is answered with the first answer and submits nothing."""
     async def work() -> Response:
         if jobs.heavy(body.kind):  # a train job's architecture: traced and sized off the API's threads
-            try:
-                await checks.run(user.name, jobs.precheck, body.kind, body.params)
-            except jobs.JobError as exc:
-                raise HTTPException(exc.status, str(exc)) from None
+            async with checks.slot(user.name) as run:
+                if (arch := jobs.architecture_of(body.params)) is not None:
+                    try:
+                        await checks.architecture(run, *arch)
+                    except nets.SpecError as exc:
+                        raise HTTPException(400, f"architecture: {exc}") from None
+                try:
+                    await run(jobs.precheck, body.kind, body.params)
+                except jobs.JobError as exc:
+                    raise HTTPException(exc.status, str(exc)) from None
         out = await writes.write(_submit, body, user)
         if isinstance(out, int):  # committed, then the connection died: the job is read on a fresh one
             out = await read(readable_job, out, user)

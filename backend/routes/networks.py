@@ -114,7 +114,13 @@ async def upload_network(
     async def work() -> Response:
         # parsing and building the model are CPU work: in the checks' pool (backend/checks.py, bounded per
         # user), neither on the event loop nor on the API's threads; then storing, on an API thread
-        prepared = await checks.run(user.name, _prepare_upload, meta, filename, blob)
+        async with checks.slot(user.name) as run:
+            if (arch := _architecture_of(meta)) is not None:
+                try:  # the heavy check first: in a check process
+                    await checks.architecture(run, *arch)
+                except nets.SpecError as exc:
+                    raise HTTPException(400, f"architecture: {exc}") from None
+            prepared = await run(_prepare_upload, meta, filename, blob)
         row = await writes.write(_store_upload, user, prepared, filename)
         if isinstance(row, int):  # committed, then the connection died: read on a fresh one
             row = await read(_network_row, row)
@@ -139,6 +145,20 @@ def _store_upload(db: Session, user: Principal, prepared: "_Prepared", filename:
         with new_session() as fresh:
             jobs.submit(fresh, "evaluate", {"network": made[0]}, user=user, check_quota=False)
     return made[0]
+
+
+def _architecture_of(meta: str):
+    """(architecture, input shape, classes) of an upload's meta, None where it is not what _prepare_upload
+    accepts (which then says why); cheap."""
+    try:
+        info = NetworkMeta.model_validate(json.loads(meta))
+    except (ValueError, ValidationError):
+        return None
+    try:
+        shape, n_classes = data.shape_of(info.dataset, data.normalize_options(info.dataset, info.dataset_options))
+        return info.architecture, tuple(shape), n_classes
+    except Exception:  # noqa: BLE001 - _prepare_upload names it
+        return info.architecture, None, None
 
 
 @dataclass

@@ -167,6 +167,16 @@ def _remember(memo: OrderedDict, key: Any, value: Any) -> None:
             memo.popitem(last=False)
 
 
+def remember(spec: Any, normal: dict[str, Any], input_shape: tuple[int, ...] | None = None,
+             n_classes: int | None = None, sizes: tuple[int, int] | None = None) -> None:
+    """Note what another process found (``normalize_spec(spec)`` is ``normal``; ``spec_size`` of it for
+    that data shape is ``sizes``), so that this one does not work it out again."""
+    for key in {_spec_key(spec), _spec_key(normal)} - {None}:
+        _remember(_normalized, key, copy.deepcopy(normal))
+    if sizes is not None and input_shape is not None and (key := _spec_key(normal)) is not None:
+        _remember(_sizes, (key, tuple(input_shape), n_classes), tuple(sizes))
+
+
 def normalize_spec(spec: Any) -> dict[str, Any]:
     """Validate an architecture spec and return it with every default filled in. A spec seen lately is
     answered from a small per-process memo (a layer graph's check traces it: a fraction of a second
