@@ -102,10 +102,16 @@ async def run(user: str, fn: Callable[..., T], *args: Any) -> T:
         return await run_(fn, *args)
 
 
+_trace_lock = threading.Lock()
+
+
 def _architecture(spec: Any, input_shape: tuple[int, ...] | None, n_classes: int | None):
-    """In a check process: the normal form of ``spec`` and, given a data set's shape, its sizes."""
-    normal = nets.normalize_spec(spec)
-    return normal, (nets.spec_size(normal, input_shape, n_classes) if input_shape is not None else None)
+    """In a check process (one task at a time), or in a check thread under a lock: the normal form of
+    ``spec`` and, given a data set's shape, its sizes. (Two torch.fx traces at once in one process can
+    fail: "module is not installed as a submodule", seen with 16 concurrent submits.)"""
+    with _trace_lock:
+        normal = nets.normalize_spec(spec)
+        return normal, (nets.spec_size(normal, input_shape, n_classes) if input_shape is not None else None)
 
 
 async def architecture(run_: Callable[..., Any], spec: Any, input_shape: tuple[int, ...] | None = None,
