@@ -201,3 +201,33 @@ def test_a_fanned_out_job_lost_with_the_broker_is_queued_again_and_never_led_aga
         lab.cancel_all()
         stop(s.worker)
         close_stack(s)
+
+
+def test_a_job_ranked_ahead_of_a_fanned_out_job_is_forecast_to_start_after_its_current_chunk():
+    """bob's fanned-out job (10 chunks, half done in 10 s: 10 s left, 2 s a chunk) holds the one worker;
+    alice's queued job ranks ahead of it: it starts after the current chunk (before: after all of bob's
+    job); bob's next job after alice's (rate known: 3 s) and the rest of his chunks (8 s)."""
+    from backend.routes.jobs import add_queue_positions, job_dict
+
+    s = make_stack("fairfan", with_worker=False)
+    try:
+        now = utcnow()
+        with new_session() as ses:
+            mk = lambda key, **kw: Job(params={}, inputs=[], cache_key=str(key), queue="batch", **kw)  # noqa: E731
+            ses.add_all([mk(0, kind="train", owner="carol", status="succeeded", cost=100.0, started_at=now - timedelta(hours=3),
+                            finished_at=now - timedelta(hours=3) + timedelta(seconds=3)),  # trains: 0.03 s per unit
+                         mk(1, kind="flatness", owner="bob", status="running", cost=1e6, fanout=10, progress=0.5,
+                            started_at=now - timedelta(seconds=10))])
+            ses.flush()
+            alice = mk(2, kind="train", owner="alice", status="queued", cost=100.0)
+            bob = mk(3, kind="train", owner="bob", status="queued", cost=100.0)
+            ses.add_all([alice, bob])
+            ses.commit()
+            rows = [job_dict(alice), job_dict(bob)]
+        with read_connection() as conn:
+            a, b = add_queue_positions(conn, rows)
+        assert (a["queue_position"], b["queue_position"]) == (1, 2)
+        assert a["starts_in_seconds"] == pytest.approx(2.0, abs=0.5), a
+        assert b["starts_in_seconds"] == pytest.approx(2.0 + 3.0 + 8.0, abs=0.5), b
+    finally:
+        close_stack(s)
