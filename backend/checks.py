@@ -16,10 +16,12 @@ parameter's range: workers/landscape/graphs.py, params.py): a spec over them is 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import threading
 from collections import Counter
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any, AsyncIterator, Callable, TypeVar
@@ -31,6 +33,7 @@ from workers.landscape import nets
 from .config import get_settings
 
 T = TypeVar("T")
+log = logging.getLogger("toroid.checks")
 _lock = threading.Lock()
 _in_flight: Counter[str] = Counter()
 
@@ -115,11 +118,22 @@ def _architecture(spec: Any, input_shape: tuple[int, ...] | None, n_classes: int
 
 
 async def architecture(run_: Callable[..., Any], spec: Any, input_shape: tuple[int, ...] | None = None,
-                       n_classes: int | None = None) -> dict[str, Any]:
+                       n_classes: int | None = None) -> dict[str, Any] | None:
     """The heavy check of ``spec`` (in a slot's ``run_``): its normal form, traced and sized in a check
-    process, remembered in this one. Raises nets.SpecError as ``nets.normalize_spec`` would."""
+    process, remembered in this one. Raises nets.SpecError as ``nets.normalize_spec`` would; None when the
+    check itself failed otherwise (the request's own steps then check the spec as they always did)."""
     n = get_settings().check_processes
-    executor = _processes(n) if n > 0 else None
-    normal, sizes = await run_(_architecture, spec, input_shape, n_classes, executor=executor)
+    try:
+        try:
+            normal, sizes = await run_(_architecture, spec, input_shape, n_classes,
+                                       executor=_processes(n) if n > 0 else None)
+        except BrokenProcessPool:  # a check process died (killed, out of memory): a fresh pool next time
+            _processes.cache_clear()
+            normal, sizes = await run_(_architecture, spec, input_shape, n_classes)
+    except nets.SpecError:
+        raise
+    except Exception:  # noqa: BLE001 - not a verdict on the spec: the request's own steps check it as before
+        log.warning("the heavy check of an architecture failed; left to the request", exc_info=True)
+        return None
     nets.remember(spec, normal, input_shape, n_classes, sizes)
     return normal

@@ -122,3 +122,27 @@ def test_a_graph_over_the_layer_bound_is_refused_before_any_trace(lab0, monkeypa
     # the project's own architectures pass the cheap bounds: ResNet-56, resnet34, VGG16
     for spec in ({"kind": "resnet", "depth": 56}, {"kind": "resnet34"}, {"kind": "vgg16_bn"}):
         assert nets.normalize_spec(spec)["kind"] == spec["kind"]
+
+
+def test_a_killed_check_process_costs_one_check_its_pool_not_every_later_one(monkeypatch):
+    """A check process that dies (killed, out of memory) breaks its pool; the check is done in a thread
+    and the next one gets a fresh pool (before the fresh pool: every later check would fail)."""
+    import os
+    import signal
+
+    s = make_lab("2")
+    try:
+        train = {"dataset": "digits", "optimizer": "sgd", "epochs": 1}
+        r = s.client.post("/api/jobs", json={"kind": "train", "params": {**train, "architecture": graph(20, 12)}},
+                          headers=s.headers["bob"])
+        assert r.status_code == 202, r.text
+        pool = checks._processes(2)
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        for width in (13, 14):
+            r = s.client.post("/api/jobs", json={"kind": "train", "params": {**train, "architecture": graph(20, width)}},
+                              headers=s.headers["bob"])
+            assert r.status_code == 202, r.text
+        assert checks._processes(2) is not pool
+    finally:
+        close_stack(s)

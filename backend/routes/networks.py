@@ -152,7 +152,7 @@ def _architecture_of(meta: str):
     accepts (which then says why); cheap."""
     try:
         info = NetworkMeta.model_validate(json.loads(meta))
-    except (ValueError, ValidationError):
+    except Exception:  # noqa: BLE001 - _prepare_upload names it
         return None
     try:
         shape, n_classes = data.shape_of(info.dataset, data.normalize_options(info.dataset, info.dataset_options))
