@@ -26,11 +26,10 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any, AsyncIterator, Callable, TypeVar
 
-from fastapi import HTTPException
-
 from workers.landscape import nets
 
 from .config import get_settings
+from .errors import Invalid, TooMany
 
 T = TypeVar("T")
 log = logging.getLogger("toroid.checks")
@@ -69,7 +68,7 @@ async def slot(user: str) -> AsyncIterator[Callable[..., Any]]:
     limit = max(get_settings().checks_per_user, 1)
     with _lock:
         if _in_flight[user] >= limit:
-            raise HTTPException(429, f"{user} has {limit} expensive checks in flight (architectures being "
+            raise TooMany(f"{user} has {limit} expensive checks in flight (architectures being "
                                      "traced and sized), the limit (TOROID_CHECKS_PER_USER); wait for them to end")
         _in_flight[user] += 1
     pending: list = []
@@ -137,3 +136,34 @@ async def architecture(run_: Callable[..., Any], spec: Any, input_shape: tuple[i
         return None
     nets.remember(spec, normal, input_shape, n_classes, sizes)
     return normal
+
+
+async def job(user: str, kind: str, params: Any) -> None:
+    """A job's checks that need no database and cost CPU time (a train job's own architecture), ahead of
+    ``jobs.submit``, in one of ``user``'s slots; nothing for kinds that take no architecture."""
+    from . import jobs
+
+    if not jobs.heavy(kind):
+        return
+    async with slot(user) as run_:
+        if (arch := jobs.architecture_of(params)) is not None:
+            try:
+                await architecture(run_, *arch)
+            except nets.SpecError as exc:
+                raise Invalid(f"architecture: {exc}") from None
+        await run_(jobs.precheck, kind, params)
+
+
+async def upload(user: str, meta: str, filename: str, blob: bytes):
+    """An upload parsed and checked (uploads.prepare), its architecture's heavy check first, in one of
+    ``user``'s slots."""
+    from . import uploads
+
+    async with slot(user) as run_:
+        if (arch := uploads.architecture_of(meta)) is not None:
+            try:
+                await architecture(run_, *arch)
+            except nets.SpecError as exc:
+                raise Invalid(f"architecture: {exc}") from None
+        return await run_(uploads.prepare, meta, filename, blob)
+
