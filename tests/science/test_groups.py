@@ -38,6 +38,9 @@ NEW = {  # name -> (spec, input shape, classes)
     "resnet34": ({"kind": "resnet34", "width": 0.0625}, (1, 16, 16), 3),
     "vgg11_bn": ({"kind": "vgg11_bn", "width": 0.0625, "hidden": 8}, (3, 32, 32), 3),
     "vgg16_bn": ({"kind": "vgg16_bn", "width": 0.0625, "hidden": 6}, (1, 32, 32), 3),
+    "vgg13_bn": ({"kind": "vgg13_bn", "width": 0.0625, "hidden": 5}, (3, 32, 32), 3),
+    "vgg19_bn": ({"kind": "vgg19_bn", "width": 0.0625, "hidden": 4}, (1, 32, 32), 3),
+    "wide_resnet50_2": ({"kind": "wide_resnet50_2", "width": 0.0625}, (3, 16, 16), 3),
     "graph_example": (nets.ARCHITECTURES["graph"]["example"], (3, 8, 8), 4),
     "graph_conv_shortcut": ({"kind": "graph", "layers": STEM + [
         {"type": "add", "branch": [
