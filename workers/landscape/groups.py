@@ -18,7 +18,10 @@ run over the spaces:
   positively homogeneous (``Segment.scaled``). A segment that is a linear function of its writers and
   is absorbed by BatchNorms only (the conv -> BN of every BN unit) also has the exact sign flip of
   SCIENCE.md ("BatchNorm's sign symmetry": writers, running mean and the BN's gamma negated) and its
-  writers' biases fold into the running means (``Segment.flip``, ``Segment.fold``).
+  writers' biases fold into the running means (``Segment.flip``, ``Segment.fold``). A max-pool between them
+  keeps the fold (max(x + d) = max(x) + d) but not the flip (max(-x) is not -max(x)); a zero-padded average
+  pool keeps the flip but not the fold (``PATHS``). Two BatchNorms in a row: the first's gamma and beta write
+  a segment the second absorbs, with its own flip and fold.
 The segment that produces the logits is the *output* segment: argmax ignores one global positive factor.
 Residual streams come out as one group and one segment per stage (the stem's and every block's last
 BatchNorm write into it; the blocks' first convs, the 1x1 shortcut convs and the classifier read it):

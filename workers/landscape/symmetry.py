@@ -33,7 +33,9 @@ architecture, residual ones included. Binary networks too: their permutation gro
   class of flip-equivalent nets [ours]. Units followed by a max-pool (binary convs) and committee units
   (fixed output weights) have no flip symmetry.
 - ``align(spec, state_a, state_b)``: paper's Algorithm 2, returns state_b with its hidden units
-  permuted (and flipped, binary) to match state_a, raw values kept. Matching is computed on
+  permuted (and flipped, binary) to match state_a, raw values kept; its BatchNorm units are then
+  sign-flipped (the exact flip above) wherever their gamma's sign differs from state_a's, so that a linear
+  path between a network and its flipped, permuted copy is the network all along. Matching is computed on
   normalised copies, layer by layer with the Hungarian algorithm on the cosine of incoming weights,
   the next layer being compared in aligned coordinates; the output layer is never permuted.
   Only incoming weights enter the cost, as in the paper (for BatchNorm units: the pre-BN weights).
@@ -292,7 +294,8 @@ def _binary_align(g: Groups, state_a: State, state_b: State) -> State:
 def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale: float = 2.0) -> State:
     """A copy of ``state`` computing the same function: every permutation group randomly permuted, every
     scale segment's channels rescaled by random positive factors in [1/max_scale, max_scale] (both
-    BatchNorm freedoms, residual stream channels), BatchNorm units sign-flipped at random, the output
+    BatchNorm freedoms, residual stream channels), BatchNorm units sign-flipped at random, a random constant
+    per channel added to a bias that folds into a BatchNorm's running mean (and to that mean), the output
     layer by one positive factor; binary nets: every latent weight rescaled by its own positive factor
     and flippable units flipped at random."""
     gen = torch.Generator().manual_seed(seed)
