@@ -19,7 +19,7 @@ from backend import store
 from backend.config import get_settings
 from backend.models import Network
 from backend.networks import ERROR_FIELDS, fill_errors, store_state
-from workers.landscape import bend, evaluate, flatness, kinds, nets, paths, plane, symmetry, train
+from workers.landscape import bend, evaluate, flatness, hessian, kinds, nets, paths, plane, symmetry, train
 from workers.landscape import slice as slices
 from workers.landscape import data as datasets
 from workers.landscape.groups import in_module_order
@@ -143,6 +143,14 @@ def flatness_piece(ctx: Context, p: dict[str, Any], sigmas: list[float]) -> dict
     return {"network_id": net.id, **result}
 
 
+def hessian_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
+    net = ctx.network(p["network"])
+    result = hessian.hessian_result(net.architecture, ctx.data(net.id), ctx.state(net.id), k=p["k"],
+                                    iterations=p["iterations"], probes=p["probes"], samples=p["samples"],
+                                    seed=p["seed"], progress=ctx.progress)
+    return {"network_id": net.id, **result}
+
+
 def plane_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     first = ctx.network(p["networks"][0])
     result = plane.plane_result(first.architecture, ctx.data(first.id), [ctx.state(i) for i in p["networks"]],
@@ -215,6 +223,7 @@ RUNNERS: dict[str, Runner] = {
     "evaluate": Runner(evaluate_piece),
     "path": Runner(path_piece),
     "flatness": Runner(flatness_piece),
+    "hessian": Runner(hessian_piece),
     "plane": Runner(plane_piece),
     "slice": Runner(slice_piece),
     "canonicalize": Runner(canonicalize_piece),

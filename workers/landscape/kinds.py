@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import bend, data, flatness, nets, paths, plane, train
+from . import bend, data, flatness, hessian, nets, paths, plane, train
 from . import slice as slices
 from .params import public, validate_params
 
@@ -240,6 +240,38 @@ def _join_flatness(p: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str
     return out
 
 
+# ---- hessian ---------------------------------------------------------------------------------------
+
+_HD = hessian.DEFAULTS
+HESSIAN_PARAMS = {
+    "k": _p("int", _HD["k"], "top eigenvalues of the Hessian to compute (largest first)",
+            min=hessian.LIMITS["k"][0], max=hessian.LIMITS["k"][1]),
+    "iterations": _p("int", _HD["iterations"], "Hessian-vector products Lanczos may use at most",
+                     min=hessian.LIMITS["iterations"][0], max=hessian.LIMITS["iterations"][1]),
+    "probes": _p("int", _HD["probes"], "Rademacher probes of Hutchinson's trace estimator (its standard error "
+                 "falls as 1/sqrt(probes))", min=hessian.LIMITS["probes"][0], max=hessian.LIMITS["probes"][1]),
+    "samples": _p("int", _HD["samples"], "training samples the loss is averaged over (a seeded random subset; "
+                  "all of them when larger than the training set)", min=hessian.LIMITS["samples"][0],
+                  max=hessian.LIMITS["samples"][1]),
+    "seed": {**SEED, "help": "seed of the subset, the Lanczos start vector and the probes"},
+}
+
+
+def _check_hessian(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
+    try:
+        hessian.check(networks["network"][0].architecture)
+    except hessian.HessianError as exc:
+        raise KindError(str(exc)) from None
+    return p
+
+
+def _hessian_cost(p: dict[str, Any], networks: Networks) -> float:
+    """Two parts (raw, canonical), each about iterations + probes Hessian-vector products of ~4 passes each."""
+    net = networks["network"][0]
+    samples = min(p["samples"], net.samples()[0])
+    return 2 * 4.0 * (p["iterations"] + p["probes"]) * samples * max(net.n_params, 1)
+
+
 # ---- plane -----------------------------------------------------------------------------------------
 
 PLANE_PARAMS = {
@@ -413,6 +445,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("flatness", "local energy: the training error's rise under noise on the weights", {"network": ONE},
          FLATNESS_PARAMS, _flatness_cost, batch_above=INTERACTIVE_COST, check=_check_flatness, split=_split_flatness,
          join=_join_flatness),
+    Kind("hessian", "sharpness: top eigenvalues and trace of the training loss's Hessian, as stored and in canonical "
+         "coordinates (restricted to the tangent space of the spheres)", {"network": ONE}, HESSIAN_PARAMS,
+         _hessian_cost, batch_above=INTERACTIVE_COST, check=_check_hessian),
     Kind("plane", "error and loss on the plane through three networks", {"networks": {"count": 3}}, PLANE_PARAMS,
          _plane_cost, queue="batch", check=_check_plane),
     Kind("slice", "error and loss on a 1-D or 2-D random-direction section around one network (filter-normalised, "
