@@ -102,13 +102,14 @@ def train_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     ctx.progress(0.0, f"training {p['name']} with {p['optimizer']}")
     history = train.train(model, data, p["optimizer"], progress=ctx.progress.sub(0.0, 0.97), **options)
     measured = errors(model, data)
+    reached = train.outcome(model, history, p["optimizer"], options, measured["train_error"])
     net = store_state(ctx.session, model.state_dict(), name=p["name"], owner=ctx.owner, visibility=p["visibility"],
                       architecture=p["architecture"], dataset=p["dataset"], dataset_options=p["dataset_options"],
                       source={"kind": "trained", "optimizer": p["optimizer"], "params": options, "job_id": ctx.job_id,
-                              "data": data.info, "pretraining": train.pretraining(history)},
+                              "data": data.info, "pretraining": train.pretraining(history), **reached},
                       tags=p["tags"], history=history, n_params=nets.n_parameters(model), **measured)
     return {"network_id": net.id, "train_error": measured["train_error"], "test_error": measured["test_error"],
-            "history": history}
+            **reached, "history": history}
 
 
 def evaluate_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
