@@ -423,7 +423,7 @@ _PASSES = {"rsgd": "replicas", "entropy_sgd": "L"}
 def _train_cost(p: dict[str, Any], networks: Networks) -> float:
     n_train, _ = data.split_sizes(p["dataset"], p["dataset_options"])
     n, _ = nets.spec_size(p["architecture"], *data.shape_of(p["dataset"], p["dataset_options"]))
-    passes = p.get(_PASSES.get(p["optimizer"], ""), 2 if p["optimizer"] == "sam" else 1)
+    passes = p.get(_PASSES.get(p["optimizer"], ""), 2 if p["optimizer"] == "sam" else 1) or train.ENTROPY_L
     pretrain = p.get("pretrain_epochs", 0) * (1 + p.get("copies", 0))
     return 3.0 * (p["epochs"] * passes + pretrain) * n_train * n
 

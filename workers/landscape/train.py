@@ -133,7 +133,9 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
                        "the weights; the weights then move towards the loop's running average.",
         "params": {
             **_sgd_params(1.0, 0.9),
-            "L": _p("int", 20, "Langevin steps (minibatches) per weight update (Chaudhari et al.: 20)", min=1, max=1000),
+            "L": _p("int", None, "Langevin steps (minibatches) per weight update; null: 20 (Chaudhari et al.), at most "
+                                 "half the minibatches of an epoch, so that a small data set gets at least two weight "
+                                 "updates per epoch (digits, batch 128: 5)", nullable=True, min=1, max=1000),
             "inner_lr": _p("float", 0.1, "step size of the Langevin loop", min=0.0, max=100.0),
             "gamma0": _p("float", 0.03, "initial coupling of the Langevin loop to the weights (Chaudhari et al.: 0.03)",
                          min=0.0, max=1e6),
@@ -555,6 +557,18 @@ def _reinitialise(replicas: list[nn.Module], model: nn.Module, seed: int) -> Non
                     q.copy_(frozen[name])
 
 
+ENTROPY_L = 20  # Chaudhari et al.'s Langevin steps per weight update
+
+
+def langevin_steps(p: dict[str, Any], n: int) -> int:
+    """Entropy-SGD's L: as given, or 20 but at most half the minibatches of an epoch (at least 1) [ours]: with L
+    at or above an epoch's minibatches every loop is cut short by the epoch's end, one weight update per epoch
+    (digits: 11 minibatches of 128), and the scoping of gamma, per update, never tightens."""
+    if p["L"] is not None:
+        return int(p["L"])
+    return max(1, min(ENTROPY_L, math.ceil(n / p["batch_size"]) // 2))
+
+
 def _train_entropy_sgd(model, data, p, report):
     """Entropy-SGD. With x the weights: x' starts at x and takes L Langevin steps on minibatches: a step
     x' <- x' - inner_lr grad L(x') + sqrt(2 inner_lr) noise N(0, 1), then the coupling gamma/2 ||x' - x||^2
@@ -563,7 +577,8 @@ def _train_entropy_sgd(model, data, p, report):
     Chaudhari et al.'s code the outer gradient is x - mu (not gamma (x - mu)): lr = 1 without momentum
     would move x to mu; the default adds Nesterov momentum 0.9, with the cosine annealing of every sampler.
     Defaults as Chaudhari et al. 2017: gamma0 = 0.03 with scoping gamma = gamma0 (1 + gamma1)^t, gamma1 =
-    1e-3 and t the weight updates so far ("1.001 per update"), L = 20, inner step 0.1, noise 1e-4,
+    1e-3 and t the weight updates so far ("1.001 per update"), L = 20 (on small data sets at most half an
+    epoch's minibatches: ``langevin_steps``), inner step 0.1, noise 1e-4,
     alpha = 0.75. [ours] the inner step size stays constant; an epoch is one pass of the Langevin loop
     over the data (so an epoch costs what SGD's does, and makes ceil(batches / L) weight updates); a loop
     cut short by the end of the epoch still ends with its weight update; the noise comes from a generator
@@ -578,6 +593,7 @@ def _train_entropy_sgd(model, data, p, report):
     anchor = [q.detach().clone() for q in params]  # x
     mean = [q.detach().clone() for q in params]  # mu
     state = {"inner": 0, "updates": 0, "gamma": p["gamma0"]}
+    L = langevin_steps(p, len(y))
 
     def outer_update():
         with torch.no_grad():
@@ -610,7 +626,7 @@ def _train_entropy_sgd(model, data, p, report):
             for q, m in zip(params, mean):
                 m.mul_(p["alpha"]).add_(q, alpha=1 - p["alpha"])
         state["inner"] += 1
-        if state["inner"] == p["L"]:
+        if state["inner"] == L:
             outer_update()
 
     def finish_loop():
