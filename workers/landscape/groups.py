@@ -134,13 +134,27 @@ class _UnionFind:
 class _Value:
     perm: int
     seg: int
-    path: str  # "affine": affine in the segment's writers; "linear": linear (padded average pooling); "none"
+    path: str  # how the value depends on its segment's writers' channel (``PATHS``): "affine", "linear", "shift", "none"
     origin: int | None = None  # the segment whose writers this value is a channel-wise function of
     odd: bool = False  # that function is odd (negating the writers' channel negates this value's)
 
 
+# What a value is as a function of its segment's writers, channel by channel, as the two properties the
+# BatchNorm symmetries need: ``sign``, negating the writers (weights and bias) negates the value (the sign flip
+# is exact when a BatchNorm absorbs it), and ``shift``, adding a constant to the writers' bias adds that constant
+# to the value (the bias folds into the absorbing BatchNorm's running mean). "affine": both (conv / linear output,
+# dropout, flatten, unpadded pooling); "linear": sign only (a zero-padded average pool: the padding does not
+# move with a shift); "shift": shift only (a max-pool: max(x + d) = max(x) + d, max(-x) != -max(x)); "none".
+PATHS = {"affine": {"sign", "shift"}, "linear": {"sign"}, "shift": {"shift"}, "none": set()}
+
+
+def _path(properties: set[str]) -> str:
+    return next(name for name, props in PATHS.items() if props == properties)
+
+
 AFFINE_SAME = (nn.Dropout, nn.Flatten, nn.Identity, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d)
-HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.MaxPool2d, nn.MaxPool1d)
+HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU)
+MAX_POOLS = (nn.MaxPool2d, nn.MaxPool1d)
 ODD = (nn.Dropout, nn.Flatten, nn.Identity, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d, nn.AvgPool2d, nn.AvgPool1d,
        nets.Sign)  # channel-wise odd functions (zero padding keeps an average pool odd)
 LEAVES = (nets.BinaryLinear, nets.BinaryConv2d, nets.Sign, nets.Vote, nets.TwoClass)
@@ -217,7 +231,7 @@ def _derive(key: str) -> Groups:
             if isinstance(m, (nn.Conv2d, nn.Conv1d, nn.Linear)):
                 if isinstance(m, (nn.Conv2d, nn.Conv1d)) and m.groups != 1:
                     raise GroupError(f"layer {name}: grouped convolutions (groups={m.groups}) are not handled")
-                if v.path != "none" and perm.find(v.perm) != perm.find(INPUT[0]):
+                if "sign" in PATHS[v.path] and perm.find(v.perm) != perm.find(INPUT[0]):
                     raise GroupError(f"layer {name} reads a linear function of the previous layer with weights (no "
                                      "activation between them): any invertible mixing of those units is then a "
                                      "symmetry, which the service does not remove")
@@ -246,9 +260,11 @@ def _derive(key: str) -> Groups:
                 members += [(v.perm, f"{name}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")]
             elif isinstance(m, HOMOGENEOUS):
                 out = _Value(v.perm, v.seg, "none", v.origin)
+            elif isinstance(m, MAX_POOLS):  # positively homogeneous, commutes with a per-channel shift (not odd)
+                out = _Value(v.perm, v.seg, _path(PATHS[v.path] & {"shift"}), v.origin)
             elif isinstance(m, (nn.AvgPool2d, nn.AvgPool1d)):
                 padded = any(int(p) > 0 for p in torch.nn.modules.utils._pair(m.padding))
-                out = _Value(v.perm, v.seg, "linear" if padded and v.path == "affine" else v.path, v.origin, v.odd)
+                out = _Value(v.perm, v.seg, _path(PATHS[v.path] - {"shift"}) if padded else v.path, v.origin, v.odd)
             elif isinstance(m, AFFINE_SAME):
                 if isinstance(m, nn.Flatten) and m.start_dim != 1:
                     raise GroupError(f"layer {name}: a flatten must keep the batch axis alone (start_dim=1)")
@@ -266,8 +282,7 @@ def _derive(key: str) -> Groups:
         elif node.op == "call_function" and node.target in (operator.add, torch.add) and len(node.args) == 2 \
                 and not node.kwargs:
             a, b = value_of(node.args[0], "add"), value_of(node.args[1], "add")
-            path = {"affine": 2, "linear": 1, "none": 0}
-            worst = min(a.path, b.path, key=path.__getitem__)
+            worst = _path(PATHS[a.path] & PATHS[b.path])
             uses.extend([(a.origin, False), (b.origin, False)])  # [ours: no flip across an add]
             out = _Value(perm.union(a.perm, b.perm), seg.union(a.seg, b.seg), worst, seg.find(a.seg))
         else:
@@ -320,11 +335,13 @@ def _derive(key: str) -> Groups:
         if r == input_seg:
             continue
         free = r not in blocked_segs and r != output_seg
-        linear = free and not info["readers"] and bool(info["bns"]) and all(p != "none" for p in info["paths"])
+        only_bns = free and not info["readers"] and bool(info["bns"])
+        linear = only_bns and all("sign" in PATHS[p] for p in info["paths"])
+        fold = only_bns and all("shift" in PATHS[p] for p in info["paths"])
         negate = r != output_seg and not any(w.bn for w in info["writers"]) and all(odd_uses.get(r) or [False])
         readers_r = tuple(info["readers"]) or (tuple(w for w, o in odd_readers if seg.find(o) == r) if negate else ())
         built[r] = Segment(tuple(info["writers"]), readers_r, tuple(info["bns"]), free,
-                           linear, linear and all(p == "affine" for p in info["paths"]), negate)
+                           linear, fold, negate)
     output = built.pop(output_seg, None)
     if output is not None and (output.readers or output.bns):
         output = None  # logits that feed something else: no global factor is exact [ours: none used]

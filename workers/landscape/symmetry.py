@@ -121,12 +121,25 @@ def _flip_segment(state: State, seg: Segment, signs: torch.Tensor) -> None:
             state[f"{bn}.{t}"] = scale_axis(state[f"{bn}.{t}"], 0, signs)
 
 
-def _fix_signs(g: Groups, out: State) -> State:
-    for seg in g.segments:
-        if seg.flip:
+def _fix_signs(g: Groups, out: State, ref: State | None = None) -> State:
+    """Flip every BatchNorm unit whose gamma is negative (``ref``: whose gamma's sign differs from ref's).
+
+    A flip negates its segment's writers, and a writer can be the gamma another flip is decided by (two
+    BatchNorms in a row: BN1's gamma writes the segment BN2 absorbs, so fixing BN2's sign negates BN1's gamma):
+    passes repeat until no gamma is left to fix (one pass per BatchNorm of the longest such chain)."""
+    flippable = [seg for seg in g.segments if seg.flip]
+    for _ in range(len(flippable) + 1):
+        changed = False
+        for seg in flippable:
             gamma = out[f"{seg.bns[0]}.weight"]
-            if bool((gamma < 0).any()):
-                _flip_segment(out, seg, torch.where(gamma < 0, -1.0, 1.0).double())
+            negative = gamma < 0
+            if ref is not None:
+                negative = negative != (ref[f"{seg.bns[0]}.weight"] < 0)
+            if bool(negative.any()):
+                _flip_segment(out, seg, torch.where(negative, -1.0, 1.0).double())
+                changed = True
+        if not changed:
+            break
     return out
 
 
@@ -263,7 +276,7 @@ def align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
                 changed = True
         if not changed:
             break
-    return out
+    return _fix_signs(g, out, ref=state_a)  # BatchNorm units flipped to a's gamma signs (exact)
 
 
 def _binary_align(g: Groups, state_a: State, state_b: State) -> State:
@@ -313,6 +326,13 @@ def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale
         if seg.flip:
             signs = torch.where(torch.rand(out[seg.writers[0].vector].shape[0], generator=gen) < 0.5, 1.0, -1.0).double()
             _flip_segment(out, seg, signs)
+        offsets = [w.offset for w in seg.writers if w.offset and w.offset in out]
+        if seg.fold and offsets:  # a constant per channel added to a writer's bias and to the running means
+            shift = torch.randn(out[offsets[0]].shape[0], generator=gen, dtype=torch.float64)
+            out[offsets[0]] = (out[offsets[0]].double() + shift).to(out[offsets[0]].dtype)
+            for bn in seg.bns:
+                mean = f"{bn}.running_mean"
+                out[mean] = (out[mean].double() + shift).to(out[mean].dtype)
     for group in g.groups:
         n = out[group.axes[0][0]].shape[group.axes[0][1]]
         _permute_group(out, group.axes, torch.randperm(n, generator=gen))
