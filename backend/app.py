@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import jobs
 from .config import get_settings
 from .db import new_session, upgrade_database
+from .errors import DomainError
 from .guard import Guard
 from .schemas import BAD_INPUT
 from .routes import jobs as jobs_routes
@@ -125,6 +126,11 @@ def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile
         # NULs and over-long or over-deep free-form JSON are the caller's mistake in so many words: 400
         status = 400 if any(e.get("type") == BAD_INPUT for e in exc.errors()) else 422
         return JSONResponse({"detail": _validation_message(exc)}, status_code=status)
+
+    @app.exception_handler(DomainError)
+    async def domain_handler(_request: Request, exc: DomainError):
+        # the one mapping of domain errors to HTTP (backend/errors.py): each class says its status
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_handler(_request: Request, exc: StarletteHTTPException):

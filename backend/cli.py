@@ -230,22 +230,6 @@ def _pct(v: float | None) -> str | None:
     return None if v is None else f"{100 * v:.2f}%"
 
 
-def _arch(spec: dict) -> str:
-    """A short name for an architecture (as the dashboard writes it): mlp 64-64 bn, lenet c6-16 d120-84, ..."""
-    dash = lambda v: "-".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
-    kind = spec.get("kind", "?")
-    flags = (" bn" if spec.get("batchnorm") else "") + (" nobias" if spec.get("bias") is False else "")
-    if kind in ("mlp", "binary_mlp"):
-        return f"{kind.replace('_', ' ')} {dash(spec.get('hidden', []))}{flags}"
-    if kind in ("lenet", "binary_conv"):
-        return f"{kind.replace('_', ' ')} c{dash(spec.get('channels', []))} d{dash(spec.get('dense', []))}{flags}"
-    if kind == "vgg":
-        return f"{spec.get('config', 'vgg')} x{spec.get('width', 1)}"
-    if kind == "committee":
-        return f"committee K={spec.get('hidden')}"
-    return kind
-
-
 def cmd_networks(args) -> int:
     nets = _client(args).networks()
     if args.json:
@@ -254,7 +238,7 @@ def cmd_networks(args) -> int:
     if not nets:
         print("no networks yet (toroid train ..., toroid upload ..., or toroid serve --demo)")
         return 0
-    rows = [{"id": n["id"], "name": n["name"], "architecture": _arch(n["architecture"]), "dataset": n["dataset"],
+    rows = [{"id": n["id"], "name": n["name"], "architecture": n.get("architecture_label") or n["architecture"].get("kind", "?"), "dataset": n["dataset"],
              "sampler": n["source"].get("optimizer") or n["source"].get("kind"),
              "train": _pct(n["train_error"]), "test": _pct(n["test_error"]), "tags": ",".join(n.get("tags") or []),
              "created": str(n["created_at"])[:16].replace("T", " ")} for n in nets]

@@ -16,21 +16,19 @@ from sqlalchemy.orm import Session
 
 from workers.landscape import SCIENCE_VERSION, kinds
 
-from . import lifecycle
+from . import lifecycle, visibility
 from .auth import Principal, local_principal
 from .config import get_settings
 from .db import locked
+from .errors import Conflict, DomainError, Forbidden, NotFound
 from .lifecycle import enqueue, reconcile  # noqa: F401  (the names the service and tools use)
 from .models import Job, Network, Result, utcnow
 from .networks import fill_errors
 
 
-class JobError(ValueError):
-    """Parameters a job cannot run with; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
+class JobError(DomainError):
+    """Parameters a job cannot run with, or a quota it would pass; ``status`` is the HTTP status to answer
+    (400; 404 for a network that does not exist; 429 at the limit of unfinished jobs)."""
 
 
 def pinned(session: Session, obj):
@@ -93,22 +91,16 @@ def _readable(user: Principal):
 
 
 def _cached_result(session: Session, kind: str, key: str, user: Principal) -> Job | None:
-    """The newest finished job with this key that ``user`` may read (and whose named network still exists)."""
+    """The newest finished job with this key that ``user`` may read, while every network its result names
+    (a train's network, a bend's midpoint, ...) still exists and is readable (backend/visibility.py)."""
     stmt = select(Job).where(Job.cache_key == key, Job.kind == kind, Job.status == "succeeded",
                              Job.result_id.is_not(None))
     if (readable := _readable(user)) is not None:
         stmt = stmt.where(readable)
     done = session.scalars(stmt.order_by(Job.id.desc()).limit(1)).first()
     result = pinned(session, session.get(Result, done.result_id)) if done is not None else None
-    if result is None:
+    if result is None or not visibility.cached_result_valid(session.connection(), user, kind, result.data):
         return None
-    # A result that names a network (train, canonicalize, ...) is valid only while that network exists
-    # and the asker may read it.
-    network_id = (result.data or {}).get("network_id")
-    if network_id is not None:
-        net = session.get(Network, network_id)
-        if net is None or not user.can_read(net):
-            return None
     return done
 
 
@@ -145,3 +137,15 @@ def submit(session: Session, kind: str, params: dict[str, Any], user: Principal 
     if job.attached_to is None:
         enqueue(session, job)
     return job
+
+
+def cancel(session: Session, job_id: int, user: Principal) -> None:
+    """Cancel a queued or running job ``user`` may change (lifecycle.cancel); NotFound when ``user`` may not
+    read it, Forbidden when it is someone else's, Conflict when it already ended."""
+    job = session.get(Job, job_id)
+    if job is None or not visibility.job_readable(session.connection(), user, job):
+        raise NotFound(f"job {job_id} does not exist")
+    if not user.can_write(job):
+        raise Forbidden(f"job {job_id} belongs to {job.owner}; only its owner or an admin may cancel it")
+    if not lifecycle.cancel(session, job_id):
+        raise Conflict(f"job {job_id} already ended ({job.status}); nothing to cancel")

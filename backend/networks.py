@@ -11,15 +11,14 @@ from sqlalchemy.orm import Session
 from . import store
 from .config import get_settings
 from .db import lock
-from .models import Network, User
+from .errors import Conflict, Forbidden, NotFound, TooLarge
+from .models import Job, Network, User
 
 ERROR_FIELDS = ("train_error", "test_error", "train_loss", "test_loss")
 
 
-class QuotaError(ValueError):
+class QuotaError(TooLarge):
     """Storing a network would take its owner past the storage quota (HTTP 413)."""
-
-    status = 413
 
 
 def stored_bytes(session: Session, owner: str) -> int:
@@ -79,3 +78,27 @@ def fill_errors(session: Session, network_id: int, result: dict[str, Any]) -> No
     if net is not None:
         for key in ERROR_FIELDS:
             setattr(net, key, result.get(key))
+
+
+def readable(session: Session, network_id: int, user, write: bool = False) -> Network:
+    """The network ``user`` may read (and, with ``write``, change); NotFound / Forbidden otherwise."""
+    net = session.get(Network, network_id)
+    if net is None or not user.can_read(net):
+        raise NotFound(f"network {network_id} does not exist")
+    if write and not user.can_write(net):
+        raise Forbidden(f"network {network_id} belongs to {net.owner}; only its owner or an admin may change it")
+    return net
+
+
+def delete_network(session: Session, network_id: int, user) -> str:
+    """Delete a network ``user`` may change, unless it is an input of an unfinished job (Conflict); commits
+    and returns its weights hash (the caller removes the file when no other network shares it)."""
+    net = readable(session, network_id, user, write=True)
+    running = session.scalars(select(Job).where(Job.status.in_(("queued", "running")))).all()
+    users = [j.id for j in running if network_id in (j.inputs or [])]
+    if users:
+        raise Conflict(f"network {network_id} is an input of unfinished job(s) {users}; cancel them first")
+    h = net.weights_hash
+    session.delete(net)
+    session.commit()
+    return h

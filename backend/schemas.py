@@ -8,9 +8,11 @@ from functools import lru_cache
 
 from fastapi import Path, Query
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, computed_field
 from pydantic_core import PydanticCustomError
 from typing_extensions import Annotated
+
+from workers.landscape.nets import short_name
 
 MAX_ID = 2**31 - 1
 # Ids in URL paths: positive and within what every database's integer column holds.
@@ -120,6 +122,12 @@ class NetworkSummary(BaseModel):
     n_params: int
     created_at: datetime
 
+    @computed_field
+    @property
+    def architecture_label(self) -> str:
+        """The architecture's short name (workers.landscape.nets.short_name), as the dashboard and CLI show it."""
+        return short_name(self.architecture)
+
 
 class NetworkOut(NetworkSummary):
     history: list[dict[str, Any]]
@@ -156,6 +164,13 @@ class JobOut(BaseModel):
     starts_in_seconds: float | None = None  # while queued: when it should start (its queue's running jobs' ETAs
     # and the costs of the jobs before it; None while its queue has no job running, or a duration is unknown)
     eta_seconds: float | None = None  # while running: seconds still needed (progress rate, else cost)
+
+    @computed_field
+    @property
+    def architecture_label(self) -> str | None:
+        """A train job's architecture by its short name (nets.short_name); None for other kinds."""
+        spec = self.params.get("architecture") if self.kind == "train" else None
+        return short_name(spec) if isinstance(spec, dict) else None
 
 
 class ResultOut(BaseModel):

@@ -101,6 +101,27 @@ def test_incompatible_pairs_get_a_clear_answer_and_no_job(api):
     assert len(api.get("/api/jobs").json()) == before
 
 
+def test_a_bend_whose_midpoint_was_deleted_is_computed_again(live):
+    """The cache answers a job only while every network its result names exists: a bend path names its
+    stored midpoint, so once that midpoint is deleted the same job computes (and stores) a new one instead
+    of answering with the deleted network's id."""
+    from .helpers import random_state
+
+    spec = {"kind": "mlp", "hidden": [16]}
+    a, b = (upload(live.client, random_state(spec, seed=s), spec=spec, name=f"bend-{s}").json() for s in (4101, 4102))
+    params = dict(a=a["id"], b=b["id"], type="bend", points=3, epochs=1)
+    first = live.run("path", **params)
+    mid = first["result"]["midpoint_network_id"]
+    assert live.client.get(f"/api/networks/{mid}").status_code == 200
+    cached = live.run("path", **params)  # while the midpoint exists, the cache answers
+    assert cached["cached"] and cached["result"]["midpoint_network_id"] == mid
+    assert live.client.delete(f"/api/networks/{mid}").status_code in (200, 204)
+    again = live.run("path", **params)
+    assert not again["cached"] and again["result_id"] != first["result_id"]
+    new_mid = again["result"]["midpoint_network_id"]  # (SQLite may give the new row the freed id)
+    assert live.client.get(f"/api/networks/{new_mid}").json()["source"]["job_id"] == again["id"]
+
+
 def test_hessian_job_gives_the_same_canonical_sharpness_for_a_symmetric_copy(live):
     a, twin, _ = trained_pair(live, seed=7)
     params = {"k": 2, "iterations": 200, "probes": 10, "samples": 300}

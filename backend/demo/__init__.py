@@ -1,7 +1,7 @@
 """The demo: a small, reproducible set of minimizers shipped with the package (issue 14 item 4).
 
 Nine MLPs (64, 64) on the bundled digits: RSGD, SGD and ADV, three independent initialisations each,
-trained with the paper's protocol (SCIENCE.md section 5: cross-entropy, batch 128, cosine-annealed
+trained with the paper's protocol (docs/science.md section 5: cross-entropy, batch 128, cosine-annealed
 learning rate, no weight decay, the samplers' defaults) for ``EPOCHS`` epochs, which takes every one of
 them below 1% training error (the paper's stopping rule; the manifest records each one's errors).
 ``python -m backend.demo.make`` trains them with the service's own training (``train.initial_model`` and

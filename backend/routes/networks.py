@@ -1,39 +1,26 @@
 """Stored networks: upload, list, read, rename/tag, delete, download weights."""
 from __future__ import annotations
 
-import json
 import logging
 
-from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, Response, UploadFile
-from pydantic import ValidationError
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from workers.landscape import data, nets
-
-from .. import jobs, networks, store, writes
+from .. import networks, store, uploads, writes
 from ..auth import Principal, current_user
 from ..cache import VersionedCache
 from ..config import get_settings
-from ..db import new_session, read
-from ..models import Job, Network
-from ..schemas import (NetworkId, NetworkMeta, NetworkOut, NetworkPatch, NetworkSummary, dump_json, filter_query,
+from ..db import read
+from ..errors import Invalid, NotFound, TooLarge
+from ..models import Network
+from ..schemas import (NetworkId, NetworkOut, NetworkPatch, NetworkSummary, dump_json, filter_query,
                        json_response)
-from ..writes import committed_rows
 
 router = APIRouter(prefix="/networks", tags=["networks"])
 log = logging.getLogger("toroid.api")
-
-
-def get_or_404(db: Session, network_id: int, user: Principal, write: bool = False) -> Network:
-    net = db.get(Network, network_id)
-    if net is None or not user.can_read(net):  # a private network of someone else does not exist for you
-        raise HTTPException(404, f"network {network_id} does not exist")
-    if write and not user.can_write(net):
-        raise HTTPException(403, f"network {network_id} belongs to {net.owner}; only its owner or an admin may change it")
-    return net
 
 
 NETWORKS = Network.__table__
@@ -104,108 +91,18 @@ async def upload_network(
     limit = get_settings().max_upload_bytes
     blob = await file.read(limit + 1)
     if len(blob) > limit:
-        raise HTTPException(413, f"the weights file is larger than the limit of {limit} bytes")
+        raise TooLarge(f"the weights file is larger than the limit of {limit} bytes")
     filename = file.filename or ""
     if len(filename) > 255 or "\x00" in filename:
-        raise HTTPException(400, "the weights file's name must be at most 255 characters, without NUL")
+        raise Invalid("the weights file's name must be at most 255 characters, without NUL")
 
     async def work() -> Response:
         # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
-        row = await writes.write(_store_upload, user, meta, filename, blob)
-        if isinstance(row, int):  # committed, then the connection died: read on a fresh one
-            row = await read(_network_row, row)
-        return json_response(NetworkOut, row, status_code=201)
+        network_id = await writes.write(uploads.store_upload, user, meta, filename, blob)
+        return json_response(NetworkOut, await read(_network_row, network_id), status_code=201)
 
     fp = writes.fingerprint("POST /api/networks", meta, filename, writes.fingerprint(blob))
     return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
-
-
-def _store_upload(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
-    """The stored network's row, or only its id when it was committed and answering failed after."""
-    with committed_rows(db, Network) as made, committed_rows(db, Job) as queued:
-        try:
-            return _parse_check_store(db, user, meta, filename, blob)
-        except HTTPException:
-            raise
-        except Exception:
-            if not made:
-                raise
-            log.warning("network %s was committed, then its upload failed; answering with it", made[0], exc_info=True)
-    if not queued:  # its evaluate job, on a fresh connection
-        with new_session() as fresh:
-            jobs.submit(fresh, "evaluate", {"network": made[0]}, user=user, check_quota=False)
-    return made[0]
-
-
-def _parse_check_store(db: Session, user: Principal, meta: str, filename: str, blob: bytes):
-    try:
-        info = NetworkMeta.model_validate(json.loads(meta))
-    except json.JSONDecodeError as exc:
-        raise HTTPException(400, f"'meta' is not valid JSON: {exc}") from None
-    except ValidationError as exc:
-        raise HTTPException(400, "meta: " + "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'meta'}: {e['msg']}" for e in exc.errors())) from None
-    try:
-        spec = nets.normalize_spec(info.architecture)
-    except nets.SpecError as exc:
-        raise HTTPException(400, f"architecture: {exc}") from None
-    try:
-        options = data.normalize_options(info.dataset, info.dataset_options)
-        shape, n_classes = data.shape_of(info.dataset, options)
-    except data.DatasetError as exc:
-        raise HTTPException(400, f"dataset: {exc}") from None
-    # the spec's size from the spec alone (nothing allocated), then the file's names and shapes against it
-    # from its header, before any real tensor or module is made
-    try:
-        nets.check_size(spec, shape, n_classes, get_settings().max_parameters)
-        expected = nets.meta_model(spec, shape, n_classes).state_dict()
-    except nets.SpecError as exc:
-        raise HTTPException(400, f"architecture: {exc}") from None
-    expected_bytes = sum(t.numel() * t.element_size() for t in expected.values())
-    try:
-        # a file may hold float64 where the model has float32: twice the bytes, plus the archive's own records
-        shapes = store.upload_shapes(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
-        _check_shapes(expected, shapes)
-        state = store.parse_upload(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
-    except store.UploadError as exc:
-        raise HTTPException(400, str(exc)) from None
-    try:
-        model = nets.build(spec, shape, n_classes)
-        nets.load_weights(model, state)
-    except nets.WeightsError as exc:
-        raise HTTPException(400, str(exc)) from None
-    except nets.SpecError as exc:
-        raise HTTPException(400, f"architecture: {exc}") from None
-    try:  # a first look, before the file is written; create_network checks again, atomically
-        networks.check_quota(db, user.name, networks.state_bytes(model.state_dict()), user.max_stored_bytes)
-        net = networks.store_state(db, model.state_dict(), max_stored_bytes=user.max_stored_bytes, name=info.name,
-                                   owner=user.name, architecture=spec, dataset=info.dataset, dataset_options=options,
-                                   source={"kind": "uploaded", "filename": filename}, tags=info.tags,
-                                   visibility=info.visibility, n_params=nets.n_parameters(model), history=[])
-        db.commit()
-    except networks.QuotaError as exc:
-        db.rollback()
-        raise HTTPException(413, str(exc)) from None
-    # Its train and test errors are measured by a worker, not in this request.
-    jobs.submit(db, "evaluate", {"network": net.id}, user=user, check_quota=False)
-    return _network_row(db.connection(), net.id)
-
-
-def _check_shapes(expected: dict, shapes: dict[str, tuple[int, ...]]) -> None:
-    """The names and shapes of a file's tensors against the architecture's (the same words as
-    nets.check_state_dict, which checks values and dtypes once the tensors exist)."""
-    problems = []
-    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
-    if missing:
-        problems.append(f"missing tensors: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(n[:100] for n in unexpected[:20])}"
-                        + (f" and {len(unexpected) - 20} more" if len(unexpected) > 20 else ""))
-    for name in sorted(set(expected) & set(shapes)):
-        if tuple(shapes[name]) != tuple(expected[name].shape):
-            problems.append(f"{name} has shape {list(shapes[name])}, expected {list(expected[name].shape)}")
-    if problems:
-        raise store.UploadError("weights do not fit the architecture: " + "; ".join(problems))
 
 
 def _network_row(conn: Connection, network_id: int):
@@ -216,7 +113,7 @@ def _network_row(conn: Connection, network_id: int):
 async def read_network(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
     row = await read(_network_row, network_id)
     if row is None or not user.can_read(row):
-        raise HTTPException(404, f"network {network_id} does not exist")
+        raise NotFound(f"network {network_id} does not exist")
     return json_response(NetworkOut, row)
 
 
@@ -229,7 +126,7 @@ async def patch_network(network_id: NetworkId, patch: NetworkPatch, user: Princi
 
 
 def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal) -> None:
-    net = get_or_404(db, network_id, user, write=True)
+    net = networks.readable(db, network_id, user, write=True)
     for key, value in patch.model_dump(exclude_unset=True).items():
         if value is not None:
             setattr(net, key, value)
@@ -238,24 +135,12 @@ def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal) -
 
 @router.delete("/{network_id}", status_code=204)
 async def delete_network(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
-    h = await writes.write(_delete, network_id, user)
+    h = await writes.write(networks.delete_network, network_id, user)
     # after the commit, on a read connection (repeated on a fresh one if the database dropped it): the
     # deletion is answered as done, and its weights file goes when no other network shares it
     if await read(_weights_unused, h):
         await run_in_threadpool(store.remove, h)
     return Response(status_code=204)
-
-
-def _delete(db: Session, network_id: int, user: Principal) -> str:
-    net = get_or_404(db, network_id, user, write=True)
-    running = db.scalars(select(Job).where(Job.status.in_(("queued", "running")))).all()
-    users = [j.id for j in running if network_id in (j.inputs or [])]
-    if users:
-        raise HTTPException(409, f"network {network_id} is an input of unfinished job(s) {users}; cancel them first")
-    h = net.weights_hash
-    db.delete(net)
-    db.commit()
-    return h
 
 
 def _weights_unused(conn: Connection, h: str) -> bool:
@@ -266,7 +151,7 @@ def _weights_unused(conn: Connection, h: str) -> bool:
 async def download_weights(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
     row = await read(_network_row, network_id)
     if row is None or not user.can_read(row):
-        raise HTTPException(404, f"network {network_id} does not exist")
+        raise NotFound(f"network {network_id} does not exist")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in row.name)[:80] or "network"
     return Response(await run_in_threadpool(store.read_bytes, row.weights_hash), media_type="application/octet-stream",
                     headers={"Content-Disposition": f'attachment; filename="{safe}-{row.id}.safetensors"'})

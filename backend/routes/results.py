@@ -5,16 +5,17 @@ import csv
 import io
 import re
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from sqlalchemy import exists, or_, select
 from sqlalchemy.engine import Connection
 
+from .. import visibility
 from ..auth import Principal, current_user
 from ..db import read
+from ..errors import Invalid, NotFound
 from ..models import Job, Result
 from ..schemas import ResultId, ResultOut, json_response
-from .jobs import named_networks, unreadable_networks
 
 router = APIRouter(prefix="/results", tags=["results"])
 
@@ -34,7 +35,7 @@ def curves_csv(data: dict) -> str:
     """The equal-length lists of a result (t, train_error, ...) as CSV columns."""
     columns = {k: v for k, v in data.items() if isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v)}
     if not columns:
-        raise HTTPException(400, "this result has no curves to export as CSV; use format=json")
+        raise Invalid("this result has no curves to export as CSV; use format=json")
     n = max(len(v) for v in columns.values())
     columns = {k: v for k, v in columns.items() if len(v) == n}
     if "t" in columns:  # the position along a path first
@@ -59,10 +60,7 @@ def readable_result(conn: Connection, result_id: int, user: Principal):
     if row is None or user.is_admin:
         return row
     inputs = [list(i or []) for i in conn.scalars(through)]
-    hidden = unreadable_networks(conn, user, [n for i in inputs for n in i] + named_networks([], row.data))
-    if hidden.intersection(named_networks([], row.data)) or all(hidden.intersection(i) for i in inputs):
-        return None
-    return row
+    return row if visibility.result_readable(conn, user, row.kind, row.data, inputs) else None
 
 
 @router.get("/{result_id}", response_model=ResultOut)
@@ -70,7 +68,7 @@ async def read_result(result_id: ResultId, format: str = Query("json", pattern="
                       user: Principal = Depends(current_user)) -> Response:
     row = await read(readable_result, result_id, user)
     if row is None:
-        raise HTTPException(404, f"result {result_id} does not exist")
+        raise NotFound(f"result {result_id} does not exist")
     if format == "csv":
         return Response(curves_csv(row.data), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="result-{result_id}.csv"'})

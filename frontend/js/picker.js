@@ -2,9 +2,9 @@
 import { store } from "./store.js";
 import { archText, esc, pct, samplerOf } from "./util.js";
 
-export const optionText = (n) => `${n.name} (#${n.id}) · ${archText(n.architecture)} · ${n.dataset} · ${samplerOf(n)} · test ${pct(n.test_error, 1)}`;
+export const optionText = (n) => `${n.name} (#${n.id}) · ${archText(n)} · ${n.dataset} · ${samplerOf(n)} · test ${pct(n.test_error, 1)}`;
 
-const matches = (n, text) => !text || [n.name, `#${n.id}`, archText(n.architecture), n.dataset, samplerOf(n), ...(n.tags || [])]
+const matches = (n, text) => !text || [n.name, `#${n.id}`, archText(n), n.dataset, samplerOf(n), ...(n.tags || [])]
   .join(" ").toLowerCase().includes(text.toLowerCase());
 
 // Fill a <select> with the networks that match `filter` (the chosen one always stays listed).

@@ -2,7 +2,11 @@
 import { api, listJobs, listNetworks, getResult } from "./api.js";
 
 const listeners = new Set();
-export const store = { networks: [], loaded: false, error: "", catalogues: null, flatness: new Map() };
+export const store = { networks: [], loaded: false, error: "", catalogues: null, flatness: new Map(), distances: {} };
+// A distance's label and meaning as the distance kind declares them (workers/landscape/paths.py, DISTANCES;
+// read with the job kinds): the key itself until they are loaded.
+export const distanceLabel = (key) => (store.distances[key] || {}).label || key;
+export const distanceHelp = (key) => (store.distances[key] || {}).help || "";
 
 export const byId = (id) => store.networks.find((n) => n.id === Number(id));
 export function onNetworks(fn) { listeners.add(fn); return () => listeners.delete(fn); }
@@ -52,7 +56,11 @@ let kindsPending = null;
 export function jobKinds() {
   if (store.jobKinds) return Promise.resolve(store.jobKinds);
   if (!kindsPending) {
-    kindsPending = api("/job-kinds").then((list) => { store.jobKinds = Object.fromEntries(list.map((k) => [k.kind, k])); return store.jobKinds; })
+    kindsPending = api("/job-kinds").then((list) => {
+      store.jobKinds = Object.fromEntries(list.map((k) => [k.kind, k]));
+      store.distances = (store.jobKinds.distance && store.jobKinds.distance.results && store.jobKinds.distance.results.distances) || {};
+      return store.jobKinds;
+    })
       .finally(() => { kindsPending = null; });
   }
   return kindsPending;

@@ -7,21 +7,9 @@ export const pct = (v, digits = 2) => (v === null || v === undefined || Number.i
 export const num = (v, digits = 4) => (v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toPrecision(digits));
 export const dateText = (iso) => (iso ? iso.replace("T", " ").slice(0, 16) : "");
 
-export function archText(a) {
-  if (!a) return "";
-  const list = (v) => (Array.isArray(v) ? v.join("-") : v);
-  switch (a.kind) {
-    case "mlp": return `mlp ${list(a.hidden || [])}${a.batchnorm ? " bn" : ""}${a.bias === false ? " nobias" : ""}`;
-    case "lenet": return `lenet c${list(a.channels || [])} d${list(a.dense || [])}${a.batchnorm ? " bn" : ""}`;
-    case "vgg": return `${a.config || "vgg"} ×${a.width ?? 1}`;
-    case "binary_mlp": return `binary mlp ${list(a.hidden || [])}`;
-    case "binary_conv": return `binary conv c${list(a.channels || [])} d${list(a.dense || [])}`;
-    case "committee": return `committee K=${a.hidden}`;
-    case "resnet": return `resnet${a.depth ?? ""} ×${a.width ?? 1}`;
-    case "graph": return `graph (${(a.layers || []).length} layers)`;
-    default: return a.width !== undefined && a.width !== 1 ? `${a.kind} ×${a.width}` : a.kind;
-  }
-}
+// A network's (or a train job's) architecture by its short name: the API's architecture_label, written in one
+// place for the dashboard, the CLI and the API (workers/landscape/nets.py, short_name).
+export const archText = (x) => (x && (x.architecture_label || (x.architecture && x.architecture.kind))) || "";
 
 export const BINARY_KINDS = ["binary_mlp", "binary_conv", "committee", "perceptron"];
 export const isBinary = (net) => !!net && BINARY_KINDS.includes(net.architecture && net.architecture.kind);

@@ -9,7 +9,7 @@ Its own docstring:
 Symmetries of a network: canonical form (positive rescalings, sign flips) and alignment (permutations).
 
 Everything here is written once over ``unit_structure(spec)`` and works on state dicts, for every
-architecture. SCIENCE.md section 2 gives the method.
+architecture. docs/science.md section 2 gives the method.
 
 - ``canonical_form(spec, state)``: paper's Algorithm 1. Real nets: every hidden unit's incoming
   weights get norm 1 (bias and BatchNorm statistics follow), its outgoing slice absorbs the factor;

@@ -2,8 +2,9 @@
 pieces and how their outputs join), and what it does with the joined output (``finish``).
 
 A runner gets a ``Context``: the job's session, owner and progress, and its networks loaded once each
-(the row, the weights as stored, the data set). The science checks the weights against the architecture
-when it builds its model, once per job.
+(the row, the weights as stored, the data set) and its architecture prepared once (``Context.spec``: the
+normalised spec with its unit groups and structure facts, groups.prepare), which every science function
+takes. The science checks the weights against the architecture when it builds its model, once per job.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from backend.networks import ERROR_FIELDS, fill_errors, store_state
 from workers.landscape import bend, evaluate, flatness, hessian, kinds, nets, paths, plane, symmetry, train
 from workers.landscape import slice as slices
 from workers.landscape import data as datasets
-from workers.landscape.groups import in_module_order
+from workers.landscape.groups import in_module_order, prepare
 
 State = dict[str, torch.Tensor]
 
@@ -42,12 +43,21 @@ class Context:
     def __init__(self, session: Session, job_id: int, owner: str, visibility: str, progress):
         self.session, self.job_id, self.owner, self.visibility, self.progress = session, job_id, owner, visibility, progress
         self._states: dict[int, State] = {}
+        self._specs: dict[str, nets.Prepared] = {}
 
     def network(self, network_id: int) -> Network:
         net = self.session.get(Network, network_id)
         if net is None:
             raise ValueError(f"network {network_id} no longer exists")
         return net
+
+    def spec(self, network_id: int) -> nets.Prepared:
+        """The network's architecture prepared (normalised, unit groups derived), once per job and architecture."""
+        architecture = self.network(network_id).architecture
+        key = json.dumps(architecture, sort_keys=True)
+        if key not in self._specs:
+            self._specs[key] = prepare(architecture)
+        return self._specs[key]
 
     def state(self, network_id: int) -> State:
         if network_id not in self._states:
@@ -58,7 +68,7 @@ class Context:
                 raise ValueError(f"the weights of network {net.id} are missing from the weight store "
                                  f"({net.weights_hash}); restore the store from a backup or delete the network") from None
             # in the module's own order, as model.state_dict() gives it (what a script computing in process has)
-            self._states[network_id] = {k: state[k] for k in in_module_order(net.architecture, state)}
+            self._states[network_id] = {k: state[k] for k in in_module_order(self.spec(network_id), state)}
         return self._states[network_id]
 
     def data(self, network_id: int) -> datasets.Dataset:
@@ -72,7 +82,7 @@ class Context:
     def store(self, like: Network, state: State, name: str, source: dict[str, Any], data: datasets.Dataset,
               **fields: Any) -> Network:
         """Store ``state`` as a new network of ``like``'s architecture and data set, with its errors."""
-        model = self.model(like.architecture, data, state)
+        model = self.model(self.spec(like.id), data, state)
         return store_state(self.session, model.state_dict(), name=name[:200], owner=self.owner, source=source,
                            architecture=like.architecture, dataset=like.dataset, dataset_options=like.dataset_options,
                            n_params=nets.n_parameters(model), **{"visibility": self.visibility, "tags": list(like.tags or []),
@@ -114,7 +124,7 @@ def train_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
 
 def evaluate_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     net, data = ctx.network(p["network"]), ctx.data(p["network"])
-    model = ctx.model(net.architecture, data, ctx.state(net.id))
+    model = ctx.model(ctx.spec(net.id), data, ctx.state(net.id))
     ctx.progress(0.1, "evaluating")
     result = {"network_id": net.id, **errors(model, data)}
     fill_errors(ctx.session, net.id, result)
@@ -126,9 +136,9 @@ def path_piece(ctx: Context, p: dict[str, Any], ts: list[float]) -> dict[str, An
     a, b = ctx.state(p["a"]), ctx.state(p["b"])
     if p["type"] != "bend":
         hamming = {k: p[k] for k in ("orders", "seed") if k in p}  # (only Hamming paths have them)
-        return paths.path_result(net_a.architecture, data, a, b, type=p["type"], points=p["points"], bn=p["bn"],
+        return paths.path_result(ctx.spec(p["a"]), data, a, b, type=p["type"], points=p["points"], bn=p["bn"],
                                  progress=ctx.progress, ts=ts, with_distances=ts[0] == 0.0, **hamming)
-    result, midpoint = bend.bend_result(net_a.architecture, data, a, b, points=p["points"], variant=p["variant"],
+    result, midpoint = bend.bend_result(ctx.spec(p["a"]), data, a, b, points=p["points"], variant=p["variant"],
                                         epochs=p["epochs"], lr=p["lr"], seed=p["seed"], bn=p["bn"], progress=ctx.progress)
     mid = ctx.store(net_a, midpoint, f"bend of {net_a.name} and {net_b.name}",
                     {"kind": "bend", "from": [net_a.id, net_b.id], "variant": p["variant"], "job_id": ctx.job_id,
@@ -139,14 +149,14 @@ def path_piece(ctx: Context, p: dict[str, Any], ts: list[float]) -> dict[str, An
 
 def flatness_piece(ctx: Context, p: dict[str, Any], sigmas: list[float]) -> dict[str, Any]:
     net = ctx.network(p["network"])
-    result = flatness.flatness_result(net.architecture, ctx.data(net.id), ctx.state(net.id), sigmas=sigmas,
+    result = flatness.flatness_result(ctx.spec(net.id), ctx.data(net.id), ctx.state(net.id), sigmas=sigmas,
                                       draws=p["draws"], seed=p["seed"], params=p["params"], progress=ctx.progress)
     return {"network_id": net.id, **result}
 
 
 def hessian_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     net = ctx.network(p["network"])
-    result = hessian.hessian_result(net.architecture, ctx.data(net.id), ctx.state(net.id), k=p["k"],
+    result = hessian.hessian_result(ctx.spec(net.id), ctx.data(net.id), ctx.state(net.id), k=p["k"],
                                     iterations=p["iterations"], probes=p["probes"], samples=p["samples"],
                                     seed=p["seed"], progress=ctx.progress)
     return {"network_id": net.id, **result}
@@ -154,14 +164,14 @@ def hessian_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
 
 def plane_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     first = ctx.network(p["networks"][0])
-    result = plane.plane_result(first.architecture, ctx.data(first.id), [ctx.state(i) for i in p["networks"]],
+    result = plane.plane_result(ctx.spec(first.id), ctx.data(first.id), [ctx.state(i) for i in p["networks"]],
                                 grid=p["grid"], mode=p["mode"], margin=p["margin"], bn=p["bn"], progress=ctx.progress)
     return {"networks": p["networks"], **result}
 
 
 def slice_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     net = ctx.network(p["network"])
-    result = slices.slice_result(net.architecture, ctx.data(net.id), ctx.state(net.id), dims=p["dims"],
+    result = slices.slice_result(ctx.spec(net.id), ctx.data(net.id), ctx.state(net.id), dims=p["dims"],
                                  points=p["points"], span=p["span"], mode=p["mode"], seed=p["seed"], bn=p["bn"],
                                  progress=ctx.progress)
     return {"network_id": net.id, **result}
@@ -170,14 +180,14 @@ def slice_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
 def canonicalize_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     net = ctx.network(p["network"])
     ctx.progress(0.2, "normalising units")
-    canon = symmetry.canonical_form(net.architecture, ctx.state(net.id))
+    canon = symmetry.canonical_form(ctx.spec(net.id), ctx.state(net.id))
     out = ctx.store(net, canon, f"{net.name} (canonical)", {"kind": "canonicalize", "from": net.id, "job_id": ctx.job_id},
                     ctx.data(net.id))
     return {"network_id": out.id, "from": net.id, "train_error": out.train_error, "test_error": out.test_error}
 
 
 def distance_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
-    spec = ctx.network(p["a"]).architecture
+    spec = ctx.spec(p["a"])
     ctx.progress(0.1, "aligning and measuring")
     return paths.distances(spec, ctx.state(p["a"]), ctx.state(p["b"]))
 
@@ -185,7 +195,7 @@ def distance_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
 def matrix_piece(ctx: Context, p: dict[str, Any], pairs: list) -> list:
     """Distances (and the geodesic or Hamming barrier) of some pairs of a matrix job."""
     ids = p["networks"]
-    spec, data = ctx.network(ids[0]).architecture, ctx.data(ids[0])
+    spec, data = ctx.spec(ids[0]), ctx.data(ids[0])
     done = []
     for k, (i, j) in enumerate(pairs):
         step = ctx.progress.sub(k / len(pairs), 1 / len(pairs))
@@ -195,7 +205,7 @@ def matrix_piece(ctx: Context, p: dict[str, Any], pairs: list) -> list:
         out: dict[str, Any] = {"distances": {key: v for key, v in d.items()
                                              if (isinstance(v, (int, float)) or v is None) and key != "n_parameters"}}
         if p["barriers"]:
-            kind = "hamming" if nets.is_binary(spec) else "geodesic"
+            kind = nets.variant(spec, "barrier")
             out["barrier"] = paths.path_result(spec, data, a, b, type=kind, points=p["points"], bn=p["bn"],
                                                progress=step.sub(0.1, 0.9), with_distances=False)["barrier"]
         done.append((i, j, out))

@@ -1,6 +1,6 @@
 """The science of Toroid: plain torch + numpy + scipy, importable without the web service or Celery.
 
-Modules (see ../shared/SCIENCE.md for the method):
+Modules (docs/science.md gives the method):
 - nets:      architectures from a JSON spec (graphs: ResNets, layer graphs)
 - groups:    unit groups (symmetries) derived from the traced module
 - data:      datasets as tensors (bundled digits, local torchvision folders, synthetic)

@@ -1,4 +1,4 @@
-"""Single-bend paths (SCIENCE.md section 3): a trained midpoint joined to both ends by geodesics (the
+"""Single-bend paths (docs/science.md section 3): a trained midpoint joined to both ends by geodesics (the
 paper), or Garipov et al.'s polychain with a bend trained on the path-averaged loss (real-valued networks).
 
 ``PARAMS`` is the bend's parameter table (the path job kind reads it, so what the API accepts is what
@@ -15,11 +15,11 @@ from torch.nn import functional as F
 
 from . import nets, symmetry, train
 from .data import Dataset
-from .groups import unit_groups
+from .groups import prepare
 from .evaluate import bn_inputs, error_and_loss, evaluate_states, has_batchnorm, recalibrate_bn
-from .params import check_value
-from .paths import (PathError, Progress, State, add_barrier, _check_bn, _float64, _geodesic_ends, setup, distances,
-                    geodesic_distance, path_points, positions)
+from .params import MAX_SEED, check_value
+from .paths import (PathError, Progress, State, add_barrier, _check_bn, _float64, _geodesic_ends, check_points, setup,
+                    distances, geodesic_distance, path_points, positions)
 
 
 
@@ -73,7 +73,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "epochs": {"type": "int", "default": 20, "min": 1, "max": 100_000, "help": "epochs that train the bend"},
     "lr": {"type": "float", "default": 0.02, "min": 1e-6, "max": 100.0,
            "help": "learning rate of the bend's training (cosine-annealed)"},
-    "seed": {"type": "int", "default": 0, "min": 0, "max": 2**31 - 1, "help": "seed of the bend's minibatches"},
+    "seed": {"type": "int", "default": 0, "min": 0, "max": MAX_SEED, "help": "seed of the bend's minibatches"},
 }
 
 
@@ -113,15 +113,14 @@ def bend_result(
     distances a-midpoint and midpoint-b, after alignment). The midpoint state is returned as trained, its
     BatchNorm statistics recomputed on the training inputs.
     """
-    spec = nets.normalize_spec(spec)
-    if nets.is_binary(spec):
-        raise PathError("single-bend paths are for real-valued networks (a binary network cannot be trained "
-                        "along a continuous bend); use the 'hamming' path type")
-    if not unit_groups(spec).spheres():
+    spec = prepare(spec)
+    nets.require_real(spec.binary, "bend", PathError)
+    if not spec.groups.spheres():
         raise PathError("a single-bend path needs a network with at least one hidden layer")
     for key, value in (("variant", variant), ("epochs", epochs), ("lr", lr), ("seed", seed)):
         check_value(key, PARAMS[key], value, "a single-bend path", PathError)
     _check_bn(bn)
+    check_points(points)
     ts = sorted(set(positions(points)) | {0.5})
     model, splits, bn_data = setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
     report = progress or (lambda f, m: None)

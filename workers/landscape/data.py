@@ -7,7 +7,7 @@
 - ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``: files in torchvision's layout under the data
   root, an argument (the backend passes ``Settings.dataset_root``: ``$TOROID_DATA_ROOT``, else
   ``$TOROID_HOME/data``); without one, ``~/.toroid/data``. The science never reads the environment.
-- ``hmm``: synthetic Hidden Manifold Model data (SCIENCE.md section 6), generated from a seed.
+- ``hmm``: synthetic Hidden Manifold Model data (docs/science.md section 6), generated from a seed.
 
 ``Dataset.info`` records the normalised options, the split, the standardisation constants and a
 fingerprint of the tensors: ``load_dataset(info["name"], info["options"])`` gives the same tensors.
@@ -384,7 +384,7 @@ def _digits(options: dict[str, Any]) -> Dataset:
 
 
 def _hmm(options: dict[str, Any]) -> Dataset:
-    """Hidden Manifold Model (Goldt et al. 2020) as used in SCIENCE.md section 6.
+    """Hidden Manifold Model (Goldt et al. 2020) as used in docs/science.md section 6.
 
     Drawn in this order from numpy.random.default_rng(seed): F (N, D), teacher (D,), xi_train, xi_test;
     so changing n_test leaves the training set unchanged. [ours] sign(0) = +1; label 1 when the teacher's

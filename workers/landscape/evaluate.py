@@ -3,7 +3,7 @@
 Plain reference, one model at a time: ``error_and_loss``, ``recalibrate_bn``, ``evaluate_states_loop``.
 
 The engine, ``evaluate_states`` (and ``recalibrate_states``), evaluates K parameter points of one
-architecture together (DESIGN.md, "Performance principles"):
+architecture together (docs/science.md section 9):
 - the data stay one tensor on the device, read in chunks (no DataLoader); the points are state dicts
   stacked to (K, *shape) and the model's modules are applied functionally (no model copy per point);
 - dense layers of all points of a chunk run as one batched matmul, (K, n, d) @ (K, d, h); a dense first

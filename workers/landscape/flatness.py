@@ -1,4 +1,4 @@
-"""Flatness: the local energy of a network (SCIENCE.md section 4).
+"""Flatness: the local energy of a network (docs/science.md section 4).
 
 Real-valued networks, multiplicative Gaussian noise on every weight:
     delta_E(sigma) = E_z[ E_train(w + sigma z * w) ] - E_train(w),   z ~ N(0, I)
@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import nets, symmetry
-from .groups import first_weight, weight_names
+from .groups import first_weight, prepare, weight_names
+from .params import MAX_SEED
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
 
 State = dict[str, torch.Tensor]
@@ -63,8 +64,8 @@ class FlatnessError(ValueError):
 
 def default_sigmas(spec: dict[str, Any]) -> list[float]:
     """The default noise grid of ``spec``'s architecture: sigmas (real) or flip fractions (binary)."""
-    spec = nets.normalize_spec(spec)
-    if nets.is_binary(spec):
+    spec = prepare(spec)
+    if spec.binary:
         return list(FLIP_FRACTIONS)
     top = SIGMA_GRIDS.get(spec["kind"], 0.5)
     return [round(top * i / 10, 10) for i in range(11)]
@@ -158,15 +159,17 @@ def flatness_result(
     "sigma" holds the flipped fractions eps), "params", "bn" (None without BatchNorm), "seed"}.
     Raises ``FlatnessError`` for bad parameters, nets.SpecError / nets.WeightsError for a bad spec or weights.
     """
-    spec = nets.normalize_spec(spec)
-    binary = nets.is_binary(spec)
-    kind = "flip" if binary else "multiplicative"
+    spec = prepare(spec)
+    binary = spec.binary
+    kind = nets.variant(binary, "noise")
     sigmas = default_sigmas(spec) if sigmas is None else _check(sigmas, "sigmas", MAX_SIGMA[kind])
     draws = DEFAULT_DRAWS[kind] if draws is None else draws
     if not isinstance(draws, int) or isinstance(draws, bool) or not 1 <= draws <= MAX_DRAWS:
         raise FlatnessError(f"'draws' must be an integer between 1 and {MAX_DRAWS}, got {draws!r}")
     if params not in PARAMS:
         raise FlatnessError(f"unknown 'params' {params!r}; known: {', '.join(PARAMS)}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise FlatnessError(f"'seed' must be an integer in [0, {MAX_SEED}], got {seed!r}")
     if bn not in BN_MODES:
         raise FlatnessError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
     device = torch.device(device) if device is not None else default_device()

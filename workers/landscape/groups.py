@@ -1,4 +1,4 @@
-"""Unit groups: a network's symmetries derived once from its graph (DESIGN.md "Unit groups", SCIENCE.md 2).
+"""Unit groups: a network's symmetries derived once from its graph (docs/architecture.md "The two registries", docs/science.md section 2).
 
 The module the service builds for a spec (nets.build, on the meta device: nothing is allocated) is traced
 with ``torch.fx``; every value of the graph carries a *channel space* (its axis 1), and two union-finds
@@ -17,7 +17,7 @@ run over the spaces:
   to its writers and undone by its absorbers, is an exact symmetry when every layer between them is
   positively homogeneous (``Segment.scaled``). A segment that is a linear function of its writers and
   is absorbed by BatchNorms only (the conv -> BN of every BN unit) also has the exact sign flip of
-  SCIENCE.md ("BatchNorm's sign symmetry": writers, running mean and the BN's gamma negated) and its
+  docs/science.md (section 2, "BatchNorm": writers, running mean and the BN's gamma negated) and its
   writers' biases fold into the running means (``Segment.flip``, ``Segment.fold``). A max-pool between them
   keeps the fold (max(x + d) = max(x) + d) but not the flip (max(-x) is not -max(x)); a zero-padded average
   pool keeps the flip but not the fold (``PATHS``). Two BatchNorms in a row: the first's gamma and beta write
@@ -31,7 +31,7 @@ Binary networks (layers with +-1 forward weights, ``is_binary``) come out of the
 weights are binarised, so any positive factor per *entry* of a latent weight is a symmetry (no segment is
 scaled: the canonical form takes signs instead); a segment whose every use is an odd channel-wise function
 of it (``Sign``, flatten, dropout, average pooling) read by layers with weights has the exact sign flip
-of SCIENCE.md ("binary networks": writers' rows and readers' input slices negated, ``Segment.negate``).
+of docs/science.md (section 2, "Binary networks": writers' rows and readers' input slices negated, ``Segment.negate``).
 A max-pool, a ReLU, a BatchNorm, an add, the committee's fixed vote or the output end it. A ``Vote``
 (the committee's sum of its units' signs with fixed weights 1) keeps its input permutable.
 
@@ -385,18 +385,30 @@ def check(normalized_spec: dict[str, Any]) -> None:
 
 
 def unit_groups(spec: dict[str, Any]) -> Groups:
-    """The unit groups of the network of ``spec`` (cached per normalised spec)."""
-    spec = nets.normalize_spec(spec)
-    return _derive(json.dumps(spec, sort_keys=True))
+    """The unit groups of the network of ``spec`` (cached per normalised spec; a prepared network's own)."""
+    return prepare(spec).groups
 
 
 # --------------------------------------------------------------------------------------------------
-# Structure facts the science modules share
+# The prepared network and the structure facts the science modules share
+
+
+def prepare(spec: dict[str, Any]) -> nets.Prepared:
+    """The network of ``spec`` prepared (nets.Prepared): normalised, its unit groups derived and its tensors
+    read, once. A prepared network is returned as it is, so every science function calls this on entry and
+    passes the result on: a job prepares its architecture once (workers/glue/runners.py, ``Context``)."""
+    if isinstance(spec, nets.Prepared):
+        return spec
+    normal = nets.normalize_spec(spec)
+    key = json.dumps(normal, sort_keys=True)
+    facts = _tensors(key)
+    return nets.Prepared(normal, groups=_derive(key), tensors=facts, binary=nets.binary_normalized(normal),
+                         batchnorm=bool(facts.variances))
 
 
 def weight_names(spec: dict[str, Any]) -> list[str]:
     """Every conv / linear weight of ``spec``'s network in forward order (weights[0] reads the inputs)."""
-    return list(unit_groups(spec).weights)
+    return list(prepare(spec).groups.weights)
 
 
 def first_weight(spec: dict[str, Any]) -> str:
@@ -423,8 +435,8 @@ def _tensors(key: str) -> Tensors:
 
 
 def tensors(spec: dict[str, Any]) -> Tensors:
-    """``Tensors`` of ``spec``'s network (cached per normalised spec)."""
-    return _tensors(json.dumps(nets.normalize_spec(spec), sort_keys=True))
+    """``Tensors`` of ``spec``'s network (cached per normalised spec; a prepared network's own)."""
+    return prepare(spec).tensors
 
 
 def in_module_order(spec: dict[str, Any], state: dict[str, Any]) -> list[str]:

@@ -45,7 +45,7 @@ from torch.func import functional_call, grad, jvp
 
 from . import nets, symmetry
 from .data import Dataset
-from .groups import unit_groups
+from .groups import prepare, unit_groups
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -223,7 +223,7 @@ def hessian_result(spec: dict[str, Any], data: Dataset, state: State, k: int = D
     Returns {"raw": {...}, "canonical": {...}, "samples", "loss", "loss_canonical", "k", "iterations",
     "probes", "seed", "tangent_dimension"}; each part holds "eigenvalues" (largest first), "converged",
     "trace", "trace_sem", "n_parameters", "hvps". The canonical part also has "gradient_radial"."""
-    spec = nets.normalize_spec(spec)
+    spec = prepare(spec)
     check(spec)
     for key, value in (("k", k), ("iterations", iterations), ("probes", probes), ("samples", samples)):
         lo, hi = LIMITS[key]

@@ -17,12 +17,14 @@ Nothing here touches a database: the backend looks the networks up and hands ove
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
 from . import bend, data, flatness, hessian, nets, paths, plane, train
 from . import slice as slices
-from .params import public, validate_params
+from .groups import prepare
+from .params import MAX_SEED, public, validate_params
 
 QUEUES = ("interactive", "batch")
 INTERACTIVE_COST = 1e11  # [ours] path and flatness jobs above this go to the batch queue
@@ -47,9 +49,14 @@ class NetworkFacts:
     dataset_options: dict[str, Any]
     n_params: int
 
+    @cached_property
+    def spec(self) -> nets.Prepared:
+        """The architecture prepared once (groups.prepare), for every check of the submission."""
+        return prepare(self.architecture)
+
     @property
     def binary(self) -> bool:
-        return nets.is_binary(self.architecture)
+        return self.spec.binary
 
     def samples(self) -> tuple[int, int]:
         return data.split_sizes(self.dataset, self.dataset_options)
@@ -81,6 +88,8 @@ class Kind:
     split: Callable[[dict[str, Any], dict[str, int]], list[Any]] | None = None
     join: Callable[[dict[str, Any], list[Any]], Any] | None = None
     fills_errors: bool = False  # the result holds its network's errors, which the network row shows
+    results: dict[str, Any] = field(default_factory=dict)  # what some result keys hold, for the catalogue
+    names: tuple[str, ...] = ("network_id",)  # result keys holding network ids (one id or a list): ``result_networks``
 
     def pieces(self, params: dict[str, Any], sizes: dict[str, int]) -> list[Any]:
         """The pieces the job splits into, at most ``sizes`` ({"pairs", "points", "path_points"}) each."""
@@ -89,9 +98,22 @@ class Kind:
     def joined(self, params: dict[str, Any], outputs: list[Any]) -> Any:
         return self.join(params, outputs) if self.join else outputs[0]
 
+    def result_networks(self, result: Any) -> list[int]:
+        """The networks ``result`` names (besides the job's inputs, which it may repeat): a network the job
+        made (a train's, a canonical form, a bend's midpoint) or read. A result is valid, and readable, only
+        while each of them exists and is readable."""
+        out: list[int] = []
+        for key in self.names if isinstance(result, dict) else ():
+            value = result.get(key)
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, int) and not isinstance(v, bool):
+                    out.append(v)
+        return out
+
     def catalogue(self) -> dict[str, Any]:
-        return {"kind": self.name, "description": self.description, "queue": self.queue,
-                "inputs": {k: dict(v) for k, v in self.inputs.items()}, "params": public(self.params)}
+        out = {"kind": self.name, "description": self.description, "queue": self.queue,
+               "inputs": {k: dict(v) for k, v in self.inputs.items()}, "params": public(self.params)}
+        return {**out, "results": self.results} if self.results else out
 
 
 @dataclass(frozen=True)
@@ -113,7 +135,7 @@ def same_setting(nets_: list[NetworkFacts]) -> None:
     a = nets_[0]
     for b in nets_[1:]:
         try:
-            paths.compatible(a.architecture, b.architecture)
+            paths.compatible(a.spec, b.spec)
         except paths.IncompatibleError as exc:
             raise KindError(f"networks {a.id} and {b.id}: {exc}") from None
         if a.dataset != b.dataset or a.dataset_options != b.dataset_options:
@@ -135,7 +157,7 @@ def _p(type_: str, default: Any, help: str, **more: Any) -> dict[str, Any]:
     return {"type": type_, "default": default, "help": help, **more}
 
 
-SEED = _p("int", 0, "random seed", min=0, max=MAX_ID)
+SEED = _p("int", 0, "random seed", min=0, max=MAX_SEED)
 BN = _p("str", "recompute", "BatchNorm statistics at each point: recomputed on the training inputs, or interpolated",
         choices=list(paths.BN_MODES), applies_to=["batchnorm"])
 
@@ -144,14 +166,10 @@ BN = _p("str", "recompute", "BatchNorm statistics at each point: recomputed on t
 
 SPLITTABLE_PATHS = ("linear", "linear_aligned", "geodesic")
 _BEND = {"when": {"type": ["bend"]}, "applies_to": ["real"]}
-PATH_PARAMS = {
-    "type": _p("str", "linear", "; ".join(f"{k}: {v}" for k, v in paths.PATH_TYPES.items())
-               + "; bend: a trained midpoint joined to both ends", choices=[*paths.PATH_TYPES, "bend"]),
-    "points": _p("int", 11, "positions along the path, both ends included", min=2, max=201),
-    "bn": BN,
-    "orders": _p("int", 5, "random flip orders averaged (Hamming paths)", min=1, max=100, when={"type": ["hamming"]},
-                 applies_to=["binary"]),
-    "seed": {**SEED, "help": "seed of the flip orders or of the bend's training", "when": {"type": ["hamming", "bend"]}},
+PATH_PARAMS = {  # the path module's table (paths.PARAMS) and the single bend's (bend.PARAMS)
+    **paths.PARAMS,
+    "type": {**paths.PARAMS["type"], "help": paths.PARAMS["type"]["help"] + "; bend: a trained midpoint joined to "
+             "both ends", "choices": [*paths.PARAMS["type"]["choices"], "bend"]},
     **{k: {**v, **_BEND} for k, v in bend.PARAMS.items() if k != "seed"},
 }
 
@@ -160,11 +178,10 @@ def _check_path(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[s
     a, b = networks["a"][0], networks["b"][0]
     same_setting([a, b])
     if p["type"] == "bend":
-        if a.binary:
-            raise KindError("a single-bend path needs real-valued networks; binary networks have 'hamming' paths")
+        nets.require_real(a.binary, "bend", KindError)
     else:
         try:
-            paths.check_path_type(a.architecture, p["type"])
+            paths.check_path_type(a.spec, p["type"])
         except paths.PathError as exc:
             raise KindError(str(exc)) from None
     return p
@@ -212,8 +229,8 @@ FLATNESS_PARAMS = {
 
 def _check_flatness(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
     net = networks["network"][0]
-    kind = "flip" if net.binary else "multiplicative"
-    sigmas = p["sigmas"] if p["sigmas"] is not None else flatness.default_sigmas(net.architecture)
+    kind = nets.variant(net.binary, "noise")
+    sigmas = p["sigmas"] if p["sigmas"] is not None else flatness.default_sigmas(net.spec)
     if max(sigmas) > flatness.MAX_SIGMA[kind]:
         raise KindError(f"parameter 'sigmas' of a flatness job on a binary network holds flipped fractions, at most "
                         f"{flatness.MAX_SIGMA[kind]}; got {max(sigmas)}")
@@ -287,8 +304,7 @@ PLANE_PARAMS = {
 def _check_plane(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
     three = networks["networks"]
     same_setting(three)
-    if three[0].binary:
-        raise KindError("2-D sections are for real-valued networks; binary networks live on the hypercube")
+    nets.require_real(three[0].binary, "plane", KindError)
     return p
 
 
@@ -298,27 +314,13 @@ def _plane_cost(p: dict[str, Any], networks: Networks) -> float:
 
 # ---- slice -----------------------------------------------------------------------------------------
 
-SLICE_PARAMS = {
-    "dims": _p("int", 2, "1: a line through the network along one random direction; 2: a plane along two", min=1, max=2),
-    "points": _p("int", 21, f"grid nodes per axis on [-span, span] (the network itself is added when it is not one; "
-                 f"2-D: at most {slices.MAX_POINTS[2]})", min=3, max=slices.MAX_POINTS[1]),
-    "span": _p("float", 1.0, "half-width of the grid, in units of the filter-normalised directions", min=0.01, max=10.0),
-    "mode": _p("str", "filter", "filter: the network as stored, filter-normalised Gaussian directions (Li et al.); "
-               "canonical: in canonical form on the product of spheres, tangent directions, the exponential map",
-               choices=list(slices.MODES)),
-    "seed": {**SEED, "help": "seed of the random directions"},
-    "bn": _p("str", "recompute", "BatchNorm statistics at each point: recomputed on the training inputs, or the network's",
-             choices=list(slices.BN_MODES), applies_to=["batchnorm"]),
-}
+SLICE_PARAMS = slices.PARAMS  # the slice module's own table, which slice_result checks with
 
 
 def _check_slice(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
     net = networks["network"][0]
-    if net.binary:
-        raise KindError("slices are for real-valued networks; binary networks live on the hypercube (see flatness)")
-    if p["points"] > slices.MAX_POINTS[p["dims"]]:
-        raise KindError(f"parameter 'points' of a {p['dims']}-D slice must be at most {slices.MAX_POINTS[p['dims']]}, "
-                        f"got {p['points']}")
+    nets.require_real(net.binary, "slice", KindError)
+    slices.check_points(p["dims"], p["points"], KindError)
     return p
 
 
@@ -340,9 +342,9 @@ def _check_matrix(p: dict[str, Any], networks: Networks, limits: Limits) -> dict
     group = networks["networks"]
     same_setting(group)
     if p["barriers"]:
-        kind = "hamming" if group[0].binary else "geodesic"
+        kind = nets.variant(group[0].binary, "barrier")
         try:
-            paths.check_path_type(group[0].architecture, kind)
+            paths.check_path_type(group[0].spec, kind)
         except paths.PathError as exc:
             raise KindError(f"barriers: {exc}") from None
     return p
@@ -437,11 +439,14 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("evaluate", "train and test error and loss of a stored network (run after each upload)",
          {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1), fills_errors=True),
     Kind("canonicalize", "the symmetry-free canonical form of a network, stored as a new network",
-         {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1) + 10 * n["network"][0].n_params),
+         {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1) + 10 * n["network"][0].n_params,
+         names=("network_id", "from")),
     Kind("distance", "distances between two networks: raw, aligned, normalised, geodesic (binary: Hamming)",
-         {"a": ONE, "b": ONE}, {}, lambda p, n: 10.0 * n["a"][0].n_params, check=lambda p, n, lim: same_setting(_all(n)) or p),
+         {"a": ONE, "b": ONE}, {}, lambda p, n: 10.0 * n["a"][0].n_params, check=lambda p, n, lim: same_setting(_all(n)) or p,
+         results={"distances": paths.DISTANCES}),
     Kind("path", "train and test error along a path between two networks", {"a": ONE, "b": ONE}, PATH_PARAMS,
-         _path_cost, batch_above=INTERACTIVE_COST, check=_check_path, split=_split_path, join=_join_path),
+         _path_cost, batch_above=INTERACTIVE_COST, check=_check_path, split=_split_path, join=_join_path,
+         names=("midpoint_network_id",)),
     Kind("flatness", "local energy: the training error's rise under noise on the weights", {"network": ONE},
          FLATNESS_PARAMS, _flatness_cost, batch_above=INTERACTIVE_COST, check=_check_flatness, split=_split_flatness,
          join=_join_flatness),
@@ -449,13 +454,13 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          "coordinates (restricted to the tangent space of the spheres)", {"network": ONE}, HESSIAN_PARAMS,
          _hessian_cost, batch_above=INTERACTIVE_COST, check=_check_hessian),
     Kind("plane", "error and loss on the plane through three networks", {"networks": {"count": 3}}, PLANE_PARAMS,
-         _plane_cost, queue="batch", check=_check_plane),
+         _plane_cost, queue="batch", check=_check_plane, names=("networks",)),
     Kind("slice", "error and loss on a 1-D or 2-D random-direction section around one network (filter-normalised, "
          "or in canonical coordinates)", {"network": ONE}, SLICE_PARAMS, _slice_cost, batch_above=INTERACTIVE_COST,
          check=_check_slice),
     Kind("matrix", "distances (and barriers) between every pair of networks",
          {"networks": {"min": 2, "max": MAX_MATRIX}}, MATRIX_PARAMS, _matrix_cost, queue="batch", check=_check_matrix,
-         split=_split_matrix, join=_join_matrix),
+         split=_split_matrix, join=_join_matrix, names=("networks",), results={"distances": paths.DISTANCES}),
 )}
 
 
@@ -517,6 +522,13 @@ def complete(kind: Kind, params: dict[str, Any], networks: Networks, limits: Lim
                         "points, draws, epochs or networks, or a smaller network")
     queue = "batch" if kind.batch_above is not None and cost > kind.batch_above else kind.queue
     return Submission(kind, params, [n.id for n in _all(networks)], cost, queue, networks)
+
+
+def result_networks(kind_name: str, result: Any) -> list[int]:
+    """The networks a result of ``kind_name`` names (``Kind.result_networks``); the one rule that both the
+    cache (a result naming a deleted network is not reused) and visibility (nor shown) read."""
+    kind = KINDS.get(kind_name)
+    return kind.result_networks(result) if kind is not None else []
 
 
 def catalogue() -> list[dict[str, Any]]:

@@ -143,6 +143,35 @@ ARCHITECTURES.update(graphs.ARCHITECTURES)  # residual networks and layer graphs
 # Spec validation
 
 
+class Prepared(dict):
+    """A network's architecture prepared once per job: its spec as ``normalize_spec`` returns it (a dict,
+    equal to the plain normalised spec, read-only), with the facts derived from it once (groups.prepare
+    builds it): ``groups`` (its unit groups), ``tensors`` (what its state dict's tensors are), ``binary``,
+    ``batchnorm``. Every science function takes one where it takes a spec, and never normalises or derives
+    it again; a plain spec is prepared on entry (groups.prepare: the same object back for a prepared one)."""
+
+    __slots__ = ("groups", "tensors", "binary", "batchnorm")
+
+    def __init__(self, spec: dict[str, Any], *, groups: Any, tensors: Any, binary: bool, batchnorm: bool):
+        super().__init__(spec)
+        for name, value in (("groups", groups), ("tensors", tensors), ("binary", binary), ("batchnorm", batchnorm)):
+            object.__setattr__(self, name, value)
+
+    def _frozen(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a prepared network is read-only; copy it (dict(spec)) to change it")
+
+    __setitem__ = __delitem__ = __setattr__ = __delattr__ = _frozen
+    clear = pop = popitem = setdefault = update = __ior__ = _frozen  # type: ignore[assignment]
+
+    def __reduce__(self):  # pickled (or deep-copied) as the plain normalised spec it is
+        return dict, (dict(self),)
+
+
+def normal(spec: Any) -> dict[str, Any]:
+    """``spec`` normalised: a prepared network as it is (normalised once already), else ``normalize_spec``."""
+    return spec if isinstance(spec, Prepared) else normalize_spec(spec)
+
+
 def normalize_spec(spec: Any) -> dict[str, Any]:
     """Validate an architecture spec and return it with every default filled in."""
     if not isinstance(spec, dict):
@@ -329,7 +358,7 @@ class TwoClass(nn.Module):
 
 def build(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """Build the network of ``spec`` for inputs of ``input_shape`` (no batch axis) and ``n_classes`` outputs."""
-    return build_normalized(normalize_spec(spec), input_shape, n_classes)
+    return build_normalized(normal(spec), input_shape, n_classes)
 
 
 def build_normalized(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
@@ -392,33 +421,119 @@ def _add_activation(modules: OrderedDict[str, nn.Module], step: _Layer) -> None:
 
 def is_binary(spec: dict[str, Any]) -> bool:
     """Whether ``spec``'s network has binary layers (+-1 forward weights)."""
-    spec = normalize_spec(spec)
+    if isinstance(spec, Prepared):
+        return spec.binary
+    return binary_normalized(normalize_spec(spec))
+
+
+def binary_normalized(spec: dict[str, Any]) -> bool:
+    """``is_binary`` for a spec that ``normalize_spec`` returned."""
     return spec["kind"] not in graphs.ARCHITECTURES and any(
         isinstance(step, _Layer) and step.binary for step in _layer_plan(spec))
+
+
+def short_name(spec: dict[str, Any]) -> str:
+    """A short name for an architecture, the one the dashboard, the CLI and the API (``architecture_label``)
+    show: ``mlp 64-64 bn``, ``lenet c6-16 d120-84``, ``vgg16 ×1``, ``resnet20 ×1``, ``graph (7 layers)``.
+    Read from the spec as given (a stored network's spec is normalised already); never raises."""
+    if not isinstance(spec, dict):
+        return "?"
+    dash = lambda v: "-".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    kind = str(spec.get("kind", "?"))
+    bn = " bn" if spec.get("batchnorm") else ""
+    if kind == "mlp":
+        return f"mlp {dash(spec.get('hidden', []))}{bn}{' nobias' if spec.get('bias') is False else ''}"
+    if kind == "lenet":
+        return f"lenet c{dash(spec.get('channels', []))} d{dash(spec.get('dense', []))}{bn}"
+    if kind == "vgg":
+        return f"{spec.get('config') or 'vgg'} ×{spec.get('width', 1)}"
+    if kind == "binary_mlp":
+        return f"binary mlp {dash(spec.get('hidden', []))}"
+    if kind == "binary_conv":
+        return f"binary conv c{dash(spec.get('channels', []))} d{dash(spec.get('dense', []))}"
+    if kind == "committee":
+        return f"committee K={spec.get('hidden')}"
+    if kind == "resnet":
+        return f"resnet{spec.get('depth', '')} ×{spec.get('width', 1)}"
+    if kind == "graph":
+        layers = spec.get("layers")
+        return f"graph ({len(layers) if isinstance(layers, list) else 0} layers)"
+    width = spec.get("width")
+    return f"{kind} ×{width}" if width is not None and width != 1 else kind
+
+
+# What being binary decides, written once. A binary network's weights are +-1: it has no sphere to move on,
+# so some computations need real-valued networks (REAL_ONLY: the one message of each), and others take
+# their binary variant (VARIANTS: real, binary).
+REAL_ONLY = {
+    "bend": "single-bend paths are for real-valued networks (a binary network cannot be trained along a "
+            "continuous bend); binary networks have 'hamming' paths",
+    "geodesic": "a binary network has no geodesic path (its weights are +-1); use the 'hamming' path type",
+    "geodesic distance": "geodesic distances are defined for real-valued networks only (binary networks: the "
+                         "Hamming distance)",
+    "plane": "planes are for real-valued networks (binary weights are +-1, not a plane; binary networks live "
+             "on the hypercube)",
+    "slice": "slices are for real-valued networks (binary weights are +-1: no direction to move along; "
+             "see flatness for binary networks)",
+}
+VARIANTS = {
+    "barrier": ("geodesic", "hamming"),  # the path type of a matrix job's barriers
+    "noise": ("multiplicative", "flip"),  # flatness: Gaussian noise on the weights, or flipped fractions
+}
+
+
+def require_real(spec: dict[str, Any] | bool, what: str, error: type[Exception] = SpecError) -> None:
+    """Raise ``error`` with ``REAL_ONLY[what]`` when ``spec`` (or the flag ``binary``) is binary."""
+    if spec if isinstance(spec, bool) else is_binary(spec):
+        raise error(REAL_ONLY[what])
+
+
+def variant(spec: dict[str, Any] | bool, what: str) -> str:
+    """``VARIANTS[what]``'s entry for ``spec``'s network (or for the flag ``binary``)."""
+    return VARIANTS[what][int(spec if isinstance(spec, bool) else is_binary(spec))]
 
 
 # --------------------------------------------------------------------------------------------------
 # Weights
 
 
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Raise ``WeightsError`` naming every missing, unexpected, mis-shaped or non-finite tensor."""
-    expected = model.state_dict()
+def shape_problems(expected: dict[str, tuple[int, ...]], shapes: dict[str, Any]) -> list[str]:
+    """What keeps tensors of these names and ``shapes`` (None: not a tensor) from fitting a module whose
+    state_dict has the ``expected`` shapes: missing, unexpected (the first 20 named) and mis-shaped tensors.
+    The one check of names and shapes: an upload's file header before any tensor is made, and
+    ``check_state_dict`` on tensors."""
     problems: list[str] = []
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
     if missing:
         problems.append(f"missing tensors: {', '.join(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(unexpected)}")
+        problems.append(f"unexpected tensors: {', '.join(n[:100] for n in unexpected[:20])}"
+                        + (f" and {len(unexpected) - 20} more" if len(unexpected) > 20 else ""))
+    for name in sorted(set(expected) & set(shapes)):
+        if shapes[name] is None:
+            problems.append(f"{name} is not a tensor")
+        elif tuple(shapes[name]) != tuple(expected[name]):
+            problems.append(f"{name} has shape {list(shapes[name])}, expected {list(expected[name])}")
+    return problems
+
+
+def check_shapes(expected: dict[str, tuple[int, ...]], shapes: dict[str, Any]) -> None:
+    """Raise ``WeightsError`` naming every missing, unexpected or mis-shaped tensor (``shape_problems``)."""
+    problems = shape_problems(expected, shapes)
+    if problems:
+        raise WeightsError("weights do not fit the architecture: " + "; ".join(problems))
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Raise ``WeightsError`` naming every missing, unexpected, mis-shaped or non-finite tensor."""
+    expected = model.state_dict()
+    problems = shape_problems({k: tuple(v.shape) for k, v in expected.items()},
+                              {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state.items()})
     for name in sorted(set(expected) & set(state)):
         want, got = expected[name], state[name]
-        if not isinstance(got, torch.Tensor):
-            problems.append(f"{name} is not a tensor")
-            continue
-        if tuple(got.shape) != tuple(want.shape):
-            problems.append(f"{name} has shape {list(got.shape)}, expected {list(want.shape)}")
-        elif got.is_floating_point() and not bool(torch.isfinite(got).all()):
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
+            continue  # (said above)
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             problems.append(f"{name} holds NaN or infinite values")
         elif want.is_floating_point() != got.is_floating_point():
             problems.append(f"{name} has dtype {got.dtype}, expected a {'float' if want.is_floating_point() else 'integer'} tensor")

@@ -22,6 +22,7 @@ import math
 from typing import Any
 
 TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]", "object")
+MAX_SEED = 2**31 - 1  # every seed of a job (paths, bends, slices, noise): one bound for the API and the science
 
 
 def _scalar_ok(kind: str, v: Any, p: dict[str, Any]) -> tuple[bool, Any]:

@@ -1,4 +1,4 @@
-"""Distances and paths between two networks of one architecture (SCIENCE.md section 3).
+"""Distances and paths between two networks of one architecture (docs/science.md section 3).
 
 Path types (``PATH_TYPES``):
 - "linear": (1 - t) a + t b on the raw parameters (every float tensor, BN running stats included).
@@ -26,7 +26,8 @@ import torch
 from . import nets, symmetry
 from .data import Dataset
 from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
-from .groups import compared_names, first_weight, unit_groups
+from .groups import compared_names, first_weight, prepare
+from .params import MAX_SEED
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -37,8 +38,37 @@ PATH_TYPES: dict[str, str] = {
     "geodesic": "geodesic on the product of spheres between the canonical forms, b aligned (real networks)",
     "hamming": "random shortest paths in Hamming space between the aligned sign patterns, averaged over orders (binary networks)",
 }
+# Every distance ``distances`` reports, in the order they are shown: its label and what it measures. The one
+# home of these words: the distance and matrix kinds serve it (GET /api/job-kinds, "results"), the dashboard
+# reads it from there.
+DISTANCES: dict[str, dict[str, str]] = {
+    "raw": {"label": "raw", "help": "‖θA − θB‖ / √N of the networks as stored"},
+    "aligned": {"label": "aligned", "help": "B's units permuted to match A's, raw scales"},
+    "normalized": {"label": "normalised",
+                   "help": "both in canonical form (unit-norm units), not aligned"},
+    "normalized_aligned": {"label": "normalised-aligned",
+                           "help": "canonical forms, B aligned to A"},
+    "geodesic": {"label": "geodesic D", "help": "length of the geodesic on the product of spheres"},
+    "hamming": {"label": "hamming (aligned)", "help": "fraction of differing signs after alignment"},
+    "hamming_unaligned": {"label": "hamming (unaligned)",
+                          "help": "fraction of differing signs as stored"},
+    "n_parameters": {"label": "parameters N", "help": "number of parameters compared"},
+}
 BN_MODES = ("recompute", "interpolate")
 SLERP_MIN_ANGLE = 1e-6
+# A path's parameter table: the path job kind serves and validates it (kinds.py adds the single bend, bend.PARAMS),
+# ``check`` holds a direct call of ``path_result`` to the same bounds.
+PARAMS: dict[str, dict[str, Any]] = {
+    "type": {"type": "str", "default": "linear", "choices": list(PATH_TYPES),
+             "help": "; ".join(f"{k}: {v}" for k, v in PATH_TYPES.items())},
+    "points": {"type": "int", "default": 11, "min": 2, "max": 201, "help": "positions along the path, both ends included"},
+    "bn": {"type": "str", "default": "recompute", "choices": list(BN_MODES), "applies_to": ["batchnorm"],
+           "help": "BatchNorm statistics at each point: recomputed on the training inputs, or interpolated"},
+    "orders": {"type": "int", "default": 5, "min": 1, "max": 100, "when": {"type": ["hamming"]},
+               "applies_to": ["binary"], "help": "random flip orders averaged (Hamming paths)"},
+    "seed": {"type": "int", "default": 0, "min": 0, "max": MAX_SEED, "when": {"type": ["hamming", "bend"]},
+             "help": "seed of the flip orders or of the bend's training"},
+}
 
 
 class PathError(ValueError):
@@ -55,7 +85,7 @@ class IncompatibleError(PathError):
 
 def compatible(spec_a: dict[str, Any], spec_b: dict[str, Any]) -> dict[str, Any]:
     """The common normalised spec of two networks, or ``IncompatibleError`` saying how they differ."""
-    a, b = nets.normalize_spec(spec_a), nets.normalize_spec(spec_b)
+    a, b = prepare(spec_a), prepare(spec_b)
     if a == b:
         return a
     binary_a, binary_b = nets.is_binary(a), nets.is_binary(b)
@@ -75,10 +105,11 @@ def check_path_type(spec: dict[str, Any], type: str) -> None:
     """Raise ``PathError`` if path ``type`` does not exist or does not apply to ``spec``'s networks."""
     if type not in PATH_TYPES:
         raise PathError(f"unknown path type {type!r}; known: {', '.join(PATH_TYPES)}")
-    binary = nets.is_binary(spec)
-    if type == "geodesic" and binary:
-        raise PathError("a binary network has no geodesic path (its weights are +-1); use the 'hamming' path type")
-    if type == "geodesic" and not unit_groups(spec).spheres():
+    net = prepare(spec)
+    binary = net.binary
+    if type == "geodesic":
+        nets.require_real(binary, "geodesic", PathError)
+    if type == "geodesic" and not net.groups.spheres():
         raise PathError("a geodesic path needs a network with at least one hidden layer")
     if type == "hamming" and not binary:
         raise PathError("'hamming' paths are for binary networks; for real-valued ones use 'linear', "
@@ -115,7 +146,7 @@ def _spheres(spec: dict[str, Any], state: State) -> Iterator[tuple[Any, torch.Te
     the incoming weights of a plain unit, the pre-BN weights or the gamma of a BatchNorm unit, the writers'
     gammas of a residual stream channel; one row each, radius 1, weight 1) and the whole output layer's
     weights (one row, radius sqrt(H_L), weight H_L). Units after a GELU are on no sphere (no scale symmetry)."""
-    g = unit_groups(spec)
+    g = prepare(spec).groups
     for seg in g.spheres():
         yield seg, symmetry.segment_rows(state, seg), 1
     if g.output is not None:
@@ -134,8 +165,7 @@ def geodesic_distance(spec: dict[str, Any], state_a: State, state_b: State) -> f
     D^2 = sum over hidden units of phi_k^2 + H_L phi_L^2 + ||a - b||^2 over the weights on no sphere
     (``off_sphere_weights``: Euclidean, in quadrature [ours], so that every weight counts; the paper's
     networks have none). Biases and BatchNorm betas do not count, as in the paper. Real-valued networks only."""
-    if nets.is_binary(spec):
-        raise PathError("geodesic distances are defined for real-valued networks only")
+    nets.require_real(spec, "geodesic distance", PathError)
     a = symmetry.canonical_form(spec, _float64(state_a))
     b = symmetry.canonical_form(spec, _float64(state_b))
     d2 = 0.0
@@ -157,8 +187,8 @@ def distances(spec: dict[str, Any], state_a: State, state_b: State, aligned: Sta
     (+-1) forms and "raw"/"aligned" the latent weights. ``aligned``: b already aligned to a (float64), when
     the caller has it (a path job aligns once).
     """
-    spec = nets.normalize_spec(spec)
-    binary = nets.is_binary(spec)
+    spec = prepare(spec)
+    binary = spec.binary
     a, b = _float64(state_a), _float64(state_b)
     b_al = _float64(aligned) if aligned is not None else symmetry.align(spec, a, b)
     na, nb, nb_al = (symmetry.canonical_form(spec, x) for x in (a, b, b_al))
@@ -172,7 +202,7 @@ def distances(spec: dict[str, Any], state_a: State, state_b: State, aligned: Sta
     }
     if binary:
         sa, sb, sb_al = (symmetry.binarized(spec, x) for x in (a, b, b_al))
-        names = unit_groups(spec).binary
+        names = spec.groups.binary
         n = sum(sa[k].numel() for k in names)
         out["hamming"] = sum(int((sa[k] != sb_al[k]).sum()) for k in names) / n
         out["hamming_unaligned"] = sum(int((sa[k] != sb[k]).sum()) for k in names) / n
@@ -183,8 +213,15 @@ def distances(spec: dict[str, Any], state_a: State, state_b: State, aligned: Sta
 # Paths (iterators of state dicts)
 
 
+def check_points(points: int) -> None:
+    """``points`` against the table's bounds (``PARAMS``), in words."""
+    lo, hi = PARAMS["points"]["min"], PARAMS["points"]["max"]
+    if not isinstance(points, int) or isinstance(points, bool) or not lo <= points <= hi:
+        raise PathError(f"a path needs an integer number of points, at least {lo} and at most {hi}, got {points!r}")
+
+
 def positions(points: int) -> list[float]:
-    """``points`` evenly spaced positions in [0, 1], both ends included."""
+    """``points`` evenly spaced positions in [0, 1], both ends included (at least 2: the two ends)."""
     if not isinstance(points, int) or isinstance(points, bool) or points < 2:
         raise PathError(f"a path needs an integer number of points, at least 2, got {points!r}")
     return [i / (points - 1) for i in range(points)]
@@ -259,7 +296,8 @@ def _geodesic_states(spec: dict[str, Any], a: State, b: State, ts: list[float]) 
 
 def geodesic_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[float]) -> Iterator[State]:
     """Points of the geodesic between canonical(a) and canonical(align(a, b)) at positions ``ts``."""
-    check_path_type(nets.normalize_spec(spec), "geodesic")
+    spec = prepare(spec)
+    check_path_type(spec, "geodesic")
     a, b = _geodesic_ends(spec, state_a, state_b)
     yield from _geodesic_states(spec, a, b, ts)
 
@@ -268,10 +306,11 @@ def hamming_path(spec: dict[str, Any], state_a: State, state_b: State, ts: list[
                  generator: torch.Generator | None = None, aligned: State | None = None) -> Iterator[State]:
     """One random shortest path in Hamming space from sign(a) to sign(align(a, b)): at position t the first
     round(t * m) of the m differing weights (in a random order) are flipped."""
-    check_path_type(nets.normalize_spec(spec), "hamming")
+    spec = prepare(spec)
+    check_path_type(spec, "hamming")
     a = symmetry.binarized(spec, state_a)
     b = symmetry.binarized(spec, aligned if aligned is not None else symmetry.align(spec, state_a, state_b))
-    names = unit_groups(spec).binary
+    names = spec.groups.binary
     va = torch.cat([a[k].reshape(-1) for k in names])  # (N,) +-1
     vb = torch.cat([b[k].reshape(-1) for k in names]).to(va.dtype)
     differ = torch.nonzero(va != vb).flatten()
@@ -318,8 +357,14 @@ def path_points(spec: dict[str, Any], state_a: State, state_b: State, type: str,
     """The states of a path of ``type`` at positions ``ts``, and (real networks) its first layer as an
     ``evaluate.Combination`` of the two ends' first layers, which lets the engine compute the first layer
     of all points from two products with the data. ``aligned``: align(a, b), when the caller has it."""
-    spec = nets.normalize_spec(spec)
+    spec = prepare(spec)
     check_path_type(spec, type)
+    return _path_points(spec, state_a, state_b, type, ts, generator, aligned)
+
+
+def _path_points(spec: dict[str, Any], state_a: State, state_b: State, type: str, ts: list[float],
+                 generator: torch.Generator | None, aligned: State | None) -> tuple[Iterator[State], Combination | None]:
+    """``path_points`` for a prepared network and a path type checked already."""
     if type == "hamming":
         return hamming_path(spec, state_a, state_b, ts, generator, aligned), None
     if type == "geodesic":
@@ -396,12 +441,18 @@ def path_result(
     ``with_distances=False`` leaves "distances" out (the other pieces of a split path). The pair is aligned
     once, in float64, for the path and the distances alike.
     """
-    spec = nets.normalize_spec(spec)
+    spec = prepare(spec)
     check_path_type(spec, type)
     _check_bn(bn)
-    if not isinstance(orders, int) or isinstance(orders, bool) or orders < 1:
-        raise PathError(f"'orders' must be a positive integer, got {orders!r}")
-    ts = positions(points) if ts is None else [float(t) for t in ts]
+    for key, value in (("orders", orders), ("seed", seed)):
+        lo, hi = PARAMS[key]["min"], PARAMS[key]["max"]
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise PathError(f"'{key}' must be an integer in [{lo}, {hi}], got {value!r}")
+    if ts is None:  # (a piece of a job gets its positions from the kind's split, of checked points)
+        check_points(points)
+        ts = positions(points)
+    else:
+        ts = [float(t) for t in ts]
     model, splits, bn_data = setup(spec, data, [state_a, state_b], dtype, device, bn, bn_samples)
     aligned64 = None
     if type != "linear" or with_distances:
@@ -416,7 +467,7 @@ def path_result(
             if progress is not None:
                 progress((r + fraction) / runs, message if runs == 1 else f"order {r + 1}/{runs}: {message}")
 
-        states, first = path_points(spec, state_a, state_b, type, ts, gen, aligned)
+        states, first = _path_points(spec, state_a, state_b, type, ts, gen, aligned)
         curves.append(evaluate_states(model, states, splits, progress=report, total=len(ts), bn_data=bn_data,
                                       first=first))
     out: dict[str, Any] = {"type": type, "t": ts, "bn": bn if has_batchnorm(model) else None}

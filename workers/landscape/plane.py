@@ -1,4 +1,4 @@
-"""2-D sections: error and loss on the plane through three networks (SCIENCE.md section 3, Garipov et al.).
+"""2-D sections: error and loss on the plane through three networks (docs/science.md section 3, "Planes"; Garipov et al.).
 
 mode "aligned" (default): a = canonical(n0), b = canonical(align(n0, n1)), c = canonical(align(n0, n2));
 mode "raw": the three networks as given. Coordinates: Gram-Schmidt on the parameter vectors (the tensors
@@ -33,7 +33,7 @@ import torch
 
 from . import nets, symmetry
 from .evaluate import Combination, evaluate_states, has_batchnorm
-from .groups import compared_names, first_weight, tensors
+from .groups import compared_names, first_weight, prepare, tensors
 from .paths import BN_MODES, PathError, setup
 
 State = dict[str, torch.Tensor]
@@ -108,9 +108,8 @@ def plane_result(
     "distances": {"ab", "ac", "bc"} (Euclidean, parameter space, after the mode's normalisation)}.
     Raises ``PlaneError`` for bad parameters, binary networks or three (nearly) collinear networks.
     """
-    spec = nets.normalize_spec(spec)
-    if nets.is_binary(spec):
-        raise PlaneError("planes are for real-valued networks (binary weights are +-1, not a plane)")
+    spec = prepare(spec)
+    nets.require_real(spec.binary, "plane", PlaneError)
     if mode not in MODES:
         raise PlaneError(f"unknown plane mode {mode!r}; known: {', '.join(MODES)}")
     if bn not in BN_MODES:

@@ -50,7 +50,8 @@ import torch
 
 from . import nets, symmetry
 from .evaluate import Combination, evaluate_states, has_batchnorm
-from .groups import compared_names, first_weight, in_module_order, unit_groups
+from .groups import compared_names, first_weight, in_module_order, prepare
+from .params import MAX_SEED
 from .paths import PathError, setup
 
 State = dict[str, torch.Tensor]
@@ -58,6 +59,23 @@ Progress = Callable[[float, str], None]
 MODES = ("filter", "canonical")
 BN_MODES = ("recompute", "keep")
 MAX_POINTS = {1: 401, 2: 101}
+# The slice's parameter table: the slice job kind serves and validates it (kinds.py), ``check`` holds a direct
+# call to the same bounds, so what the API accepts is what ``slice_result`` runs with.
+PARAMS: dict[str, dict[str, Any]] = {
+    "dims": {"type": "int", "default": 2, "min": 1, "max": 2,
+             "help": "1: a line through the network along one random direction; 2: a plane along two"},
+    "points": {"type": "int", "default": 21, "min": 3, "max": MAX_POINTS[1],
+               "help": "grid nodes per axis on [-span, span] (the network itself is added when it is not one; "
+                       f"2-D: at most {MAX_POINTS[2]})"},
+    "span": {"type": "float", "default": 1.0, "min": 0.01, "max": 10.0,
+             "help": "half-width of the grid, in units of the filter-normalised directions"},
+    "mode": {"type": "str", "default": "filter", "choices": list(MODES),
+             "help": "filter: the network as stored, filter-normalised Gaussian directions (Li et al.); "
+                     "canonical: in canonical form on the product of spheres, tangent directions, the exponential map"},
+    "seed": {"type": "int", "default": 0, "min": 0, "max": MAX_SEED, "help": "seed of the random directions"},
+    "bn": {"type": "str", "default": "recompute", "choices": list(BN_MODES), "applies_to": ["batchnorm"],
+           "help": "BatchNorm statistics at each point: recomputed on the training inputs, or the network's"},
+}
 
 
 class SliceError(PathError):
@@ -91,7 +109,7 @@ def spheres(spec: dict[str, Any]) -> list[Sphere]:
     """The spheres of the canonical form (groups.unit_groups): every scaled segment's channels (its writers'
     vectors concatenated: a unit's incoming weights, a residual stream channel's gammas) and the output
     layer's weights as one sphere."""
-    g = unit_groups(spec)
+    g = prepare(spec).groups
     out = [Sphere(tuple(seg.vectors()), True) for seg in g.spheres()]
     if g.output is not None:
         out.append(Sphere(tuple(g.output.vectors()), False))
@@ -197,21 +215,33 @@ def axis(span: float, points: int) -> list[float]:
     return sorted(0.0 if abs(v) <= 1e-12 * span else v for v in nodes)
 
 
+def check_points(dims: int, points: int, error: type[Exception] = SliceError) -> None:
+    """The one rule that ties two parameters: a 2-D slice has at most ``MAX_POINTS[2]`` points per axis."""
+    if not isinstance(points, int) or isinstance(points, bool) or not PARAMS["points"]["min"] <= points <= MAX_POINTS[dims]:
+        raise error(f"'points' must be an integer between {PARAMS['points']['min']} and {MAX_POINTS[dims]} "
+                    f"for a {dims}-D slice, got {points!r}")
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def check(spec: dict[str, Any], dims: int, points: int, span: float, mode: str, bn: str, seed: int) -> None:
-    if nets.is_binary(spec):
-        raise SliceError("slices are for real-valued networks (binary weights are +-1: no direction to move along)")
-    if mode not in MODES:
+    """The parameters of a direct call, against ``PARAMS`` (the job kind's table): the same bounds in words."""
+    nets.require_real(spec, "slice", SliceError)
+    if mode not in PARAMS["mode"]["choices"]:
         raise SliceError(f"unknown slice mode {mode!r}; known: {', '.join(MODES)}")
-    if bn not in BN_MODES:
+    if bn not in PARAMS["bn"]["choices"]:
         raise SliceError(f"unknown BatchNorm mode {bn!r}; known: {', '.join(BN_MODES)}")
-    if dims not in (1, 2) or isinstance(dims, bool):
+    if not _integer(dims) or not PARAMS["dims"]["min"] <= dims <= PARAMS["dims"]["max"]:
         raise SliceError(f"'dims' must be 1 or 2, got {dims!r}")
-    if not isinstance(points, int) or isinstance(points, bool) or not 3 <= points <= MAX_POINTS[dims]:
-        raise SliceError(f"'points' must be an integer between 3 and {MAX_POINTS[dims]} for a {dims}-D slice, got {points!r}")
-    if not isinstance(span, (int, float)) or isinstance(span, bool) or not 0 < span <= 10:
-        raise SliceError(f"'span' must be a number in (0, 10], got {span!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-        raise SliceError(f"'seed' must be a non-negative integer, got {seed!r}")
+    check_points(dims, points)
+    lo, hi = PARAMS["span"]["min"], PARAMS["span"]["max"]
+    if not isinstance(span, (int, float)) or isinstance(span, bool) or not lo <= span <= hi:
+        raise SliceError(f"'span' must be a number in [{lo}, {hi}], got {span!r}")
+    lo, hi = PARAMS["seed"]["min"], PARAMS["seed"]["max"]
+    if not _integer(seed) or not lo <= seed <= hi:
+        raise SliceError(f"'seed' must be an integer in [{lo}, {hi}], got {seed!r}")
 
 
 def slice_result(
@@ -239,7 +269,7 @@ def slice_result(
     itself); "direction_norms": the Euclidean norm of each direction}. Raises ``SliceError`` for bad
     parameters or binary networks.
     """
-    spec = nets.normalize_spec(spec)
+    spec = prepare(spec)
     check(spec, dims, points, span, mode, bn, seed)
     model, splits, bn_data = setup(spec, data, [state], dtype, device, bn, bn_samples)
 

@@ -3,7 +3,7 @@
 Real-valued networks: everything is written once over ``groups.unit_groups(spec)`` (the symmetries
 derived from the traced module: permutation groups and scale segments, see groups.py), for every
 architecture, residual ones included. Binary networks too: their permutation groups and sign-flippable segments
-(``Segment.negate``) come from the same derivation. SCIENCE.md section 2 gives the method.
+(``Segment.negate``) come from the same derivation. docs/science.md section 2 gives the method.
 
 - ``canonical_form(spec, state)``: paper's Algorithm 1, per scale segment (a hidden unit of a plain
   layer, the pre-BN part of a BatchNorm unit, the post-BN part, a residual stream channel):
@@ -49,7 +49,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from . import nets
-from .groups import Groups, Segment, unit_groups
+from .groups import Groups, Segment, prepare
 from .nets import BN_EPS, WeightsError
 
 State = dict[str, torch.Tensor]
@@ -146,7 +146,7 @@ def _fix_signs(g: Groups, out: State, ref: State | None = None) -> State:
 def fix_bn_signs(spec: dict[str, Any], state: State) -> State:
     """The sign step of the canonical form on its own: every BatchNorm unit whose gamma is negative is flipped
     (``_flip_segment``) so that gamma >= 0. Same function; everything else untouched (binary nets: a copy)."""
-    return _fix_signs(unit_groups(spec), _copy(state))
+    return _fix_signs(prepare(spec).groups, _copy(state))
 
 
 def segment_rows(state: State, seg: Segment) -> torch.Tensor:
@@ -198,14 +198,15 @@ def _group_canonical(g: Groups, out: State) -> State:
 @torch.no_grad()
 def canonical_form(spec: dict[str, Any], state: State) -> State:
     """The symmetry-free representative of ``state`` (same function; idempotent). See the module docstring."""
-    g = unit_groups(spec)
+    spec = prepare(spec)
+    g = spec.groups
     out = _copy(state)
     return _binary_canonical(g, out) if g.binary else _group_canonical(g, out)
 
 
 def binarized(spec: dict[str, Any], state: State) -> State:
     """A binary net's state with every weight replaced by the +-1 value its forward pass uses (no flips)."""
-    return _binarize(unit_groups(spec), _copy(state))
+    return _binarize(prepare(spec).groups, _copy(state))
 
 
 def _binarize(g: Groups, out: State) -> State:
@@ -251,7 +252,8 @@ def align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
     aligned (all of them in a network without skip connections: the paper's Algorithm 2 exactly). Groups
     where some writer was left out (a residual stream, written by blocks that read it) are then matched
     again on all their writers, sweep after sweep, until no permutation changes (at most MAX_SWEEPS)."""
-    g = unit_groups(spec)
+    spec = prepare(spec)
+    g = spec.groups
     if g.binary:
         return _binary_align(g, state_a, state_b)
     ref, cur = canonical_form(spec, state_a), canonical_form(spec, state_b)
@@ -317,7 +319,9 @@ def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale
     def positive(*shape: int) -> torch.Tensor:
         return torch.exp((2 * torch.rand(*shape, generator=gen, dtype=torch.float64) - 1) * math.log(max_scale))
 
-    g = unit_groups(spec)
+    spec = prepare(spec)
+
+    g = spec.groups
     if g.binary:
         return _binary_random_symmetry(g, out, gen, positive)
     for seg in g.segments:

@@ -1,4 +1,4 @@
-"""Samplers of minimizers (SCIENCE.md section 5): SGD, RSGD, ADV, Adam, SAM, Entropy-SGD.
+"""Samplers of minimizers (docs/science.md section 5): SGD, RSGD, ADV, Adam, SAM, Entropy-SGD.
 
 ``train(model, data, optimizer, **params)`` trains ``model`` in place and returns its training curve,
 one dict per epoch: epoch, train_error, train_loss, test_error, test_loss, lr, phase ("train", or
@@ -482,7 +482,7 @@ def _train_rsgd(model, data, p, report):
     (no centre replica); gamma0 = 1e-3 grown by (1 + 0.1) per epoch; the result is the centre (float
     buffers averaged as the code's ``build_center_of_mass`` does). The group's code multiplies the
     learning rate by y because its loss averages over the replicas; here each replica's step uses ``lr``
-    on its own loss, which is the same update. From SCIENCE.md: lr 0.05 cosine-annealed, Nesterov 0.9, y = 5.
+    on its own loss, which is the same update. From docs/science.md section 5: lr 0.05 cosine-annealed, Nesterov 0.9, y = 5.
 
     [ours] Each step is an SGD step on the replicas' losses (Nesterov momentum), then the exact flow of the
     coupling over the same step size: w_a - c <- (w_a - c) exp(-2 gamma lr), which leaves c unchanged and

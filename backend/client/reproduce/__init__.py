@@ -1,5 +1,5 @@
 """`toroid reproduce`: rerun the paper's main experiments through the service's own REST API and write a
-report comparing each finding with the paper (SCIENCE.md section 7).
+report comparing each finding with the paper (docs/science.md section 7).
 
     from backend.client import Client
     from backend.client.reproduce import run

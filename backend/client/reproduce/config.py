@@ -1,4 +1,4 @@
-"""What `toroid reproduce` runs at each scale, and what the paper reports (SCIENCE.md sections 5-7).
+"""What `toroid reproduce` runs at each scale, and what the paper reports (docs/science.md sections 5-7).
 
 A *setting* is one architecture trained on one data set by the three samplers of the paper (RSGD, SGD,
 ADV), ``seeds`` minimizers each. The *binary* experiment is a committee machine on Hidden Manifold data
@@ -195,7 +195,7 @@ def get_scale(name: str, seeds: int | None = None, architecture: dict[str, Any] 
     return scale
 
 
-# ---- the paper's numbers (SCIENCE.md section 7; read from its figures, approximate) ------------------
+# ---- the paper's numbers (docs/science.md section 7; read from its figures, approximate) ------------------
 
 # test error (%), RSGD / SGD / ADV, by (architecture kind, data set)
 PAPER_TEST_ERROR: dict[tuple[str, str], tuple[float, float, float]] = {

@@ -1,4 +1,4 @@
-"""The paper's findings (SCIENCE.md section 7), each measured from stored job results and compared.
+"""The paper's findings (docs/science.md section 7), each measured from stored job results and compared.
 
 A finding is a dict: "id", "title", "figure" (the paper's), "setting", "paper" {"text", "setting", "values",
 "unit"}, "measured" {label: measure}, "rule" (the ordering checked, in words), "agrees" (True, False, or None

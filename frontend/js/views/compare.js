@@ -4,7 +4,7 @@ import { runJob } from "../api.js";
 import { fillSelect } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
-import { byId, ensureNetworks, jobKinds, onNetworks } from "../store.js";
+import { byId, distanceHelp, distanceLabel, ensureNetworks, jobKinds, onNetworks, store } from "../store.js";
 import { enterMany, initMany, manyParams, renderManyPicker } from "./compare_many.js";
 import { $, $$, clearProgress, esc, idList, isBinary, num, pathColor, pct, ptext, setError, showJobProgress, toCSV } from "../util.js";
 
@@ -16,17 +16,6 @@ export const PATH_TYPES = [
   { type: "hamming", label: "hamming", help: "random shortest paths in Hamming space between the aligned sign patterns (binary networks)", real: false },
 ];
 const typeLabel = (t) => (PATH_TYPES.find((p) => p.type === t) || { label: t }).label;
-
-const DISTANCES = [
-  ["raw", "raw", "‖θA − θB‖ / √N of the networks as stored"],
-  ["aligned", "aligned", "B's units permuted to match A's, raw scales"],
-  ["normalized", "normalised", "both in canonical form (unit-norm units), not aligned"],
-  ["normalized_aligned", "normalised-aligned", "canonical forms, B aligned to A"],
-  ["geodesic", "geodesic D", "length of the geodesic on the product of spheres"],
-  ["hamming", "hamming (aligned)", "fraction of differing signs after alignment"],
-  ["hamming_unaligned", "hamming (unaligned)", "fraction of differing signs as stored"],
-  ["n_parameters", "parameters N", "number of parameters compared"],
-];
 
 let root;
 let run = 0;  // each run has a number; results of an older run are dropped
@@ -212,8 +201,9 @@ function renderSummary() {
 
 function renderDistances() {
   const d = state.distances;
-  const items = DISTANCES.filter(([key]) => d[key] !== undefined && d[key] !== null)
-    .map(([key, label, help]) => `<tr data-distance="${key}"><th scope="row" title="${esc(help)}">${esc(label)}</th><td class="num" data-value="${d[key]}">${key === "n_parameters" ? d[key].toLocaleString("en") : num(d[key], 5)}</td></tr>`);
+  const keys = [...Object.keys(store.distances), ...Object.keys(d).filter((k) => !(k in store.distances))];
+  const items = keys.filter((key) => typeof d[key] === "number")
+    .map((key) => `<tr data-distance="${key}"><th scope="row" title="${esc(distanceHelp(key))}">${esc(distanceLabel(key))}</th><td class="num" data-value="${d[key]}">${key === "n_parameters" ? d[key].toLocaleString("en") : num(d[key], 5)}</td></tr>`);
   $("#distances", root).innerHTML = `<h3>Distances between A and B</h3> <span class="hint small" data-job="${state.distanceJob.id}">job ${state.distanceJob.id}${state.distanceJob.cached ? " · cached" : ""}</span><table class="data compact"><tbody>${items.join("")}</tbody></table>
     <p class="hint small">Per parameter (‖θA − θB‖ / √N) unless stated; hover a name for its meaning.</p>`;
 }

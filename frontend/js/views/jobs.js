@@ -18,7 +18,7 @@ const netName = (id) => { const n = byId(id); return n ? `${esc(n.name)} #${id}`
 function describe(j) {
   const p = j.params || {};
   switch (j.kind) {
-    case "train": return `${esc(p.name || "")}: ${esc(archText(p.architecture))} on ${esc(p.dataset)} with ${esc(p.optimizer)}, ${p.epochs ?? "?"} epochs, seed ${p.seed ?? 0}`;
+    case "train": return `${esc(p.name || "")}: ${esc(archText(j))} on ${esc(p.dataset)} with ${esc(p.optimizer)}, ${p.epochs ?? "?"} epochs, seed ${p.seed ?? 0}`;
     case "path": return `${esc(p.type)} path ${netName(p.a)} → ${netName(p.b)}, ${p.points} points${p.variant ? ` (${esc(p.variant)})` : ""}`;
     case "distance": return `distances ${netName(p.a)} ↔ ${netName(p.b)}`;
     case "matrix": return `matrix of ${(p.networks || []).length} networks${p.barriers ? " with barriers" : ""}`;

@@ -40,7 +40,7 @@ async function followTraining(jobId) {
   };
   const p = job.params || {};
   $("#network-title", root).textContent = `Training ${p.name || ""} (job ${job.id})`;
-  $("#network-meta", root).innerHTML = `<dt>architecture</dt><dd>${esc(archText(p.architecture))}</dd><dt>data set</dt><dd>${esc(p.dataset)}</dd>
+  $("#network-meta", root).innerHTML = `<dt>architecture</dt><dd>${esc(archText(job))}</dd><dt>data set</dt><dd>${esc(p.dataset)}</dd>
     <dt>sampler</dt><dd>${esc(p.optimizer)}, ${p.epochs ?? "?"} epochs, seed ${p.seed ?? 0}</dd><dt>state</dt><dd id="live-state" aria-live="polite"></dd>`;
   $("#network-edit", root).hidden = true;
   $("#network-compare", root).hidden = true;
@@ -104,7 +104,7 @@ function render() {
   const flat = store.flatness.get(n.id);
   $("#network-title", root).textContent = `${n.name} (#${n.id})`;
   $("#network-meta", root).innerHTML = `
-    <dt>architecture</dt><dd>${esc(archText(n.architecture))} <code>${esc(JSON.stringify(n.architecture))}</code></dd>
+    <dt>architecture</dt><dd>${esc(archText(n))} <code>${esc(JSON.stringify(n.architecture))}</code></dd>
     <dt>data set</dt><dd>${esc(n.dataset)} ${Object.keys(n.dataset_options || {}).length ? `<code>${esc(JSON.stringify(n.dataset_options))}</code>` : ""}</dd>
     <dt>how it was made</dt><dd>${esc(sourceText(n.source))}</dd>${targetText(n.source)}
     <dt>train error</dt><dd class="num">${pct(n.train_error)} <span class="hint">loss ${num(n.train_loss)}</span></dd>

@@ -14,7 +14,7 @@ const otherHyper = (n) => Object.entries(params(n)).filter(([k]) => !HYPER.some(
 const COLUMNS = [
   { key: "id", label: "id", value: (n) => n.id, num: true },
   { key: "name", label: "name", value: (n) => n.name.toLowerCase() },
-  { key: "architecture", label: "architecture", value: (n) => archText(n.architecture) },
+  { key: "architecture", label: "architecture", value: (n) => archText(n) },
   { key: "dataset", label: "data set", value: (n) => n.dataset },
   { key: "sampler", label: "sampler", value: (n) => samplerOf(n) },
   { key: "train_error", label: "train error", value: (n) => n.train_error, num: true },
@@ -49,7 +49,7 @@ function visibleRows() {
     (maxTest === null || Number.isNaN(maxTest) || (n.test_error !== null && n.test_error !== undefined && n.test_error <= maxTest + 1e-12)) &&
     (minEpochs === null || Number.isNaN(minEpochs) || (hyper(n, "epochs") ?? -1) >= minEpochs) &&
     (!ui.since || (n.created_at || "").slice(0, 10) >= ui.since) &&
-    (!q || [n.name, `#${n.id}`, archText(n.architecture), n.dataset, samplerOf(n), n.owner, ...(n.tags || [])].join(" ").toLowerCase().includes(q)));
+    (!q || [n.name, `#${n.id}`, archText(n), n.dataset, samplerOf(n), n.owner, ...(n.tags || [])].join(" ").toLowerCase().includes(q)));
   const sign = ui.dir === "desc" ? -1 : 1;
   return rows.sort((a, b) => {
     const va = col.value(a), vb = col.value(b);
@@ -78,7 +78,7 @@ function renderTable() {
       <td><input type="checkbox" name="choose" value="${n.id}" aria-label="choose ${esc(n.name)}" ${chosen ? "checked" : ""}></td>
       <td class="num">${n.id}</td>
       <td><a href="#/network?id=${n.id}" class="net-link">${esc(n.name)}</a>${n.visibility === "private" ? ` <span class="pill" title="visible to its owner only">private</span>` : ""}</td>
-      <td>${esc(archText(n.architecture))}</td><td>${esc(n.dataset)}</td><td>${esc(samplerOf(n))}</td>
+      <td>${esc(archText(n))}</td><td>${esc(n.dataset)}</td><td>${esc(samplerOf(n))}</td>
       <td class="num">${pct(n.train_error)}</td><td class="num">${pct(n.test_error)}</td>
       <td class="num" ${flat ? `title="σ = ${flat.sigma}"` : ""}>${flat ? pct(flat.delta) : "–"}</td>
       <td>${(n.tags || []).map((t) => `<span class="tag">${esc(t)}</span>`).join(" ")}</td>

@@ -1,0 +1,108 @@
+"""The upload pipeline: from a weights file and its JSON description to a stored network, in the order
+that reads and allocates least before a refusal.
+
+1. the description (``NetworkMeta``): names, tags, architecture, data set;
+2. the architecture and the data set normalised; the network's size from the spec alone (``meta`` device,
+   nothing allocated) against ``TOROID_MAX_PARAMETERS``;
+3. the file's tensor names and shapes, from its header, against the spec's (``nets.check_shapes``), before
+   any tensor is made; then the tensors (never unpickled: safetensors, or torch.save's zip read with
+   ``weights_only``), each checked for its dtype and finite values as the model loads them;
+4. the owner's storage quota, the weights file and the row (``networks.store_state``), committed;
+5. its evaluation queued (a worker measures its errors).
+
+Every refusal is a domain error (backend/errors.py) saying what is wrong; the routes only parse and answer.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import contextmanager
+from typing import Iterator
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from workers.landscape import data, nets
+
+from . import jobs, networks, store
+from .config import get_settings
+from .db import new_session
+from .errors import DomainError, Invalid
+from .models import Job, Network
+from .schemas import NetworkMeta
+from .writes import committed_rows
+
+log = logging.getLogger("toroid.api")
+
+
+def parse_meta(meta: str) -> NetworkMeta:
+    try:
+        return NetworkMeta.model_validate(json.loads(meta))
+    except json.JSONDecodeError as exc:
+        raise Invalid(f"'meta' is not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        raise Invalid("meta: " + "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'meta'}: {e['msg']}" for e in exc.errors())) from None
+
+
+@contextmanager
+def _in_words(prefix: str, *errors: type[Exception]) -> Iterator[None]:
+    """The science's and the store's ``errors`` raised inside, as ``Invalid`` with ``prefix`` before the message."""
+    try:
+        yield
+    except errors as exc:
+        raise Invalid(f"{prefix}{exc}") from None
+
+
+def store_upload(session: Session, user, meta: str, filename: str, blob: bytes) -> int:
+    """The stored network's id (committed, its evaluation queued). Also when the row was committed and
+    something failed after the commit: the upload is then answered as the success it was."""
+    with committed_rows(session, Network) as made, committed_rows(session, Job) as queued:
+        try:
+            return _parse_check_store(session, user, meta, filename, blob)
+        except DomainError:
+            raise
+        except Exception:
+            if not made:
+                raise
+            log.warning("network %s was committed, then its upload failed; answering with it", made[0], exc_info=True)
+    if not queued:  # its evaluate job, on a fresh connection
+        with new_session() as fresh:
+            jobs.submit(fresh, "evaluate", {"network": made[0]}, user=user, check_quota=False)
+    return made[0]
+
+
+def _parse_check_store(session: Session, user, meta: str, filename: str, blob: bytes) -> int:
+    info = parse_meta(meta)
+    with _in_words("architecture: ", nets.SpecError):
+        spec = nets.normalize_spec(info.architecture)
+    with _in_words("dataset: ", data.DatasetError):
+        options = data.normalize_options(info.dataset, info.dataset_options)
+        shape, n_classes = data.shape_of(info.dataset, options)
+    # the spec's size from the spec alone (nothing allocated), then the file's names and shapes against it
+    # from its header, before any real tensor or module is made
+    with _in_words("architecture: ", nets.SpecError):
+        nets.check_size(spec, shape, n_classes, get_settings().max_parameters)
+        expected = nets.meta_model(spec, shape, n_classes).state_dict()
+    expected_bytes = sum(t.numel() * t.element_size() for t in expected.values())
+    # a file may hold float64 where the model has float32: twice the bytes, plus the archive's own records
+    with _in_words("", store.UploadError, nets.WeightsError):
+        shapes = store.upload_shapes(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
+        nets.check_shapes({k: tuple(v.shape) for k, v in expected.items()}, shapes)
+        state = store.parse_upload(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
+    with _in_words("", nets.WeightsError), _in_words("architecture: ", nets.SpecError):  # (distinct classes)
+        model = nets.build(spec, shape, n_classes)
+        nets.load_weights(model, state)
+    try:  # a first look, before the file is written; create_network checks again, atomically
+        networks.check_quota(session, user.name, networks.state_bytes(model.state_dict()), user.max_stored_bytes)
+        net = networks.store_state(session, model.state_dict(), max_stored_bytes=user.max_stored_bytes, name=info.name,
+                                   owner=user.name, architecture=spec, dataset=info.dataset, dataset_options=options,
+                                   source={"kind": "uploaded", "filename": filename}, tags=info.tags,
+                                   visibility=info.visibility, n_params=nets.n_parameters(model), history=[])
+        session.commit()
+    except networks.QuotaError:
+        session.rollback()
+        raise
+    # Its train and test errors are measured by a worker, not in this request.
+    jobs.submit(session, "evaluate", {"network": net.id}, user=user, check_quota=False)
+    return net.id
