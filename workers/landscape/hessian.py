@@ -45,7 +45,7 @@ from torch.func import functional_call, grad, jvp
 
 from . import nets, symmetry
 from .data import Dataset
-from .groups import prepare, unit_groups
+from .groups import prepare
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -124,7 +124,7 @@ class _Flat:
 
 def _sphere_blocks(spec: dict[str, Any], state: State) -> list[tuple[list[str], torch.Tensor, int]]:
     """(writer tensor names, unit rows (C, D) of the sphere points, rows per channel: C or 1 for the output)."""
-    g = unit_groups(spec)
+    g = prepare(spec).groups
     blocks = [(seg.vectors(), symmetry.segment_rows(state, seg), 0) for seg in g.spheres()]
     if g.output is not None:
         blocks.append((g.output.vectors(), symmetry.segment_rows(state, g.output).reshape(1, -1), 1))
@@ -256,7 +256,7 @@ def hessian_result(spec: dict[str, Any], data: Dataset, state: State, k: int = D
 def tangent_dimension(spec: dict[str, Any], state: State) -> int:
     """Dimension of the tangent space: the parameters, less one per sphere (a BatchNorm gamma's sphere of one
     coordinate leaves none)."""
-    from .groups import tensors
-    g = unit_groups(spec)
+    net = prepare(spec)
+    g = net.groups
     spheres = sum(symmetry.segment_rows(state, seg).shape[0] for seg in g.spheres()) + (g.output is not None)
-    return sum(state[n].numel() for n in tensors(spec).parameters if n in state) - int(spheres)
+    return sum(state[n].numel() for n in net.tensors.parameters if n in state) - int(spheres)

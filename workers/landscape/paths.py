@@ -157,7 +157,7 @@ def _spheres(spec: dict[str, Any], state: State) -> Iterator[tuple[Any, torch.Te
 def off_sphere_weights(spec: dict[str, Any]) -> list[str]:
     """The weights on no sphere: incoming weights (and BatchNorm gammas) of the units whose scale is not a
     symmetry (those before a GELU). The canonical form leaves them as they are."""
-    return [w.vector for seg in unit_groups(spec).segments if not seg.scaled for w in seg.writers]
+    return [w.vector for seg in prepare(spec).groups.segments if not seg.scaled for w in seg.writers]
 
 
 def geodesic_distance(spec: dict[str, Any], state_a: State, state_b: State) -> float:
