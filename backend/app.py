@@ -130,7 +130,7 @@ def create_app(migrate: bool = True, require_auth: bool | None = None, reconcile
     @app.exception_handler(DomainError)
     async def domain_handler(_request: Request, exc: DomainError):
         # the one mapping of domain errors to HTTP (backend/errors.py): each class says its status
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+        return JSONResponse({"detail": exc.detail, **exc.more}, status_code=exc.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_handler(_request: Request, exc: StarletteHTTPException):

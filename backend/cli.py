@@ -249,8 +249,21 @@ def cmd_networks(args) -> int:
     return 0
 
 
+def estimate_line(e: dict) -> str:
+    """One line a person reads: "≈ 1.2 GFLOP, 34.5 MiB, ~3 s on the interactive queue"."""
+    secs = e.get("estimated_seconds")
+    when = f"~{secs:.3g} s" if secs is not None else "time unknown (no finished job measured yet)"
+    return (f"≈ {e['cost_flops'] / 1e9:.3g} GFLOP, {e['memory_bytes'] / 2**20:.1f} MiB, {when} "
+            f"on the {e['queue']} queue")
+
+
 def _run_job(args, kind: str, params: dict) -> int:
     client = _client(args)
+    if getattr(args, "dry_run", False):
+        e = client.estimate(kind, **params)
+        print(estimate_line(e))
+        _print(e)
+        return 0
     job = client.submit(kind, **params)
     if args.no_wait:
         _print(job)
@@ -343,7 +356,7 @@ def cmd_job(args) -> int:
     params = _json(opts.params, "the job's params") if opts.params else {}
     if not isinstance(params, dict):
         raise UsageError(f"the job's params must be a JSON object like '{{\"network\": 3}}', got {opts.params!r}")
-    skip = {"params", "url", "token", "no_wait", "quiet", "result_only"}
+    skip = {"params", "url", "token", "no_wait", "quiet", "result_only", "dry_run"}
     params.update({k: v for k, v in vars(opts).items() if k not in skip})
     while extra:  # --NAME VALUE pairs the registry does not list (a sampler's parameters); the service checks them
         name = extra.pop(0)
@@ -356,9 +369,19 @@ def cmd_job(args) -> int:
 def cmd_upload(args) -> int:
     if not os.path.isfile(args.file):
         raise UsageError(f"no such file: {args.file}")
+    rename = _json(args.rename, "--rename") if args.rename else None
+    if rename is not None and not (isinstance(rename, dict) and all(isinstance(v, str) for v in rename.values())):
+        raise UsageError('--rename must be a JSON object of substrings, e.g. {"shortcut.": "downsample."}')
+    options = _json(args.dataset_options, "--dataset-options") if args.dataset_options else None
+    if options is not None and not isinstance(options, dict):
+        raise UsageError('--dataset-options must be a JSON object, e.g. {"normalize": "none"}')
     net = _client(args).upload(args.file, name=args.name or os.path.basename(args.file),
                                architecture=_json(args.arch, "--arch"), dataset=args.dataset,
-                               tags=args.tag or [])
+                               tags=args.tag or [], rename=rename, dataset_options=options,
+                               accept_proposed=args.accept_proposed_names)
+    if args.accept_proposed_names and (net.get("source") or {}).get("renamed"):
+        renamed = net["source"]["renamed"]
+        print(f"renamed {len(renamed)} tensors as the service proposed", file=sys.stderr)
     _print(net)
     return 0
 
@@ -372,11 +395,13 @@ def cmd_reproduce(args) -> int:
             architecture = json.loads(args.architecture)
         except json.JSONDecodeError as exc:
             raise SystemExit(f"error: --architecture is not JSON ({exc.msg} at character {exc.pos})") from None
+        except RecursionError:
+            raise SystemExit("error: --architecture is JSON nested too deeply") from None
     try:
         summary = run(_client(args), scale=args.scale, out=args.out, seeds=args.seeds, architecture=architecture,
                       dataset=args.dataset)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise SystemExit(f"error: {exc if isinstance(exc, ValueError) else 'the architecture is nested too deeply'}") from None
     print(f"report: {summary['report']}\nsummary: {summary['summary']}")
     return 0
 
@@ -489,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset", default="digits")
     c.add_argument("--name", default=None)
     c.add_argument("--tag", action="append")
+    c.add_argument("--dataset-options", default=None, help='the data set\'s options as JSON, e.g. {"normalize": "none"}')
+    c.add_argument("--rename", default=None, help='substrings to replace in the file\'s tensor names, as JSON: '
+                   '{"shortcut.": "downsample.", "linear.": "fc."}')
+    c.add_argument("--accept-proposed-names", action="store_true",
+                   help="if the names do not fit but the shapes do, one to one in order, upload with the names the "
+                        "service proposes")
     c = client_parser("jobs", "list recent jobs (newest first)", cmd_jobs)
     c.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"], default=None)
     c.add_argument("--kind", default=None)
@@ -504,6 +535,8 @@ def _client_options(c: argparse.ArgumentParser, job: bool = False) -> None:
     c.add_argument("--token", default=None, help="API token (default $TOROID_TOKEN)")
     if job:
         c.add_argument("--no-wait", action="store_true", help="print the queued job and return")
+        c.add_argument("--dry-run", action="store_true",
+                       help="print what the job would cost (FLOPs, memory, seconds) and submit nothing")
         c.add_argument("--quiet", action="store_true", help="no progress bar")
         c.add_argument("--result-only", action="store_true",
                        help="print only the result (a train's without its curve: the network has it)")

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     # A connection must send each request's line and headers within this many seconds of opening or
     # of the previous response (backend/protocol.py; 0: no limit), else 408 and closed.
     header_timeout: float = 20.0
+    # Largest request head (request line and headers together), in bytes, counted as they arrive
+    # before the HTTP parser buffers them (backend/protocol.py): 431 and closed above it.
+    max_header_bytes: int = 64 * 1024
+    # A response whose bytes the client does not take for this many seconds (the send buffer stays
+    # full) is dropped and its connection closed (backend/protocol.py; 0: no limit).
+    write_timeout: float = 30.0
     # Largest network (parameters) an upload or a train job may declare; VGG16 and ResNet-50 fit.
     max_parameters: int = 150_000_000
     # A Prometheus scraper's token for /metrics when authentication is on (an admin's token works too).
@@ -49,9 +55,14 @@ class Settings(BaseSettings):
     # Per-user limits (an admin may set others per user): unfinished jobs, stored weight bytes.
     max_running_jobs: int = 20
     max_stored_bytes: int = 20 * 1024**3
-    # Largest accepted cost estimate of one job (workers/landscape/kinds.py: samples x parameters x
-    # evaluations, training x 3 per epoch); about VGG16 trained 300 epochs on CIFAR-10 fits.
-    max_job_cost: float = 2e15
+    # Largest accepted cost estimate of one job, in FLOPs (workers/landscape/kinds.py: evaluations x samples
+    # x forward FLOPs per sample, training x 3 per epoch); VGG16 trained 300 epochs on CIFAR-10 (2.8e16) fits.
+    max_job_cost: float = 1e17
+    # Largest activation memory of one sample in a training step, in bytes (uploads and train jobs; 400 above).
+    max_activation_bytes: int = 32 * 1024**2
+    # Memory of one worker process in bytes, its own baseline included: every job's chunks are sized to it,
+    # and a job that cannot fit one sample is refused at submission (0: a quarter of the machine's memory).
+    worker_memory: int = 0
     # A running job whose worker has not been heard from for this long is handed to another worker.
     heartbeat_timeout: float = 60.0
     # Queued jobs are sent to the broker again after this long (a wiped broker loses nothing).

@@ -18,11 +18,29 @@ class DomainError(ValueError):
     def detail(self) -> str:
         return str(self)
 
+    @property
+    def more(self) -> dict:
+        """Further fields of the answer beside ``detail`` (none but for ``ProposedNames``)."""
+        return {}
+
 
 class Invalid(DomainError):
     """Bad input: a value out of bounds, a file that does not fit its architecture (400)."""
 
     status = 400
+
+
+class ProposedNames(Invalid):
+    """An upload whose tensor names do not fit its architecture while its shapes do, one to one in order: the
+    answer carries the mapping that would fit as ``proposed`` (backend/names.py), for the caller to send back."""
+
+    def __init__(self, message: str, proposed: dict):
+        super().__init__(message)
+        self.proposed = proposed
+
+    @property
+    def more(self) -> dict:
+        return {"proposed": self.proposed}
 
 
 class Forbidden(DomainError):

@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import time
+from urllib.parse import parse_qs
 
 from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException
@@ -52,10 +53,19 @@ def _stored_bytes(conn: Connection, owner: str) -> int:
     return networks.stored_bytes(conn, owner)
 
 
-async def _quota_refusal(method: str, path: str, user: Principal) -> tuple[int, str] | None:
-    """The caller's quota, decided before its body is read (the route checks again when it writes)."""
+def _dry_run(scope) -> bool:
+    """A job's dry run creates nothing, so no quota is looked at (the route validates and estimates only)."""
+    if scope["path"].rstrip("/") != "/api/jobs":
+        return False
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return any(v.lower() in ("true", "1", "yes", "on") for v in query.get("dry_run", []))
+
+
+async def _quota_refusal(method: str, path: str, user: Principal, unfinished: int | None = None) -> tuple[int, str] | None:
+    """The caller's quota, decided before its body is read (the route checks again when it writes);
+    ``unfinished``: the caller's unfinished jobs when authentication already counted them."""
     if method == "POST" and path == "/api/jobs":
-        n = await read(_unfinished_jobs, user.name)
+        n = unfinished if unfinished is not None else await read(_unfinished_jobs, user.name)
         if n >= user.max_running_jobs:
             return 429, (f"{user.name} has {n} unfinished jobs, the limit is {user.max_running_jobs}; wait for "
                          "some to end or cancel them")
@@ -130,13 +140,16 @@ class Guard:
                 if length and (not length.isdigit() or int(length) > limit):
                     refusal = 413, f"request body larger than the limit of {limit} bytes"
                 elif path.startswith("/api/"):
+                    counted = {} if method == "POST" and path == "/api/jobs" else None  # one read for both
                     try:
-                        user = await authenticate(scope["app"], headers.get(b"authorization", b"").decode("latin-1"))
+                        user = await authenticate(scope["app"], headers.get(b"authorization", b"").decode("latin-1"),
+                                                  counted)
                     except HTTPException as exc:
                         refusal = exc.status_code, exc.detail
                     else:
                         scope.setdefault("state", {})[PRINCIPAL] = user
-                        refusal = await _quota_refusal(method, path, user)
+                        refusal = None if _dry_run(scope) else await _quota_refusal(
+                            method, path, user, (counted or {}).get("count"))
                 if refusal is None:
                     receive = _counted(receive, limit, settings.body_stall_timeout, settings.body_timeout)
             if refusal is not None:

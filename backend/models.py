@@ -88,7 +88,7 @@ class Job(Base):
     fanout: Mapped[int] = mapped_column(Integer, default=0)  # chunks in flight on several workers (0: none)
     # an equal job queued or running when this one was submitted: this one waits for its answer
     attached_to: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
-    cost: Mapped[float | None] = mapped_column(Float, nullable=True)  # kinds' estimate (sample-parameter products)
+    cost: Mapped[float | None] = mapped_column(Float, nullable=True)  # kinds' estimate, in FLOPs
 
 
 class Result(Base):
@@ -110,9 +110,21 @@ class TableVersion(Base):
     version: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class NetworkSource(Base):
+    """A network made from others (a canonical form, a bend's midpoint: ``source["from"]``) and each of
+    the networks it came from, directly or through others (migration 0009). Reading it requires reading
+    every one of them; making one private makes it private too."""
+
+    __tablename__ = "network_sources"
+
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True)
+    source_id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
+
+
 class IdempotentRequest(Base):
-    """A write sent with an ``Idempotency-Key`` header (migration 0005): a repeat with the same key from the
-    same user is answered with ``response`` (while ``status_code`` is None the first is still at work)."""
+    """A write sent with an ``Idempotency-Key`` header (migrations 0005, 0008): a repeat with the same key
+    from the same user is answered with ``status_code`` and the job or network ``resource_id``, read again
+    (while ``status_code`` is None the first is still at work). The answer itself is never stored."""
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("owner", "key", name="uq_idempotency_owner_key"),)
@@ -122,5 +134,5 @@ class IdempotentRequest(Base):
     key: Mapped[str] = mapped_column(String(200))
     fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the method, path and body
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    response: Mapped[str | None] = mapped_column(Text, nullable=True)
+    resource_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

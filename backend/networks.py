@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from . import store
 from .config import get_settings
 from .db import lock
 from .errors import Conflict, Forbidden, NotFound, TooLarge
-from .models import Job, Network, User
+from .models import Job, Network, NetworkSource, User
+from .visibility import unreadable_networks
 
 ERROR_FIELDS = ("train_error", "test_error", "train_loss", "test_loss")
 
@@ -54,10 +55,30 @@ def create_network(session: Session, max_stored_bytes: int | None = None, size: 
         if h and session.scalar(select(Network.id).where(Network.weights_hash == h).limit(1)) is None:
             store.remove(h)
         raise
+    sources = source_ids(fields.get("source"))
+    if sources:  # every network it came from, through others too; private when one of them is
+        sources |= set(session.scalars(select(NetworkSource.source_id).where(NetworkSource.network_id.in_(sources))))
+        if session.scalar(select(func.count(Network.id)).where(Network.id.in_(sources), Network.visibility == "private")):
+            fields = {**fields, "visibility": "private"}
     net = Network(**fields)
     session.add(net)
     session.flush()
+    session.add_all(NetworkSource(network_id=net.id, source_id=i) for i in sorted(sources))
     return net
+
+
+def source_ids(source: Any) -> set[int]:
+    """The networks a network was made from, as its ``source`` records them (``"from"``: an id or ids)."""
+    made_from = (source or {}).get("from") if isinstance(source, dict) else None
+    ids = made_from if isinstance(made_from, list) else [made_from]
+    return {i for i in ids if isinstance(i, int) and not isinstance(i, bool)}
+
+
+def make_derived_private(session: Session, network_id: int) -> None:
+    """``network_id`` became private: so does every network made from it (directly or through others)."""
+    derived = select(NetworkSource.network_id).where(NetworkSource.source_id == network_id).scalar_subquery()
+    session.execute(update(Network).where(Network.id.in_(derived), Network.visibility != "private")
+                    .values(visibility="private"), execution_options={"synchronize_session": False})
 
 
 def store_state(session: Session, state: dict[str, torch.Tensor], **fields: Any) -> Network:
@@ -83,7 +104,8 @@ def fill_errors(session: Session, network_id: int, result: dict[str, Any]) -> No
 def readable(session: Session, network_id: int, user, write: bool = False) -> Network:
     """The network ``user`` may read (and, with ``write``, change); NotFound / Forbidden otherwise."""
     net = session.get(Network, network_id)
-    if net is None or not user.can_read(net):
+    # a private network of someone else does not exist for you, nor one made from it
+    if net is None or not user.can_read(net) or network_id in unreadable_networks(session.connection(), user, [network_id]):
         raise NotFound(f"network {network_id} does not exist")
     if write and not user.can_write(net):
         raise Forbidden(f"network {network_id} belongs to {net.owner}; only its owner or an admin may change it")

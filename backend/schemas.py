@@ -1,7 +1,7 @@
 """Request and response bodies of the REST API (pydantic), shared by the routes."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from functools import lru_cache
@@ -76,8 +76,16 @@ def filter_query(description: str | None = None, max_length: int = 200) -> Any:
     return Annotated[str | None, Query(max_length=max_length, description=description), AfterValidator(_no_nul_or_none)]
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """Times are UTC: SQLite gives them back without a zone, PostgreSQL and a fresh row with one."""
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+UTCTime = Annotated[datetime, AfterValidator(_utc)]
+
 Name = text(200, 1)
 Tag = text(100, 1)
+TensorName = text(1000)
 JSONObject = Annotated[dict[str, Any], AfterValidator(bounded_json)]
 
 
@@ -91,6 +99,10 @@ class NetworkMeta(BaseModel):
     dataset_options: JSONObject = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     visibility: Literal["private", "lab"] = "lab"
+    keys: dict[TensorName, TensorName] = Field(default_factory=dict, max_length=10000,
+                                               description="exact tensor names of the file -> the architecture's")
+    rename: dict[TensorName, TensorName] = Field(default_factory=dict, max_length=100,
+                                                 description="substrings replaced in every tensor name, in order")
 
 
 class NetworkPatch(BaseModel):
@@ -98,7 +110,7 @@ class NetworkPatch(BaseModel):
     name: Name | None = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
     visibility: Literal["private", "lab"] | None = None
-    note: str | None = Field(default=None, max_length=4000)
+    note: text(4000) | None = None
 
 
 class NetworkSummary(BaseModel):
@@ -120,7 +132,7 @@ class NetworkSummary(BaseModel):
     test_loss: float | None
     weights_hash: str
     n_params: int
-    created_at: datetime
+    created_at: UTCTime
 
     @computed_field
     @property
@@ -155,11 +167,11 @@ class JobOut(BaseModel):
     cached_from: int | None
     result_id: int | None
     result: dict[str, Any] | None = None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UTCTime
+    started_at: UTCTime | None
+    finished_at: UTCTime | None
     queue: str | None = None  # "interactive" or "batch"
-    cost: float | None = None  # the kind's estimate (sample-parameter products)
+    cost: float | None = None  # the kind's estimate, in FLOPs
     queue_position: int | None = None  # while queued: 1 = the next job of its queue to start
     starts_in_seconds: float | None = None  # while queued: when it should start (its queue's running jobs' ETAs
     # and the costs of the jobs before it; None while its queue has no job running, or a duration is unknown)
@@ -177,7 +189,7 @@ class ResultOut(BaseModel):
     id: int
     kind: str
     data: dict[str, Any]
-    created_at: datetime
+    created_at: UTCTime
 
 
 @lru_cache

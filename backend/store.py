@@ -93,6 +93,9 @@ def _kind(filename: str) -> str:
     raise UploadError(f"unsupported weights file {filename!r}: use .safetensors, or a .pt/.pth state_dict")
 
 
+ORDER_KEY = "toroid.order"  # safetensors metadata: a JSON list of the tensors' names in their state_dict's order
+
+
 def _safetensors_shapes(data: bytes) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes from a safetensors header (8 bytes of length, then JSON), checked against
     the file's size; no tensor is made."""
@@ -105,6 +108,8 @@ def _safetensors_shapes(data: bytes) -> dict[str, tuple[int, ...]]:
         header = json.loads(data[8:8 + n])
     except (ValueError, UnicodeDecodeError):
         raise UploadError("not a valid safetensors file (its header is not JSON)") from None
+    except RecursionError:
+        raise UploadError("not a valid safetensors file (its header's JSON is nested too deeply)") from None
     if not isinstance(header, dict):
         raise UploadError("not a valid safetensors file (its header is not a JSON object)")
     shapes, body = {}, len(data) - 8 - n
@@ -120,6 +125,14 @@ def _safetensors_shapes(data: bytes) -> dict[str, tuple[int, ...]]:
         if any(d < 0 for d in shape) or not 0 <= begin <= end <= body or end - begin != size * math.prod(shape):
             raise UploadError(f"not a valid safetensors file (tensor {name[:100]!r} does not fit the file)")
         shapes[name] = shape
+    meta = header.get("__metadata__")
+    if isinstance(meta, dict) and isinstance(meta.get(ORDER_KEY), str):  # the writer's order (the Python client's)
+        try:
+            order = json.loads(meta[ORDER_KEY])
+        except ValueError:
+            order = None
+        if isinstance(order, list) and sorted(map(str, order)) == sorted(shapes) and len(order) == len(shapes):
+            shapes = {name: shapes[name] for name in order}
     return shapes
 
 

@@ -4,8 +4,9 @@ that reads and allocates least before a refusal.
 1. the description (``NetworkMeta``): names, tags, architecture, data set;
 2. the architecture and the data set normalised; the network's size from the spec alone (``meta`` device,
    nothing allocated) against ``TOROID_MAX_PARAMETERS``;
-3. the file's tensor names and shapes, from its header, against the spec's (``nets.check_shapes``), before
-   any tensor is made; then the tensors (never unpickled: safetensors, or torch.save's zip read with
+3. the file's tensor names and shapes, from its header, renamed by the caller's maps (backend/names.py), against
+   the spec's (``nets.check_shapes``; names that do not fit while the shapes do, in order, get a proposed
+   mapping), before any tensor is made; then the tensors (never unpickled: safetensors, or torch.save's zip read with
    ``weights_only``), each checked for its dtype and finite values as the model loads them;
 4. the owner's storage quota, the weights file and the row (``networks.store_state``), committed;
 5. its evaluation queued (a worker measures its errors).
@@ -24,10 +25,10 @@ from sqlalchemy.orm import Session
 
 from workers.landscape import data, nets
 
-from . import jobs, networks, store
+from . import jobs, names, networks, store
 from .config import get_settings
 from .db import new_session
-from .errors import DomainError, Invalid
+from .errors import DomainError, Invalid, ProposedNames
 from .models import Job, Network
 from .schemas import NetworkMeta
 from .writes import committed_rows
@@ -40,6 +41,8 @@ def parse_meta(meta: str) -> NetworkMeta:
         return NetworkMeta.model_validate(json.loads(meta))
     except json.JSONDecodeError as exc:
         raise Invalid(f"'meta' is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Invalid("'meta' is JSON nested too deeply") from None
     except ValidationError as exc:
         raise Invalid("meta: " + "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'meta'}: {e['msg']}" for e in exc.errors())) from None
@@ -82,22 +85,38 @@ def _parse_check_store(session: Session, user, meta: str, filename: str, blob: b
     # the spec's size from the spec alone (nothing allocated), then the file's names and shapes against it
     # from its header, before any real tensor or module is made
     with _in_words("architecture: ", nets.SpecError):
-        nets.check_size(spec, shape, n_classes, get_settings().max_parameters)
+        nets.check_size(spec, shape, n_classes, get_settings().max_parameters, get_settings().max_activation_bytes)
         expected = nets.meta_model(spec, shape, n_classes).state_dict()
     expected_bytes = sum(t.numel() * t.element_size() for t in expected.values())
     # a file may hold float64 where the model has float32: twice the bytes, plus the archive's own records
-    with _in_words("", store.UploadError, nets.WeightsError):
+    with _in_words("", store.UploadError), _in_words("rename: ", names.NamesError):
         shapes = store.upload_shapes(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
+        mapping = names.renamed(list(shapes), info.keys, info.rename)  # the caller's own rename maps, if any
+    original, shapes = list(shapes.items()), {mapping[k]: v for k, v in shapes.items()}
+    try:
         nets.check_shapes({k: tuple(v.shape) for k, v in expected.items()}, shapes)
+    except nets.WeightsError as exc:  # names that do not fit: a mapping of the file's own names is proposed when
+        # the shapes fit in order (it replaces any rename map sent); never applied unasked
+        proposal = names.propose(original, [(k, tuple(t.shape)) for k, t in expected.items()])
+        if proposal is None:
+            raise Invalid(str(exc)) from None
+        raise ProposedNames(f"{exc}; the file's tensors have the architecture's shapes one to one in order, so these "
+                            f"names are proposed (also in the answer's 'proposed'): send {json.dumps(proposal)[:2000]} "
+                            "in meta to accept them (client: accept_proposed=True; CLI: --accept-proposed-names)",
+                            proposal) from None
+    with _in_words("", store.UploadError):
         state = store.parse_upload(filename, blob, max_bytes=2 * expected_bytes + 64 * 1024)
+    state = {mapping.get(k, k): v for k, v in state.items()}
     with _in_words("", nets.WeightsError), _in_words("architecture: ", nets.SpecError):  # (distinct classes)
         model = nets.build(spec, shape, n_classes)
         nets.load_weights(model, state)
     try:  # a first look, before the file is written; create_network checks again, atomically
         networks.check_quota(session, user.name, networks.state_bytes(model.state_dict()), user.max_stored_bytes)
+        source = {"kind": "uploaded", "filename": filename,
+                  **({"renamed": {k: v for k, v in mapping.items() if k != v}} if info.keys or info.rename else {})}
         net = networks.store_state(session, model.state_dict(), max_stored_bytes=user.max_stored_bytes, name=info.name,
                                    owner=user.name, architecture=spec, dataset=info.dataset, dataset_options=options,
-                                   source={"kind": "uploaded", "filename": filename}, tags=info.tags,
+                                   source=source, tags=info.tags,
                                    visibility=info.visibility, n_params=nets.n_parameters(model), history=[])
         session.commit()
     except networks.QuotaError:

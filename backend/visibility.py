@@ -1,6 +1,7 @@
 """Who may read a job or a result: the one home of the visibility rule.
 
-A network is readable by everyone (``lab``) or by its owner and admins (``private``). A job is readable
+A network is readable by everyone (``lab``) or by its owner and admins (``private``), and a network made
+from others (a canonical form, a bend's midpoint) only by who may read every one of them. A job is readable
 when its own visibility allows it *and* every network it names is readable: its inputs and the networks
 its result names (``kinds.result_networks``: a train's network, a canonical form, a bend's midpoint).
 A result is readable through any readable job that produced or reused it, unless a network the result
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Connection
 from workers.landscape.kinds import result_networks
 
 from .auth import Principal
-from .models import Network
+from .models import Network, NetworkSource
 
 NETWORKS = Network.__table__
 
@@ -27,7 +28,8 @@ def _ids(ids: Iterable[Any]) -> list[int]:
 
 
 def unreadable_networks(conn: Connection, user: Principal, ids: Iterable[Any] | None = None) -> set[int]:
-    """Ids (among ``ids``; all when None) of networks ``user`` may not read: others' private ones."""
+    """Ids (among ``ids``; all when None) of networks ``user`` may not read: others' private ones, and
+    networks made from one of them (``hidden_by_sources``); one query."""
     if user.is_admin:
         return set()
     stmt = select(NETWORKS.c.id).where(NETWORKS.c.visibility == "private", NETWORKS.c.owner != user.name)
@@ -36,7 +38,30 @@ def unreadable_networks(conn: Connection, user: Principal, ids: Iterable[Any] | 
         if not wanted:
             return set()
         stmt = stmt.where(NETWORKS.c.id.in_(wanted))
+    return set(conn.scalars(stmt.union(hidden_by_sources(conn, user, ids, query=True))))
+
+
+def hidden_by_sources(conn, user: Principal, ids=None, query: bool = False):
+    """Ids (among ``ids``; all when None) of networks made from a network ``user`` may not read (someone
+    else's private one; network_sources records every network each was made from, through others too):
+    they are as unreadable as it. ``query``: the SELECT, to join into another."""
+    ns, n = NetworkSource.__table__, Network.__table__.alias("source_network")  # (not an outer query's)
+    stmt = select(ns.c.network_id).join(n, n.c.id == ns.c.source_id).where(n.c.visibility == "private",
+                                                                             n.c.owner != user.name)
+    if ids is not None:
+        stmt = stmt.where(ns.c.network_id.in_(_ids(ids)))
+    if query:
+        return stmt
+    if user.is_admin or (ids is not None and not _ids(ids)):
+        return set()
     return set(conn.scalars(stmt))
+
+
+def source_hidden(network_id, user: Principal):
+    """A SQL condition: the network ``network_id`` (a column or an id) was made from one ``user`` may not read."""
+    ns, n = NetworkSource.__table__, Network.__table__.alias("source_network")
+    return select(ns.c.network_id).join(n, n.c.id == ns.c.source_id).where(
+        ns.c.network_id == network_id, n.c.visibility == "private", n.c.owner != user.name).exists()
 
 
 def missing_or_unreadable(conn: Connection, user: Principal, ids: Iterable[Any]) -> set[int]:

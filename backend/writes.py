@@ -2,11 +2,13 @@
 
 - ``Idempotency-Key``: POST /api/jobs and POST /api/networks sent with this header (1-200 printable
   ASCII characters, e.g. a UUID, one per logical call and the same on its retries) are done once per user
-  and key: a repeat is answered with the first answer (the same status and body, and the header
-  ``Idempotent-Replayed: true``); a repeat whose body differs is a 409, and one that arrives while the
-  first is still at work waits for it (up to ``WAIT`` seconds, then 409: retry). A first attempt that failed
-  with an error leaves nothing behind: its key may be used again. Keys are kept ``TOROID_IDEMPOTENCY_TTL``
-  seconds.
+  and key: a repeat is answered with what the first made (the same status, the job or network as it is
+  now, read again through the visibility rules: one the caller may no longer read is a 404, and the
+  header ``Idempotent-Replayed: true``); only the id of what was made is stored, never the answer. A
+  repeat whose body differs is a 409, and one that arrives while the first is still at work waits for it
+  (up to ``WAIT`` seconds, then 409: retry). A first attempt that failed with an error leaves nothing
+  behind: its key may be used again. Keys are kept ``TOROID_IDEMPOTENCY_TTL`` seconds (expired ones of
+  every user are deleted as new keys come).
 - ``write``: a route's write in one worker thread and session, like ``db.in_session``, run once more on a
   fresh connection when the database had dropped the connection before anything was committed (a
   restarted PostgreSQL): nothing was applied, so repeating it is safe.
@@ -81,11 +83,10 @@ def fingerprint(*parts: bytes | str) -> str:
 
 
 def _claim(db: Session, owner: str, key: str, fp: str):
-    """CLAIMED (this request is the first), BUSY (the first is at work), or the first's (status, body)."""
+    """CLAIMED (this request is the first), BUSY (the first is at work), or the first's (status, id made)."""
     now = utcnow()
     ttl = get_settings().idempotency_ttl
-    db.execute(delete(IdempotentRequest).where(IdempotentRequest.owner == owner,
-                                               IdempotentRequest.created_at < now - timedelta(seconds=ttl)))
+    db.execute(delete(IdempotentRequest).where(IdempotentRequest.created_at < now - timedelta(seconds=ttl)))
     db.add(IdempotentRequest(owner=owner, key=key, fingerprint=fp, created_at=now))
     try:
         db.commit()
@@ -99,7 +100,7 @@ def _claim(db: Session, owner: str, key: str, fp: str):
         raise HTTPException(409, f"the Idempotency-Key {key!r} was used before for a different request; "
                                  "use a new key for each logical request")
     if first.status_code is not None:
-        return first.status_code, first.response
+        return first.status_code, first.resource_id
     created = first.created_at if first.created_at.tzinfo else first.created_at.replace(tzinfo=now.tzinfo)
     if (now - created).total_seconds() > STALE:  # its process died: this request takes it over
         taken = db.execute(update(IdempotentRequest).where(IdempotentRequest.id == first.id,
@@ -112,9 +113,9 @@ def _claim(db: Session, owner: str, key: str, fp: str):
     return BUSY
 
 
-def _finish(db: Session, owner: str, key: str, status: int, body: bytes) -> None:
+def _finish(db: Session, owner: str, key: str, status: int, resource_id: int | None) -> None:
     db.execute(update(IdempotentRequest).where(IdempotentRequest.owner == owner, IdempotentRequest.key == key)
-               .values(status_code=status, response=body.decode()))
+               .values(status_code=status, resource_id=resource_id))
     db.commit()
 
 
@@ -125,28 +126,32 @@ def _release(db: Session, owner: str, key: str) -> None:
 
 
 async def idempotent(request: Request, owner: str, key: str | None, fp: str,
-                     work: Callable[[], Awaitable[Response]]) -> Response:
-    """``work()``'s answer, done once per (owner, key): see the module's docstring."""
+                     work: Callable[[], Awaitable[tuple[Response, int]]],
+                     replay: Callable[[int, int], Awaitable[Response]]) -> Response:
+    """``work()``'s answer, done once per (owner, key): see the module's docstring. ``work`` answers with
+    the response and the id of what it made; ``replay(status, id)`` answers a repeat from that id (read
+    again, as the caller may read it now)."""
     if key is None:
-        return await work()
+        return (await work())[0]
     deadline = time.monotonic() + WAIT
     while True:
         got = await write(_claim, owner, key, fp)
         if got == CLAIMED:
             break
         if isinstance(got, tuple):
-            return Response(got[1], status_code=got[0], media_type="application/json",
-                            headers={"Idempotent-Replayed": "true"})
+            response = await replay(*got)
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
         if time.monotonic() > deadline:
             raise HTTPException(409, f"a request with the Idempotency-Key {key!r} is still being processed; "
                                      "retry in a moment with the same key")
         await asyncio.sleep(0.2)
     try:
-        response = await work()
+        response, made = await work()
     except BaseException:
         await write(_release, owner, key)
         raise
-    await write(_finish, owner, key, response.status_code, bytes(response.body))
+    await write(_finish, owner, key, response.status_code, made)
     return response
 
 

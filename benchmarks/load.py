@@ -78,9 +78,11 @@ def seed(url: str, n_networks: int, token: str | None = None) -> dict:
     return {"ids": ids, "result_id": job["result_id"], "path": {"a": ids[0], "b": ids[1], "points": 5}}
 
 
-async def client_loop(url: str, ctx: dict, until: float, samples: dict, errors: list, k: int) -> None:
+async def client_loop(url: str, ctx: dict, until: float, samples: dict, errors: list, k: int,
+                      token: str | None = None) -> None:
     ops = operations(ctx)
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as http:
         i = k
         while time.monotonic() < until:
             name, method, path, body = ops[i % len(ops)]
@@ -207,7 +209,7 @@ def main() -> int:
 
         async def run_all():
             until = time.monotonic() + args.seconds
-            await asyncio.gather(*(client_loop(url, ctx, until, samples, errors, k) for k in range(args.clients)))
+            await asyncio.gather(*(client_loop(url, ctx, until, samples, errors, k, token) for k in range(args.clients)))
 
         asyncio.run(run_all())
         elapsed = time.monotonic() - t0

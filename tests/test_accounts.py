@@ -1,6 +1,7 @@
 """Accounts on a shared server: tokens, isolation between users, quotas, authentication off loopback."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -184,3 +185,59 @@ def test_who_am_i_and_stale_tokens_on_an_open_server(lab, api):
     assert api.get("/api/me", headers={"Authorization": "Bearer stale"}).json()["name"] == "local"
     # a valid token still names its user there
     assert api.get("/api/me", headers=h["bob"]).json()["name"] == "bob"
+
+
+def test_networks_made_from_a_network_follow_it_when_it_becomes_private(stack):
+    """Before: a canonical form or a bend's midpoint made (by anyone) from a lab network stayed lab-visible,
+    weights and all, after the network's owner made it private. Now a network made from others records them
+    (network_sources): making one private makes what was made from it private too, and reading a network
+    made from others requires reading them (its maker loses it as well; the admin keeps it)."""
+    stack.activate()
+    client = TestClient(create_app(require_auth=True, reconcile=False))
+    with new_session() as s:
+        tokens = {n: auth.create_user(s, f"{n}{stack.name}", n == "root")[1] for n in ("erin", "frank", "gina", "root")}
+    erin, frank, gina, root = ({"Authorization": f"Bearer {tokens[n]}"} for n in ("erin", "frank", "gina", "root"))
+    def upload(headers, name, seed):
+        r = client.post("/api/networks", headers=headers, files={"file": ("w.safetensors", _blob(seed))},
+                        data={"meta": json.dumps({"name": name, "architecture": {"kind": "mlp", "hidden": [16]}})})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    a, b = upload(erin, "erin-a", 41), upload(frank, "frank-b", 42)
+
+    def run(headers, kind, params):
+        job = client.post("/api/jobs", headers=headers, json={"kind": kind, "params": params})
+        assert job.status_code == 202, job.text
+        deadline = time.monotonic() + 180
+        while (j := client.get(f"/api/jobs/{job.json()['id']}", headers=headers).json())["status"] not in (
+                "succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert j["status"] == "succeeded", j
+        return j["result"]
+
+    canonical = run(frank, "canonicalize", {"network": a["id"]})["network_id"]
+    midpoint = run(frank, "path", {"a": a["id"], "b": b["id"], "type": "bend", "points": 3, "epochs": 1})["midpoint_network_id"]
+    again = run(frank, "canonicalize", {"network": canonical})["network_id"]  # made from A through another
+    derived = (canonical, midpoint, again)
+    for n in derived:
+        net = client.get(f"/api/networks/{n}", headers=gina).json()
+        assert net["owner"] == f"frank{stack.name}" and net["visibility"] == "lab"
+        assert client.get(f"/api/networks/{n}/weights", headers=gina).status_code == 200
+    assert client.patch(f"/api/networks/{a['id']}", headers=erin, json={"visibility": "private"}).status_code == 200
+    listed = {n["id"] for n in client.get("/api/networks", headers=gina, params={"limit": 5000}).json()}
+    mine = {n["id"] for n in client.get("/api/networks", headers=frank, params={"limit": 5000}).json()}
+    for n in derived:
+        assert client.get(f"/api/networks/{n}", headers=root).json()["visibility"] == "private"
+        for who in (gina, frank):  # another lab member, and the one who made it
+            got = client.get(f"/api/networks/{n}", headers=who)
+            assert got.status_code == 404, got.text
+            assert client.get(f"/api/networks/{n}/weights", headers=who).status_code == 404
+            r = client.post("/api/jobs", headers=who, json={"kind": "flatness", "params": {"network": n}})
+            assert r.status_code == 404, r.text
+        assert n not in listed and n not in mine
+        assert client.get(f"/api/networks/{n}/weights", headers=root).status_code == 200
+    assert client.get(f"/api/networks/{b['id']}", headers=gina).status_code == 200  # the other source is untouched
+    # a network made from a private one afterwards is private from the start
+    later = run(erin, "canonicalize", {"network": a["id"]})["network_id"]
+    assert client.get(f"/api/networks/{later}", headers=gina).status_code == 404

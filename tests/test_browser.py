@@ -216,7 +216,14 @@ def test_plot_data_downloads_as_csv(server, page):
     result = path_result(client, page, "linear")["result"]
     with page.expect_download() as info:
         page.click("[data-exports-for='path-plot'] a:text('CSV')")
-    rows = list(csv.DictReader(io.StringIO(read_download(info.value))))
+    every = list(csv.DictReader(io.StringIO(read_download(info.value))))
+    rows = [r for r in every if r["type"] == "linear"]
+    stored = {r["type"][0]: r for r in every if "as stored" in r["type"]}  # the networks themselves, beside the path
+    assert set(stored) == {"A", "B"} and len(every) == len(rows) + 2
+    for end in "ab":
+        assert float(stored[end.upper()]["train_error"]) == pytest.approx(result["ends"][end]["train_error"])
+        assert float(stored[end.upper()]["test_error"]) == pytest.approx(result["ends"][end]["test_error"])
+    assert pct(result["ends"]["a"]["train_error"]) in page.inner_text("#path-ends")
     assert [float(r["t"]) for r in rows] == pytest.approx(result["t"])
     assert [float(r["train_error"]) for r in rows] == pytest.approx(result["train_error"])
     assert [float(r["test_error"]) for r in rows] == pytest.approx(result["test_error"])

@@ -204,3 +204,17 @@ def test_path_takes_the_kinds_other_parameters(server, tmp_path):
     assert out.returncode == 2 and "--NAME VALUE" in out.stderr
     out = toroid(server, "networks", "--colour", "red")
     assert out.returncode == 2 and "unrecognized arguments" in out.stderr
+
+
+def test_job_dry_run_from_the_shell(server, tmp_path):
+    """`toroid job KIND ... --dry-run` prints the estimate (FLOPs, memory, seconds) and submits nothing."""
+    (net,) = upload_randoms(server, tmp_path, {"kind": "mlp", "hidden": [16]}, (41,))
+    before = json.loads(toroid(server, "jobs", "--json").stdout)
+    out = toroid(server, "job", "flatness", "--network", str(net), "--draws", "4", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    first, rest = out.stdout.split("\n", 1)
+    assert first.startswith("≈ ") and "GFLOP" in first and "MiB" in first and "interactive queue" in first
+    e = json.loads(rest)
+    assert e["dry_run"] is True and e["params"]["draws"] == 4 and e["cost_flops"] > 0
+    after = json.loads(toroid(server, "jobs", "--json").stdout)
+    assert [j["id"] for j in after] == [j["id"] for j in before]  # no job was made

@@ -4,6 +4,8 @@ test-artifacts/screenshots/<view>.png.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from safetensors.torch import save_file
@@ -292,6 +294,43 @@ def classical_mds(d: np.ndarray) -> np.ndarray:
 
 def pairwise(x: np.ndarray) -> np.ndarray:
     return np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+
+
+def gflop_text(flops: float) -> str:
+    """The dashboard's figure (forms.js estimateText): 0 decimals from 100, 1 from 10, else 2 significant digits."""
+    v = flops / 1e9
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.{max(0, 1 - math.floor(math.log10(v)))}f}"
+
+
+def test_flatness_form_shows_the_estimate_before_run(server, page):
+    """Issue 26: the form shows what its jobs would cost (dry runs) before Run, and follows the fields."""
+    s = seeded(server)
+    client, tag = s["client"], s["tag"]
+    before = [j["id"] for j in client.jobs(limit=1000)]
+    page.goto(f"{server['url']}/#/flatness")
+    page.fill("#flat-nets-search", tag)
+    first, second = s["ids"][:2]
+    page.check(f"#flat-picker input[value='{first}']")
+    page.fill("#flat-draws", "4")
+    page.fill("#flat-sigmas", "0.1, 0.2")
+    want = client.estimate("flatness", network=first, draws=4, sigmas=[0.1, 0.2])
+    text = wait_until(lambda: (t := page.text_content("#flat-estimate") or "")
+                      and f"≈ {gflop_text(want['cost_flops'])} GFLOP" in t and t, what="the estimate of one job")
+    assert text.startswith("≈ ") and f"{want['memory_bytes'] / 2**20:.1f} MiB" in text
+    assert ("time unknown" in text) if want["estimated_seconds"] is None else (" s" in text and "~" in text)
+    page.check(f"#flat-picker input[value='{second}']")  # two jobs now: the sum
+    wait_until(lambda: "for 2 jobs" in (page.text_content("#flat-estimate") or ""), what="the estimate of two jobs")
+    page.fill("#flat-draws", "40")  # ten times the draws: about ten times the FLOPs
+    big = client.estimate("flatness", network=first, draws=40, sigmas=[0.1, 0.2])["cost_flops"]
+    big += client.estimate("flatness", network=second, draws=40, sigmas=[0.1, 0.2])["cost_flops"]
+    wait_until(lambda: f"≈ {gflop_text(big)} GFLOP" in (page.text_content("#flat-estimate") or ""),
+               what="the estimate to follow")
+    assert [j["id"] for j in client.jobs(limit=1000)] == before  # estimating submitted nothing
+    shot(page, "flatness-estimate")
 
 
 def test_map_heatmap_mds_and_click_two_points_to_compare(server, page):

@@ -5,6 +5,7 @@ TOROID_AUTH=on; API-level tests run through the app on PostgreSQL and on SQLite 
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -45,7 +46,7 @@ def lab_server():
     home = Path(tempfile.mkdtemp(prefix="toroid-harden-"))
     env = {"TOROID_HOME": str(home), **services_env(f"toroid_harden_srv_{os.getpid()}", REDIS_DB),
            "TOROID_AUTH": "on", "TOROID_MAX_UPLOAD_BYTES": "300000", "TOROID_BODY_STALL_TIMEOUT": "1",
-           "TOROID_HEADER_TIMEOUT": "2",
+           "TOROID_HEADER_TIMEOUT": "2", "TOROID_WRITE_TIMEOUT": "2",
            "TOROID_METRICS_TOKEN": "scrape-secret", "TOROID_RECONCILE_EVERY": "0"}
     port = free_port()
     log = home / "serve.log"
@@ -398,11 +399,13 @@ def test_result_csv_cells_cannot_be_formulas(lab_api):
     client, h = lab_api
     a = _upload(client, h["alice"], 121)
     job = client.post("/api/jobs", headers=h["alice"], json={"kind": "path", "params": {"a": a["id"], "b": a["id"], "points": 2}}).json()
-    rid = _finish(job["id"], {"t": [0.0, 1.0], "=cmd|' /C calc'!A0": [-0.5, 1.0], "@sum": [1, 2]})
+    rid = _finish(job["id"], {"t": [0.0, 1.0], "=cmd|' /C calc'!A0": [-0.5, 1.0], "@sum": [1, 2],
+                              "x;=cmd|' /C calc'!A0;": [3, 4]})
     csv_text = client.get(f"/api/results/{rid}", headers=h["alice"], params={"format": "csv"}).text
     header, first = csv_text.splitlines()[:2]
-    assert header.split(",")[0] == "t" and "'=cmd|' /C calc'!A0" in header and "'@sum" in header
-    assert first == "0.0,-0.5,1", "numbers stay numbers"
+    # every text cell quoted; a piece after a separator (here ";", Excel's in many locales) neutralised too
+    assert header == "\"t\",\"'=cmd|' /C calc'!A0\",\"'@sum\",\"x;'=cmd|' /C calc'!A0;\""
+    assert first == "0.0,-0.5,1,3", "numbers stay numbers"
 
 
 def test_idempotency_key_makes_a_repeat_answer_the_first(lab_api):
@@ -627,13 +630,242 @@ def test_pt_decompression_bombs_are_never_inflated(api, monkeypatch):
 # ---- item 9 in the dashboard --------------------------------------------------------------------------
 
 def test_dashboard_csv_cells_cannot_be_formulas(page, server):
+    """Every text cell is quoted and every piece of it between separators (, ; tab) that would start a
+    formula gets a leading ': before, `x;=cmd|...` was written bare and Excel with ";" as its list
+    separator ran the piece after the ";" as a formula."""
     page.goto(server["url"] + "/")
     csv_text = page.evaluate("""async () => {
         const { toCSV, rowsToCSV } = await import('/js/util.js');
-        return toCSV({ name: ["=cmd|' /C calc'!A0", "+SUM(A1)", "-x", "@a", "\\tb", "\\rc", "plain"],
-                       value: [-0.5, 1, 2, 3, 4, 5, 6] }) + rowsToCSV([{ name: "=1+1", v: -2 }]);
+        return toCSV({ name: ["=cmd|' /C calc'!A0", "+SUM(A1)", "-x", "@a", "\\tb", "\\rc", "plain",
+                              "x;=cmd|' /C calc'!A0;", "a, +b;-1;\\t@c", 'q"x'],
+                       value: [-0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9] }) + rowsToCSV([{ name: "=1+1", v: -2 }]);
     }""")
     lines = csv_text.split("\n")
-    assert lines[:8] == ["name,value", "'=cmd|' /C calc'!A0,-0.5", "'+SUM(A1),1", "'-x,2", "'@a,3", "'\tb,4",
-                         "\"'\rc\",5", "plain,6"]
-    assert lines[8:10] == ["name,v", "'=1+1,-2"]
+    assert lines[:11] == ['"name","value"', "\"'=cmd|' /C calc'!A0\",-0.5", "\"'+SUM(A1)\",1", "\"'-x\",2",
+                          "\"'@a\",3", "\"'\tb\",4", "\"'\rc\",5", '"plain",6', "\"x;'=cmd|' /C calc'!A0;\",7",
+                          "\"a, '+b;-1;\t'@c\",8", '"q""x",9']
+    assert lines[11:13] == ['"name","v"', "\"'=1+1\",-2"]
+
+
+# ---- issue 26: the other defects ------------------------------------------------------------------------
+
+def test_a_note_with_nul_and_deeply_nested_json_are_400(lab_api):
+    """Before: a NUL in `note` was a 500 on PostgreSQL and stored on SQLite; JSON nested 100,000 deep (a
+    safetensors header, the upload's meta, a request body) was a 500 (RecursionError)."""
+    client, h = lab_api
+    net = _upload(client, h["alice"], 151)
+    r = client.patch(f"/api/networks/{net['id']}", headers=h["alice"], json={"note": "a\x00b"})
+    assert r.status_code == 400 and "NUL" in r.json()["detail"], r.text
+    assert client.get(f"/api/networks/{net['id']}", headers=h["alice"]).json()["note"] == ""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    header = b'{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4], "x": ' + deep + b"}}"
+    blob = len(header).to_bytes(8, "little") + header + b"\0\0\0\0"
+    r = client.post("/api/networks", headers=h["alice"], files={"file": ("w.safetensors", blob)},
+                    data={"meta": json.dumps({"name": "deep", "architecture": SPEC})})
+    assert r.status_code == 400 and "safetensors" in r.json()["detail"], r.text
+    r = client.post("/api/networks", headers=h["alice"], files={"file": ("w.safetensors", save(random_state(seed=152)))},
+                    data={"meta": '{"name": "deep", "architecture": ' + deep.decode() + "}"})
+    assert r.status_code == 400 and "meta" in r.json()["detail"], r.text
+    r = client.post("/api/jobs", headers={**h["alice"], "Content-Type": "application/json"},
+                    content=b'{"kind": "path", "params": {"a": ' + deep + b"}}")
+    assert r.status_code in (400, 422) and "detail" in r.json(), r.text
+
+
+def test_the_load_benchmarks_python_client_sends_the_token(lab_server):
+    """Before: `benchmarks/load.py --auth --client python` sent no token, so every request was a 401."""
+    from benchmarks import load
+
+    ctx = {"ids": [1, 2, 3], "result_id": 1, "path": {"a": 1, "b": 2, "points": 5}}
+    samples: dict = {}
+    errors: list = []
+    # in a thread of its own: a browser test in this module may have left an event loop running here
+    run = threading.Thread(target=lambda: asyncio.run(load.client_loop(
+        lab_server["url"], ctx, time.monotonic() + 1.0, samples, errors, 0, token=lab_server["tokens"]["alice"])))
+    run.start()
+    run.join(timeout=30)
+    assert len(samples["baseline (no db)"]) >= 1 and not any(e.startswith("baseline") for e in errors), errors
+    assert not [e for e in errors if e.endswith(": 401")], errors
+
+
+def _held(pid: int, port: int, peers: set[int]) -> int:
+    """How many of the process ``pid``'s open descriptors are its connections (local port ``port``) to
+    the client ports ``peers`` (from the kernel's TCP table, matched by socket inode)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    n = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) in peers and inode in inodes:
+            n += 1
+    return n
+
+
+def test_long_request_heads_are_431_and_health_stays_fast(lab_server):
+    """Before (no token needed): 256 header lines of 1 MB were answered 200 and the API grew by 260 MB; one
+    256 MB header line held the event loop (/api/health took 3.6 s). Now 431 past TOROID_MAX_HEADER_BYTES
+    (64 KiB), counted before uvicorn's parser buffers the head. The test streams its heads a megabyte at
+    a time until the server refuses them."""
+    from .test_protocol import stream_head
+
+    port, pid = lab_server["port"], lab_server["proc"].pid
+    rss = rss_kib(pid)
+    megabyte = b"y" * (1024 * 1024)
+    lines = (b"GET /api/health HTTP/1.1\r\nHost: x\r\n" if i < 0 else b"X-Big-%d: %s\r\n" % (i, megabyte)
+             for i in range(-1, 256))
+    answer, sent = stream_head(port, lines, limit=300 * 1024 * 1024)
+    assert answer.startswith(b"HTTP/1.1 431") and b"TOROID_MAX_HEADER_BYTES" in answer, answer[:300]
+    assert sent < 64 * 1024 * 1024
+
+    took: list[float] = []
+
+    def health():
+        for _ in range(10):
+            start = time.monotonic()
+            assert httpx.get(lab_server["url"] + "/api/health", timeout=30).status_code == 200
+            took.append(time.monotonic() - start)
+            time.sleep(0.05)
+
+    reader = threading.Thread(target=health)
+    reader.start()
+    line = (b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Long: " if i < 0 else megabyte for i in range(-1, 256))
+    answer, sent = stream_head(port, line, limit=300 * 1024 * 1024)
+    reader.join()
+    assert answer.startswith(b"HTTP/1.1 431") and sent < 64 * 1024 * 1024
+    assert len(took) == 10 and max(took) < 2.0, took
+    assert rss_kib(pid) - rss < 64 * 1024, "the server grew by more than 64 MB"
+
+
+def test_clients_that_never_read_their_answer_are_dropped(lab_server):
+    """Before: a client that asked for a network's weights and never read them was held for ever (300
+    such sockets held 600 descriptors). Now a response whose send buffer does not drain for
+    TOROID_WRITE_TIMEOUT (2 s here) is dropped and the connection closed."""
+    c = httpx.Client(base_url=lab_server["url"], headers=bearer(lab_server, "alice"))
+    spec = {"kind": "mlp", "hidden": [900]}
+    net = c.post("/api/networks", files={"file": ("w.safetensors", save(random_state(spec, seed=161)))},
+                 data={"meta": json.dumps({"name": "big", "architecture": spec})})
+    assert net.status_code == 201, net.text
+    size = len(c.get(f"/api/networks/{net.json()['id']}/weights").content)
+    # each client asks for the weights 40 times over (pipelined: more than the kernel's buffers take)
+    request = (f"GET /api/networks/{net.json()['id']}/weights HTTP/1.1\r\nHost: x\r\n"
+               f"Authorization: Bearer {lab_server['tokens']['alice']}\r\n\r\n").encode() * 40
+    pid, port, socks = lab_server["proc"].pid, lab_server["port"], []
+    for _ in range(20):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(request)
+        socks.append(s)
+    peers = {s.getsockname()[1] for s in socks}
+    time.sleep(1.0)
+    assert _held(pid, port, peers) == len(socks)
+    deadline = time.monotonic() + 30
+    while _held(pid, port, peers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _held(pid, port, peers), "the server still holds connections of clients that never read"
+    for s in socks:
+        got, ended = 0, False
+        s.settimeout(5)
+        try:
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    ended = True
+                    break
+                got += len(chunk)
+        except ConnectionResetError:
+            ended = True
+        s.close()
+        assert ended and got < 40 * size, (ended, got, size)
+    assert c.get("/api/health").status_code == 200
+
+
+def test_idempotent_replays_are_read_again_and_keys_store_no_answers(lab_api):
+    """Before: a repeat was answered with the stored body even after its caller lost access to the
+    networks it names, every key stored its whole answer (0.8 GiB/h at 10 requests/s, outside any quota),
+    and only the caller's own expired keys were ever deleted. Now a key keeps the id of what it made, a
+    repeat reads that again through the visibility rules, and expired keys of every user are deleted."""
+    from datetime import timedelta
+
+    from backend.models import IdempotentRequest, utcnow
+
+    client, h = lab_api
+    a, b = _upload(client, h["alice"], 171), _upload(client, h["alice"], 172)
+    key = {**h["bob"], "Idempotency-Key": "k-171"}
+    body = {"kind": "distance", "params": {"a": a["id"], "b": b["id"]}}
+    first = client.post("/api/jobs", headers=key, json=body)
+    assert first.status_code == 202
+    with new_session() as s:
+        row = s.query(IdempotentRequest).filter_by(owner="bob", key="k-171").one()
+        assert row.resource_id == first.json()["id"] and row.status_code == 202
+    assert "response" not in IdempotentRequest.__table__.columns, "answers are never stored"
+    # the repeat reads the job as it is now
+    _finish(first.json()["id"], {"geodesic": 0.5})
+    again = client.post("/api/jobs", headers=key, json=body)
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] and again.json()["status"] == "succeeded"
+    # an upload's repeat too; a network its caller may no longer read is not replayed
+    files = {"file": ("w.safetensors", save(random_state(seed=173)))}
+    up = client.post("/api/networks", headers={**h["alice"], "Idempotency-Key": "up-173"}, files=files,
+                     data={"meta": json.dumps({"name": "once-173", "architecture": SPEC})})
+    assert up.status_code == 201
+    assert client.patch(f"/api/networks/{up.json()['id']}", headers=h["alice"], json={"name": "renamed-173"}).status_code == 200
+    up2 = client.post("/api/networks", headers={**h["alice"], "Idempotency-Key": "up-173"}, files=files,
+                      data={"meta": json.dumps({"name": "once-173", "architecture": SPEC})})
+    assert up2.status_code == 201 and up2.json()["name"] == "renamed-173"
+    # alice makes a network private: bob's repeat no longer shows his job on it
+    assert client.patch(f"/api/networks/{a['id']}", headers=h["alice"], json={"visibility": "private"}).status_code == 200
+    hidden = client.post("/api/jobs", headers=key, json=body)
+    assert hidden.status_code == 404 and str(a["id"]) not in hidden.text.replace(f"job {first.json()['id']}", "")
+    assert "geodesic" not in hidden.text
+    # expired keys go, whoever's they are
+    with new_session() as s:
+        s.add(IdempotentRequest(owner="boss", key="old-boss", fingerprint="f" * 64, status_code=202, resource_id=1,
+                                created_at=utcnow() - timedelta(days=3)))
+        s.commit()
+    files = {"file": ("w.safetensors", save(random_state(seed=174)))}  # (an upload: alice may be at her job limit)
+    assert client.post("/api/networks", headers={**h["alice"], "Idempotency-Key": "up-174"}, files=files,
+                       data={"meta": json.dumps({"name": "n174", "architecture": SPEC})}).status_code == 201
+    with new_session() as s:
+        assert s.query(IdempotentRequest).filter_by(owner="boss", key="old-boss").count() == 0
+
+
+def test_a_cached_submit_waits_for_no_lock_of_its_owner(lab_api, lab):
+    """Before: every submission, a cache hit too, took its owner's lock and held it through its insert and
+    commit, so one user's cached answers queued behind each other and behind that user's slow submissions
+    (at 50 clients a cached submit had a p99 of 380-400 ms). Now the cache is read before the lock: here a
+    cached submit is answered while another transaction holds alice's lock (PostgreSQL's advisory locks;
+    SQLite has one write lock for everything, which the cached job's row needs)."""
+    from backend.db import lock
+
+    client, _ = lab_api
+    with new_session() as s:  # a user of its own (alice may be at her job limit late in the module)
+        name = f"hana{int(time.time() * 1000)}"
+        hana = {"Authorization": f"Bearer {auth.create_user(s, name)[1]}"}
+    a = _upload(client, hana, 181)
+    body = {"kind": "distance", "params": {"a": a["id"], "b": a["id"]}}
+    first = client.post("/api/jobs", headers=hana, json=body).json()
+    _finish(first["id"], {"geodesic": 0.0})
+    if "postgresql" not in lab.env.get("TOROID_DATABASE_URL", ""):
+        r = client.post("/api/jobs", headers=hana, json=body)
+        assert r.status_code == 202 and r.json()["cached"]
+        return
+    holder = new_session()
+    lock(holder, f"owner:{name}")  # held until this transaction ends
+    answers: list = []
+    t = threading.Thread(target=lambda: answers.append(client.post("/api/jobs", headers=hana, json=body)))
+    try:
+        t.start()
+        t.join(timeout=20)
+        assert answers, "the cached submit waited for its owner's lock"
+        assert answers[0].status_code == 202 and answers[0].json()["cached_from"] == first["id"]
+    finally:
+        holder.rollback()
+        holder.close()
+        t.join(timeout=20)

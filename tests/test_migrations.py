@@ -30,8 +30,16 @@ def upgrade_keeps_data(url: str) -> None:
         conn.execute(text(
             "INSERT INTO jobs (kind, params, inputs, status, progress, message, owner, cache_key, queue, attempts, "
             "created_at) VALUES ('path', '{}', '[1]', 'queued', 0, 'queued', 'local', 'k', 'gpu', 0, CURRENT_TIMESTAMP)"))
+    with engine.begin() as conn:  # an answered Idempotency-Key of before 0008 (it stored the whole answer)
+        command.upgrade(alembic_config(conn), "0007")
+        conn.execute(text("INSERT INTO idempotency_keys (owner, key, fingerprint, status_code, response, created_at) "
+                          "VALUES ('local', 'k1', :f, 202, '{\"id\": 1, \"kind\": \"path\"}', CURRENT_TIMESTAMP)"),
+                     {"f": "f" * 64})
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), "head")
+    with engine.connect() as conn:  # 0008: the key keeps the id of the job it made, not the answer
+        assert conn.execute(text("SELECT status_code, resource_id FROM idempotency_keys")).one() == (202, 1)
+        assert "response" not in {c["name"] for c in inspect(conn).get_columns("idempotency_keys")}
     with engine.connect() as conn:
         row = conn.execute(text("SELECT name, weights_hash, weights_bytes FROM networks")).one()
         assert row == ("old", "a" * 64, 0)

@@ -128,3 +128,17 @@ def test_readme_client_example_runs_as_written(server):
     assert 0 <= scope["job"]["result"]["barrier"] <= 1
     assert len(scope["table"]) == 21
     assert scope["fig"].data and scope["model"] is not None
+
+
+def test_figure_shows_names_as_text_not_html():
+    """Before: a network's name (another user's text) went into the figure's labels as Plotly reads it, a
+    subset of HTML: `<a href=...>` became a clickable external link. Now names are escaped, as the
+    dashboard does (frontend/js/util.js: ptext)."""
+    evil = '<a href="https://evil.example/">click</a> & <b>bold</b>'
+    result = {"networks": [3, 4], "names": [evil, "plain"], "distances": {"geodesic": [[0.0, 1.0], [1.0, 0.0]]}}
+    fig = notebook.figure(result, "matrix")
+    labels = list(fig.data[0].x) + list(fig.data[0].y)
+    assert labels[0] == "&lt;a href=\"https://evil.example/\"&gt;click&lt;/a&gt; &amp; &lt;b&gt;bold&lt;/b&gt; #3"
+    assert all("<" not in label for label in labels) and labels[1] == "plain #4"
+    path = {"t": [0.0, 1.0], "train_error": [0.1, 0.2], "test_error": [0.1, 0.2], "barrier": 0.1, "type": "<i>x</i>"}
+    assert "<" not in notebook.figure(path, "path").layout.title.text

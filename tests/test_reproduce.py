@@ -6,6 +6,7 @@ job result: the cited jobs are fetched through the API and the values compared.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -247,6 +248,59 @@ def test_your_own_network_runs_the_same_comparison(reproduced, server, tmp_path)
     proc = subprocess.run([toroid, "reproduce", "--scale", "tiny", "--dataset", "cifar-11", "--out", str(tmp_path / "y"),
                            "--url", server["url"]], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "unknown data set 'cifar-11'" in proc.stderr
+
+
+def test_what_cannot_run_is_said_at_the_start_in_one_line(reproduced, server, tmp_path):
+    """Before: deeply nested JSON and an --out that cannot be written gave tracebacks (after the jobs had
+    run, for --out); an architecture over the service's limit, an unknown architecture kind or a data set
+    whose files are missing ran on and exited 0 with "not available" rows. Now each is one line and a
+    non-zero exit before any job; settings of a scale that cannot run here are named at the start."""
+    toroid = str(Path(sys.executable).parent / "toroid")
+    client = reproduced["client"]
+
+    def reproduce(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([toroid, "reproduce", "--scale", "tiny", *args, "--url", server["url"]],
+                              capture_output=True, text=True, timeout=120)
+
+    trains = len(client.jobs(kind="train", limit=1000))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    deep = "[" * 60_000 + "]" * 60_000  # (one command-line argument holds at most 128 KiB)
+    for args, words in (
+            (["--architecture", deep, "--out", str(tmp_path / "d")], "nested too deeply"),
+            (["--out", str(a_file / "report")], "cannot write the report"),
+            (["--architecture", '{"kind": "mlp", "hidden": [100000, 100000]}', "--out", str(tmp_path / "o")],
+             "refuses the architecture"),
+            (["--architecture", '{"kind": "transformer"}', "--out", str(tmp_path / "k")], "unknown architecture kind"),
+            (["--dataset", "mnist", "--out", str(tmp_path / "m")], "not available here")):
+        proc = reproduce(*args)
+        assert proc.returncode != 0, (args[:2], proc.stderr[-2000:])
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("reproduce:")]
+        assert "Traceback" not in proc.stderr and len(lines) == 1 and words in lines[0], (words, proc.stderr[-2000:])
+    assert len(client.jobs(kind="train", limit=1000)) == trains, "a refused run submitted no training"
+
+
+def test_settings_that_cannot_run_are_named_before_any_job(reproduced, server, tmp_path, monkeypatch, capsys):
+    from backend.client.reproduce import config as C
+
+    tiny = C.get_scale("tiny")
+    mnist = dataclasses.replace(tiny.settings[0], key="mlp-mnist", title="MLP (16) on MNIST", dataset="mnist")
+    monkeypatch.setattr(C, "get_scale", lambda *a, **k: dataclasses.replace(tiny, settings=[*tiny.settings, mnist]))
+    submitted = []
+    client = reproduced["client"]
+    real_submit = client.submit
+
+    def submit(*args, **kwargs):
+        submitted.append(capsys.readouterr().err)  # what was said before this job
+        return real_submit(*args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", submit)
+    result = run(client, scale="tiny", out=tmp_path / "r", quiet=False)
+    said = submitted[0] if submitted else capsys.readouterr().err
+    assert "reproduce: cannot run mlp-mnist (MLP (16) on MNIST):" in said
+    summary = json.loads(Path(result["summary"]).read_text())
+    assert any(f["agrees"] is None and "mnist" in f["id"] for f in summary["findings"])
+    assert any(f["agrees"] is not None and "mlp-digits" in f["id"] for f in summary["findings"])
 
 
 # ---- the pure parts, without a service ---------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Jobs end to end through a real Celery worker process, on each backend (embedded; PostgreSQL + Redis)."""
 from __future__ import annotations
 
+import csv
+import io
 import time
 
 from safetensors.torch import load
@@ -60,10 +62,10 @@ def test_linear_path_matches_plain_pytorch_and_is_cached(live):
     assert again["status"] == "succeeded" and again["cached"] and again["cached_from"] == job["id"]
     assert again["result"] == r
     # the result is also readable as CSV
-    csv = live.client.get(f"/api/results/{job['result_id']}?format=csv").text.splitlines()
-    header = csv[0].split(",")
-    assert header[0] == "t" and {"train_error", "test_error", "train_loss", "test_loss"} <= set(header) and len(csv) == 6
-    row = dict(zip(header, csv[3].split(",")))
+    rows = list(csv.reader(io.StringIO(live.client.get(f"/api/results/{job['result_id']}?format=csv").text)))
+    header = rows[0]
+    assert header[0] == "t" and {"train_error", "test_error", "train_loss", "test_loss"} <= set(header) and len(rows) == 6
+    row = dict(zip(header, rows[3]))
     assert float(row["t"]) == 0.5 and float(row["train_error"]) == r["train_error"][2]
 
 

@@ -21,10 +21,14 @@ import httpx
 from .notebook import NotebookMixin, progress_bar
 
 
+ORDER_KEY = "toroid.order"  # the service's store.ORDER_KEY: a safetensors file's tensor order, in its metadata
+
+
 class ApiError(RuntimeError):
-    def __init__(self, status: int, detail: Any):
+    def __init__(self, status: int, detail: Any, body: Any = None):
         super().__init__(f"{status}: {detail}")
         self.status, self.detail = status, detail
+        self.body = body if isinstance(body, dict) else {}  # the whole answer (e.g. an upload's 'proposed' names)
 
 
 class Client(NotebookMixin):
@@ -56,10 +60,11 @@ class Client(NotebookMixin):
             time.sleep(0.5 * 2**attempt)
         if r.status_code >= 400:
             try:
-                detail = r.json().get("detail", r.text)
+                body = r.json()
+                detail = body.get("detail", r.text) if isinstance(body, dict) else r.text
             except ValueError:
-                detail = r.text
-            raise ApiError(r.status_code, detail)
+                body, detail = None, r.text
+            raise ApiError(r.status_code, detail, body)
         if r.status_code == 204:
             return None
         if r.headers.get("content-type", "").startswith("application/json"):
@@ -74,12 +79,20 @@ class Client(NotebookMixin):
         return self._call("GET", f"/networks/{network_id}")
 
     def upload(self, weights, name: str, architecture: dict, dataset: str = "digits", *,
-               dataset_options: dict | None = None, tags: list[str] | None = None, filename: str | None = None) -> dict:
-        """Upload a state dict (tensors are sent as safetensors) or the bytes / path of a weights file."""
+               dataset_options: dict | None = None, tags: list[str] | None = None, filename: str | None = None,
+               rename: dict[str, str] | None = None, keys: dict[str, str] | None = None,
+               accept_proposed: bool = False) -> dict:
+        """Upload a state dict (tensors are sent as safetensors, their order kept in its metadata) or the bytes /
+        path of a weights file. ``rename``: substrings replaced in every tensor name (``{"shortcut.":
+        "downsample.", "linear.": "fc."}``), ``keys``: exact names, both before the names are checked.
+        ``accept_proposed``: when the names do not fit but the service proposes a mapping (the file's shapes
+        fit the architecture's one to one in order), upload again with it; the answer's ``source.renamed``
+        says what was renamed. Otherwise a refusal raises ``ApiError`` (its ``body["proposed"]``: the mapping)."""
         if isinstance(weights, dict):
             from safetensors.torch import save
 
-            blob, filename = save({k: v.detach().cpu().contiguous() for k, v in weights.items()}), "weights.safetensors"
+            tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+            blob, filename = save(tensors, metadata={ORDER_KEY: json.dumps(list(tensors))}), "weights.safetensors"
         elif isinstance(weights, (str, os.PathLike)):
             filename = filename or os.path.basename(str(weights))
             with open(weights, "rb") as f:
@@ -88,7 +101,15 @@ class Client(NotebookMixin):
             blob = bytes(weights)
             filename = filename or "weights.safetensors"
         meta = {"name": name, "architecture": architecture, "dataset": dataset,
-                "dataset_options": dataset_options or {}, "tags": tags or []}
+                "dataset_options": dataset_options or {}, "tags": tags or [], "rename": rename or {}, "keys": keys or {}}
+        try:
+            return self._call("POST", "/networks", idempotent=True, files={"file": (filename, blob)},
+                              data={"meta": json.dumps(meta)})
+        except ApiError as exc:
+            proposed = exc.body.get("proposed")
+            if not (accept_proposed and exc.status == 400 and isinstance(proposed, dict)):
+                raise
+        meta.update(rename=proposed.get("rename", {}), keys=proposed.get("keys", {}))
         return self._call("POST", "/networks", idempotent=True, files={"file": (filename, blob)},
                           data={"meta": json.dumps(meta)})
 
@@ -103,6 +124,11 @@ class Client(NotebookMixin):
     # jobs
     def submit(self, kind: str, **params) -> dict:
         return self._call("POST", "/jobs", idempotent=True, json={"kind": kind, "params": params})
+
+    def estimate(self, kind: str, **params) -> dict:
+        """A dry run: the normalised params, queue, ``cost_flops``, ``memory_bytes``, ``estimated_seconds``
+        (None while the server has no measured throughput); nothing is submitted."""
+        return self._call("POST", "/jobs", params={"dry_run": "true"}, json={"kind": kind, "params": params})
 
     def job(self, job_id: int) -> dict:
         return self._call("GET", f"/jobs/{job_id}")

@@ -111,6 +111,12 @@ def frame(job_or_result: dict, kind: str | None = None):
 # ---- figures ---------------------------------------------------------------------------------------
 
 
+def ptext(value) -> str:
+    """Text for Plotly, which reads a subset of HTML in names, labels and titles (<a href>, <b>, <br>): a
+    network's name (maybe another user's) is shown as typed, never as markup; as the dashboard's ptext."""
+    return str("" if value is None else value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def figure(job_or_result: dict, kind: str | None = None):
     """A Plotly figure of the result, one per kind (train, path, flatness, matrix, plane, distance)."""
     import plotly.graph_objects as go
@@ -130,7 +136,7 @@ def figure(job_or_result: dict, kind: str | None = None):
         fig.add_scatter(x=result["t"], y=pct(result["train_error"]), name="train error", mode="lines+markers")
         fig.add_scatter(x=result["t"], y=pct(result["test_error"]), name="test error", mode="lines+markers",
                         line={"dash": "dot"})
-        title = f"Error along the {result.get('type', 'path')} path; barrier {100 * result['barrier']:.2f}%" \
+        title = f"Error along the {ptext(result.get('type', 'path'))} path; barrier {100 * result['barrier']:.2f}%" \
             if result.get("barrier") is not None else "Error along the path"
         fig.update_layout(title=title, xaxis_title="position t along the path (A → B)", yaxis_title="error (%)")
     elif kind == "flatness":
@@ -141,10 +147,10 @@ def figure(job_or_result: dict, kind: str | None = None):
         fig.add_scatter(x=sigma, y=mean, name="ΔE mean", mode="lines+markers")
         fig.update_layout(title="Local energy ΔE(σ)", xaxis_title="noise level σ", yaxis_title="ΔE (train error %)")
     elif kind == "matrix":
-        labels = [f"{n} #{i}" for n, i in zip(result.get("names") or [""] * len(result["networks"]), result["networks"])]
+        labels = [f"{ptext(n)} #{i}" for n, i in zip(result.get("names") or [""] * len(result["networks"]), result["networks"])]
         key = "geodesic" if "geodesic" in result["distances"] else next(iter(result["distances"]))
-        fig.add_heatmap(z=result["distances"][key], x=labels, y=labels, colorscale="Viridis", name=key)
-        fig.update_layout(title=f"{key} distances", yaxis_autorange="reversed")
+        fig.add_heatmap(z=result["distances"][key], x=labels, y=labels, colorscale="Viridis", name=ptext(key))
+        fig.update_layout(title=f"{ptext(key)} distances", yaxis_autorange="reversed")
     elif kind == "plane":
         fig.add_contour(x=result["x"], y=result["y"], z=[pct(row) for row in result["train_error"]], colorscale="Viridis",
                         colorbar={"title": {"text": "train error %"}}, name="train error")
@@ -157,8 +163,8 @@ def figure(job_or_result: dict, kind: str | None = None):
         cols = columns(result, kind)
         numbers = {k: v[0] for k, v in cols.items() if isinstance(v[0], (int, float)) and not isinstance(v[0], bool)
                    and k not in ("n_parameters", "network_id", "from", "chunks")}
-        fig.add_bar(x=list(numbers), y=list(numbers.values()), name=kind)
-        fig.update_layout(title=f"{kind} result")
+        fig.add_bar(x=[ptext(k) for k in numbers], y=list(numbers.values()), name=ptext(kind))
+        fig.update_layout(title=f"{ptext(kind)} result")
     return fig
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -188,18 +188,37 @@ def readable_job(conn: Connection, job_id: int, user: Principal, with_result: bo
 
 @router.post("", response_model=JobOut, status_code=202)
 async def submit_job(request: Request, body: JobIn, user: Principal = Depends(current_user),
-                     idempotency_key: str | None = Header(None, max_length=200, description=writes.KEY_HELP)) -> Response:
+                     idempotency_key: str | None = Header(None, max_length=200, description=writes.KEY_HELP),
+                     dry_run: bool = Query(False, description="only validate and estimate: 200 with the normalised "
+                                           "params, queue, cost_flops, memory_bytes, estimated_seconds; no job")) -> Response:
     """Validate and submit a job: answered at once from the cache when the same job on the same
     weights ran before, else queued for a worker. With an ``Idempotency-Key`` header a repeat of the
-    request is answered with the first answer and submits nothing."""
-    async def work() -> Response:
+    request is answered with the first answer and submits nothing. With ``dry_run=true`` nothing is
+    created: the answer (200) is what the job would be and cost."""
+    if dry_run:
+        return JSONResponse(await writes.write(_dry_run, body, user))
+
+    async def work() -> tuple[Response, int]:
         out = await writes.write(_submit, body, user)
         if isinstance(out, int):  # committed, then the connection died: the job is read on a fresh one
             out = await read(readable_job, out, user)
-        return json_response(JobOut, out, status_code=202)
+        return json_response(JobOut, out, status_code=202), (out["id"] if isinstance(out, dict) else out.id)
+
+    async def replay(status: int, job_id: int) -> Response:  # the job as the caller may read it now
+        job = await read(readable_job, job_id, user)
+        if job is None:
+            raise NotFound(f"job {job_id} (made by the first request with this Idempotency-Key) does not exist")
+        return json_response(JobOut, job, status_code=status)
 
     fp = writes.fingerprint("POST /api/jobs", body.model_dump_json())
-    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
+    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work, replay)
+
+
+def _dry_run(db: Session, body: JobIn, user: Principal) -> dict:
+    try:
+        return jobs.dry_run(db, body.kind, body.params, user=user)  # a refusal is a DomainError, answered by the app
+    finally:
+        db.rollback()
 
 
 def _submit(db: Session, body: JobIn, user: Principal) -> JobOut | int:

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from .. import networks, store, uploads, writes
+from .. import networks, store, uploads, visibility, writes
 from ..auth import Principal, current_user
 from ..cache import VersionedCache
 from ..config import get_settings
@@ -32,6 +32,9 @@ def _list_rows(conn: Connection, user: Principal, dataset: str | None, kind: str
     stmt = select(*SUMMARY_COLUMNS).order_by(NETWORKS.c.id)
     if not user.is_admin:
         stmt = stmt.where(or_(NETWORKS.c.visibility == "lab", NETWORKS.c.owner == user.name))
+        hidden = visibility.hidden_by_sources(conn, user)
+        if hidden:
+            stmt = stmt.where(NETWORKS.c.id.not_in(sorted(hidden)))
     if dataset:
         stmt = stmt.where(NETWORKS.c.dataset == dataset)
     if kind:
@@ -96,23 +99,38 @@ async def upload_network(
     if len(filename) > 255 or "\x00" in filename:
         raise Invalid("the weights file's name must be at most 255 characters, without NUL")
 
-    async def work() -> Response:
+    async def work() -> tuple[Response, int]:
         # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
         network_id = await writes.write(uploads.store_upload, user, meta, filename, blob)
-        return json_response(NetworkOut, await read(_network_row, network_id), status_code=201)
+        return json_response(NetworkOut, await read(_network_row, network_id), status_code=201), network_id
+
+    async def replay(status: int, network_id: int) -> Response:  # the network as the caller may read it now
+        row = await read(_readable_row, network_id, user)
+        if row is None:
+            raise NotFound(f"network {network_id} (made by the first request with this Idempotency-Key) does not exist")
+        return json_response(NetworkOut, row, status_code=status)
 
     fp = writes.fingerprint("POST /api/networks", meta, filename, writes.fingerprint(blob))
-    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work)
+    return await writes.idempotent(request, user.name, writes.request_key(request), fp, work, replay)
 
 
 def _network_row(conn: Connection, network_id: int):
     return conn.execute(select(NETWORKS).where(NETWORKS.c.id == network_id)).first()
 
 
+def _readable_row(conn: Connection, network_id: int, user: Principal):
+    """The network's row, or None when ``user`` may not read it (or a network it was made from); one query."""
+    stmt = select(NETWORKS).where(NETWORKS.c.id == network_id)
+    if not user.is_admin:
+        stmt = stmt.where(~visibility.source_hidden(NETWORKS.c.id, user))
+    row = conn.execute(stmt).first()
+    return row if row is not None and user.can_read(row) else None
+
+
 @router.get("/{network_id}", response_model=NetworkOut)
 async def read_network(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
-    row = await read(_network_row, network_id)
-    if row is None or not user.can_read(row):
+    row = await read(_readable_row, network_id, user)
+    if row is None:
         raise NotFound(f"network {network_id} does not exist")
     return json_response(NetworkOut, row)
 
@@ -130,6 +148,9 @@ def _patch(db: Session, network_id: int, patch: NetworkPatch, user: Principal) -
     for key, value in patch.model_dump(exclude_unset=True).items():
         if value is not None:
             setattr(net, key, value)
+    if patch.visibility == "private":  # what was made from it follows it
+        db.flush()
+        networks.make_derived_private(db, network_id)
     db.commit()
 
 
@@ -149,8 +170,8 @@ def _weights_unused(conn: Connection, h: str) -> bool:
 
 @router.get("/{network_id}/weights")
 async def download_weights(network_id: NetworkId, user: Principal = Depends(current_user)) -> Response:
-    row = await read(_network_row, network_id)
-    if row is None or not user.can_read(row):
+    row = await read(_readable_row, network_id, user)
+    if row is None:
         raise NotFound(f"network {network_id} does not exist")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in row.name)[:80] or "network"
     return Response(await run_in_threadpool(store.read_bytes, row.weights_hash), media_type="application/octet-stream",

@@ -23,12 +23,25 @@ router = APIRouter(prefix="/results", tags=["results"])
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", re.IGNORECASE)
 
 
+PIECE = re.compile(r"(^|[,;\t])( *)([^,;\t]*)")
+
+
+def _neutral_piece(m: re.Match) -> str:
+    sep, space, piece = m.groups()
+    if piece[:1] in ("=", "+", "-", "@", "\r") and not NUMBER.fullmatch(piece):
+        return f"{sep}{space}'{piece}"
+    return m.group(0)
+
+
 def csv_cell(value):
-    """A CSV cell a spreadsheet will not run: text starting with = + - @ tab or CR gets a leading '
-    (numbers stay numbers). The dashboard's exports do the same (frontend/js/util.js: csvCell)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") and not NUMBER.fullmatch(value):
-        return "'" + value
-    return value
+    """A CSV cell a spreadsheet will not run (names in results are other users' text): each piece of a
+    text cell between separators (, ; tab: a spreadsheet may split at a separator this file does not use)
+    that would start a formula (= + - @, tab or CR) gets a leading ' ; text cells are quoted by the
+    writer, numbers stay numbers. The dashboard's exports do the same (frontend/js/util.js: csvCell)."""
+    if not isinstance(value, str):
+        return value
+    value = PIECE.sub(_neutral_piece, value)
+    return "'" + value if value[:1] in ("\t", "\r") else value
 
 
 def curves_csv(data: dict) -> str:
@@ -41,7 +54,7 @@ def curves_csv(data: dict) -> str:
     if "t" in columns:  # the position along a path first
         columns = {"t": columns.pop("t"), **columns}
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv.writer(out, quoting=csv.QUOTE_NONNUMERIC)  # every text cell quoted
     writer.writerow([csv_cell(k) for k in columns])
     for i in range(n):
         writer.writerow([csv_cell(columns[k][i]) for k in columns])

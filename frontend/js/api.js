@@ -5,7 +5,7 @@ const TOKEN_KEY = "toroid.token";
 export const FINAL = ["succeeded", "failed", "cancelled"];
 
 export class ApiError extends Error {
-  constructor(status, message) { super(message); this.status = status; }
+  constructor(status, message, body = null) { super(message); this.status = status; this.body = body; }
 }
 
 export const getToken = () => { try { return localStorage.getItem(TOKEN_KEY) || ""; } catch (_) { return ""; } };
@@ -41,9 +41,10 @@ export async function api(path, options = {}) {
   }
   if (!res.ok) {
     let detail = `${res.status} ${res.statusText}`;
-    try { const body = await res.json(); if (body.detail !== undefined) detail = detailText(body.detail); } catch (_) { /* not JSON */ }
+    let body = null;
+    try { body = await res.json(); if (body.detail !== undefined) detail = detailText(body.detail); } catch (_) { /* not JSON */ }
     if (res.status === 401) window.dispatchEvent(new CustomEvent("toroid:auth-required", { detail }));
-    throw new ApiError(res.status, detail);
+    throw new ApiError(res.status, detail, body);
   }
   if (res.status === 204) return null;
   const type = res.headers.get("content-type") || "";

@@ -2,6 +2,7 @@
 // applies_to, when}}: architectures, data sets, optimizers and the job kinds of GET /api/job-kinds), and read
 // back into typed values. A field whose `when` does not hold, or that does not apply to the chosen network
 // (`applies_to`: real / binary / batchnorm), is hidden and not sent.
+import { api } from "./api.js";
 import { jobKinds } from "./store.js";
 import { esc } from "./util.js";
 
@@ -95,4 +96,40 @@ export async function kindFields(box, kind, prefix) {
   box.innerHTML = paramFields((await jobKinds())[kind].params, prefix);
   box.dataset.ready = "1";
   return true;
+}
+
+// What the jobs of a form would cost, from dry runs (POST /api/jobs?dry_run=true: nothing is submitted), shown in
+// `line` 400 ms after the form last changed: "≈ N GFLOP, M MiB, ~S s" (summed over the jobs; memory: the largest
+// job's; seconds from the server's measured throughput, "time unknown" before any job finished). `jobs()` gives
+// the [kind, params] pairs the form would submit now; an empty list (or a throw: a field cannot be read) clears it.
+// Returns the refresh, to call when the form is filled in by code.
+export function attachEstimate(form, line, jobs, { delay = 400 } = {}) {
+  let timer = null;
+  let seq = 0;
+  const refresh = async () => {
+    const mine = ++seq;
+    let list;
+    try { list = jobs(); } catch (_) { list = []; }
+    if (!list.length) { line.textContent = ""; return; }
+    try {
+      const out = await Promise.all(list.map(([kind, params]) => api("/jobs?dry_run=true", { method: "POST", json: { kind, params } })));
+      if (mine === seq) line.textContent = estimateText(out);
+    } catch (e) {
+      if (mine === seq) line.textContent = `No estimate: ${e.message}`;
+    }
+  };
+  const later = () => { clearTimeout(timer); timer = setTimeout(refresh, delay); };
+  form.addEventListener("input", later);
+  form.addEventListener("change", later);
+  return refresh;
+}
+
+export function estimateText(estimates) {
+  const flops = estimates.reduce((s, e) => s + e.cost_flops, 0);
+  const mib = Math.max(...estimates.map((e) => e.memory_bytes)) / 2 ** 20;
+  const secs = estimates.every((e) => e.estimated_seconds !== null && e.estimated_seconds !== undefined)
+    ? estimates.reduce((s, e) => s + e.estimated_seconds, 0) : null;
+  const fmt = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toPrecision(2));
+  const jobs = estimates.length > 1 ? ` for ${estimates.length} jobs` : "";
+  return `≈ ${fmt(flops / 1e9)} GFLOP, ${fmt(mib)} MiB, ${secs === null ? "time unknown" : `~${fmt(secs)} s`}${jobs}`;
 }

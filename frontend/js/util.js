@@ -60,14 +60,20 @@ export const pathColor = (type) => PALETTE[PATHS[type] ?? 8];
 // network's name is shown as typed, never as markup.
 export const ptext = (s) => String(s ?? "").replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
-// One CSV cell. Text starting with = + - @ tab or CR would be run as a formula by a spreadsheet
-// (other users' network names are in these files): it gets a leading ' ; numbers stay numbers.
+// One CSV cell. Other users' network names are in these files, and a spreadsheet runs text that
+// starts with = + - @ (or tab, CR) as a formula, also where a cell is split at a list separator the
+// file does not use (Excel with ";" splits `x;=cmd|...` into a formula cell). So every text cell is
+// quoted, and each of its pieces between separators (, ; tab) that would start a formula gets a
+// leading ' ; numbers stay numbers (a number-like piece is left alone).
 const NUMBER = /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i;
+const PIECE = /(^|[,;\t])([ ]*)([^,;\t]*)/g;
 export function csvCell(v) {
   if (v === null || v === undefined) return "";
-  let s = String(v);
-  if (typeof v !== "number" && /^[=+\-@\t\r]/.test(s) && !NUMBER.test(s)) s = "'" + s;
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  if (typeof v === "number" || typeof v === "bigint") return String(v);
+  let s = String(v).replace(PIECE, (all, sep, space, piece) =>
+    (/^[=+\-@\t\r]/.test(piece) && !NUMBER.test(piece) ? `${sep}${space}'${piece}` : all));
+  if (/^[\t\r]/.test(s)) s = "'" + s;
+  return `"${s.replace(/"/g, '""')}"`;
 }
 
 // CSV from column arrays: {name: [values]}; missing cells stay empty.

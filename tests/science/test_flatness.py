@@ -2,7 +2,11 @@
 binary flips, BatchNorm modes, parameter checks. Also home of ``digits_nets`` (trained digits MLPs)."""
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from functools import lru_cache
 
 import pytest
@@ -138,14 +142,52 @@ def test_the_first_layer_combination_reproduces_the_noisy_states(name):
     sigmas = [0.1, 0.25, 0.5]
     states = [a, *flatness.multiplicative_states(a, names, sigmas, draws=3, seed=4)]
     comb = flatness.first_layer_combination(a, names, names[0], sigmas, draws=3, seed=4)
-    assert comb.coef.shape[:2] == (10, 4) and comb.uniform()
+    assert len(comb) == 10 and comb.n_bases == 4 and comb.uniform()
+    sel = comb.select(4, 7)  # the second draw: bases w and w * z_2 only, made for that chunk alone
+    full = comb.select(0, 10)  # (an earlier draw than the last asked for: the noise stream starts again)
+    assert full.coef.shape[:2] == (10, 4) and full.uniform()
     for k, s in enumerate(states):
-        w = sum(comb.coef[k, j, 0] * comb.bases[j] for j in range(4))
+        w = sum(full.coef[k, j, 0] * full.bases[j] for j in range(4))
         torch.testing.assert_close(w, s[comb.name], rtol=1e-12, atol=1e-12)
-    sel = comb.select(4, 7)  # the second draw: bases w and w * z_2 only
-    assert len(sel.bases) == 2 and torch.equal(sel.bases[1], comb.bases[2])
+    assert len(sel.bases) == 2 and torch.equal(sel.bases[1], full.bases[2])
+    torch.testing.assert_close(sel.coef[:, 1, 0], torch.tensor(sigmas, dtype=torch.float64))
     from workers.landscape.evaluate import evaluate_states, evaluate_states_loop
     splits = {"train": (data.x_train, data.y_train)}
     ref = evaluate_states_loop(model, states, splits, bn_data=data.x_train)
     got = evaluate_states(model, states, splits, bn_data=data.x_train, first=comb)
     assert got["train"]["error"] == ref["train"]["error"] and len(set(ref["train"]["loss"])) == 10
+
+
+_BUDGET_CHILD = r"""
+import json, sys, time, torch
+torch.set_num_threads(1)
+from workers.landscape import cost, data, flatness, nets
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+ds = data.load_dataset("digits", {})
+spec = {"kind": "mlp", "hidden": [16]}
+state = nets.build(spec, ds.input_shape, ds.n_classes).state_dict()
+flatness.flatness_result(spec, ds, state, sigmas=[0.0, 0.1, 0.3], draws=2, device="cpu")  # warm: the baseline
+base = status("VmRSS")
+budget = base + int(sys.argv[2]) * 2**20
+cost.set_memory_budget(budget)
+open("/proc/self/clear_refs", "w").write("5")  # the high-water mark restarts from the baseline
+out = flatness.flatness_result(spec, ds, state, sigmas=[0.0, 0.1, 0.3], draws=int(sys.argv[1]), device="cpu")
+print(json.dumps({"baseline": base, "budget": budget, "peak": status("VmHWM"), "draws": out["draws"]}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc to reset the high-water mark")
+def test_many_draws_stay_within_the_worker_memory_budget():
+    """Issue 26: a flatness job's memory grew as ~256 B x draws^2 (a coefficient per point and draw). A process
+    with a budget of its own baseline + 96 MiB evaluates 3,000 draws x 2 noise levels (6,001 points; the old
+    code's coefficients alone were 6,001 x 3,001 x 16 units of float64, 2.3 GB) and its peak resident memory
+    stays under the budget."""
+    out = subprocess.run([sys.executable, "-c", _BUDGET_CHILD, "3000", "96"], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["draws"] == 3000
+    assert r["peak"] <= r["budget"], {k: v / 2**20 for k, v in r.items()}

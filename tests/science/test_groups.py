@@ -19,7 +19,22 @@ STEM = [{"type": "conv", "out": 4, "kernel": 3, "padding": 1, "bias": False}, {"
 NEW = {  # name -> (spec, input shape, classes)
     "resnet8": ({"kind": "resnet", "depth": 8, "width": 0.25}, (3, 8, 8), 4),
     "resnet14_narrow": ({"kind": "resnet", "depth": 14, "width": 0.125}, (3, 8, 8), 3),
+    "resnet8_option_a": ({"kind": "resnet", "depth": 8, "width": 0.25, "shortcut": "A"}, (3, 8, 8), 4),
+    "resnet14_option_a": ({"kind": "resnet", "depth": 14, "width": 0.375, "shortcut": "A"}, (3, 8, 8), 3),
+    "graph_pad_shortcut": ({"kind": "graph", "layers": STEM + [
+        {"type": "add", "branch": [
+            {"type": "conv", "out": 7, "kernel": 3, "stride": 2, "padding": 1, "bias": False}, {"type": "batchnorm"},
+            {"type": "relu"}, {"type": "conv", "out": 7, "kernel": 3, "padding": 1}, {"type": "batchnorm"}],
+         "shortcut": "pad", "stride": 2},
+        {"type": "relu"},
+        {"type": "add", "branch": [
+            {"type": "conv", "out": 7, "kernel": 3, "padding": 1, "bias": False}, {"type": "batchnorm"},
+            {"type": "relu"}, {"type": "conv", "out": 7, "kernel": 3, "padding": 1}, {"type": "batchnorm"}],
+         "shortcut": "identity"},
+        {"type": "relu"}, {"type": "flatten"}, {"type": "linear", "out": 5}, {"type": "relu"}, {"type": "linear"}]},
+        (3, 8, 8), 3),
     "resnet18": ({"kind": "resnet18", "width": 0.0625}, (3, 16, 16), 4),
+    "resnet50": ({"kind": "resnet50", "width": 0.0625}, (3, 16, 16), 3),
     "resnet34": ({"kind": "resnet34", "width": 0.0625}, (1, 16, 16), 3),
     "vgg11_bn": ({"kind": "vgg11_bn", "width": 0.0625, "hidden": 8}, (3, 32, 32), 3),
     "vgg16_bn": ({"kind": "vgg16_bn", "width": 0.0625, "hidden": 6}, (1, 32, 32), 3),
@@ -354,3 +369,48 @@ def test_torchvision_vgg_bn_state_dicts_load_into_the_same_names():
     torch.testing.assert_close(model.eval()(x), tv.eval()(x), rtol=0, atol=0)
     with pytest.raises(nets.SpecError, match="at least 32x32"):
         nets.build({"kind": "vgg16_bn"}, (1, 8, 8), 3)
+
+
+@pytest.mark.parametrize("kind", ["vgg13_bn", "vgg19_bn", "resnet50", "wide_resnet50_2"])
+def test_more_torchvision_state_dicts_load_into_the_same_names_and_compute_the_same_function(kind):
+    """torchvision's own constructor (the VGGs with a small classifier: their 4096-wide one is 100M weights);
+    the service's module loads its state_dict by name and shape and gives the same logits, bit for bit."""
+    import torchvision
+
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, kind)(num_classes=3)
+    spec = {"kind": kind}
+    if kind.startswith("vgg"):
+        tv.classifier[0], tv.classifier[3], tv.classifier[6] = (torch.nn.Linear(512 * 49, 8), torch.nn.Linear(8, 8),
+                                                                torch.nn.Linear(8, 3))
+        spec["hidden"] = 8
+    tv.train()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        tv(x)  # running statistics away from (0, 1)
+    model = nets.build(spec, (3, 32, 32), 3)
+    nets.load_weights(model, tv.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), tv.eval()(x), rtol=0, atol=0)
+    g = groups.unit_groups(spec)
+    # VGG: one group per hidden layer; bottlenecks: the stem, four streams, two inner groups per block
+    assert len(g.groups) == (len(g.weights) - 1 if kind.startswith("vgg") else 1 + 4 + 2 * 16)
+
+
+@pytest.mark.parametrize("name, op", [("mobilenet_v2", "ReLU6"), ("mobilenet_v3_small", "Hardswish"),
+                                      ("efficientnet_b0", "SiLU")])
+def test_torchvision_classifiers_the_derivation_cannot_handle_are_refused_naming_the_operation(name, op):
+    with pytest.raises(nets.SpecError, match=rf"torchvision's {name} is refused: layer \S+ \({op}\)"):
+        nets.normalize_spec({"kind": "torchvision", "name": name})
+    assert nets.normalize_spec({"kind": "torchvision", "name": "resnet50"}) == {"kind": "resnet50", "width": 1.0}
+    with pytest.raises(nets.SpecError, match="no classifier named 'resnet51'"):
+        nets.normalize_spec({"kind": "torchvision", "name": "resnet51"})
+
+
+def test_a_depthwise_convolution_is_refused_as_such():
+    from workers.landscape.groups import GroupError, explain_module
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=4), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.LazyLinear(2))
+    with pytest.raises(GroupError, match="depthwise convolution"):
+        explain_module(model)

@@ -61,7 +61,8 @@ def _canonical_case(name):
     return spec, slices.center(spec, state, "canonical")
 
 
-@pytest.mark.parametrize("name", REAL_CASES + ["resnet8", "graph_mlp_gelu_residual", "graph_conv_shortcut"])
+@pytest.mark.parametrize("name", REAL_CASES + ["resnet8", "graph_mlp_gelu_residual", "graph_conv_shortcut",
+                                  "resnet8_option_a", "graph_pad_shortcut"])
 def test_canonical_directions_are_tangent_and_points_stay_on_the_spheres(name):
     """Spheres are the canonical form's (groups.py): a residual stream channel's sphere spans the gammas of
     every BatchNorm writing into it; a BatchNorm unit's gamma (+1) has no tangent and stays."""
@@ -130,13 +131,15 @@ def test_the_origin_is_the_network_and_the_engine_matches_a_plain_loop(mode):
         if mode == "canonical" else res["direction_norms"][0] > 0
 
 
-def test_a_canonical_slice_of_a_resnet_runs_and_its_points_match_a_plain_loop():
+@pytest.mark.parametrize("name", ["resnet8", "resnet8_option_a"])
+def test_a_canonical_slice_of_a_resnet_runs_and_its_points_match_a_plain_loop(name):
     """Before: a canonical slice of any residual or graph network failed (its spheres were read from a
-    per-layer description that only the layer-by-layer architectures had)."""
+    per-layer description that only the layer-by-layer architectures had). Option A: the padded stream's
+    spheres share the BatchNorms' rows with the old stream's."""
     from .test_groups import NEW
     from .test_nets import make_data, train_steps
 
-    spec, shape, classes = NEW["resnet8"]
+    spec, shape, classes = NEW[name]
     data = make_data(shape, classes, n_train=64, n_test=32)
     torch.manual_seed(2)
     model = nets.build(spec, shape, classes).double()

@@ -21,6 +21,7 @@ from backend.config import get_settings
 from backend.models import Network
 from backend.networks import ERROR_FIELDS, fill_errors, store_state
 from workers.landscape import bend, evaluate, flatness, hessian, kinds, nets, paths, plane, symmetry, train
+from workers.landscape import cost as costs
 from workers.landscape import slice as slices
 from workers.landscape import data as datasets
 from workers.landscape.groups import in_module_order, prepare
@@ -43,6 +44,7 @@ class Context:
     def __init__(self, session: Session, job_id: int, owner: str, visibility: str, progress):
         self.session, self.job_id, self.owner, self.visibility, self.progress = session, job_id, owner, visibility, progress
         self._states: dict[int, State] = {}
+        costs.set_memory_budget(get_settings().worker_memory or None)  # every chunk of the job is sized to it
         self._specs: dict[str, nets.Prepared] = {}
 
     def network(self, network_id: int) -> Network:
@@ -90,7 +92,7 @@ class Context:
 
 
 def errors(model: torch.nn.Module, data: datasets.Dataset) -> dict[str, float]:
-    train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train)
+    train_err, train_loss = evaluate.error_and_loss(model, data.x_train, data.y_train)  # batches fit the budget
     test_err, test_loss = evaluate.error_and_loss(model, data.x_test, data.y_test)
     return dict(zip(ERROR_FIELDS, (train_err, test_err, train_loss, test_loss)))
 

@@ -19,7 +19,7 @@ from .groups import prepare
 from .evaluate import bn_inputs, error_and_loss, evaluate_states, has_batchnorm, recalibrate_bn
 from .params import MAX_SEED, check_value
 from .paths import (PathError, Progress, State, add_barrier, _check_bn, _float64, _geodesic_ends, check_points, setup,
-                    distances, geodesic_distance, path_points, positions)
+                    distances, end_errors, geodesic_distance, path_points, positions)
 
 
 
@@ -172,6 +172,7 @@ def bend_result(
             out[f"{split}_{what}"] = curves[0][split][what] + curves[1][split][what]
     add_barrier(out)
     out["distances"] = distances(spec, state_a, state_b)
+    out["ends"] = end_errors(model, data, state_a, state_b)
     out.update(midpoint_train_error=mid_train, midpoint_test_error=mid_test, epochs=epochs_run,
                midpoint_distances={"a": aligned_geodesic_distance(spec, state_a, mid),
                                    "b": aligned_geodesic_distance(spec, mid, state_b)})

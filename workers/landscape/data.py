@@ -9,6 +9,12 @@
   ``$TOROID_HOME/data``); without one, ``~/.toroid/data``. The science never reads the environment.
 - ``hmm``: synthetic Hidden Manifold Model data (docs/science.md section 6), generated from a seed.
 
+Preprocessing: the default of each data set (``PREPROCESSING``, served by ``GET /api/datasets``) is the
+paper's "inputs standardised": digits per pixel, images per channel, with the training subset's statistics.
+The option ``normalize`` replaces it with a lab's own: the pixels scaled to [0, 1] (torchvision's ToTensor),
+then per channel (x - mean) / std with the given constants or a preset (``NORMALIZE_PRESETS``); it is left out
+of the normalised options when absent, so every existing network keeps its options and cache keys.
+
 ``Dataset.info`` records the normalised options, the split, the standardisation constants and a
 fingerprint of the tensors: ``load_dataset(info["name"], info["options"])`` gives the same tensors.
 """
@@ -126,11 +132,97 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 
 
+# How each data set's inputs are made by default ("normalize" absent) and what "normalize" starts from.
+PREPROCESSING: dict[str, dict[str, Any]] = {
+    "digits": {"default": "per-pixel standardisation: (x - mean) / std of each of the 64 pixels over the training "
+                          "subset (a pixel constant over it: std 1)",
+               "per": "pixel", "raw": "integers 0..16", "scale": 16, "layout": "(n, 1, 8, 8) float32",
+               "info": "per-pixel standardisation with training mean/std"},
+    **{name: {"default": "per-channel standardisation: (x - mean) / std with the mean and std of each channel's raw "
+                         "0..255 pixels over the training subset",
+              "per": "channel", "raw": "integers 0..255", "scale": 255,
+              "info": "per-channel (x - mean) / std on raw 0-255 pixels, statistics of the training subset",
+              "layout": f"(n, {shape[0]}, {shape[1]}, {shape[2]}) float32, channels first"}
+       for name, shape in (("mnist", (1, 28, 28)), ("fashion_mnist", (1, 28, 28)), ("cifar10", (3, 32, 32)),
+                           ("cifar100", (3, 32, 32)))},
+    "hmm": {"default": "none: the inputs are sign(F xi) in {-1, +1}", "per": None, "raw": "-1 or +1", "scale": None,
+            "info": "none: inputs are sign(F xi) in {-1, +1}",
+            "layout": "(n, N) float32"},
+}
+NORMALIZE_PRESETS = {  # name -> (mean, std) per channel, on pixels scaled to [0, 1]
+    "none": None,  # the pixels scaled to [0, 1] (torchvision's ToTensor), nothing else
+    "torchvision": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # the ImageNet constants of torchvision's models
+}
+NORMALIZE_HELP = ("'normalize' in a network's dataset_options replaces the default standardisation: \"none\" (pixels "
+                  "scaled to [0, 1], as torchvision's ToTensor), \"torchvision\" (then per channel (x - mean) / std with "
+                  "torchvision's ImageNet constants mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225); 3 channels), "
+                  "or {\"mean\": [...], \"std\": [...]}: one value per channel (or one for all) on the [0, 1] scale, "
+                  "as torchvision's Normalize. Absent: the data set's default.")
+
+
+def _normalize_option(name: str, value: Any) -> Any:
+    """The normalised ``normalize`` option: a preset's name, or {"mean": [...], "std": [...]} of floats."""
+    if name == "hmm":
+        raise DatasetError("data set 'hmm' has no 'normalize' option: its inputs are +-1 values, not pixels")
+    channels = DATASETS[name]["input_shape"][0]
+    if isinstance(value, str):
+        if value not in NORMALIZE_PRESETS:
+            raise DatasetError(f"'normalize' must be one of {', '.join(map(repr, NORMALIZE_PRESETS))} or "
+                               f"{{\"mean\": [...], \"std\": [...]}}, got {value!r}")
+        preset = NORMALIZE_PRESETS[value]
+        if preset is not None and len(preset[0]) not in (1, channels):
+            raise DatasetError(f"'normalize' preset {value!r} has {len(preset[0])} channels; data set {name!r} has "
+                               f"{channels}: give its own {{\"mean\": [...], \"std\": [...]}}")
+        return value
+    if not isinstance(value, dict) or set(value) != {"mean", "std"}:
+        raise DatasetError(f"'normalize' must be a preset name ({', '.join(NORMALIZE_PRESETS)}) or an object with "
+                           f"exactly 'mean' and 'std', got {value!r}")
+    out = {}
+    for key in ("mean", "std"):
+        v = value[key]
+        v = [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        if (not isinstance(v, list) or len(v) not in (1, channels)
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)):
+            raise DatasetError(f"'normalize.{key}' must be a list of {channels} number(s) (one per channel of data set "
+                               f"{name!r}) or one number, got {value[key]!r}")
+        if key == "std" and not all(x > 0 for x in v):
+            raise DatasetError(f"'normalize.std' must be positive, got {v!r}")
+        out[key] = [float(x) for x in v]
+    return out
+
+
+def normalization(name: str, value: Any) -> tuple[list[float], list[float]] | None:
+    """(mean, std) per channel on the [0, 1] scale of a normalised ``normalize`` option; None: scaling alone."""
+    if isinstance(value, str):
+        preset = NORMALIZE_PRESETS[value]
+        return None if preset is None else (list(preset[0]), list(preset[1]))
+    return value["mean"], value["std"]
+
+
+def describe_preprocessing(name: str, options: dict[str, Any]) -> str:
+    """What the inputs of a data set with these (normalised) options are, in words."""
+    pre = PREPROCESSING[name]
+    if "normalize" not in options:
+        return pre["info"]
+    ms = normalization(name, options["normalize"])
+    scaled = f"pixels ({pre['raw']}) divided by {pre['scale']} to [0, 1]"
+    return scaled if ms is None else f"{scaled}, then per channel (x - mean) / std with mean {ms[0]}, std {ms[1]}"
+
+
 def normalize_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    """Validate a data set's options and fill in defaults."""
+    """Validate a data set's options and fill in defaults (``normalize`` stays out unless given: the options of
+    every network made before it existed are unchanged, and so are their cache keys)."""
     if name not in DATASETS:
         raise DatasetError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+    normalize = None
+    if isinstance(options, dict) and options.get("normalize") is not None:
+        options = dict(options)
+        normalize = _normalize_option(name, options.pop("normalize"))
+    elif isinstance(options, dict) and "normalize" in options:
+        options = {k: v for k, v in options.items() if k != "normalize"}
     out = validate_params(DATASETS[name]["params"], options, f"data set {name!r}", DatasetError)
+    if normalize is not None:
+        out["normalize"] = normalize
     if name == "hmm" and out["N"] * (out["n_train"] + out["n_test"]) > 200_000_000:
         raise DatasetError("data set 'hmm' would hold more than 2e8 input values (N * (n_train + n_test)); "
                            "lower N, n_train or n_test")
@@ -195,7 +287,16 @@ def list_datasets(root: str | os.PathLike | None = None) -> list[dict[str, Any]]
     out = []
     for name, entry in DATASETS.items():
         reason = _missing_files_message(name, root_path) if name in _FOLDERS else None
-        out.append({"name": name, **entry, "available": reason is None, "reason": reason})
+        pre = PREPROCESSING[name]
+        preprocessing = {"default": pre["default"], "per": pre["per"], "raw_values": pre["raw"],
+                         "layout": pre["layout"],
+                         "normalize": None if name == "hmm" else {"scale": f"divided by {pre['scale']} to [0, 1]",
+                                                                  "presets": {k: (None if v is None else
+                                                                                  {"mean": list(v[0]), "std": list(v[1])})
+                                                                              for k, v in NORMALIZE_PRESETS.items()},
+                                                                  "help": NORMALIZE_HELP}}
+        out.append({"name": name, **entry, "preprocessing": preprocessing, "available": reason is None,
+                    "reason": reason})
     return out
 
 
@@ -302,6 +403,14 @@ def _image_dataset(name, options, x_tr, y_tr, x_te, y_te, *, source: str) -> Dat
     i_tr = _subset(len(y_tr), options["n_train"], rng, "n_train")
     i_te = _subset(len(y_te), options["n_test"], rng, "n_test")
     x_tr, y_tr, x_te, y_te = x_tr[i_tr], y_tr[i_tr], x_te[i_te], y_te[i_te]
+    if "normalize" in options:  # the caller's: pixels / 255, then its mean and std per channel
+        ms = normalization(name, options["normalize"])
+        mean, std = ms if ms is not None else ([0.0], [1.0])
+        m_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        s_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        x_train = (torch.from_numpy(x_tr).float() / 255 - m_t) / s_t
+        x_test = (torch.from_numpy(x_te).float() / 255 - m_t) / s_t
+        return _image_result(name, options, x_train, y_tr, x_test, y_te, source, mean, std)
     # Exact per-channel statistics of uint8 pixels from their histogram (no float64 copy of the images).
     mean, std = [], []
     values = np.arange(256, dtype=np.float64)
@@ -315,6 +424,10 @@ def _image_dataset(name, options, x_tr, y_tr, x_te, y_te, *, source: str) -> Dat
     s_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     x_train = (torch.from_numpy(x_tr).float() - m_t) / s_t
     x_test = (torch.from_numpy(x_te).float() - m_t) / s_t
+    return _image_result(name, options, x_train, y_tr, x_test, y_te, source, mean, std)
+
+
+def _image_result(name, options, x_train, y_tr, x_test, y_te, source, mean, std) -> Dataset:
     y_tr, n_classes = _relabel(y_tr, DATASETS[name]["n_classes"], options["labels"])
     y_te, _ = _relabel(y_te, DATASETS[name]["n_classes"], options["labels"])
     y_train, y_test = torch.from_numpy(np.ascontiguousarray(y_tr)), torch.from_numpy(np.ascontiguousarray(y_te))
@@ -329,7 +442,7 @@ def _image_dataset(name, options, x_tr, y_tr, x_te, y_te, *, source: str) -> Dat
             "n_train": len(y_train),
             "n_test": len(y_test),
             "labels": options["labels"],
-            "preprocessing": "per-channel (x - mean) / std on raw 0-255 pixels, statistics of the training subset",
+            "preprocessing": describe_preprocessing(name, options),
             "mean": mean,
             "std": std,
             "fingerprint": _fingerprint(x_train, y_train, x_test, y_test),
@@ -360,7 +473,12 @@ def _digits(options: dict[str, Any]) -> Dataset:
     i_tr = _subset(len(y_tr), options["n_train"], rng, "n_train")
     i_te = _subset(len(y_te), options["n_test"], rng, "n_test")
     x_tr, y_tr, x_te, y_te = x_tr[i_tr], y_tr[i_tr], x_te[i_te], y_te[i_te]
-    x_tr, x_te = _standardise(x_tr, x_te)
+    if "normalize" in options:  # the caller's: values / 16, then its mean and std
+        ms = normalization("digits", options["normalize"])
+        mean, std = ms if ms is not None else ([0.0], [1.0])
+        x_tr, x_te = (x_tr / 16 - mean[0]) / std[0], (x_te / 16 - mean[0]) / std[0]
+    else:
+        x_tr, x_te = _standardise(x_tr, x_te)
     y_tr, n_classes = _relabel(y_tr, 10, options["labels"])
     y_te, _ = _relabel(y_te, 10, options["labels"])
     shape = (-1, 1, 8, 8)
@@ -377,7 +495,7 @@ def _digits(options: dict[str, Any]) -> Dataset:
             "n_train": len(y_train),
             "n_test": len(y_test),
             "labels": options["labels"],
-            "preprocessing": "per-pixel standardisation with training mean/std",
+            "preprocessing": describe_preprocessing("digits", options),
             "fingerprint": _fingerprint(x_train, y_train, x_test, y_test),
         },
     )

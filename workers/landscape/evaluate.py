@@ -45,6 +45,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from . import cost as costs
 from .nets import binarize
 
 Progress = Callable[[float, str], None]
@@ -55,6 +56,7 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 # Measured on CPU, ResNet-20 on 1000 inputs: batches of 256 take half the time of one batch of 1000
 # (the activations of a batch stay cache-sized); the statistics are the average of the batches' own.
 BN_BATCH = 256
+CPU_BUDGET_SHARE = 0.5  # of the worker's free budget that chunks are sized to on CPU [ours]
 
 
 def _dtype(model: nn.Module) -> torch.dtype:
@@ -77,8 +79,11 @@ def default_device() -> torch.device:
 
 
 @torch.no_grad()
-def error_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> tuple[float, float]:
-    """0-1 error and mean cross-entropy of ``model`` in eval mode on (x, y) (x cast to the model's dtype)."""
+def error_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> tuple[float, float]:
+    """0-1 error and mean cross-entropy of ``model`` in eval mode on (x, y) (x cast to the model's dtype), in
+    batches of ``batch_size`` inputs (None: as many as fit the memory budget, at most 4096: ``budget_batch``)."""
+    if batch_size is None:
+        batch_size = budget_batch(model, tuple(x.shape[1:])) if len(y) > 1 else 1
     model.eval()
     dtype, device = _dtype(model), _device(model)
     wrong, loss_sum = 0, 0.0
@@ -201,10 +206,33 @@ class Combination:
 
     def uniform(self) -> bool:
         """Whether each point's coefficients are the same for every unit (lines, planes, noise draws)."""
+        if self.coef.stride(2) == 0 or self.coef.shape[2] == 1:
+            return True  # expanded over the units
         return bool((self.coef == self.coef[:, :, :1]).all())
 
     def __len__(self) -> int:
         return self.coef.shape[0]
+
+    @property
+    def n_bases(self) -> int:
+        return len(self.bases)
+
+
+class LazyCombination:
+    """A ``Combination`` too big to hold (flatness: 1 + draws bases, a coefficient per point and base) made
+    chunk by chunk: ``select(k0, k1)`` returns the ``Combination`` of points k0 ... k1 - 1 with only the bases
+    they use. Subclasses give ``__len__``, ``n_bases`` and ``select``; their coefficients are uniform over units."""
+
+    name: str
+
+    def uniform(self) -> bool:
+        return True
+
+    def select(self, k0: int, k1: int) -> Combination:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,6 +249,8 @@ class _EngineStages:
     last: str  # name of the last module with weights (float32 in bf16 mode)
     pp_act: int  # largest activation of one sample in the conv stage (entries)
     st_act: int  # largest activation of one sample and one point in the dense stage (entries)
+    first_act: int = 1  # the first layer's output of one sample (entries): one product with a combination's base
+    first_units: int = 1  # the first layer's units (output channels or features)
     whole: nn.Module | None = None  # a model the stages above do not fit: run whole, point after point
     fused: dict | None = None  # per-point module name -> _Fused, for evaluation (BatchNorm in eval mode)
 
@@ -339,11 +369,12 @@ def _sequential_stages(model: nn.Module, input_shape: tuple[int, ...]) -> _Engin
     was_training = model.training
     model.eval()
     h = torch.zeros(1, *input_shape, dtype=_dtype(model), device=_device(model))
-    pp_act, st_act, stage = 0, 0, "prefix"
+    pp_act, st_act, stage, first_act = 0, 0, "prefix", 1
     for i, (_, m) in enumerate(children):
         h = m(h)
         if i == i0:
             stage = "per_point" if per_point else "stacked"
+            first_act = h.numel()
         if stage == "per_point":
             pp_act = max(pp_act, h.numel())
             if isinstance(m, nn.Flatten) and i == i0 + len(per_point):
@@ -356,8 +387,9 @@ def _sequential_stages(model: nn.Module, input_shape: tuple[int, ...]) -> _Engin
     for (name, m), (bn_name, bn) in zip(per_point, per_point[1:]):  # a conv child followed by a BatchNorm child
         if isinstance(m, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.affine and bn.track_running_stats:
             fused[name], fused[bn_name] = ("conv", bn_name, bn.eps), ("skip",)
+    units = first[1].out_channels if isinstance(first[1], nn.Conv2d) else first[1].out_features
     return _EngineStages([m for _, m in children[:i0]], first, per_point, stacked, keys, children[weighted[-1]][0],
-                 pp_act, max(st_act, 1), fused=fused)
+                 pp_act, max(st_act, 1), first_act, units, fused=fused)
 
 
 def _params(stages: _EngineStages, stack: State, name: str, k: int | None = None) -> State:
@@ -406,7 +438,7 @@ def _combine(products: list[torch.Tensor], coef: torch.Tensor, bias: torch.Tenso
         b = bias[:, None, None] if bias is not None else None
         z = products
         out = torch.empty_like(z[0])  # keeps a channels_last layout
-        js = [j for j in range(len(z)) if bool((coef[j] != 0).any())] or [0]
+        js = (coef != 0).any(dim=1).nonzero().flatten().tolist() or [0]  # one pass, not one per base
     out = torch.addcmul(b, c[js[0]], z[js[0]], out=out) if b is not None else torch.mul(c[js[0]], z[js[0]], out=out)
     for j in js[1:]:
         out.addcmul_(c[j], z[j])
@@ -512,26 +544,55 @@ def _memory_bytes(device: torch.device, memory_mb: float | None) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(0.5 * free)
-    return 2**30  # 1 GiB on CPU [ours]
+    # the worker's budget less what the process holds already; a share held back for what the chunk sizes do
+    # not count (the allocator's slack, the previous chunk's stack while the next is made, Python objects) [ours]
+    return int(CPU_BUDGET_SHARE * costs.available_bytes())
+
+
+def budget_batch(model: nn.Module, input_shape: tuple[int, ...], memory_mb: float | None = None,
+                 largest: int = 4096) -> int:
+    """Inputs per batch of a plain forward pass (``error_and_loss``) that fit the memory budget: the budget over
+    cost.EVAL_FACTOR x one input's peak activation bytes, measured on two and four inputs."""
+    budget = _memory_bytes(_device(model), memory_mb)
+    per = costs.EVAL_FACTOR * costs.measured_forward_bytes(model, input_shape)
+    return int(max(1, min(largest, budget // max(per, 1))))
 
 
 def _chunks(stages: _EngineStages, n_points: int, n_data: int, state_bytes: int, elem: int, device: torch.device,
-            memory_mb: float | None, chunk: int | None) -> _Chunks:
+            memory_mb: float | None, chunk: int | None, first: "Combination | LazyCombination | None" = None,
+            min_data: int = 0) -> _Chunks:
     """Data chunk: ``chunk``, else on CPU 256 inputs for dense nets (measured fastest on 2 cores: the
     (K, 256, h) intermediates stay in cache) and 64 for conv nets (measured with one thread, CPU time of 5
     points on 512 inputs, 256 -> 64: LeNet 0.34 -> 0.30 s, VGG16 8.5 -> 7.3 s, ResNet-20 1.9 -> 1.3 s: the
     activations of deep conv stages stay cache-sized), 8192 on CUDA; shrunk to fit one point in the budget.
-    Points per chunk: as many as fit the budget with that data chunk (stacked weights twice, dense
-    activations three times)."""
+    Points per chunk: as many as fit the budget with that data chunk: stacked weights twice, dense activations
+    three times, and with a first-layer ``first`` combination its products with the data (the bases a chunk
+    uses, twice: stacked for the matmul) and its coefficients (points x bases; x units when not uniform).
+    ``min_data``: inputs a chunk of points must also take at once (BatchNorm recalibration's fixed batches)."""
     budget = _memory_bytes(device, memory_mb)
     if chunk is None:
         conv = bool(stages.per_point) or stages.whole is not None
         chunk = 8192 if device.type == "cuda" else 64 if conv else 256
     one_point = 3 * elem * (stages.pp_act + stages.st_act)
     data = max(1, min(chunk, n_data, budget // max(one_point, 1)))
-    per_point = 2 * state_bytes + 3 * elem * data * stages.st_act
-    spare = budget - 3 * elem * data * stages.pp_act
+    held = max(data, min_data)  # inputs one pass over the chunk's points holds
+    per_point = 2 * state_bytes + 3 * elem * held * stages.st_act
+    spare = budget - 3 * elem * held * stages.pp_act
     points = max(1, min(n_points, spare // per_point))
+    if first is not None and len(first):
+        ratio = first.n_bases / len(first)  # bases per point
+        units = 1 if first.uniform() else stages.first_units
+        product = 2 * elem * held * stages.first_act
+
+        def need(k: int) -> float:
+            bases = min(first.n_bases, ratio * k + 2)
+            return k * per_point + bases * product + 8 * k * bases * units
+
+        lo, hi = 1, points
+        while lo < hi:  # the most points whose chunk fits
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if need(mid) <= spare else (lo, mid - 1)
+        points = lo
     return _Chunks(points, data)
 
 
@@ -623,7 +684,8 @@ def _evaluate_chunk(stages: _EngineStages, stack: State, comb: Combination | Non
     return wrong, loss
 
 
-def _chunk_combination(stages: _EngineStages, first: Combination | None, k0: int, K: int, dtype: torch.dtype,
+def _chunk_combination(stages: _EngineStages, first: Combination | LazyCombination | None, k0: int, K: int,
+                       dtype: torch.dtype,
                        device: torch.device) -> Combination | None:
     """The combination for points k0 ... k0 + K - 1, on the device, when it applies: it names the first
     layer, that layer is linear in its weights (not binary), and it needs fewer products than points."""
@@ -635,7 +697,12 @@ def _chunk_combination(stages: _EngineStages, first: Combination | None, k0: int
     sel = first.select(k0, k0 + K)
     if len(sel.bases) >= K:
         return None
-    return Combination(sel.name, [b.to(device, dtype) for b in sel.bases], sel.coef.to(device, dtype))
+    coef = sel.coef
+    if coef.dim() == 3 and coef.stride(2) == 0:  # the same for every unit: cast one column, not (K, m, H)
+        coef = coef[:, :, :1].to(device, dtype).expand(coef.shape)
+    else:
+        coef = coef.to(device, dtype)
+    return Combination(sel.name, [b.to(device, dtype) for b in sel.bases], coef)
 
 
 def _prepare(model: nn.Module, splits: Splits) -> tuple[_EngineStages, torch.dtype, torch.device]:
@@ -657,7 +724,7 @@ def evaluate_states(
     total: int | None = None,
     bn_data: torch.Tensor | None = None,
     *,
-    first: Combination | None = None,
+    first: Combination | LazyCombination | None = None,
     bn_batch: int = BN_BATCH,
     memory_mb: float | None = None,
     chunk: int | None = None,
@@ -685,8 +752,9 @@ def evaluate_states(
     elem = torch.finfo(dtype).bits // 8
     n_data = max(len(y) for _, y in splits.values())
     n_points = total or (len(first) if first is not None else 1 << 30)
-    sizes = _chunks(stages, n_points, n_data, _state_bytes(head, elem), elem, device, memory_mb, chunk)
     recompute = bn_data is not None and has_batchnorm(model)
+    sizes = _chunks(stages, n_points, n_data, _state_bytes(head, elem), elem, device, memory_mb, chunk, first,
+                    min_data=min(bn_batch, len(bn_data)) if recompute else 0)
     on_device = {name: (x.to(device, dtype), y.to(device)) for name, (x, y) in splits.items()}
     bn_x = bn_data.to(device, dtype) if recompute else None
     done = 0
@@ -727,7 +795,7 @@ def recalibrate_states(model: nn.Module, states: list[State], x: torch.Tensor, b
     stages, dtype, device = _prepare(model, {"x": (x, x)})
     elem = torch.finfo(dtype).bits // 8
     sizes = _chunks(stages, len(states), min(batch_size, len(x)), _state_bytes(states[0], elem), elem, device,
-                    memory_mb, batch_size)
+                    memory_mb, batch_size, first)
     xs = x.to(device, dtype)
     out: list[State] = []
     for k0 in range(0, len(states), sizes.points):

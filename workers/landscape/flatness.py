@@ -37,7 +37,7 @@ import torch
 from . import nets, symmetry
 from .groups import first_weight, prepare, weight_names
 from .params import MAX_SEED
-from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
+from .evaluate import Combination, LazyCombination, bn_inputs, default_device, evaluate_states, has_batchnorm
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -47,7 +47,8 @@ SIGMA_GRIDS = {  # largest sigma per architecture kind (the paper's figures); 11
     "lenet": 0.25,
     "vgg": 0.08,
     # deep BatchNorm convnets (issue 15) [ours]: the VGG range
-    "resnet": 0.08, "resnet18": 0.08, "resnet34": 0.08, "vgg11_bn": 0.08, "vgg16_bn": 0.08,
+    "resnet": 0.08, "resnet18": 0.08, "resnet34": 0.08, "resnet50": 0.08, "wide_resnet50_2": 0.08,
+    "vgg11_bn": 0.08, "vgg13_bn": 0.08, "vgg16_bn": 0.08, "vgg19_bn": 0.08,
 }
 FLIP_FRACTIONS = [0.0, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06]
 DEFAULT_DRAWS = {"multiplicative": 20, "flip": 10}
@@ -94,20 +95,55 @@ def multiplicative_states(state: State, names: list[str], sigmas: list[float], d
             yield {**state, **{n: (state[n].double() * (1 + sigma * z[n])).to(state[n].dtype) for n in names}}
 
 
+class NoiseCombination(LazyCombination):
+    """The first layer ``name`` of [state, *multiplicative_states(...)] as a combination: bases w and w * z_d (the
+    same z_d as ``multiplicative_states``), coefficients 1 and sigma. The engine then gets the first layer of
+    every point of a draw from two products with the data instead of one per sigma. Made chunk by chunk: a
+    chunk's bases (its draws' w * z_d, drawn again from the tensor's own stream) and coefficients (points x
+    bases of the chunk, uniform over units); nothing of size draws x draws, nor draws x weights, is ever held."""
+
+    def __init__(self, w: torch.Tensor, name: str, stream: int, seed: int, sigmas: list[float], draws: int):
+        self.name, self.w, self.sigmas, self.draws = name, w, list(sigmas), draws
+        self._seed, self._stream = seed, stream
+        self._gen, self._next = _stream(seed, stream), 0  # the draw the generator gives next
+
+    def __len__(self) -> int:
+        return 1 + self.draws * len(self.sigmas)
+
+    @property
+    def n_bases(self) -> int:
+        return 1 + self.draws
+
+    def _noise(self, d0: int, d1: int) -> list[torch.Tensor]:
+        """w * z_d for draws d0 ... d1 - 1 (the stream restarts when asked for an earlier draw)."""
+        if d0 < self._next:
+            self._gen, self._next = _stream(self._seed, self._stream), 0
+        while self._next < d0:
+            torch.randn(self.w.shape, generator=self._gen, dtype=torch.float64)
+            self._next += 1
+        out = [self.w * torch.randn(self.w.shape, generator=self._gen, dtype=torch.float64) for _ in range(d0, d1)]
+        self._next = d1
+        return out
+
+    def select(self, k0: int, k1: int) -> Combination:
+        S, k1 = len(self.sigmas), min(k1, len(self))
+        draws = [(k - 1) // S for k in range(max(k0, 1), k1)]
+        d0, d1 = (draws[0], draws[-1] + 1) if draws else (0, 0)
+        base = k0 == 0
+        bases = ([self.w] if base or draws else []) + self._noise(d0, d1)
+        coef = torch.zeros(k1 - k0, len(bases), dtype=torch.float64)
+        sig = torch.tensor(self.sigmas, dtype=torch.float64)
+        coef[:, 0] = 1.0
+        for row, k in enumerate(range(k0, k1)):
+            if k > 0:
+                coef[row, 1 + (k - 1) // S - d0] = sig[(k - 1) % S]
+        return Combination(self.name, bases, coef[:, :, None].expand(-1, -1, self.w.shape[0]))
+
+
 def first_layer_combination(state: State, names: list[str], name: str, sigmas: list[float], draws: int,
-                            seed: int = 0) -> Combination:
-    """The first layer ``name`` of [state, *multiplicative_states(...)] as an evaluate.Combination: bases w and
-    w * z_d (the same z_d), coefficients 1 and sigma. The engine then gets the first layer of every point
-    of a draw from two products with the data instead of one per sigma."""
-    w = state[name].double()
-    gen = _stream(seed, names.index(name))
-    bases = [w] + [w * torch.randn(w.shape, generator=gen, dtype=torch.float64) for _ in range(draws)]
-    coef = torch.zeros(1 + draws * len(sigmas), 1 + draws, dtype=torch.float64)
-    coef[:, 0] = 1.0
-    for d in range(draws):
-        for j, sigma in enumerate(sigmas):
-            coef[1 + d * len(sigmas) + j, 1 + d] = sigma
-    return Combination(name, bases, coef[:, :, None].expand(-1, -1, w.shape[0]))
+                            seed: int = 0) -> NoiseCombination:
+    """The first layer ``name`` of [state, *multiplicative_states(...)] as a ``NoiseCombination``."""
+    return NoiseCombination(state[name].double(), name, names.index(name), seed, sigmas, draws)
 
 
 def flipped_states(state: State, names: list[str], fractions: list[float], draws: int,

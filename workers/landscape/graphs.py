@@ -5,13 +5,17 @@ keys are those a lab already has:
 - ``resnet`` (CIFAR-style, He et al. 2016 section 4.2): depth 6n+2, a 3x3 stem conv of 16w channels,
   three stages of n basic blocks with 16w, 32w, 64w channels (stride 2 at the start of stages 2 and 3),
   global average pooling, one linear layer. Shortcuts that change the shape are a 1x1 conv + BatchNorm
-  (the "option B" of the mode-connectivity and re-basin code) [ours]; the others are identities.
+  (``"shortcut": "B"``, the default: the "option B" of the mode-connectivity and re-basin code) or He et al.'s
+  option A (``"shortcut": "A"``: every second pixel, zero channels padded on both sides, no parameters: the
+  public CIFAR ResNet-20/32/56 checkpoints); the others are identities.
   Names follow torchvision's ResNet: conv1, bn1, layer1.0.conv1, ..., layer3.2.downsample.0, fc.
+- ``resnet50`` / ``wide_resnet50_2``: the same with torchvision's Bottleneck blocks (ResNet v1.5), the wide one
+  twice as wide inside each bottleneck.
 - ``resnet18`` / ``resnet34``: torchvision's layout exactly (7x7 stride-2 stem, 3x3 stride-2 max-pool,
   four stages of basic blocks, adaptive average pooling, fc), so that ``torch.save(model.state_dict())``
   of ``torchvision.models.resnet18(num_classes=C)`` (its first conv replaced for other input channels)
   loads as it is. ``width`` multiplies every channel count (1.0 = torchvision's).
-- ``vgg11_bn`` / ``vgg16_bn``: torchvision's VGG with BatchNorm exactly (``features.<i>``: conv with bias,
+- ``vgg11_bn`` / ``vgg13_bn`` / ``vgg16_bn`` / ``vgg19_bn``: torchvision's VGG with BatchNorm exactly (``features.<i>``: conv with bias,
   BatchNorm, ReLU, 2x2 max-pools; ``avgpool`` to 7x7; ``classifier.0/3/6``: 4096-4096-classes with ReLU
   and dropout), so that a state_dict of ``torchvision.models.vgg16_bn(num_classes=C)`` loads as it is;
   ``width`` multiplies the conv channels, ``hidden`` is the classifier's width. (The service's own ``vgg``
@@ -19,8 +23,9 @@ keys are those a lab already has:
 - ``graph``: a JSON list of layers (``LAYER_TYPES``) built into a module of the service's own; no code
   is ever uploaded or run. Children are named by their index, as ``nn.Sequential`` names them, so a
   lab's plain ``nn.Sequential`` of the same layers has the same state_dict keys; a residual block
-  ``{"type": "add", "branch": [...], "shortcut": "identity" | "conv_bn"}`` holds ``branch.<i>`` and
-  ``shortcut.0`` (1x1 conv, no bias) / ``shortcut.1`` (BatchNorm).
+  ``{"type": "add", "branch": [...], "shortcut": "identity" | "conv_bn" | "pad"}`` holds ``branch.<i>`` and
+  ``shortcut.0`` (1x1 conv, no bias) / ``shortcut.1`` (BatchNorm); "pad" is option A (``PadShortcut``: every
+  ``stride``-th pixel, the missing channels as zeros on both sides; no parameters).
 Every BatchNorm uses nets.BN_EPS. The symmetries of all of them are derived from the traced module
 (groups.py); nothing here describes units.
 """
@@ -30,16 +35,22 @@ from collections import OrderedDict
 from math import prod
 from typing import Any
 
+import torch.nn.functional as F
 from torch import nn
 
 BN_EPS = 1e-5  # the same as nets.BN_EPS (nets imports this module)
 
 CIFAR_DEPTHS = tuple(6 * n + 2 for n in range(1, 19))  # 8, 14, 20, ..., 110
-TORCHVISION_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
-TORCHVISION_VGG = {  # torchvision's cfgs "A" and "D"; "M" = 2x2 max-pool
+TORCHVISION_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3),
+                      "wide_resnet50_2": (3, 4, 6, 3)}
+BOTTLENECK_BASE = {"resnet50": 64, "wide_resnet50_2": 128}  # torchvision's width_per_group (bottleneck layouts)
+TORCHVISION_VGG = {  # torchvision's cfgs "A", "B", "D" and "E"; "M" = 2x2 max-pool
     "vgg11_bn": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13_bn": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg16_bn": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19_bn": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
+TORCHVISION_NATIVE = (*TORCHVISION_BLOCKS, *TORCHVISION_VGG)  # what {"kind": "torchvision", "name": ...} becomes
 MAX_LAYERS = 400
 MAX_NESTING = 4
 
@@ -53,6 +64,10 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
                       "help": "number of layers with weights, 6n+2 (20, 32, 56 are the literature's)"},
             "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 16,
                       "help": "multiplier of every stage's channels (16, 32, 64 at width 1)"},
+            "shortcut": {"type": "str", "default": "B", "choices": ["A", "B"], "default_omitted": True,
+                         "help": "where the shape changes: B, a 1x1 conv + BatchNorm (downsample.0/1); A, He et al.'s "
+                                 "parameter-free subsampling with zero channels padded on both sides (the public "
+                                 "CIFAR ResNet-20/32/56 checkpoints)"},
         },
         "example": {"kind": "resnet", "depth": 20, "width": 1.0},
     },
@@ -74,6 +89,25 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         },
         "example": {"kind": "resnet34", "width": 1.0},
     },
+    "resnet50": {
+        "description": "torchvision's resnet50 layout and state_dict names (stages of 3, 4, 6, 3 bottleneck blocks: "
+        "1x1, 3x3 with the stride, 1x1 with 4x the channels; 1x1 conv + BatchNorm downsample; fc on 2048): a "
+        "state_dict of torchvision.models.resnet50(num_classes=C) uploads as it is.",
+        "params": {
+            "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
+                      "help": "multiplier of every channel count (1 = torchvision's 64 ... 2048)"},
+        },
+        "example": {"kind": "resnet50", "width": 0.25},
+    },
+    "wide_resnet50_2": {
+        "description": "torchvision's wide_resnet50_2: resnet50 with bottlenecks twice as wide inside (width_per_group "
+        "128): a state_dict of torchvision.models.wide_resnet50_2(num_classes=C) uploads as it is.",
+        "params": {
+            "width": {"type": "float", "default": 1.0, "min": 0.0625, "max": 4,
+                      "help": "multiplier of every channel count (1 = torchvision's)"},
+        },
+        "example": {"kind": "wide_resnet50_2", "width": 0.125},
+    },
     **{kind: {
         "description": f"torchvision's {kind} layout and state_dict names (features.<i>: conv with bias, BatchNorm, "
         "ReLU, max-pools; adaptive average pooling to 7x7; classifier of two hidden linear layers with ReLU and "
@@ -87,6 +121,18 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         },
         "example": {"kind": kind, "width": 0.25, "hidden": 256},
     } for kind in TORCHVISION_VGG},
+    "torchvision": {
+        "description": "A torchvision classifier by its name in torchvision.models: the layouts the service "
+        "rebuilds exactly (resnet18, resnet34, resnet50, wide_resnet50_2, vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn) "
+        "become that kind at torchvision's widths; any other is built by torchvision.models.get_model, traced, and "
+        "refused with the operation whose symmetries are not derived (MobileNet's ReLU6 and depthwise convs, "
+        "EfficientNet's SiLU, ...).",
+        "params": {
+            "name": {"type": "str", "default": "resnet18",
+                     "help": "the model's name in torchvision.models, e.g. resnet50 or vgg16_bn"},
+        },
+        "example": {"kind": "torchvision", "name": "resnet18"},
+    },
     "graph": {
         "description": "Your own CNN or MLP as a JSON list of layers: linear, conv, batchnorm, relu, gelu "
         "(permutations only), maxpool, avgpool, adaptive_avgpool, flatten, dropout, and residual 'add' blocks "
@@ -198,9 +244,9 @@ def _normalize_layers(layers: Any, where: str, depth: int, count: list[int], las
                 raise GraphSpecError(f"{here}: residual blocks nest at most {MAX_NESTING} deep")
             norm["branch"] = _normalize_layers(layer.get("branch"), f"{here}.branch", depth + 1, count, False)
             shortcut = layer.get("shortcut", "identity")
-            if shortcut not in ("identity", "conv_bn"):
-                raise GraphSpecError(f"{here}: 'shortcut' must be \"identity\" or \"conv_bn\" (a 1x1 conv + BatchNorm), "
-                                     f"got {shortcut!r}")
+            if shortcut not in ("identity", "conv_bn", "pad"):
+                raise GraphSpecError(f"{here}: 'shortcut' must be \"identity\", \"conv_bn\" (a 1x1 conv + BatchNorm) "
+                                     f"or \"pad\" (every stride-th pixel, zero channels on both sides), got {shortcut!r}")
             norm["shortcut"] = shortcut
         out.append(norm)
     if last_is_output and out[-1]["type"] != "linear":
@@ -238,7 +284,7 @@ def _check_activations(layers: list[dict], pending: str | None, where: str) -> s
 def normalize(kind: str, spec: dict[str, Any], get) -> dict[str, Any]:
     """The normalised spec of one of this module's kinds (``get(name)`` reads a parameter or its default)."""
     out: dict[str, Any] = {"kind": kind}
-    if kind in ("resnet", "resnet18", "resnet34", *TORCHVISION_VGG):
+    if kind in ("resnet", *TORCHVISION_BLOCKS, *TORCHVISION_VGG):
         width = get("width")
         hi = ARCHITECTURES[kind]["params"]["width"]["max"]
         if not isinstance(width, (int, float)) or isinstance(width, bool) or not 0.0625 <= width <= hi:
@@ -249,6 +295,12 @@ def normalize(kind: str, spec: dict[str, Any], get) -> dict[str, Any]:
         if not isinstance(depth, int) or isinstance(depth, bool) or depth not in CIFAR_DEPTHS:
             raise GraphSpecError(f"'depth' of a CIFAR ResNet must be 6n+2 between 8 and 110 (20, 32, 56, ...), got {depth!r}")
         out["depth"] = depth
+        shortcut = get("shortcut")
+        if shortcut not in ("A", "B"):
+            raise GraphSpecError(f"'shortcut' of a CIFAR ResNet must be \"A\" (zero-padded subsampling) or \"B\" "
+                                 f"(1x1 conv + BatchNorm), got {shortcut!r}")
+        if shortcut == "A":  # B, the default, is left out: the specs (and cache keys) of existing networks stay
+            out["shortcut"] = "A"
     if kind in TORCHVISION_VGG:
         hidden = get("hidden")
         if not isinstance(hidden, int) or isinstance(hidden, bool) or not 1 <= hidden <= 65536:
@@ -265,10 +317,39 @@ def normalize(kind: str, spec: dict[str, Any], get) -> dict[str, Any]:
 # Modules
 
 
-class BasicBlock(nn.Module):
-    """torchvision's BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), same attribute names."""
+class PadShortcut(nn.Module):
+    """The parameter-free "option A" shortcut of He et al. (2016): every ``stride``-th pixel, then ``before`` zero
+    channels in front of the ``c_in`` input channels and ``after`` behind them. The widely used public CIFAR code
+    writes it ``F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))``: the same with stride 2 and
+    ``before = after = planes // 4`` (here ``before = (c_out - c_in) // 2``, ``after`` the rest, which is that
+    whenever the public code runs)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        if c_out < c_in:
+            raise GraphSpecError(f"a zero-padded shortcut cannot go from {c_in} to fewer channels ({c_out})")
+        self.c_in, self.stride = c_in, stride
+        self.before = (c_out - c_in) // 2
+        self.after = c_out - c_in - self.before
+
+    def forward(self, x):
+        if x.dim() == 4:
+            x = x[:, :, :: self.stride, :: self.stride]
+        elif self.stride != 1:
+            raise ValueError("a strided zero-padded shortcut needs image activations")
+        pad = (0, 0, 0, 0, self.before, self.after) if x.dim() == 4 else (self.before, self.after)
+        return F.pad(x, pad)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, before={self.before}, after={self.after}"
+
+
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), same attribute names;
+    ``shortcut`` "B": a 1x1 conv + BatchNorm ``downsample`` where the shape changes; "A": the parameter-free
+    zero-padded subsampling (``PadShortcut``, held as ``shortcut``: no state_dict entries)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, shortcut: str = "B"):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out, eps=BN_EPS)
@@ -277,18 +358,54 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
         self.downsample = None
         if stride != 1 or c_in != c_out:
+            if shortcut == "A":
+                self.shortcut = PadShortcut(c_in, c_out, stride)
+            else:
+                self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                                nn.BatchNorm2d(c_out, eps=BN_EPS))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        elif hasattr(self, "shortcut"):
+            identity = self.shortcut(x)
+        else:
+            identity = x
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (ResNet v1.5: the stride on the 3x3 conv), same attribute names:
+    relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x)); ``inner`` channels inside, ``c_out``
+    (4x the stage's planes) out."""
+
+    def __init__(self, c_in: int, inner: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, inner, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner, eps=BN_EPS)
+        self.conv2 = nn.Conv2d(inner, inner, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(inner, eps=BN_EPS)
+        self.conv3 = nn.Conv2d(inner, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out, eps=BN_EPS)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
             self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
                                             nn.BatchNorm2d(c_out, eps=BN_EPS))
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
 
 
-def _stage(c_in: int, c_out: int, blocks: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(*[BasicBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1) for i in range(blocks)])
+def _stage(c_in: int, c_out: int, blocks: int, stride: int, shortcut: str = "B") -> nn.Sequential:
+    return nn.Sequential(*[BasicBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, shortcut)
+                           for i in range(blocks)])
 
 
 def _channels(base: int, width: float) -> int:
@@ -308,7 +425,7 @@ def build_resnet(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: 
         mods["bn1"], mods["relu"] = nn.BatchNorm2d(widths[0], eps=BN_EPS), nn.ReLU()
         prev = widths[0]
         for s, c in enumerate(widths):
-            mods[f"layer{s + 1}"] = _stage(prev, c, n, 1 if s == 0 else 2)
+            mods[f"layer{s + 1}"] = _stage(prev, c, n, 1 if s == 0 else 2, spec.get("shortcut", "B"))
             prev = c
     else:
         widths = [_channels(c, w) for c in (64, 128, 256, 512)]
@@ -316,9 +433,19 @@ def build_resnet(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: 
         mods["bn1"], mods["relu"] = nn.BatchNorm2d(widths[0], eps=BN_EPS), nn.ReLU()
         mods["maxpool"] = nn.MaxPool2d(3, 2, 1)
         prev = widths[0]
+        base = BOTTLENECK_BASE.get(spec["kind"])
         for s, (c, blocks) in enumerate(zip(widths, TORCHVISION_BLOCKS[spec["kind"]])):
-            mods[f"layer{s + 1}"] = _stage(prev, c, blocks, 1 if s == 0 else 2)
-            prev = c
+            stride = 1 if s == 0 else 2
+            if base is None:
+                mods[f"layer{s + 1}"] = _stage(prev, c, blocks, stride)
+                prev = c
+                continue
+            inner, out = int(c * base / 64), 4 * c  # torchvision: width = planes * (base_width / 64)
+            layer = []
+            for i in range(blocks):
+                layer.append(Bottleneck(prev, inner, out, stride if i == 0 else 1))
+                prev = out
+            mods[f"layer{s + 1}"] = nn.Sequential(*layer)
     mods["avgpool"], mods["flatten"] = nn.AdaptiveAvgPool2d(1), nn.Flatten()
     mods["fc"] = nn.Linear(prev, n_classes)
     return nn.Sequential(mods)
@@ -385,11 +512,22 @@ def _layer_modules(layers: list[dict], shape: tuple[int, ...], n_classes: int, w
                 shortcut: nn.Module = nn.Sequential(nn.Conv2d(shape[0], out_shape[0], 1, st, bias=False),
                                                     nn.BatchNorm2d(out_shape[0], eps=BN_EPS))
                 short_shape = (out_shape[0], (shape[1] - 1) // st + 1, (shape[2] - 1) // st + 1)
+            elif layer["shortcut"] == "pad":
+                st = layer["stride"]
+                if not images and st != 1:
+                    raise GraphSpecError(f"{here}: a strided pad shortcut needs image activations; it gets {list(shape)}")
+                if out_shape[0] < shape[0]:
+                    raise GraphSpecError(f"{here}: a pad shortcut adds zero channels: the branch must give at least the "
+                                         f"{shape[0]} channels it reads, it gives {out_shape[0]}")
+                shortcut = PadShortcut(shape[0], out_shape[0], st)
+                short_shape = ((out_shape[0], (shape[1] - 1) // st + 1, (shape[2] - 1) // st + 1) if images
+                               else (out_shape[0],))
             else:
                 shortcut, short_shape = nn.Identity(), shape
             if tuple(short_shape) != tuple(out_shape):
                 raise GraphSpecError(f"{here}: the branch gives shape {list(out_shape)} but the shortcut gives "
-                                     f"{list(short_shape)}; use shortcut \"conv_bn\" (with 'stride') where they differ")
+                                     f"{list(short_shape)}; use shortcut \"conv_bn\" or \"pad\" (with 'stride') "
+                                     "where they differ")
             mods.append(Residual(branch, shortcut))
             shape = out_shape
         if any(d < 1 for d in shape):

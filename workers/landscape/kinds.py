@@ -7,8 +7,12 @@ A kind is a ``Kind``:
 - ``params``: the table of params.py (type, default, bounds, choices, help, applies_to, when);
 - ``check(params, networks, limits)``: what needs the networks (compatibility, defaults that depend on
   the architecture), returning the params complete;
-- ``cost(params, networks)``: an estimate from the params alone, in sample-parameter products
-  (evaluations x samples x parameters; training: epochs x samples x parameters x 3) [ours];
+- ``cost(params, networks)``: an estimate from the params alone, in FLOPs (a multiply-add is 2): evaluations
+  x samples x the architecture's forward FLOPs per sample (cost.py, from the spec on the meta device), plus
+  PARAM_FLOPS per parameter and point (making the point); training: x 3 (forward and backward) per epoch, x
+  replicas (RSGD), Langevin steps (Entropy-SGD), 2 (SAM), plus ADV's pre-training epochs [ours];
+- ``memory(params, networks, limits)``: (bytes one sample needs, bytes the job would hold unchunked),
+  refused at submission when one sample does not fit the worker's budget;
 - ``queue``: "interactive" or "batch"; ``batch_above``: a cost above which the job goes to "batch";
 - ``split(params, sizes)`` -> pieces (one piece: no fan-out) and ``join(params, outputs)``.
 A worker's runner (workers/glue/runners.py) computes one piece; adding a kind is one ``Kind`` and one runner.
@@ -16,18 +20,24 @@ Nothing here touches a database: the backend looks the networks up and hands ove
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from . import bend, data, flatness, hessian, nets, paths, plane, train
+from . import bend, cost as costs, data, flatness, hessian, nets, paths, plane, train
 from . import slice as slices
 from .groups import prepare
 from .params import MAX_SEED, public, validate_params
 
 QUEUES = ("interactive", "batch")
-INTERACTIVE_COST = 1e11  # [ours] path and flatness jobs above this go to the batch queue
+# [ours] path, flatness and slice jobs above this many FLOPs go to the batch queue: 2e11 FLOPs is the
+# 1e11 sample-parameter products of the former unit on an MLP (2 FLOPs per weight and sample), seconds of CPU
+INTERACTIVE_COST = 2e11
+PARAM_FLOPS = 10  # [ours] FLOPs per parameter of making one point (interpolation, noise, alignment)
+# [ours] what a worker process holds before any job (torch, the service, the data cache): counted in the budget
+WORKER_BASELINE = 512 * 2**20
 MAX_ID = 2**31 - 1
 
 
@@ -58,6 +68,10 @@ class NetworkFacts:
     def binary(self) -> bool:
         return self.spec.binary
 
+    def profile(self) -> costs.Profile:
+        """Per-sample FLOPs and activation bytes of the architecture on its data (cached)."""
+        return costs.profile(self.architecture, *data.shape_of(self.dataset, self.dataset_options))
+
     def samples(self) -> tuple[int, int]:
         return data.split_sizes(self.dataset, self.dataset_options)
 
@@ -68,7 +82,14 @@ class Limits:
 
     data_root: Path | None = None
     max_parameters: int | None = None
-    max_cost: float | None = None
+    max_cost: float | None = None  # FLOPs of one job
+    max_activation_bytes: int | None = None  # per sample, a training step's
+    worker_memory: int | None = None  # bytes of one worker process, its baseline included (None: cost.py's default)
+
+    def working_memory(self) -> int:
+        """What one job may hold in a worker: the budget less the worker's baseline."""
+        budget = self.worker_memory or costs.default_budget()
+        return max(budget - WORKER_BASELINE, costs.MIN_WORKING)
 
 
 Networks = dict[str, list[NetworkFacts]]  # input param -> its networks, in the given order
@@ -84,6 +105,7 @@ class Kind:
     queue: str = "interactive"
     batch_above: float | None = None
     check: Callable[[dict[str, Any], Networks, Limits], dict[str, Any]] | None = None
+    memory: Callable[[dict[str, Any], Networks, Limits], tuple[int, int]] | None = None  # (one sample, unchunked)
     normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # replaces the table check (train)
     split: Callable[[dict[str, Any], dict[str, int]], list[Any]] | None = None
     join: Callable[[dict[str, Any], list[Any]], Any] | None = None
@@ -126,6 +148,7 @@ class Submission:
     cost: float
     queue: str
     networks: Networks = field(default_factory=dict)
+    memory: int = 0  # estimated peak bytes of the job in a worker (its chunks sized to the budget), baseline excluded
 
 
 # ---- checks shared by kinds -----------------------------------------------------------------------
@@ -147,10 +170,36 @@ def _all(networks: Networks) -> list[NetworkFacts]:
     return [n for group in networks.values() for n in group]
 
 
-def _work(net: NetworkFacts, evaluations: float, test: bool = True) -> float:
-    """Cost of evaluating ``evaluations`` points of ``net``'s parameter space on its data."""
+def _work(net: NetworkFacts, evaluations: float, test: bool = True, bn: str | None = None) -> float:
+    """FLOPs of evaluating ``evaluations`` points of ``net``'s parameter space on its data (training set, and
+    test set if ``test``; BatchNorm statistics recomputed on the training set when ``bn`` is "recompute")."""
     n_train, n_test = net.samples()
-    return evaluations * (n_train + (n_test if test else 0)) * max(net.n_params, 1)
+    p = net.profile()
+    passes = n_train * (2 if bn == "recompute" and p.batchnorm else 1) + (n_test if test else 0)
+    return evaluations * (passes * p.flops + PARAM_FLOPS * max(p.params, net.n_params, 1))
+
+
+def _data_bytes(dataset: str, options: dict[str, Any]) -> int:
+    shape, _ = data.shape_of(dataset, options)
+    n_train, n_test = data.split_sizes(dataset, options)
+    return (n_train + n_test) * (math.prod(shape) * 4 + 8)
+
+
+def _eval_memory(points: Callable[[dict[str, Any]], int]):
+    """(one sample, everything at once) of an evaluation job of ``points(params)`` points: the data and a few
+    states of each input network, then per point two stacked states and per data sample the working memory of
+    one evaluated point (chunks hold as many of each as the budget allows; at least one sample of one point)."""
+    def memory(p: dict[str, Any], networks: Networks, limits: Limits) -> tuple[int, int]:
+        net = _all(networks)[0]
+        prof = net.profile()
+        n_train, n_test = net.samples()
+        fixed = _data_bytes(net.dataset, net.dataset_options) + 4 * prof.state_bytes * len(_all(networks))
+        k = points(p)
+        if k == 0:
+            return fixed, fixed
+        one = fixed + 2 * prof.state_bytes + costs.eval_bytes(prof)
+        return one, fixed + k * (2 * prof.state_bytes + costs.eval_bytes(prof) * max(n_train, n_test))
+    return memory
 
 
 def _p(type_: str, default: Any, help: str, **more: Any) -> dict[str, Any]:
@@ -189,7 +238,7 @@ def _check_path(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[s
 
 def _path_cost(p: dict[str, Any], networks: Networks) -> float:
     a = networks["a"][0]
-    cost = _work(a, p["points"] * p.get("orders", 1))
+    cost = _work(a, p["points"] * p.get("orders", 1), bn=p.get("bn"))
     if p["type"] == "bend":
         cost += 3 * _work(a, p["epochs"], test=False)
     return cost
@@ -238,8 +287,12 @@ def _check_flatness(p: dict[str, Any], networks: Networks, limits: Limits) -> di
     return {**p, "sigmas": [float(s) for s in sigmas], "draws": draws}
 
 
+def _flatness_points(p: dict[str, Any]) -> int:
+    return 1 + p["draws"] * sum(1 for s in p["sigmas"] if s > 0)
+
+
 def _flatness_cost(p: dict[str, Any], networks: Networks) -> float:
-    return _work(networks["network"][0], 1 + p["draws"] * sum(1 for s in p["sigmas"] if s > 0), test=False)
+    return _work(networks["network"][0], _flatness_points(p), test=False, bn="recompute")
 
 
 def _split_flatness(p: dict[str, Any], sizes: dict[str, int]) -> list[list[float]]:
@@ -283,10 +336,11 @@ def _check_hessian(p: dict[str, Any], networks: Networks, limits: Limits) -> dic
 
 
 def _hessian_cost(p: dict[str, Any], networks: Networks) -> float:
-    """Two parts (raw, canonical), each about iterations + probes Hessian-vector products of ~4 passes each."""
+    """FLOPs: two parts (raw, canonical), each about iterations + probes Hessian-vector products of ~4 passes
+    (forward over reverse) over ``samples`` training samples."""
     net = networks["network"][0]
-    samples = min(p["samples"], net.samples()[0])
-    return 2 * 4.0 * (p["iterations"] + p["probes"]) * samples * max(net.n_params, 1)
+    n_train = max(net.samples()[0], 1)
+    return _work(net, 2 * 4.0 * (p["iterations"] + p["probes"]) * min(p["samples"], n_train) / n_train, test=False)
 
 
 # ---- plane -----------------------------------------------------------------------------------------
@@ -309,7 +363,7 @@ def _check_plane(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[
 
 
 def _plane_cost(p: dict[str, Any], networks: Networks) -> float:
-    return _work(networks["networks"][0], (p["grid"] + 3) ** 2)
+    return _work(networks["networks"][0], (p["grid"] + 3) ** 2, bn=p.get("bn"))
 
 
 # ---- slice -----------------------------------------------------------------------------------------
@@ -325,7 +379,7 @@ def _check_slice(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[
 
 
 def _slice_cost(p: dict[str, Any], networks: Networks) -> float:
-    return _work(networks["network"][0], (p["points"] + 1) ** p["dims"])
+    return _work(networks["network"][0], (p["points"] + 1) ** p["dims"], bn=p.get("bn"))
 
 
 # ---- matrix ----------------------------------------------------------------------------------------
@@ -353,7 +407,8 @@ def _check_matrix(p: dict[str, Any], networks: Networks, limits: Limits) -> dict
 def _matrix_cost(p: dict[str, Any], networks: Networks) -> float:
     group = networks["networks"]
     pairs = len(group) * (len(group) - 1) / 2
-    return pairs * (10 * max(group[0].n_params, 1) + (_work(group[0], p["points"]) if p["barriers"] else 0))
+    return pairs * (10 * PARAM_FLOPS * max(group[0].n_params, 1)
+                    + (_work(group[0], p["points"], bn=p["bn"]) if p["barriers"] else 0))
 
 
 def _split_matrix(p: dict[str, Any], sizes: dict[str, int]) -> list[list[tuple[int, int]]]:
@@ -413,21 +468,41 @@ def _check_train(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[
         raise KindError(f"dataset: {reason}")
     try:  # the size from the spec alone (nothing allocated), which also says it builds for this data
         shape, n_classes = data.shape_of(p["dataset"], p["dataset_options"])
-        nets.check_size(p["architecture"], shape, n_classes, limits.max_parameters or 2**62)
+        nets.check_size(p["architecture"], shape, n_classes, limits.max_parameters or 2**62,
+                        limits.max_activation_bytes)
     except (nets.SpecError, data.DatasetError) as exc:
         raise KindError(f"architecture: {exc}") from None
     return p
+
+
+def train_profile(p: dict[str, Any]) -> costs.Profile:
+    """Per-sample FLOPs and activation bytes of a normalised train job's architecture on its data."""
+    return costs.profile(p["architecture"], *data.shape_of(p["dataset"], p["dataset_options"]))
+
+
+def _train_memory(p: dict[str, Any], networks: Networks, limits: Limits) -> tuple[int, int]:
+    """A training step holds the data (ADV: and its randomly labelled copies), the weights, their gradients and
+    the optimizer's state (a few copies; RSGD: per replica), and one batch's activations (RSGD: every replica's
+    batch at once). A batch is never split, so one batch must fit: both figures are the same."""
+    prof = train_profile(p)
+    replicas = p.get("replicas", 1) if p["optimizer"] == "rsgd" else 1
+    copies = 1 + (p.get("copies", 0) if p.get("pretrain_epochs", 0) else 0)
+    need = (copies * _data_bytes(p["dataset"], p["dataset_options"]) + 4 * replicas * prof.state_bytes
+            + replicas * (p["batch_size"] * prof.train_bytes + prof.train_fixed))
+    return need, need
 
 
 _PASSES = {"rsgd": "replicas", "entropy_sgd": "L"}
 
 
 def _train_cost(p: dict[str, Any], networks: Networks) -> float:
-    n_train, _ = data.split_sizes(p["dataset"], p["dataset_options"])
-    n, _ = nets.spec_size(p["architecture"], *data.shape_of(p["dataset"], p["dataset_options"]))
+    n_train, n_test = data.split_sizes(p["dataset"], p["dataset_options"])
+    prof = train_profile(p)
     passes = p.get(_PASSES.get(p["optimizer"], ""), 2 if p["optimizer"] == "sam" else 1) or train.ENTROPY_L
     pretrain = p.get("pretrain_epochs", 0) * (1 + p.get("copies", 0))
-    return 3.0 * (p["epochs"] * passes + pretrain) * n_train * n
+    steps = p["epochs"] * passes + pretrain  # epochs' worth of training steps over the training set
+    # forward + backward = 3 forwards per sample and step; the errors measured at the end: one forward each
+    return 3.0 * steps * n_train * prof.flops + (n_train + n_test) * prof.flops + PARAM_FLOPS * steps * prof.params
 
 
 # ---- the registry ----------------------------------------------------------------------------------
@@ -435,32 +510,36 @@ def _train_cost(p: dict[str, Any], networks: Networks) -> float:
 ONE = {"count": 1}
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("train", "train a network on a data set with a sampler; the trained network is stored", {},
-         TRAIN_PARAMS, _train_cost, queue="batch", check=_check_train, normalize=_normalize_train),
+         TRAIN_PARAMS, _train_cost, queue="batch", check=_check_train, normalize=_normalize_train, memory=_train_memory),
     Kind("evaluate", "train and test error and loss of a stored network (run after each upload)",
-         {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1), fills_errors=True),
+         {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1), fills_errors=True,
+         memory=_eval_memory(lambda p: 1)),
     Kind("canonicalize", "the symmetry-free canonical form of a network, stored as a new network",
-         {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1) + 10 * n["network"][0].n_params,
-         names=("network_id", "from")),
+         {"network": ONE}, {}, lambda p, n: _work(n["network"][0], 1) + 10 * PARAM_FLOPS * n["network"][0].n_params,
+         names=("network_id", "from"), memory=_eval_memory(lambda p: 1)),
     Kind("distance", "distances between two networks: raw, aligned, normalised, geodesic (binary: Hamming)",
-         {"a": ONE, "b": ONE}, {}, lambda p, n: 10.0 * n["a"][0].n_params, check=lambda p, n, lim: same_setting(_all(n)) or p,
-         results={"distances": paths.DISTANCES}),
+         {"a": ONE, "b": ONE}, {}, lambda p, n: 10.0 * PARAM_FLOPS * n["a"][0].n_params,
+         check=lambda p, n, lim: same_setting(_all(n)) or p, results={"distances": paths.DISTANCES},
+         memory=_eval_memory(lambda p: 0)),
     Kind("path", "train and test error along a path between two networks", {"a": ONE, "b": ONE}, PATH_PARAMS,
          _path_cost, batch_above=INTERACTIVE_COST, check=_check_path, split=_split_path, join=_join_path,
-         names=("midpoint_network_id",)),
+         names=("midpoint_network_id",), memory=_eval_memory(lambda p: p["points"] * p.get("orders", 1))),
     Kind("flatness", "local energy: the training error's rise under noise on the weights", {"network": ONE},
          FLATNESS_PARAMS, _flatness_cost, batch_above=INTERACTIVE_COST, check=_check_flatness, split=_split_flatness,
-         join=_join_flatness),
+         join=_join_flatness, memory=_eval_memory(_flatness_points)),
     Kind("hessian", "sharpness: top eigenvalues and trace of the training loss's Hessian, as stored and in canonical "
          "coordinates (restricted to the tangent space of the spheres)", {"network": ONE}, HESSIAN_PARAMS,
-         _hessian_cost, batch_above=INTERACTIVE_COST, check=_check_hessian),
+         _hessian_cost, batch_above=INTERACTIVE_COST, check=_check_hessian, memory=_eval_memory(lambda p: 1)),
     Kind("plane", "error and loss on the plane through three networks", {"networks": {"count": 3}}, PLANE_PARAMS,
-         _plane_cost, queue="batch", check=_check_plane, names=("networks",)),
+         _plane_cost, queue="batch", check=_check_plane, names=("networks",),
+         memory=_eval_memory(lambda p: (p["grid"] + 3) ** 2)),
     Kind("slice", "error and loss on a 1-D or 2-D random-direction section around one network (filter-normalised, "
          "or in canonical coordinates)", {"network": ONE}, SLICE_PARAMS, _slice_cost, batch_above=INTERACTIVE_COST,
-         check=_check_slice),
+         check=_check_slice, memory=_eval_memory(lambda p: (p["points"] + 1) ** p["dims"])),
     Kind("matrix", "distances (and barriers) between every pair of networks",
          {"networks": {"min": 2, "max": MAX_MATRIX}}, MATRIX_PARAMS, _matrix_cost, queue="batch", check=_check_matrix,
-         split=_split_matrix, join=_join_matrix, names=("networks",), results={"distances": paths.DISTANCES}),
+         split=_split_matrix, join=_join_matrix, names=("networks",), results={"distances": paths.DISTANCES},
+         memory=_eval_memory(lambda p: p["points"] if p["barriers"] else 0)),
 )}
 
 
@@ -515,13 +594,40 @@ def complete(kind: Kind, params: dict[str, Any], networks: Networks, limits: Lim
     """The checks that need the networks, the cost estimate and the queue."""
     if kind.check is not None:
         params = kind.check(params, networks, limits)
-    cost = float(kind.cost(params, networks))
+    try:
+        cost = float(kind.cost(params, networks))
+        one, whole = kind.memory(params, networks, limits) if kind.memory is not None else (0, 0)
+    except nets.SpecError as exc:
+        raise KindError(f"architecture: {exc}") from None
     if limits.max_cost is not None and cost > limits.max_cost:
-        raise KindError(f"this {kind.name} job would cost about {cost:.3g} (samples x parameters x evaluations), "
-                        f"over the per-job limit of {limits.max_cost:.3g} (TOROID_MAX_JOB_COST); ask for fewer "
-                        "points, draws, epochs or networks, or a smaller network")
+        raise KindError(f"this {kind.name} job would cost about {cost:.3g} FLOPs, over the per-job limit of "
+                        f"{limits.max_cost:.3g} FLOPs (TOROID_MAX_JOB_COST); ask for fewer points, draws, epochs "
+                        "or networks, or a smaller network")
+    room = limits.working_memory()
+    if one > room:
+        what = (f"one batch of {params['batch_size']} samples" if kind.name == "train" else "one sample of one point")
+        raise KindError(f"this {kind.name} job needs about {mib(one)} for {what}, more than a worker's memory "
+                        f"budget leaves for a job ({mib(room)}: TOROID_WORKER_MEMORY less {mib(WORKER_BASELINE)} "
+                        "for the worker itself); " + ("ask for a smaller batch_size or a smaller network"
+                                                      if kind.name == "train" else "use a smaller network"))
     queue = "batch" if kind.batch_above is not None and cost > kind.batch_above else kind.queue
-    return Submission(kind, params, [n.id for n in _all(networks)], cost, queue, networks)
+    return Submission(kind, params, [n.id for n in _all(networks)], cost, queue, networks, memory=min(whole, room))
+
+
+def per_sample(sub: Submission) -> dict[str, int] | None:
+    """The architecture's per-sample figures of a validated job (its first network's; a train job's own)."""
+    if sub.kind.name == "train":
+        prof = train_profile(sub.params)
+    elif sub.networks:
+        prof = _all(sub.networks)[0].profile()
+    else:
+        return None
+    return {"flops": prof.flops, "forward_bytes": prof.forward_bytes, "train_bytes": prof.train_bytes,
+            "parameters": prof.params}
+
+
+def mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:,.1f} MiB"
 
 
 def result_networks(kind_name: str, result: Any) -> list[int]:

@@ -172,6 +172,35 @@ def normal(spec: Any) -> dict[str, Any]:
     return spec if isinstance(spec, Prepared) else normalize_spec(spec)
 
 
+def _torchvision(name: Any) -> dict[str, Any]:
+    """``{"kind": "torchvision", "name": name}``: the service's own kind of that name at torchvision's widths, or a
+    refusal that names the first operation of torchvision's model whose symmetries are not derived."""
+    if not isinstance(name, str) or not name or len(name) > 100:
+        raise SpecError(f"'name' of a torchvision architecture must be a model name such as 'resnet50', got {name!r}")
+    if name in graphs.TORCHVISION_NATIVE:
+        return normalize_spec({"kind": name})
+    import torchvision
+
+    known = set(torchvision.models.list_models(module=torchvision.models))
+    if name not in known:
+        raise SpecError(f"torchvision has no classifier named {name!r}; the service takes "
+                        f"{', '.join(graphs.TORCHVISION_NATIVE)} (other torchvision classifiers are refused with the "
+                        "reason)")
+    from . import groups
+
+    try:
+        with torch.device("meta"):
+            model = torchvision.models.get_model(name, weights=None, num_classes=10)
+    except Exception as exc:  # noqa: BLE001 - any construction failure is the same answer for the caller
+        raise SpecError(f"torchvision's {name} cannot be built here: {exc}") from None
+    try:
+        groups.explain_module(model)
+    except groups.GroupError as exc:
+        raise SpecError(f"torchvision's {name} is refused: {exc}") from None
+    raise SpecError(f"torchvision's {name} derives, but the service does not rebuild it yet; it takes "
+                    f"{', '.join(graphs.TORCHVISION_NATIVE)}")
+
+
 def normalize_spec(spec: Any) -> dict[str, Any]:
     """Validate an architecture spec and return it with every default filled in."""
     if not isinstance(spec, dict):
@@ -183,6 +212,8 @@ def normalize_spec(spec: Any) -> dict[str, Any]:
     unknown = sorted(set(spec) - set(params) - {"kind"})
     if unknown:
         raise SpecError(f"unknown parameter(s) {unknown} for architecture {kind!r}; allowed: {sorted(params)}")
+    if kind == "torchvision":
+        return _torchvision(spec.get("name", params["name"]["default"]))
     if kind in graphs.ARCHITECTURES:
         get = lambda name: spec.get(name, params[name]["default"])  # noqa: E731
         try:
@@ -570,11 +601,24 @@ def spec_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int
     return n_parameters(model), sum(t.numel() * t.element_size() for t in state.values())
 
 
-def check_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, max_parameters: int) -> int:
+def check_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, max_parameters: int,
+               max_activation_bytes: int | None = None) -> int:
     """Raise ``SpecError`` naming the count and the limit when ``spec`` has more than ``max_parameters``
-    parameters; returns the count."""
+    parameters, or keeps more than ``max_activation_bytes`` of activations per sample in a training step
+    (cost.py, from the spec on the meta device); returns the count."""
     n, _ = spec_size(spec, input_shape, n_classes)
     if n > max_parameters:
         raise SpecError(f"this architecture has {n} parameters, over the server's limit of {max_parameters} "
                         "(TOROID_MAX_PARAMETERS); choose a smaller one")
+    if max_activation_bytes is not None:
+        from . import cost
+
+        p = cost.profile(spec, input_shape, n_classes)
+        if p.train_bytes > max_activation_bytes:
+            raise SpecError(
+                f"this architecture needs {p.train_bytes:,} bytes ({p.train_bytes / 2**20:,.1f} MiB) of activations "
+                f"per sample in a training step ({p.forward_bytes:,} bytes in evaluation; {p.flops:,} FLOPs per sample "
+                f"forward), over the server's limit of {max_activation_bytes:,} bytes per sample "
+                "(TOROID_MAX_ACTIVATION_BYTES); choose one with smaller activations (less padding, fewer or "
+                "narrower layers, more pooling)")
     return n

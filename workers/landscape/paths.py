@@ -25,7 +25,7 @@ import torch
 
 from . import nets, symmetry
 from .data import Dataset
-from .evaluate import Combination, bn_inputs, default_device, evaluate_states, has_batchnorm
+from .evaluate import Combination, bn_inputs, default_device, error_and_loss, evaluate_states, has_batchnorm
 from .groups import compared_names, first_weight, prepare
 from .params import MAX_SEED
 
@@ -280,9 +280,20 @@ def _geodesic_coefficients(spec: dict[str, Any], a: State, b: State, ts: list[fl
                 alpha, beta = (one, zero) if t == 0.0 else (zero, one)
             else:
                 alpha, beta = slerp_coefficients(ra, rb, t)
-            for name in seg.vectors():
-                n = a[name].shape[0]
-                coef[name] = (alpha.expand(n), beta.expand(n)) if len(alpha) == 1 else (alpha, beta)
+            for w in seg.writers:
+                name, n = w.vector, a[w.vector].shape[0]
+                k = len(w.slots.positions) if w.slots else n
+                here = (alpha.expand(k), beta.expand(k)) if len(alpha) == 1 else (alpha, beta)
+                if w.slots is None:
+                    coef[name] = here
+                    continue
+                # a tensor whose rows hold several segments' channels (a zero-padded shortcut's stream):
+                # each segment fills its own rows, the others keep theirs (linear until filled)
+                line = (torch.full((n,), 1 - t, dtype=torch.float64), torch.full((n,), t, dtype=torch.float64))
+                full_a, full_b = (c.clone() for c in coef.get(name, line))
+                idx = torch.as_tensor(w.slots.positions, dtype=torch.long)
+                full_a[idx], full_b[idx] = here
+                coef[name] = (full_a, full_b)
         yield coef
 
 
@@ -408,6 +419,28 @@ def add_barrier(out: dict[str, Any]) -> None:
     out["barrier_excess"] = max(train) - (train[0] + train[-1]) / 2
 
 
+@torch.no_grad()
+def end_errors(model: torch.nn.Module, data: Dataset, state_a: State, state_b: State) -> dict[str, dict[str, float]]:
+    """Each end's errors and losses as stored, with its own BatchNorm statistics in eval mode: the numbers of the
+    network itself (its ``evaluate``, the same computation), on the path's ``model`` (left as it was). With
+    ``bn="recompute"`` (the default) a path's t = 0 and t = 1 are the ends with statistics recomputed on the
+    training data, so for a BatchNorm network they can differ from these; the barrier is measured on the path's
+    own curve (recomputed statistics at every point, both ends included)."""
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = {}
+    try:
+        for end, state in (("a", state_a), ("b", state_b)):
+            model.load_state_dict({k: state[k].to(v.dtype) if v.is_floating_point() else state[k]
+                                   for k, v in saved.items()})
+            train_err, train_loss = error_and_loss(model, data.x_train, data.y_train)
+            test_err, test_loss = error_and_loss(model, data.x_test, data.y_test)
+            out[end] = {"train_error": train_err, "test_error": test_err, "train_loss": train_loss,
+                        "test_loss": test_loss}
+    finally:
+        model.load_state_dict(saved)
+    return out
+
+
 def path_result(
     spec: dict[str, Any],
     data: Dataset,
@@ -430,7 +463,8 @@ def path_result(
 
     Returns a JSON-ready dict: "type", "t", "train_error", "test_error", "train_loss", "test_loss",
     "barrier" (max train error along the path), "barrier_excess" (barrier minus the mean of the two
-    endpoints' train errors), "distances" (see ``distances``), "bn" (the BatchNorm mode, None without
+    endpoints' train errors on the path), "distances" (see ``distances``), "ends" (``end_errors``: each network's
+    errors as stored, with its own BatchNorm statistics), "bn" (the BatchNorm mode, None without
     BatchNorm), and for "hamming" paths "orders" and the spread "train_error_std", "test_error_std" of
     the per-order curves (the curves, and so the barrier, are those of the mean over orders). Raises ``PathError`` for
     a path type that does not apply, ``nets.SpecError`` / ``nets.WeightsError`` for a bad spec or weights.
@@ -480,6 +514,7 @@ def path_result(
     add_barrier(out)
     if with_distances:
         out["distances"] = distances(spec, state_a, state_b, aligned=aligned64)
+        out["ends"] = end_errors(model, data, state_a, state_b)
     if type == "hamming":
         out["orders"] = orders
     return out

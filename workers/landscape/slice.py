@@ -50,9 +50,10 @@ import torch
 
 from . import nets, symmetry
 from .evaluate import Combination, evaluate_states, has_batchnorm
-from .groups import compared_names, first_weight, in_module_order, prepare
+from .groups import Slots, compared_names, first_weight, in_module_order, prepare
 from .params import MAX_SEED
 from .paths import PathError, setup
+from .symmetry import on_slots, take
 
 State = dict[str, torch.Tensor]
 Progress = Callable[[float, str], None]
@@ -93,16 +94,29 @@ class Sphere:
 
     names: tuple[str, ...]
     per_row: bool
+    slots: tuple[Slots | None, ...] = ()  # beside names: the rows of each tensor on these spheres (empty: all)
+
+    def slot(self, i: int) -> Slots | None:
+        return self.slots[i] if self.slots else None
 
     def rows(self, state: State) -> torch.Tensor:
-        rows = torch.cat([state[n].reshape(state[n].shape[0], -1) for n in self.names], dim=1)
+        parts = [take(state[n], 0, self.slot(i)) for i, n in enumerate(self.names)]
+        rows = torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1)
         return rows if self.per_row else rows.reshape(1, -1)
 
-    def split(self, rows: torch.Tensor, like: State) -> State:
-        """``rows`` (as ``rows`` gives them) back into tensors shaped as in ``like``."""
-        rows = rows.reshape(like[self.names[0]].shape[0], -1)
+    def split(self, rows: torch.Tensor, like: State, into: State | None = None) -> State:
+        """``rows`` (as ``rows`` gives them) back into tensors shaped as in ``like``; a tensor whose rows hold
+        other spheres' channels too (a zero-padded shortcut's stream) gets only its own rows replaced, in its
+        value in ``into`` (or ``like``)."""
+        first = self.slot(0)
+        rows = rows.reshape(len(first.positions) if first else like[self.names[0]].shape[0], -1)
         widths = [like[n][0].numel() for n in self.names]
-        return {n: r.reshape(like[n].shape) for n, r in zip(self.names, rows.split(widths, dim=1))}
+        out: State = {}
+        for i, (n, r) in enumerate(zip(self.names, rows.split(widths, dim=1))):
+            piece = r.reshape((r.shape[0], *like[n].shape[1:]))
+            s = self.slot(i)
+            out[n] = piece if s is None else on_slots((into or {}).get(n, like[n]), 0, s, lambda _, p=piece: p)
+        return out
 
 
 def spheres(spec: dict[str, Any]) -> list[Sphere]:
@@ -110,7 +124,10 @@ def spheres(spec: dict[str, Any]) -> list[Sphere]:
     vectors concatenated: a unit's incoming weights, a residual stream channel's gammas) and the output
     layer's weights as one sphere."""
     g = prepare(spec).groups
-    out = [Sphere(tuple(seg.vectors()), True) for seg in g.spheres()]
+    out = []
+    for seg in g.spheres():
+        slots = tuple(w.slots for w in seg.writers)
+        out.append(Sphere(tuple(seg.vectors()), True, slots if any(x is not None for x in slots) else ()))
     if g.output is not None:
         out.append(Sphere(tuple(g.output.vectors()), False))
     return out
@@ -144,7 +161,7 @@ def directions(spec: dict[str, Any], theta: State, mode: str, seed: int, count: 
             u = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)
             zr = zr - (zr * u).sum(1, keepdim=True) * u
             zr = zr * (rows.norm(dim=1, keepdim=True) / zr.norm(dim=1, keepdim=True).clamp_min(1e-300))
-            d.update(sph.split(zr, theta))
+            d.update(sph.split(zr, theta, d))
         out.append(d)
     return out
 
@@ -176,7 +193,7 @@ def _point(theta: State, dirs: list[State], coords: tuple[float, ...], on_sphere
     for sph, rows, drows in on_spheres:  # the exponential map instead of t + v
         v = sum(c * r for c, r in zip(coords, drows))
         c0, s = _exp_coefficients(rows, v)
-        out.update(sph.split(c0[:, None] * rows + s[:, None] * v, theta))
+        out.update(sph.split(c0[:, None] * rows + s[:, None] * v, theta, out))
     return {name: out[name] for name in theta}
 
 
@@ -199,8 +216,11 @@ def _first_combination(spec: dict[str, Any], theta: State, dirs: list[State], gr
             for j, c in enumerate(coords):
                 coef[i, 1 + j] = c
             continue
-        _, rows, drows = sphere
+        sph, rows, drows = sphere
         c0, s = _exp_coefficients(rows, sum(c * r for c, r in zip(coords, drows)))  # (h,), or (1,) for one sphere
+        slots = sph.slot(sph.names.index(name))
+        if slots is not None:  # (a first layer sharing its rows with other spheres: none built here)
+            raise SliceError("a canonical slice of a network whose first layer writes into a zero-padded stream is not handled")
         coef[i, 0] = c0.expand(h)
         for j, c in enumerate(coords):
             coef[i, 1 + j] = (c * s).expand(h)

@@ -24,7 +24,11 @@ architecture, residual ones included. Binary networks too: their permutation gro
   Residual streams [ours, beyond the paper]: one permutation and one positive scale per stream channel;
   the canonical scale gives the concatenated gammas of every BatchNorm writing into the channel (the
   stem's, each block's last, each shortcut's) norm 1, every reader (block first convs, 1x1 shortcut
-  convs, the classifier) absorbing the factor. A plain (no BatchNorm) unit with one writer gets unit
+  convs, the classifier) absorbing the factor. A zero-padded (option A) shortcut: the old stream's channels keep
+  its permutation and scale in the middle of the next stream (one sphere across both stages); the zero channels
+  are their own group (permuted among themselves, across both sides) and each gets unit-norm gammas (those of
+  the BatchNorms writing it) like any stream channel; operations on a group or segment that fills only part of
+  a tensor axis touch only its places (``Slots``), bit for bit leaving the others. A plain (no BatchNorm) unit with one writer gets unit
   incoming weights, as in the paper; with several writers (an add of plain layers) their concatenated
   incoming weights get norm 1. Units after a GELU keep their scales (GELU has no scale symmetry).
   Binary nets: weights replaced by their signs (+-1, sign(0) = +1 as in the forward pass); each
@@ -49,7 +53,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from . import nets
-from .groups import Groups, Segment, prepare
+from .groups import Group, Groups, Segment, Slots, prepare
 from .nets import BN_EPS, WeightsError
 
 State = dict[str, torch.Tensor]
@@ -83,6 +87,20 @@ def permute_axis(t: torch.Tensor, axis: int, perm: torch.Tensor) -> torch.Tensor
     return t.index_select(axis, idx)
 
 
+def take(t: torch.Tensor, axis: int, slots: Slots | None) -> torch.Tensor:
+    """The entries of ``t`` along ``axis`` that ``slots`` names (all of ``t`` when None), in channel order."""
+    return t if slots is None else t.index_select(axis, slots.index(t.shape[axis]))
+
+
+def on_slots(t: torch.Tensor, axis: int, slots: Slots | None, fn) -> torch.Tensor:
+    """``t`` with ``fn`` applied to the entries along ``axis`` that ``slots`` names (to all of ``t`` when None);
+    the other entries unchanged, bit for bit."""
+    if slots is None:
+        return fn(t)
+    idx = slots.index(t.shape[axis])
+    return t.index_copy(axis, idx, fn(t.index_select(axis, idx)).to(t.dtype))
+
+
 def _copy(state: State) -> State:
     return {k: v.detach().clone() for k, v in state.items()}
 
@@ -98,14 +116,19 @@ def _scale_segment(state: State, seg: Segment, c: torch.Tensor, divide: bool = F
     for w in seg.writers:
         for name in (w.vector, w.offset):
             if name:
-                state[name] = scale_axis(state[name], 0, c, divide)
-    for name in seg.readers:
-        state[name] = scale_axis(state[name], 1, c, not divide)
-    for bn in seg.bns:
+                state[name] = on_slots(state[name], 0, w.slots, lambda t: scale_axis(t, 0, c, divide))
+    for i, name in enumerate(seg.readers):
+        state[name] = on_slots(state[name], 1, seg.reader_slot(i), lambda t: scale_axis(t, 1, c, not divide))
+    c2 = c.double() ** 2
+
+    def variance(t: torch.Tensor) -> torch.Tensor:
+        v = t.double() + BN_EPS
+        return ((v / c2 if divide else v * c2) - BN_EPS).to(t.dtype)
+
+    for i, bn in enumerate(seg.bns):
         mean, var = f"{bn}.running_mean", f"{bn}.running_var"
-        state[mean] = scale_axis(state[mean], 0, c, divide)
-        v, c2 = state[var].double() + BN_EPS, c.double() ** 2
-        state[var] = ((v / c2 if divide else v * c2) - BN_EPS).to(state[var].dtype)
+        state[mean] = on_slots(state[mean], 0, seg.bn_slot(i), lambda t: scale_axis(t, 0, c, divide))
+        state[var] = on_slots(state[var], 0, seg.bn_slot(i), variance)
 
 
 def _flip_segment(state: State, seg: Segment, signs: torch.Tensor) -> None:
@@ -115,10 +138,10 @@ def _flip_segment(state: State, seg: Segment, signs: torch.Tensor) -> None:
     for w in seg.writers:
         for name in (w.vector, w.offset):
             if name:
-                state[name] = scale_axis(state[name], 0, signs)
-    for bn in seg.bns:
+                state[name] = on_slots(state[name], 0, w.slots, lambda t: scale_axis(t, 0, signs))
+    for i, bn in enumerate(seg.bns):
         for t in ("running_mean", "weight"):
-            state[f"{bn}.{t}"] = scale_axis(state[f"{bn}.{t}"], 0, signs)
+            state[f"{bn}.{t}"] = on_slots(state[f"{bn}.{t}"], 0, seg.bn_slot(i), lambda x: scale_axis(x, 0, signs))
 
 
 def _fix_signs(g: Groups, out: State, ref: State | None = None) -> State:
@@ -131,10 +154,9 @@ def _fix_signs(g: Groups, out: State, ref: State | None = None) -> State:
     for _ in range(len(flippable) + 1):
         changed = False
         for seg in flippable:
-            gamma = out[f"{seg.bns[0]}.weight"]
-            negative = gamma < 0
+            negative = take(out[f"{seg.bns[0]}.weight"], 0, seg.bn_slot(0)) < 0
             if ref is not None:
-                negative = negative != (ref[f"{seg.bns[0]}.weight"] < 0)
+                negative = negative != (take(ref[f"{seg.bns[0]}.weight"], 0, seg.bn_slot(0)) < 0)
             if bool(negative.any()):
                 _flip_segment(out, seg, torch.where(negative, -1.0, 1.0).double())
                 changed = True
@@ -151,7 +173,8 @@ def fix_bn_signs(spec: dict[str, Any], state: State) -> State:
 
 def segment_rows(state: State, seg: Segment) -> torch.Tensor:
     """(C, D) float64: each channel's scale-carrying entries, the writers' vectors concatenated."""
-    return torch.cat([state[name].double().reshape(state[name].shape[0], -1) for name in seg.vectors()], dim=1)
+    parts = [take(state[w.vector], 0, w.slots).double() for w in seg.writers]
+    return torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1)
 
 
 def _norms(rows: torch.Tensor) -> torch.Tensor:
@@ -159,23 +182,32 @@ def _norms(rows: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, n, torch.ones_like(n))
 
 
-def _permute_group(state: State, axes, perm: torch.Tensor) -> None:
-    for name, axis in axes:
+def _permute_group(state: State, group: Group, perm: torch.Tensor) -> None:
+    """New channel k of the group = old channel perm[k], along every axis of the group (where an axis holds
+    other channels too, only the group's places move)."""
+    for i, (name, axis) in enumerate(group.axes):
         if name in state:
-            state[name] = permute_axis(state[name], axis, perm)
+            slots = group.slot(i)
+            if slots is not None:
+                pos = torch.as_tensor(slots.positions, dtype=torch.long)
+                full = torch.arange(slots.of)
+                full[pos] = pos[perm]
+                state[name] = permute_axis(state[name], axis, full)
+            else:
+                state[name] = permute_axis(state[name], axis, perm)
 
 
 def _group_canonical(g: Groups, out: State) -> State:
     for seg in g.segments:  # biases before a BatchNorm folded into its running mean
         if seg.fold:
-            offsets = [w.offset for w in seg.writers if w.offset and w.offset in out]
+            offsets = [w for w in seg.writers if w.offset and w.offset in out]
             if offsets:
-                total = sum(out[o].double() for o in offsets)
-                for bn in seg.bns:
+                total = sum(take(out[w.offset], 0, w.slots).double() for w in offsets)
+                for i, bn in enumerate(seg.bns):
                     mean = f"{bn}.running_mean"
-                    out[mean] = (out[mean].double() - total).to(out[mean].dtype)
-                for o in offsets:
-                    out[o] = torch.zeros_like(out[o])
+                    out[mean] = on_slots(out[mean], 0, seg.bn_slot(i), lambda t: t.double() - total)
+                for w in offsets:
+                    out[w.offset] = on_slots(out[w.offset], 0, w.slots, torch.zeros_like)
     for seg in g.segments:  # positive scales, in an order where readers are measured after absorbing
         if seg.scaled:
             _scale_segment(out, seg, _norms(segment_rows(out, seg)), divide=True)
@@ -223,7 +255,7 @@ def _binary_canonical(g: Groups, out: State) -> State:
     _binarize(g, out)
     for seg in g.segments:  # in forward order: a layer is read after absorbing the flips of what it reads
         if seg.negate:
-            _scale_segment(out, seg, _signs(out[seg.writers[0].vector].flatten(1)[:, 0]))
+            _scale_segment(out, seg, _signs(take(out[seg.writers[0].vector], 0, seg.writers[0].slots).flatten(1)[:, 0]))
     return out
 
 
@@ -233,10 +265,18 @@ def _binary_canonical(g: Groups, out: State) -> State:
 MAX_SWEEPS = 10
 
 
-def _match(ref: State, cur: State, weights: list[str], absolute: bool = False) -> torch.Tensor:
+def _writer_slots(group: Group) -> dict[str, Slots | None]:
+    return {name: group.slot(i) for i, (name, axis) in enumerate(group.axes) if axis == 0}
+
+
+def _match(ref: State, cur: State, weights: list[str], absolute: bool = False,
+           slots: dict[str, Slots | None] | None = None) -> torch.Tensor:
     """The permutation of cur's units maximising the summed cosines (``absolute``: their absolute value, for
-    units that can also be flipped) of the given writers' incoming weights."""
-    cost = sum(ref[w].double().flatten(1) @ cur[w].double().flatten(1).T for w in weights)  # (H, H)
+    units that can also be flipped) of the given writers' incoming weights (``slots``: the rows of each writer
+    that hold the group's units, where it writes other units too)."""
+    slots = slots or {}
+    cost = sum(take(ref[w], 0, slots.get(w)).double().flatten(1) @ take(cur[w], 0, slots.get(w)).double().flatten(1).T
+               for w in weights)  # (H, H)
     if absolute:
         cost = cost.abs()
     _, cols = linear_sum_assignment(cost.numpy(), maximize=True)
@@ -261,20 +301,20 @@ def align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
     done: set[int] = set()
     partial = []
     for i, group in enumerate(g.groups):
-        usable = [w for w, src in group.writers if src is None or src in done]
-        perm = _match(ref, cur, usable)
-        _permute_group(cur, group.axes, perm)
-        _permute_group(out, group.axes, perm)
+        usable = [w for w, sources in group.writers if all(src in done for src in sources)]
+        perm = _match(ref, cur, usable, slots=_writer_slots(group))
+        _permute_group(cur, group, perm)
+        _permute_group(out, group, perm)
         done.add(i)
         if len(usable) < len(group.writers):
             partial.append(group)
     for _ in range(MAX_SWEEPS if partial else 0):
         changed = False
         for group in partial:
-            perm = _match(ref, cur, [w for w, _ in group.writers])
+            perm = _match(ref, cur, [w for w, _ in group.writers], slots=_writer_slots(group))
             if not torch.equal(perm, torch.arange(len(perm))):
-                _permute_group(cur, group.axes, perm)
-                _permute_group(out, group.axes, perm)
+                _permute_group(cur, group, perm)
+                _permute_group(out, group, perm)
                 changed = True
         if not changed:
             break
@@ -291,11 +331,13 @@ def _binary_align(g: Groups, state_a: State, state_b: State) -> State:
     for group in g.groups:
         weights = [w for w, _ in group.writers]
         seg = flippable.get(weights[0]) if all(w in flippable for w in weights) else None
-        perm = _match(ref, cur, weights, absolute=seg is not None)
-        _permute_group(cur, group.axes, perm)
-        _permute_group(out, group.axes, perm)
+        rows = _writer_slots(group)
+        perm = _match(ref, cur, weights, absolute=seg is not None, slots=rows)
+        _permute_group(cur, group, perm)
+        _permute_group(out, group, perm)
         if seg is not None:
-            signs = _signs(sum((ref[w].double() * cur[w].double()).flatten(1).sum(dim=1) for w in weights))
+            signs = _signs(sum((take(ref[w], 0, rows.get(w)).double() * take(cur[w], 0, rows.get(w)).double())
+                               .flatten(1).sum(dim=1) for w in weights))
             _scale_segment(cur, seg, signs)
             _scale_segment(out, seg, signs)
     return out
@@ -326,20 +368,20 @@ def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale
         return _binary_random_symmetry(g, out, gen, positive)
     for seg in g.segments:
         if seg.scaled:
-            _scale_segment(out, seg, positive(out[seg.writers[0].vector].shape[0]))
+            _scale_segment(out, seg, positive(seg.channels(out)))
         if seg.flip:
-            signs = torch.where(torch.rand(out[seg.writers[0].vector].shape[0], generator=gen) < 0.5, 1.0, -1.0).double()
+            signs = torch.where(torch.rand(seg.channels(out), generator=gen) < 0.5, 1.0, -1.0).double()
             _flip_segment(out, seg, signs)
-        offsets = [w.offset for w in seg.writers if w.offset and w.offset in out]
-        if seg.fold and offsets:  # a constant per channel added to a writer's bias and to the running means
-            shift = torch.randn(out[offsets[0]].shape[0], generator=gen, dtype=torch.float64)
-            out[offsets[0]] = (out[offsets[0]].double() + shift).to(out[offsets[0]].dtype)
-            for bn in seg.bns:
+        biased = [w for w in seg.writers if w.offset and w.offset in out]
+        if seg.fold and biased:  # a constant per channel added to a writer's bias and to the running means
+            shift = torch.randn(seg.channels(out), generator=gen, dtype=torch.float64)
+            add = lambda t: (t.double() + shift).to(t.dtype)  # noqa: E731
+            out[biased[0].offset] = on_slots(out[biased[0].offset], 0, biased[0].slots, add)
+            for i, bn in enumerate(seg.bns):
                 mean = f"{bn}.running_mean"
-                out[mean] = (out[mean].double() + shift).to(out[mean].dtype)
+                out[mean] = on_slots(out[mean], 0, seg.bn_slot(i), add)
     for group in g.groups:
-        n = out[group.axes[0][0]].shape[group.axes[0][1]]
-        _permute_group(out, group.axes, torch.randperm(n, generator=gen))
+        _permute_group(out, group, torch.randperm(group.channels(out), generator=gen))
     if g.output is not None:
         f = float(positive(1))
         for w in g.output.writers:
@@ -354,9 +396,8 @@ def _binary_random_symmetry(g: Groups, out: State, gen: torch.Generator, positiv
         out[name] = (out[name].double() * positive(*out[name].shape)).to(out[name].dtype)
     for seg in g.segments:
         if seg.negate:
-            n = out[seg.writers[0].vector].shape[0]
+            n = seg.channels(out)
             _scale_segment(out, seg, torch.where(torch.rand(n, generator=gen) < 0.5, 1.0, -1.0).double())
     for group in g.groups:
-        n = out[group.axes[0][0]].shape[group.axes[0][1]]
-        _permute_group(out, group.axes, torch.randperm(n, generator=gen))
+        _permute_group(out, group, torch.randperm(group.channels(out), generator=gen))
     return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +62,7 @@ def run(client, scale: str = "small", out: str | Path = "reproduce-report", seed
     into ``out``. ``architecture`` / ``dataset``: the comparison on your own network and data (config).
     Returns {"report", "summary", "counts", "table_markdown"}."""
     plan = C.get_scale(scale, seeds, architecture, dataset)
+    out = _writable(Path(out))  # before any job: a report that cannot be written is known now
     started, t0 = _now(), time.monotonic()
     health = _get(client, "/health")
     datasets = {d["name"]: d for d in _get(client, "/datasets")}
@@ -72,8 +74,12 @@ def run(client, scale: str = "small", out: str | Path = "reproduce-report", seed
                          "real-valued networks (its binary experiment is the committee machine, run at every scale)")
     if dataset is not None and dataset not in datasets:
         raise ValueError(f"unknown data set {dataset!r}; this service offers: {', '.join(sorted(datasets))}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if architecture is not None and architecture["kind"] not in architectures:
+        raise ValueError(f"unknown architecture kind {architecture['kind']!r}; this service offers: "
+                         f"{', '.join(sorted(architectures))}")
+    if dataset is not None and not datasets[dataset].get("available"):
+        raise ValueError(f"data set {dataset!r} is not available here: "
+                         f"{(datasets[dataset].get('reason') or 'its files are missing').split('; missing')[0]}")
 
     # ---- what can run here ----
     settings: list[SettingResults] = []
@@ -97,6 +103,15 @@ def run(client, scale: str = "small", out: str | Path = "reproduce-report", seed
         elif binary.setting.optimizer not in optimizers:
             binary.unavailable = f"optimizer {binary.setting.optimizer!r} not offered by this service"
     live = [r for r in settings if not r.unavailable]
+    # say now what cannot run (those rows of the report read "not available"), and stop when nothing can
+    cannot = [f"{r.setting.key} ({r.setting.title}): {r.unavailable}" for r in settings if r.unavailable]
+    if binary is not None and binary.unavailable:
+        cannot.append(f"{binary.setting.key}: {binary.unavailable}")
+    if not live and (binary is None or binary.unavailable):
+        raise ValueError("nothing of this scale can run here: " + "; ".join(cannot))
+    if not quiet:
+        for line in cannot:
+            print(f"reproduce: cannot run {line}", file=sys.stderr)
 
     # ---- planned jobs (for the progress bar) ----
     def stage2_count(r: SettingResults, groups: list[str]) -> int:
@@ -109,7 +124,9 @@ def run(client, scale: str = "small", out: str | Path = "reproduce-report", seed
     if binary is not None and not binary.unavailable:
         b = binary.setting
         total += len(b.widths) * (b.seeds + b.seeds * (b.seeds - 1) // 2)
-    runner = Runner(client, total=total, quiet=quiet)
+    # the user's own architecture is checked by the service at the first train job's submission (its size,
+    # its nesting, its layers): refused there, nothing else is run
+    runner = Runner(client, total=total, quiet=quiet, refuse_stage=architecture is not None)
 
     try:
         # ---- stage 1: train ----
@@ -250,6 +267,18 @@ def run(client, scale: str = "small", out: str | Path = "reproduce-report", seed
     summary_path.write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
     return {"report": str(report_path), "summary": str(summary_path), "counts": counts,
             "table_markdown": summary["table_markdown"], "duration_s": summary["duration_s"]}
+
+
+def _writable(out: Path) -> Path:
+    """``out``, made if needed, where the report can be written; ValueError naming why not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".toroid-write-check"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"cannot write the report into {str(out)!r}: {exc.strerror or exc}") from None
+    return out
 
 
 def _net_row(n: Net, setting: str) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class Runner:
     missing: dict[str, str] = field(default_factory=dict)  # feature -> why it is missing
     skipped: int = 0
     cached: int = 0
+    refuse_stage: bool = False  # a train job the service refuses (400) stops the run: ValueError naming why
 
     def __post_init__(self) -> None:
         self.done = 0
@@ -102,6 +103,8 @@ class Runner:
                         waited_429 += 2
                         continue
                     pending.pop(0)
+                    if self.refuse_stage and spec.kind == "train" and exc.status == 400:
+                        raise ValueError(f"the service refuses the architecture: {exc.detail}") from None
                     reason = self._missing_reason(spec, exc)
                     if spec.feature and exc.status == 400 and not reason:
                         # a job of an optional feature the service rejects: its twins would be rejected too

@@ -162,6 +162,14 @@ function draw() {
     const r = state.results[type];
     r.t.forEach((t, i) => rows.push({ type, t, train_error: r.train_error[i], test_error: r.test_error[i], train_loss: r.train_loss ? r.train_loss[i] : null, test_loss: r.test_loss ? r.test_loss[i] : null }));
   });
+  // the networks themselves (their own BatchNorm statistics), beside the path's ends (recomputed ones)
+  const ends = storedEnds();
+  if (ends) {
+    for (const [end, t] of [["a", 0], ["b", 1]]) {
+      const e = ends[end];
+      rows.push({ type: `${end.toUpperCase()} as stored (own BatchNorm statistics)`, t, train_error: e.train_error, test_error: e.test_error, train_loss: e.train_loss, test_loss: e.test_loss });
+    }
+  }
   const csv = toCSV(Object.fromEntries(["type", "t", "train_error", "test_error", "train_loss", "test_loss"].map((k) => [k, rows.map((r) => r[k])])));
   const json = { a: state.a, b: state.b, paths: Object.fromEntries(order.map((t) => [t, state.results[t]])), distances: state.distances };
   drawPlot("path-plot", errTraces, {
@@ -180,6 +188,22 @@ function draw() {
   renderSummary();
 }
 
+function storedEnds() {
+  const r = state.types.map((t) => state.results[t]).find((x) => x && x.ends);
+  return r ? r.ends : null;
+}
+
+// one line: the networks' own errors against the path's ends, and why they differ
+function endsLine() {
+  const first = state.types.map((t) => state.results[t]).find((x) => x && x.ends);
+  if (!first) return "";
+  const { a, b } = first.ends;
+  const why = first.bn === "recompute"
+    ? " They differ where BatchNorm statistics are recomputed on the training data at every point of the path (the default), the ends included; the barrier and its excess are measured on the path's own curve."
+    : "";
+  return `<p id="path-ends" class="hint small">As stored (their own BatchNorm statistics, as in the Networks table): A train ${pct(a.train_error)}, test ${pct(a.test_error)}; B train ${pct(b.train_error)}, test ${pct(b.test_error)}. On the ${esc(typeLabel(state.types.find((t) => state.results[t] === first)))} path: t = 0 train ${pct(first.train_error[0])}, t = 1 train ${pct(first.train_error[first.train_error.length - 1])}.${why}</p>`;
+}
+
 function renderSummary() {
   const rows = state.types.map((type) => {
     const r = state.results[type];
@@ -196,7 +220,7 @@ function renderSummary() {
   $("#path-summary", root).innerHTML = state.types.length ? `
     <table class="data compact"><thead><tr><th>path</th><th class="num" title="maximum train error along the path">barrier</th>
     <th class="num" title="barrier minus the mean of the endpoints' train errors">excess</th>
-    <th class="num" title="maximum test error along the path">max test</th><th>job</th></tr></thead><tbody>${rows}</tbody></table>` : "";
+    <th class="num" title="maximum test error along the path">max test</th><th>job</th></tr></thead><tbody>${rows}</tbody></table>${endsLine()}` : "";
 }
 
 function renderDistances() {

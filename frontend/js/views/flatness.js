@@ -6,7 +6,7 @@ import { runJob } from "../api.js";
 import { MultiPicker } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
-import { kindFields } from "../forms.js";
+import { attachEstimate, kindFields } from "../forms.js";
 import { byId, ensureNetworks, onNetworks, refreshFlatness } from "../store.js";
 import { $, clearProgress, colorOf, esc, idList, mapLimit, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV } from "../util.js";
 import { spearman } from "../stats.js";
@@ -16,6 +16,7 @@ let root;
 let picker;
 let run = 0;
 let lastKey = "";
+let estimate = () => {};
 const state = { nets: [], sigmas: "", draws: "", noise: "weights", seed: "", group: "", hessian: false, results: new Map(), errors: new Map(), jobs: new Map(),
   hessians: new Map(), hessianErrors: new Map() };
 
@@ -23,14 +24,21 @@ const urlParams = () => ({ nets: state.nets, sigmas: state.sigmas, draws: state.
 
 const runKey = () => JSON.stringify({ ...urlParams(), group: "" });  // what was measured (grouping only redraws)
 
-function params(id) {
+function params(id, s = state) {
   const p = { network: id };
-  const sigmas = state.sigmas.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+  const sigmas = s.sigmas.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
   if (sigmas.length) p.sigmas = sigmas;
-  if (state.draws) p.draws = Number(state.draws);
-  if (state.noise !== "weights") p.params = state.noise;
-  if (state.seed) p.seed = Number(state.seed);
+  if (s.draws) p.draws = Number(s.draws);
+  if (s.noise !== "weights") p.params = s.noise;
+  if (s.seed) p.seed = Number(s.seed);
   return p;
+}
+
+// The jobs the form would submit now (for the estimate under it).
+function formJobs() {
+  const s = { sigmas: $("#flat-sigmas", root).value.trim(), draws: $("#flat-draws", root).value.trim(),
+    noise: $("#flat-params", root).value, seed: $("#flat-seed", root).value.trim() };
+  return picker.selected.map((id) => ["flatness", params(id, s)]);
 }
 
 async function runAll(ev) {
@@ -244,6 +252,7 @@ export default {
           <label title="also a hessian job per network: the training loss's top Hessian eigenvalue and trace, as stored and in canonical coordinates (Dinh et al.: the raw numbers change under rescaling; the canonical ones do not)"><input type="checkbox" id="flat-hessian"> Hessian too</label>
           <button id="run-flatness" type="submit">Measure flatness</button>
         </div>
+        <p id="flat-estimate" class="hint small" aria-live="polite"></p>
         <p id="flat-error" class="error" role="alert" hidden></p>
       </form>
       <div id="flat-progress" class="progress-list" hidden></div>
@@ -255,6 +264,7 @@ export default {
       <div id="flat-by-sampler"></div>`;
     picker = new MultiPicker($("#flat-picker", root), { name: "flat-nets" });
     $("#flat-form", root).addEventListener("submit", runAll);
+    estimate = attachEstimate($("#flat-form", root), $("#flat-estimate", root), formJobs);
     $("#flat-group", root).addEventListener("change", (ev) => {
       state.group = ev.target.value;
       setState("flatness", urlParams());
@@ -291,6 +301,7 @@ export default {
     $("#flat-draws", root).value = state.draws;
     $("#flat-params", root).value = state.noise;
     $("#flat-seed", root).value = state.seed;
+    estimate();
     const key = runKey();
     if (state.nets.length && key !== lastKey) await runAll();
     else if (state.results.size) draw();  // the same measurements, perhaps grouped otherwise

@@ -10,7 +10,7 @@ import { classicalMDS } from "../stats.js";
 import { GROUP_BY, byPairType, groupsOf } from "../groups.js";
 import { $, clearProgress, colorOf, esc, idList, num, pct, ptext, samplerOf, setError, showJobProgress, toCSV, traitsOf } from "../util.js";
 
-const label = (key) => (key === "barriers" ? "geodesic barrier (max train error)" : distanceLabel(key));
+const quantity = (key) => (key === "barriers" ? "geodesic barrier (max train error)" : distanceLabel(key));
 
 let root;
 let picker;
@@ -64,7 +64,7 @@ function matrices() {
 function fillDistanceChoice() {
   const keys = Object.keys(matrices());
   if (!keys.includes(state.dist)) state.dist = keys.includes("geodesic") ? "geodesic" : keys[0];
-  $("#map-dist", root).innerHTML = keys.map((k) => `<option value="${k}" ${k === state.dist ? "selected" : ""}>${esc(label(k))}</option>`).join("");
+  $("#map-dist", root).innerHTML = keys.map((k) => `<option value="${k}" ${k === state.dist ? "selected" : ""}>${esc(quantity(k))}</option>`).join("");
 }
 
 const names = () => state.result.networks.map((id, i) => `${state.result.names ? state.result.names[i] : byId(id) ? byId(id).name : ""} #${id}`);
@@ -78,10 +78,10 @@ function draw() {
   const shown = isBarrier ? z.map((row) => row.map((v) => (v === null ? null : 100 * v))) : z;
   drawPlot("map-heatmap", [{
     type: "heatmap", z: shown, x: labels.map(ptext), y: labels.map(ptext), colorscale: "Viridis", reversescale: false, customdata: ids.map((a) => ids.map((b) => [a, b])),
-    colorbar: { title: { text: isBarrier ? "barrier %" : label(state.dist), side: "right" } },
-    hovertemplate: `%{y} ↔ %{x}<br>${esc(label(state.dist))} = %{z:.5g}${isBarrier ? "%" : ""}<extra>click: compare</extra>`,
+    colorbar: { title: { text: isBarrier ? "barrier %" : quantity(state.dist), side: "right" } },
+    hovertemplate: `%{y} ↔ %{x}<br>${esc(quantity(state.dist))} = %{z:.5g}${isBarrier ? "%" : ""}<extra>click: compare</extra>`,
   }], {
-    title: { text: `${label(state.dist)} between ${ids.length} networks` },
+    title: { text: `${quantity(state.dist)} between ${ids.length} networks` },
     xaxis: { tickangle: -35, automargin: true }, yaxis: { automargin: true, autorange: "reversed" }, height: 460,
   }, { name: `map-${state.dist}`, csv: toCSV(Object.fromEntries([["network", labels], ...labels.map((l, j) => [l, z.map((row) => row[j])])])), json: r });
   drawMDS();
@@ -133,7 +133,7 @@ function drawMDS() {
   // room around the points for their names
   const padded = (vals) => { const lo = Math.min(...vals), hi = Math.max(...vals), pad = 0.25 * (hi - lo) || 1; return [lo - pad, hi + pad]; };
   const drawn = drawPlot("map-mds", traces, {
-    title: { text: `Classical MDS of the ${label(key)} distances` },
+    title: { text: `Classical MDS of the ${quantity(key)} distances` },
     xaxis: { title: { text: `MDS 1 (eigenvalue ${num(explained[0], 3)})` }, zeroline: false, range: padded(all.map((p) => p.x)) },
     yaxis: { title: { text: `MDS 2 (eigenvalue ${num(explained[1], 3)})` }, zeroline: false, scaleanchor: "x", scaleratio: 1, range: padded(all.map((p) => p.y)) },
     margin: { t: 40, r: 40, b: 100, l: 60 },
@@ -207,7 +207,7 @@ function drawPairs() {
     type: "box", y: values, name: `${ptext(type)} (${values.length})`, boxpoints: "all", jitter: 0.4, pointpos: 0, boxmean: "sd",
     marker: { size: 6 }, meta: type, hovertemplate: `${ptext(type)}: %{y:.4g}${isBarrier ? "%" : ""}<extra></extra>`,
   }));
-  const what = label(state.dist);
+  const what = quantity(state.dist);
   const rows = [...groups.entries()].map(([type, values]) => {
     const mean = values.reduce((a, b) => a + b, 0) / values.length;
     const std = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / values.length);

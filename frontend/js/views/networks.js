@@ -173,8 +173,23 @@ function archFields(prefix) {
 
 function datasetFields(prefix) {
   const ds = store.catalogues.datasets.find((d) => d.name === $(`#${prefix}-dataset`, root).value);
-  $(`#${prefix}-dataset-params`, root).innerHTML = ds ? paramFields(ds.params, `${prefix}-ds`) : "";
-  $(`#${prefix}-dataset-help`, root).textContent = ds ? (ds.available === false ? ds.reason : ds.description) : "";
+  const pre = ds && ds.preprocessing;
+  const normalize = pre && pre.normalize
+    ? `<label class="param" title="${esc(pre.normalize.help)}">normalize <input id="${prefix}-normalize" placeholder='default; "none", "torchvision" or {"mean": [...], "std": [...]}' size="34"></label>`
+    : "";
+  $(`#${prefix}-dataset-params`, root).innerHTML = ds ? paramFields(ds.params, `${prefix}-ds`) + normalize : "";
+  $(`#${prefix}-dataset-help`, root).textContent = ds
+    ? (ds.available === false ? ds.reason : `${ds.description} Inputs: ${pre ? pre.default : "as described"}; "normalize" sets your own (pixels scaled to [0, 1], then your mean and std per channel), and becomes part of the network's provenance.`)
+    : "";
+}
+
+// the "normalize" field: absent when empty (the data set's default), a preset's name, or a JSON object
+function normalizeOf(prefix) {
+  const el = $(`#${prefix}-normalize`, root);
+  const raw = el ? el.value.trim() : "";
+  if (!raw) return {};
+  if (/^[a-z_]+$/.test(raw)) return { normalize: raw };
+  try { return { normalize: JSON.parse(raw) }; } catch (e) { throw new Error(`normalize: not a preset name nor valid JSON (${e.message})`); }
 }
 
 function optimizerFields() {
@@ -202,7 +217,7 @@ async function submitTrain(ev) {
     params = {
       architecture: architectureOf("train"),
       dataset: $("#train-dataset", root).value,
-      dataset_options: readParams($("#train-dataset-params", root)),
+      dataset_options: { ...readParams($("#train-dataset-params", root)), ...normalizeOf("train") },
       optimizer: $("#train-optimizer", root).value,
       ...readParams($("#train-opt-params", root)),
       tags: tagList($("#train-tags", root).value),
@@ -247,9 +262,10 @@ async function submitUpload(ev) {
       name: $("#upload-name", root).value.trim() || file.name.replace(/\.[^.]+$/, ""),
       architecture: architectureOf("upload"),
       dataset: $("#upload-dataset", root).value,
-      dataset_options: readParams($("#upload-dataset-params", root)),
+      dataset_options: { ...readParams($("#upload-dataset-params", root)), ...normalizeOf("upload") },
       tags: tagList($("#upload-tags", root).value),
       visibility: $("#upload-visibility", root).value,
+      ...renameOf(),
     };
   } catch (e) { setError(err, e.message); return; }
   const form = new FormData();
@@ -267,9 +283,31 @@ async function submitUpload(ev) {
     setTimeout(refreshNetworks, 2500);  // the evaluate job fills in the errors
   } catch (e) {
     setError(err, e.message);
+    const proposed = e.body && e.body.proposed;
+    if (proposed) {  // the names do not fit, the shapes do: offer the service's mapping, never apply it unasked
+      const accept = document.createElement("button");
+      accept.type = "button";
+      accept.id = "upload-accept-names";
+      accept.textContent = "Accept the proposed names and upload";
+      accept.addEventListener("click", () => {
+        $("#upload-rename", root).value = JSON.stringify(proposed);
+        $("#upload-form", root).requestSubmit();
+      });
+      err.append(" ", accept);
+    }
   } finally {
     button.disabled = false;
   }
+}
+
+// the rename field: {"rename": {...}} and/or {"keys": {...}}, or a plain map of substrings (a rename)
+function renameOf() {
+  const raw = $("#upload-rename", root).value.trim();
+  if (!raw) return {};
+  let v;
+  try { v = JSON.parse(raw); } catch (e) { throw new Error(`rename: not valid JSON (${e.message})`); }
+  if (!v || typeof v !== "object" || Array.isArray(v)) throw new Error("rename: a JSON object of substrings, e.g. {\"linear.\": \"fc.\"}");
+  return ("rename" in v || "keys" in v) ? { rename: v.rename || {}, keys: v.keys || {} } : { rename: v };
 }
 
 // ---- deletion, confirmed in the row itself ----
@@ -364,6 +402,7 @@ export default {
               <label>Kind <select id="upload-kind"></select></label><span id="upload-arch-params" class="params"></span>
               <p id="upload-arch-help" class="hint small"></p>
               <label class="block">or as JSON (overrides the fields) <textarea id="upload-arch-json" rows="2" placeholder='{"kind": "mlp", "hidden": [64, 64]}'></textarea></label>
+              <label class="block" title="substrings replaced in the file's tensor names, in order; when the names do not fit but the shapes do, the service proposes a map">Rename tensors (JSON, optional) <input id="upload-rename" placeholder='{"shortcut.": "downsample.", "linear.": "fc."}'></label>
             </fieldset>
             <fieldset><legend>Data set</legend>
               <label>Name <select id="upload-dataset"></select></label><span id="upload-dataset-params" class="params"></span>
