@@ -542,6 +542,11 @@ def _client_options(c: argparse.ArgumentParser, job: bool = False) -> None:
                        help="print only the result (a train's without its curve: the network has it)")
 
 
+def _service_url(args: argparse.Namespace) -> str:
+    """The URL a client command talks to: --url, else $TOROID_URL, else the default (as the client picks it)."""
+    return (getattr(args, "url", None) or os.environ.get("TOROID_URL") or "http://127.0.0.1:8000").rstrip("/")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -549,9 +554,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        sys.stdout.flush()  # a closed pipe (`toroid jobs | head`) shows here, inside the try
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, as other shell tools do; point stdout at devnull
+        # so that the interpreter's own flush at exit does not complain a second time
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # client errors: one readable line, not a traceback
         from backend.client import ApiError
 
@@ -564,8 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         import httpx
 
         if isinstance(exc, httpx.ConnectError):
-            print(f"error: cannot reach the service at {getattr(args, 'url', None) or 'http://127.0.0.1:8000'}; "
-                  "is `toroid serve` running?", file=sys.stderr)
+            print(f"error: cannot reach the service at {_service_url(args)}; is `toroid serve` running there? "
+                  "(--url or TOROID_URL choose another)", file=sys.stderr)
             return 1
         raise
 

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Celery broker; empty means kombu's filesystem transport under <home>/broker (no server needed).
     broker_url: str = ""
+    # Prefix of every key the Redis broker and result backend write (empty: none): several installations,
+    # or test runs, share one Redis database without reading each other's messages.
+    broker_prefix: str = ""
     # Folder holding MNIST / Fashion-MNIST / CIFAR in torchvision's layout (never downloaded).
     data_root: Path | None = None
     # Largest accepted weights upload, in bytes (413 above it), counted on the bytes as they arrive.
@@ -65,6 +68,12 @@ class Settings(BaseSettings):
     worker_memory: int = 0
     # A running job whose worker has not been heard from for this long is handed to another worker.
     heartbeat_timeout: float = 60.0
+    # A fanned-out job whose chunks have not been heard from for this long (none ran, none was deferred,
+    # no worker of its queue was busy) lost its chunks (a wiped broker): it is queued again as a new attempt.
+    fanout_timeout: float = 300.0
+    # Fair sharing (backend/fairness.py): an owner's score is the cost of their running jobs plus that of
+    # their jobs that ended within this many seconds; the lowest score runs next.
+    fair_window: float = 3600.0
     # Queued jobs are sent to the broker again after this long (a wiped broker loses nothing).
     resend_after: float = 600.0
     # Seconds between two passes of the reconciler in the API process (0: only at start).
@@ -78,6 +87,12 @@ class Settings(BaseSettings):
     # API process: threads serving database work (each holds at most one pooled connection), and
     # seconds a pooled connection may sit idle before it is checked with a ping on its next use.
     api_threads: int = 4
+    # Expensive checks before a request is answered (backend/checks.py): processes for an architecture's
+    # trace and sizes (0: in the check threads), threads for an upload's parse and build, beside the API's
+    # own, and how many one user may have in flight (429 above).
+    check_processes: int = 2
+    check_threads: int = 2
+    checks_per_user: int = 2
     db_ping_after: float = 10.0
 
     @property

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from workers.landscape import SCIENCE_VERSION, kinds
+from workers.landscape import SCIENCE_VERSION, data, kinds, nets
 
 from . import lifecycle, visibility
 from .auth import Principal, local_principal
@@ -71,6 +71,43 @@ def validate(session: Session, kind: str, params: Any, user: Principal) -> tuple
     except kinds.KindError as exc:
         raise JobError(str(exc), exc.status) from None
     return sub, rows
+
+
+def heavy(kind: str) -> bool:
+    """Whether validating a job of ``kind`` takes an architecture of its own (a train job): a layer graph's
+    trace and sizes, work for ``precheck`` off the API's threads."""
+    k = kinds.KINDS.get(kind)
+    return k is not None and "architecture" in k.params
+
+
+def architecture_of(params: Any) -> tuple[Any, tuple[int, ...] | None, int | None] | None:
+    """A job's own architecture and its data set's input shape and classes (None where they cannot be told
+    cheaply: ``submit`` then says what is wrong), for the heavy check (backend/checks.py)."""
+    if not isinstance(params, dict) or "architecture" not in params:
+        return None
+    try:
+        dataset = params.get("dataset", "digits")
+        shape, n_classes = data.shape_of(dataset, data.normalize_options(dataset, params.get("dataset_options")))
+        return params["architecture"], tuple(shape), n_classes
+    except Exception:  # noqa: BLE001 - submit's own checks name it
+        return params["architecture"], None, None
+
+
+def precheck(kind: str, params: Any) -> None:
+    """The rest of validating a job that needs no database, ahead of ``submit`` and off the API's threads
+    (backend/checks.py): what it works out is remembered per process (nets.normalize_spec,
+    nets.spec_size), so that ``submit`` finds it done. Raises JobError as ``submit`` would; a problem it
+    cannot name is left for ``submit`` to say."""
+    try:
+        _kind, normal, _ids = kinds.shape(kind, params)
+    except kinds.KindError as exc:
+        raise JobError(str(exc), exc.status) from None
+    if isinstance(normal.get("architecture"), dict):
+        try:
+            nets.spec_size(normal["architecture"], *data.shape_of(normal["dataset"], normal["dataset_options"]))
+            kinds.train_profile(normal)  # its FLOPs and activation bytes (a meta pass), cached per process
+        except Exception:  # noqa: BLE001 - submit's own checks name it
+            pass
 
 
 # ---- cache key ------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ Single flight: a job equal to a queued or running one (same cache key) is *attac
 sent to a worker, and ends with its leader (same result, or the same error). A cancelled leader hands its
 work to the oldest job attached to it.
 
-Fairness [ours]: a worker that receives a message claims the best queued job of that queue, ranked by
-(how many jobs its owner has running, age), not necessarily the one the message names; every job has
-one message, so every queued job is claimed in the end. A user's queued work thus never starts ahead of
-an older job of a user with fewer jobs running.
+Fairness (backend/fairness.py, the rule's one home): a worker that receives a message claims the best
+queued job of that queue, ranked by the work its owner's jobs hold or did recently, then age, not
+necessarily the one the message names; every job has one message, so every queued job is claimed in the
+end. A chunk of a fanned-out job lets a queued job of another owner that ranks ahead of it run first
+(``claim_ahead``).
 
 Writes that check a quota take a per-owner lock first (``db.locked``): a PostgreSQL advisory transaction lock,
 or SQLite's write lock (BEGIN IMMEDIATE), so that the check and the insert are one atomic step.
@@ -19,12 +20,13 @@ or SQLite's write lock (BEGIN IMMEDIATE), so that the check and the insert are o
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
 
+from . import fairness
 from .config import get_settings
 from .db import new_session
 from .models import Job, Result, utcnow
@@ -39,6 +41,19 @@ def _mine(job_id: int, attempt: int):
     return Job.id == job_id, Job.status == "running", Job.attempts == attempt
 
 
+def _stale_before(now: datetime, fanned_out: bool) -> datetime:
+    settings = get_settings()
+    return now - timedelta(seconds=settings.fanout_timeout if fanned_out else settings.heartbeat_timeout)
+
+
+def _not_lost(now: datetime):
+    """SQL: not a running job whose heartbeat is older than its timeout (heartbeat, or fan-out timeout)."""
+    beat_at = func.coalesce(Job.heartbeat_at, Job.started_at)
+    return or_(Job.status != "running", beat_at.is_(None),
+               and_(Job.fanout == 0, beat_at >= _stale_before(now, False)),
+               and_(Job.fanout > 0, beat_at >= _stale_before(now, True)))
+
+
 # ---- submission -------------------------------------------------------------------------------------
 
 def unfinished(session: Session, owner: str) -> int:
@@ -49,7 +64,7 @@ def leader(session: Session, kind: str, key: str, readable) -> Job | None:
     """The oldest queued or running job with this cache key that the submitter may read (``readable``: a
     SQL condition), to attach an equal job to."""
     stmt = select(Job).where(Job.cache_key == key, Job.kind == kind, Job.status.in_(ACTIVE),
-                             Job.attached_to.is_(None))
+                             Job.attached_to.is_(None), _not_lost(utcnow()))
     if readable is not None:
         stmt = stmt.where(readable)
     return session.scalars(stmt.order_by(Job.id).limit(1)).first()
@@ -71,23 +86,30 @@ def claim(hint: int) -> tuple[int, int] | None:
     when that queue has nothing waiting (a duplicate or late message is then simply dropped)."""
     with new_session() as s:
         queue = s.scalar(select(Job.queue).where(Job.id == hint))
-        if queue is None:
+        return None if queue is None else _claim_best(s, queue)
+
+
+def claim_ahead(job_id: int, attempt: int) -> tuple[int, int] | None:
+    """For a chunk of running job ``job_id``: claim the best queued job of its queue that ranks ahead of
+    it (fairness.ahead_of), or None when none does (or the job is no longer this attempt's)."""
+    with new_session() as s:
+        row = s.execute(select(Job.queue, Job.owner).where(*_mine(job_id, attempt))).first()
+        return None if row is None else _claim_best(s, row.queue, fairness.ahead_of(job_id, row.owner))
+
+
+def _claim_best(s: Session, queue: str, *conditions) -> tuple[int, int] | None:
+    for _ in range(20):  # another worker may take the same one first
+        best = s.scalar(select(Job.id).where(Job.status == "queued", Job.queue == queue, Job.attached_to.is_(None),
+                                             *conditions).order_by(*fairness.rank()).limit(1))
+        if best is None:
             return None
-        other = aliased(Job)
-        running = (select(func.count(other.id)).where(other.owner == Job.owner, other.status == "running")
-                   .correlate(Job).scalar_subquery())
-        for _ in range(20):  # another worker may take the same one first
-            best = s.scalar(select(Job.id).where(Job.status == "queued", Job.queue == queue, Job.attached_to.is_(None))
-                            .order_by(running, Job.id).limit(1))
-            if best is None:
-                return None
-            now = utcnow()
-            res = s.execute(update(Job).where(Job.id == best, Job.status == "queued")
-                            .values(status="running", started_at=now, heartbeat_at=now, attempts=Job.attempts + 1,
-                                    message="started", progress=0.0, fanout=0))
-            s.commit()
-            if res.rowcount == 1:
-                return best, int(s.scalar(select(Job.attempts).where(Job.id == best)))
+        now = utcnow()
+        res = s.execute(update(Job).where(Job.id == best, Job.status == "queued")
+                        .values(status="running", started_at=now, heartbeat_at=now, attempts=Job.attempts + 1,
+                                message="started", progress=0.0, fanout=0))
+        s.commit()
+        if res.rowcount == 1:
+            return best, int(s.scalar(select(Job.attempts).where(Job.id == best)))
     return None
 
 
@@ -101,8 +123,14 @@ def report(job_id: int, attempt: int, progress: float, message: str) -> bool:
 
 
 def beat(job_id: int, attempt: int) -> None:
+    """This attempt's worker is alive; and so may be the chunks of fanned-out jobs of its queue, which
+    can wait in the queue behind it (``reconcile`` re-queues a fanned-out job nobody beats for)."""
     with new_session() as s:
-        s.execute(update(Job).where(*_mine(job_id, attempt)).values(heartbeat_at=utcnow()))
+        now = utcnow()
+        s.execute(update(Job).where(*_mine(job_id, attempt)).values(heartbeat_at=now))
+        queue = select(Job.queue).where(Job.id == job_id).scalar_subquery()
+        s.execute(update(Job).where(Job.status == "running", Job.fanout > 0, Job.queue == queue)
+                  .values(heartbeat_at=now))
         s.commit()
 
 
@@ -196,9 +224,11 @@ def reconcile(session: Session, resend_all: bool = False) -> dict[str, list[int]
     """Make the broker agree with the database, which is the truth.
 
     - a running job whose worker has not reported for ``heartbeat_timeout`` seconds (killed, machine
-      lost) goes back to queued (a new attempt) and is sent again. A fanned-out attempt is not: its
-      chunks may wait in the queue behind other work, which is no lost worker, and a chunk whose worker
-      dies is delivered again by the broker (late acknowledgement);
+      lost) goes back to queued (a new attempt) and is sent again. A fanned-out attempt gets
+      ``fanout_timeout`` instead: its chunks beat while they run or let another job go first, and every
+      busy worker of its queue beats for it (its chunks may wait behind that work); a fanned-out job
+      nothing was heard of for that long lost its chunks (a wiped broker) and is queued again too. The
+      old attempt's chunks, if any turn up, do nothing, and jobs attached to it end with the new attempt;
     - a queued job last sent more than ``resend_after`` seconds ago (or never) is sent again: after a
       broker restart or wipe nothing queued is lost. A duplicate message is harmless: only one
       worker can move a job from queued to running. Jobs attached to another are never sent.
@@ -206,15 +236,17 @@ def reconcile(session: Session, resend_all: bool = False) -> dict[str, list[int]
     """
     settings = get_settings()
     now = utcnow()
-    stale = now - timedelta(seconds=settings.heartbeat_timeout)
     requeued = []
-    for job in session.scalars(select(Job).where(Job.status == "running", Job.fanout == 0)).all():
+    for job in session.scalars(select(Job).where(Job.status == "running")).all():
         beat_at = job.heartbeat_at or job.started_at
         if beat_at is not None and beat_at.tzinfo is None:
             beat_at = beat_at.replace(tzinfo=now.tzinfo)
-        if beat_at is None or beat_at < stale:
-            res = session.execute(update(Job).where(*_mine(job.id, job.attempts), Job.fanout == 0)
-                                  .values(status="queued", message="its worker was lost; queued again", sent_at=None))
+        if beat_at is None or beat_at < _stale_before(now, job.fanout > 0):
+            message = (f"its {job.fanout} chunks made no progress for {settings.fanout_timeout:g} s (lost with the "
+                       "broker?); queued again" if job.fanout else "its worker was lost; queued again")
+            res = session.execute(update(Job).where(*_mine(job.id, job.attempts), Job.fanout == job.fanout,
+                                                    ~_not_lost(now))  # no beat came in meanwhile
+                                  .values(status="queued", message=message, sent_at=None))
             session.commit()
             if res.rowcount == 1:
                 requeued.append(job.id)

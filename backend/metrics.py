@@ -29,7 +29,7 @@ def queue_depths() -> dict[str, int | None]:
             import redis
 
             r = redis.Redis.from_url(settings.celery_broker_url, socket_timeout=2)
-            return {q: int(r.llen(q)) for q in QUEUES}
+            return {q: int(r.llen(settings.broker_prefix + q)) for q in QUEUES}
     except Exception:  # noqa: BLE001 - a scrape must not fail because the broker is away
         pass
     return {q: None for q in QUEUES}

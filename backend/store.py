@@ -136,6 +136,10 @@ def _safetensors_shapes(data: bytes) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+class TooManyBytes(UploadError):
+    """A .pt archive whose (uncompressed) records declare more bytes than the architecture's weights take."""
+
+
 def _check_pt_archive(data: bytes, max_bytes: int) -> None:
     """A .pt file must be the zip archive torch.save writes (since PyTorch 1.6), with every record stored
     uncompressed and their declared sizes together within ``max_bytes``: nothing is ever inflated."""
@@ -157,7 +161,7 @@ def _check_pt_archive(data: bytes, max_bytes: int) -> None:
                               "or as .safetensors")
         total += info.file_size
     if total > max_bytes:
-        raise UploadError(f"the .pt archive's records declare {total} bytes, more than the {max_bytes} bytes this "
+        raise TooManyBytes(f"the .pt archive's records declare {total} bytes, more than the {max_bytes} bytes this "
                           "architecture's weights can take")
 
 
@@ -170,7 +174,13 @@ def upload_shapes(filename: str, data: bytes, max_bytes: int) -> dict[str, tuple
         raise UploadError("the weights file is empty")
     if kind == "safetensors":
         return _safetensors_shapes(data)
-    _check_pt_archive(data, max_bytes)
+    try:
+        _check_pt_archive(data, max_bytes)
+    except TooManyBytes:
+        # more bytes than the architecture takes, usually the file of another architecture: its records are
+        # stored uncompressed (checked), so reading the names and shapes onto the meta device inflates nothing,
+        # and the caller can say which tensors differ; parse_upload still refuses the surplus
+        pass
     obj = _torch_load(data, "meta")
     return {k: tuple(v.shape) for k, v in obj.items()}
 

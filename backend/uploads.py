@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -57,12 +58,42 @@ def _in_words(prefix: str, *errors: type[Exception]) -> Iterator[None]:
         raise Invalid(f"{prefix}{exc}") from None
 
 
+@dataclass
+class Prepared:
+    """An upload parsed and checked, before the database is asked (``prepare``)."""
+
+    info: NetworkMeta
+    spec: dict
+    options: dict
+    mapping: dict
+    model: Any
+
+
+def architecture_of(meta: str) -> tuple[Any, tuple[int, ...] | None, int | None] | None:
+    """(architecture, input shape, classes) of an upload's description, for the heavy check
+    (backend/checks.py); None where it is not what ``prepare`` accepts (which then says why). Cheap."""
+    try:
+        info = NetworkMeta.model_validate(json.loads(meta))
+    except Exception:  # noqa: BLE001 - prepare names it
+        return None
+    try:
+        shape, n_classes = data.shape_of(info.dataset, data.normalize_options(info.dataset, info.dataset_options))
+        return info.architecture, tuple(shape), n_classes
+    except Exception:  # noqa: BLE001 - prepare names it
+        return info.architecture, None, None
+
+
 def store_upload(session: Session, user, meta: str, filename: str, blob: bytes) -> int:
+    """``prepare`` then ``store_prepared``, in the caller's thread."""
+    return store_prepared(session, user, prepare(meta, filename, blob), filename)
+
+
+def store_prepared(session: Session, user, prepared: Prepared, filename: str) -> int:
     """The stored network's id (committed, its evaluation queued). Also when the row was committed and
     something failed after the commit: the upload is then answered as the success it was."""
     with committed_rows(session, Network) as made, committed_rows(session, Job) as queued:
         try:
-            return _parse_check_store(session, user, meta, filename, blob)
+            return _store(session, user, prepared, filename)
         except DomainError:
             raise
         except Exception:
@@ -75,7 +106,8 @@ def store_upload(session: Session, user, meta: str, filename: str, blob: bytes) 
     return made[0]
 
 
-def _parse_check_store(session: Session, user, meta: str, filename: str, blob: bytes) -> int:
+def prepare(meta: str, filename: str, blob: bytes) -> Prepared:
+    """Steps 1-3 (no database: the API runs them in the checks' pool, backend/checks.py)."""
     info = parse_meta(meta)
     with _in_words("architecture: ", nets.SpecError):
         spec = nets.normalize_spec(info.architecture)
@@ -94,7 +126,8 @@ def _parse_check_store(session: Session, user, meta: str, filename: str, blob: b
         mapping = names.renamed(list(shapes), info.keys, info.rename)  # the caller's own rename maps, if any
     original, shapes = list(shapes.items()), {mapping[k]: v for k, v in shapes.items()}
     try:
-        nets.check_shapes({k: tuple(v.shape) for k, v in expected.items()}, shapes)
+        nets.check_shapes({k: tuple(v.shape) for k, v in expected.items()}, shapes,
+                          f"{json.dumps(info.architecture, separators=(', ', ': '))} on {info.dataset}")
     except nets.WeightsError as exc:  # names that do not fit: a mapping of the file's own names is proposed when
         # the shapes fit in order (it replaces any rename map sent); never applied unasked
         proposal = names.propose(original, [(k, tuple(t.shape)) for k, t in expected.items()])
@@ -110,6 +143,13 @@ def _parse_check_store(session: Session, user, meta: str, filename: str, blob: b
     with _in_words("", nets.WeightsError), _in_words("architecture: ", nets.SpecError):  # (distinct classes)
         model = nets.build(spec, shape, n_classes)
         nets.load_weights(model, state)
+    return Prepared(info, spec, options, mapping, model)
+
+
+def _store(session: Session, user, prepared: Prepared, filename: str) -> int:
+    """Steps 4-5."""
+    info, spec, options, mapping, model = (prepared.info, prepared.spec, prepared.options, prepared.mapping,
+                                           prepared.model)
     try:  # a first look, before the file is written; create_network checks again, atomically
         networks.check_quota(session, user.name, networks.state_bytes(model.state_dict()), user.max_stored_bytes)
         source = {"kind": "uploaded", "filename": filename,

@@ -28,7 +28,8 @@ TOROID_VARS = ("TOROID_HOME", "TOROID_DATABASE_URL", "TOROID_BROKER_URL", "TOROI
                "TOROID_MAX_UPLOAD_BYTES", "TOROID_WORKER_CONCURRENCY", "TOROID_JOB_TIME_LIMIT", "TOROID_AUTH",
                "TOROID_HEARTBEAT_TIMEOUT", "TOROID_FANOUT_PAIRS", "TOROID_TORCH_THREADS", "TOROID_RESEND_AFTER",
                "TOROID_FANOUT_POINTS", "TOROID_FANOUT_PATH_POINTS", "TOROID_MAX_JOB_COST", "TOROID_MAX_RUNNING_JOBS",
-               "TOROID_WORKER_MEMORY", "TOROID_MAX_ACTIVATION_BYTES")
+               "TOROID_WORKER_MEMORY", "TOROID_MAX_ACTIVATION_BYTES", "TOROID_BROKER_PREFIX", "TOROID_FANOUT_TIMEOUT",
+               "TOROID_FAIR_WINDOW", "TOROID_CHECK_PROCESSES", "TOROID_CHECK_THREADS", "TOROID_CHECKS_PER_USER")
 
 
 def missing_service(reason: str):
@@ -51,13 +52,29 @@ def configure(env: dict[str, str]) -> None:
     worker_app.get_celery.cache_clear()
 
 
-def services_env(schema: str, redis_db: int | None = None, flush_redis: bool = True) -> dict[str, str]:
-    """PostgreSQL in a fresh schema, and a wiped Redis database (``redis_db`` replaces the URL's)."""
+def broker_keys(redis_url: str, prefix: str) -> list[bytes]:
+    """The Redis keys of one test stack (under its prefix), in the one database the tests were given."""
+    import redis
+
+    return list(redis.Redis.from_url(redis_url, socket_connect_timeout=5).scan_iter(match=f"{prefix}*", count=1000))
+
+
+def forget_broker(redis_url: str, prefix: str) -> None:
+    """Delete one test stack's keys (its prefix), nothing else: the database may hold other people's keys."""
+    import redis
+
+    keys = broker_keys(redis_url, prefix)
+    if keys:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=5).delete(*keys)
+
+
+def services_env(schema: str, prefix: str | None = None, flush_redis: bool = True) -> dict[str, str]:
+    """PostgreSQL in a fresh schema, and the Redis database of TOROID_TEST_REDIS_URL under a key prefix of
+    this stack's own (default: from the schema), whose keys are deleted first; never another database, and
+    never another prefix's keys (stacks without a worker keep their queued messages from others' workers)."""
     db_url = os.environ.get("TOROID_TEST_DATABASE_URL")
     redis_url = os.environ.get("TOROID_TEST_REDIS_URL")
-    if redis_url and redis_db is not None:
-        base = redis_url.rsplit("/", 1)[0] if redis_url.count("/") > 2 else redis_url
-        redis_url = f"{base}/{redis_db}"
+    prefix = prefix or f"toroid-test:{schema}:"
     if not db_url or not redis_url:
         missing_service("TOROID_TEST_DATABASE_URL and TOROID_TEST_REDIS_URL are not set (PostgreSQL / Redis tests)")
     try:
@@ -68,13 +85,14 @@ def services_env(schema: str, redis_db: int | None = None, flush_redis: bool = T
         with psycopg.connect(plain, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             conn.execute(f"CREATE SCHEMA {schema}")
-        client = redis.Redis.from_url(redis_url, socket_connect_timeout=5)
-        client.flushdb() if flush_redis else client.ping()
+        redis.Redis.from_url(redis_url, socket_connect_timeout=5).ping()
+        if flush_redis:
+            forget_broker(redis_url, prefix)
     except Exception as exc:  # noqa: BLE001
         missing_service(f"PostgreSQL / Redis not reachable: {exc}")
     sep = "&" if "?" in db_url else "?"
     return {"TOROID_DATABASE_URL": f"{db_url}{sep}options={quote(f'-csearch_path={schema}')}",
-            "TOROID_BROKER_URL": redis_url}
+            "TOROID_BROKER_URL": redis_url, "TOROID_BROKER_PREFIX": prefix}
 
 
 def free_port() -> int:
@@ -153,22 +171,26 @@ class Stack:
 
 
 def make_stack(name: str, with_worker: bool, backend: str | None = None, extra: dict[str, str] | None = None,
-               redis_db: int | None = None, **app_options) -> Stack:
+               **app_options) -> Stack:
     """A stack named ``name`` on ``backend`` ("embedded" or "services"; default: the name)."""
     backend = backend or name
     home = Path(tempfile.mkdtemp(prefix=f"toroid-{name}-"))
-    env = {"TOROID_HOME": str(home), "TOROID_TORCH_THREADS": "1", **(extra or {})}
-    if backend == "services":
-        env.update(services_env(f"toroid_{name}_{os.getpid()}", redis_db))
-    stack = Stack(name=name, env=env, home=home)
-    stack.activate()
-    from fastapi.testclient import TestClient
+    try:  # a skip (services missing) or a failed start removes the home again: no empty folders left behind
+        env = {"TOROID_HOME": str(home), "TOROID_TORCH_THREADS": "1", **(extra or {})}
+        if backend == "services":
+            env.update(services_env(f"toroid_{name}_{os.getpid()}"))
+        stack = Stack(name=name, env=env, home=home)
+        stack.activate()
+        from fastapi.testclient import TestClient
 
-    from backend.app import create_app
+        from backend.app import create_app
 
-    stack.client = TestClient(create_app(**app_options))
-    if with_worker:
-        stack.worker = start_worker(env, home / "worker.log", name)
+        stack.client = TestClient(create_app(**app_options))
+        if with_worker:
+            stack.worker = start_worker(env, home / "worker.log", name)
+    except BaseException:
+        shutil.rmtree(home, ignore_errors=True)
+        raise
     return stack
 
 
@@ -176,6 +198,11 @@ def close_stack(stack: Stack) -> None:
     stop(stack.worker)
     stack.client.close()
     shutil.rmtree(stack.home, ignore_errors=True)
+    if stack.env.get("TOROID_BROKER_PREFIX"):  # its Redis keys go with it
+        try:
+            forget_broker(stack.env["TOROID_BROKER_URL"], stack.env["TOROID_BROKER_PREFIX"])
+        except Exception:  # noqa: BLE001 - Redis gone at the end of a run: nothing to clean
+            pass
 
 
 @pytest.fixture(scope="session", params=["embedded", "services"])
@@ -212,7 +239,7 @@ def start_serve(*args: str, prefix: str = "toroid-serve-"):
     home = Path(tempfile.mkdtemp(prefix=prefix))
     port = free_port()
     env = {**os.environ, "TOROID_HOME": str(home)}
-    for key in ("TOROID_DATABASE_URL", "TOROID_BROKER_URL"):
+    for key in ("TOROID_DATABASE_URL", "TOROID_BROKER_URL", "TOROID_BROKER_PREFIX"):
         env.pop(key, None)
     toroid = Path(sys.executable).parent / "toroid"
     log = home / "serve.log"

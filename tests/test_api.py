@@ -112,6 +112,25 @@ def test_wrong_names_and_shapes_are_named(api):
     assert count(api) == before
 
 
+def test_another_architectures_file_says_the_architecture_does_not_match(api):
+    """The file of an mlp (64, 64) uploaded as the spec's mlp (16): the message says the architecture does
+    not match and which tensors differ, for .pt (more bytes than the spec takes) and .safetensors (issue 25)."""
+    import io
+
+    before = count(api)
+    big = random_state({"kind": "mlp", "hidden": [64, 64]})
+    buf = io.BytesIO()
+    torch.save(big, buf)
+    for filename, blob in (("big.pt", buf.getvalue()), ("big.safetensors", None)):
+        r = upload(api, big, filename=filename, blob=blob)
+        detail = r.json()["detail"]
+        assert r.status_code == 400, r.text
+        assert 'the architecture given ({"kind": "mlp", "hidden": [16]} on digits) does not match the file' in detail
+        assert "fc1.weight has shape [64, 64], expected [16, 64]" in detail and "unexpected tensors: fc2." in detail
+        assert "bytes" not in detail
+    assert count(api) == before
+
+
 def test_nan_and_inf_weights(api):
     before = count(api)
     for bad in (float("nan"), float("inf")):

@@ -206,6 +206,28 @@ def test_path_takes_the_kinds_other_parameters(server, tmp_path):
     assert out.returncode == 2 and "unrecognized arguments" in out.stderr
 
 
+def test_unreachable_service_names_the_url_it_tried():
+    """TOROID_URL is named in the error, not the default address (issue 25)."""
+    import os
+
+    env = {**os.environ, "TOROID_URL": "http://127.0.0.1:9/"}
+    out = subprocess.run([TOROID, "networks"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1 and "cannot reach the service at http://127.0.0.1:9;" in out.stderr
+    assert "8000" not in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([TOROID, "jobs", "--url", "http://127.0.0.1:7"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 1 and "http://127.0.0.1:7;" in out.stderr  # --url wins over TOROID_URL
+
+
+def test_a_closed_pipe_ends_quietly(server):
+    """`toroid jobs | head` stops without a BrokenPipe traceback (head -n 0 closes the pipe at once)."""
+    for command in ("jobs", "networks"):
+        out = subprocess.run(["bash", "-c", f'"$0" {command} --url "$1" | head -n 0', TOROID, server["url"]],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0
+        assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
+
+
 def test_job_dry_run_from_the_shell(server, tmp_path):
     """`toroid job KIND ... --dry-run` prints the estimate (FLOPs, memory, seconds) and submits nothing."""
     (net,) = upload_randoms(server, tmp_path, {"kind": "mlp", "hidden": [16]}, (41,))

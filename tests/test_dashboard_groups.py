@@ -51,7 +51,8 @@ def test_flatness_grouped_by_sampler_mean_and_band_over_networks(server, page):
 def test_map_barriers_and_distances_by_pair_type(server, page):
     s = seeded(server)
     client, ids = s["client"], s["ids"]
-    page.goto(f"{server['url']}/#/map?nets={','.join(map(str, ids))}&barriers=1&points=5")
+    # (dist=geodesic: a distance chosen in the address is kept; without it ticked barriers are shown first)
+    page.goto(f"{server['url']}/#/map?nets={','.join(map(str, ids))}&barriers=1&points=5&dist=geodesic")
     wait_done(page, "#map-note[data-job]", "#map-error", timeout=240_000)
     wait_plot(page, "map-pairs", 1)
     r = client.job(int(page.get_attribute("#map-note", "data-job")))["result"]

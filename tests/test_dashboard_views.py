@@ -352,6 +352,12 @@ def test_map_heatmap_mds_and_click_two_points_to_compare(server, page):
 
     heat = plot_data(page, "map-heatmap")[0]
     assert heat["type"] == "heatmap"
+    # barriers ticked and computed: the heatmap shows them, in percent (issue 25: they were one choice away)
+    assert page.input_value("#map-dist") == "barriers" and "dist=barriers" in hash_of(page)
+    assert np.allclose(np.array(heat["z"], dtype=float), 100 * np.array(r["barriers"], dtype=float), equal_nan=True)
+    page.select_option("#map-dist", "geodesic")
+    page.wait_for_function("() => document.getElementById('map-heatmap').layout.title.text.startsWith('geodesic')")
+    heat = plot_data(page, "map-heatmap")[0]
     assert np.allclose(np.array(heat["z"], dtype=float), np.array(r["distances"]["geodesic"]))
     page.select_option("#map-dist", "raw")
     page.wait_for_function("() => document.getElementById('map-heatmap').layout.title.text.startsWith('raw')")

@@ -32,7 +32,7 @@ def wait_status(stack, job_id: int, status: str, timeout: float = 120) -> dict:
 
 @pytest.fixture
 def redis_stack():
-    s = make_stack("faults", with_worker=False, backend="services", redis_db=14,
+    s = make_stack("faults", with_worker=False, backend="services",
                    extra={"TOROID_HEARTBEAT_TIMEOUT": "3"}, reconcile=False)
     yield s
     stop(s.worker)
@@ -72,13 +72,14 @@ def test_worker_killed_mid_job_finishes_exactly_once(redis_stack):
 
 
 def test_wiped_broker_loses_no_queued_job(redis_stack):
-    import redis
 
     s = redis_stack
     queued = [s.submit("train", **{**LONG_TRAIN, "epochs": 2, "seed": k}, name=f"queued-{k}") for k in range(2)]
-    r = redis.Redis.from_url(s.env["TOROID_BROKER_URL"])
-    assert r.dbsize() > 0
-    r.flushdb()  # the broker forgets everything
+    from .conftest import broker_keys, forget_broker
+
+    assert broker_keys(s.env["TOROID_BROKER_URL"], s.env["TOROID_BROKER_PREFIX"])
+    forget_broker(s.env["TOROID_BROKER_URL"], s.env["TOROID_BROKER_PREFIX"])  # the broker forgets everything
+    assert not broker_keys(s.env["TOROID_BROKER_URL"], s.env["TOROID_BROKER_PREFIX"])
     s.activate()
     with new_session() as session:
         assert sorted(jobs.reconcile(session, resend_all=True)["resent"]) == sorted(j["id"] for j in queued)
@@ -106,7 +107,7 @@ def test_database_connections_dropped_under_the_api_are_replaced():
 
     from .helpers import upload
 
-    s = make_stack("dbrestart", with_worker=False, backend="services", redis_db=14,
+    s = make_stack("dbrestart", with_worker=False, backend="services",
                    extra={"TOROID_DB_PING_AFTER": "1"}, reconcile=False)
     name = f"toroid-dbrestart-{os.getpid()}"  # this stack's connections, and nobody else's
     s.env["TOROID_DATABASE_URL"] += ("&" if "?" in s.env["TOROID_DATABASE_URL"] else "?") + f"application_name={name}"

@@ -32,10 +32,9 @@ from backend.client import Client
 from backend.db import new_session
 from backend.models import Job, Network, Result, User
 
-from .conftest import ROOT, close_stack, configure, free_port, make_stack, services_env, stop
+from .conftest import ROOT, close_stack, configure, forget_broker, free_port, make_stack, services_env, stop
 from .helpers import SPEC, random_state, upload
 
-REDIS_DB = 13  # a Redis database of these tests' own (queued messages must not reach another stack's worker)
 
 
 # ---- a real server, and raw HTTP/1.1 on a socket ------------------------------------------------------
@@ -43,8 +42,9 @@ REDIS_DB = 13  # a Redis database of these tests' own (queued messages must not 
 @pytest.fixture(scope="module")
 def lab_server():
     """`toroid serve` on PostgreSQL + Redis, authentication on, small limits; users alice, bob and boss."""
+    services = services_env(f"toroid_harden_srv_{os.getpid()}")  # may skip: before the home is made
     home = Path(tempfile.mkdtemp(prefix="toroid-harden-"))
-    env = {"TOROID_HOME": str(home), **services_env(f"toroid_harden_srv_{os.getpid()}", REDIS_DB),
+    env = {"TOROID_HOME": str(home), **services,
            "TOROID_AUTH": "on", "TOROID_MAX_UPLOAD_BYTES": "300000", "TOROID_BODY_STALL_TIMEOUT": "1",
            "TOROID_HEADER_TIMEOUT": "2", "TOROID_WRITE_TIMEOUT": "2",
            "TOROID_METRICS_TOKEN": "scrape-secret", "TOROID_RECONCILE_EVERY": "0"}
@@ -65,11 +65,12 @@ def lab_server():
     finally:
         stop(proc)
         shutil.rmtree(home, ignore_errors=True)
+        forget_broker(env["TOROID_BROKER_URL"], env["TOROID_BROKER_PREFIX"])  # its Redis keys, and no others
 
 
 def use_db(env: dict[str, str]) -> None:
     """Point this process at the server's database (and nothing else of its settings)."""
-    configure({k: env[k] for k in ("TOROID_HOME", "TOROID_DATABASE_URL", "TOROID_BROKER_URL")})
+    configure({k: env[k] for k in ("TOROID_HOME", "TOROID_DATABASE_URL", "TOROID_BROKER_URL", "TOROID_BROKER_PREFIX")})
 
 
 def rss_kib(pid: int) -> int:
@@ -290,7 +291,7 @@ def test_metrics_need_an_admin_or_the_scrapers_token(lab_server):
 def lab(request):
     """The app with tokens required, on SQLite or PostgreSQL; users alice, bob, boss (admin)."""
     name = f"harden_{request.param}"
-    stack = make_stack(name, with_worker=False, backend=request.param, redis_db=REDIS_DB, reconcile=False)
+    stack = make_stack(name, with_worker=False, backend=request.param, reconcile=False)
     if request.param == "services":  # this stack's connections can be told apart in pg_stat_activity
         app_name = f"toroid-harden-{os.getpid()}"
         stack.env["TOROID_DATABASE_URL"] += f"&application_name={app_name}"
@@ -613,15 +614,23 @@ def test_pt_decompression_bombs_are_never_inflated(api, monkeypatch):
     assert len(bomb) < 100_000
     r = upload(api, blob=bomb, filename="bomb.pt")
     assert r.status_code == 400 and "compressed" in r.json()["detail"], r.text
-    # stored records declaring more than the architecture's weights can take
-    r = upload(api, blob=_pt({**random_state(), "extra": torch.zeros(100_000)}), filename="big.pt")
-    assert r.status_code == 400 and "declare" in r.json()["detail"], r.text
+    assert loads == []
     # the legacy (non-zip) format is refused
     buf = io.BytesIO()
     torch.save(random_state(), buf, _use_new_zipfile_serialization=False)
     r = upload(api, blob=buf.getvalue(), filename="old.pt")
     assert r.status_code == 400 and "zip archive" in r.json()["detail"], r.text
     assert loads == []
+    # stored records declaring more than the architecture's weights can take: uncompressed, so their names
+    # and shapes are read (onto the meta device only) to say which tensors do not fit (issue 25)
+    r = upload(api, blob=_pt({**random_state(), "extra": torch.zeros(100_000)}), filename="big.pt")
+    assert r.status_code == 400 and "does not match the file" in r.json()["detail"], r.text
+    assert "unexpected tensors: extra" in r.json()["detail"], r.text
+    # names and shapes that fit, over a storage far larger than the tensors: still refused for its bytes
+    state = random_state()
+    state["fc1.weight"] = torch.zeros(200_000)[: state["fc1.weight"].numel()].view_as(state["fc1.weight"])
+    r = upload(api, blob=_pt(state), filename="views.pt")
+    assert r.status_code == 400 and "declare" in r.json()["detail"], r.text
     # a plain torch.save state dict still uploads
     r = upload(api, blob=_pt(random_state(seed=9)), filename="fine.pt", name="fine-pt")
     assert r.status_code == 201, r.text

@@ -18,7 +18,7 @@ NETWORKS = Network.__table__
 
 @pytest.fixture(scope="module", params=["embedded", "services"])
 def db_stack(request):
-    s = make_stack(f"listing{request.param}", with_worker=False, backend=request.param, redis_db=12, reconcile=False)
+    s = make_stack(f"listing{request.param}", with_worker=False, backend=request.param, reconcile=False)
     yield s
     close_stack(s)
 

@@ -74,8 +74,12 @@ def test_a_figure_for_each_result_kind(nb):
     assert fig.data[0].type == "heatmap"
     assert np.allclose(np.array(fig.data[0].z, dtype=float), np.array(jobs["matrix"]["result"]["distances"]["geodesic"]))
     fig = c.figure(jobs["distance"])
-    bars = dict(zip(fig.data[0].x, fig.data[0].y))
-    assert bars["geodesic"] == pytest.approx(jobs["distance"]["result"]["geodesic"])
+    bars = {x: (y, t.yaxis) for t in fig.data for x, y in zip(t.x, t.y)}
+    d = jobs["distance"]["result"]
+    assert bars["geodesic"][0] == pytest.approx(d["geodesic"]) and bars["raw"][0] == pytest.approx(d["raw"])
+    # the geodesic length (~10) and the per-parameter distances (~0.1) on separate axes (issue 25)
+    assert d["geodesic"] > 20 * d["raw"] and bars["geodesic"][1] != bars["raw"][1]
+    assert bars["raw"][1] == bars["normalized_aligned"][1]
     fig = c.figure(jobs["train"])
     assert list(fig.data[0].y) == pytest.approx([100 * h["train_error"] for h in jobs["train"]["result"]["history"]])
     assert len(c.frame(jobs["train"])) == 2  # one row per epoch
@@ -128,6 +132,32 @@ def test_readme_client_example_runs_as_written(server):
     assert 0 <= scope["job"]["result"]["barrier"] <= 1
     assert len(scope["table"]) == 21
     assert scope["fig"].data and scope["model"] is not None
+
+
+def test_slice_frames_and_figures_are_the_slice(nb):
+    """A slice job's frame and figure are its curve (1-D) or its surface (2-D), not its parameters (issue 25)."""
+    c = nb["client"]
+    one = c.wait(c.submit("slice", network=nb["a"], dims=1, points=5, span=0.5))
+    r = one["result"]
+    table = c.frame(one)
+    assert table["x"].tolist() == r["x"] and table["train_error"].tolist() == pytest.approx(r["train_error"])
+    fig = c.figure(one)
+    curves = {t.name: t for t in fig.data}
+    assert list(curves["train error"].x) == r["x"]
+    assert list(curves["train error"].y) == pytest.approx([100 * v for v in r["train_error"]])
+    assert list(curves["test error"].y) == pytest.approx([100 * v for v in r["test_error"]])
+    assert all(t.type == "scatter" for t in fig.data)
+    two = c.wait(c.submit("slice", network=nb["a"], dims=2, points=3, span=0.5))
+    r = two["result"]
+    for given in (two, r):  # a job, or its bare result (told from a plane by its fields)
+        table = c.frame(given)
+        assert len(table) == len(r["x"]) * len(r["y"])
+        row = table.iloc[len(r["x"]) + 2]  # y[1], x[2]
+        assert (row["x"], row["y"]) == (r["x"][2], r["y"][1]) and row["train_error"] == pytest.approx(r["train_error"][1][2])
+        fig = c.figure(given)
+        contour = next(t for t in fig.data if t.type == "contour")
+        assert np.allclose(np.array(contour.z, dtype=float), 100 * np.array(r["train_error"]))
+        assert list(contour.x) == r["x"] and list(contour.y) == r["y"]
 
 
 def test_figure_shows_names_as_text_not_html():

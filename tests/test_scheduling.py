@@ -110,8 +110,8 @@ def own_db():
 
 
 def test_queue_places_follow_the_workers_fair_rule_and_eta_from_cost(own_db):
-    """Places are the claim rule played forward: the owner with the fewest running jobs first, the oldest
-    of theirs; a job attached to an equal one has no place. A running job too young for a progress rate
+    """Places are the claim rule played forward (backend/fairness.py): the owner whose jobs hold or did the
+    least work in the window first, the oldest of theirs; a job attached to an equal one has no place. A running job too young for a progress rate
     gets its ETA from its cost and the seconds per cost unit of finished jobs of its kind."""
     from datetime import timedelta
 
@@ -124,8 +124,9 @@ def test_queue_places_follow_the_workers_fair_rule_and_eta_from_cost(own_db):
         mk = lambda **kw: Job(kind=kw.pop("kind", "path"), params={}, inputs=[], cache_key=str(kw.pop("key")), **kw)  # noqa: E731
         running = mk(key=0, owner="ann", status="running", queue="batch", started_at=now - timedelta(seconds=4),
                      progress=0.0, cost=2000.0, kind="train")
+        # bob's finished work ended before the fair-share window (an hour): it no longer counts for him
         done = [mk(key=10 + k, owner="bob", status="succeeded", queue="batch", kind="train", cost=1000.0,
-                   started_at=now - timedelta(seconds=100), finished_at=now - timedelta(seconds=100 - sec))
+                   started_at=now - timedelta(seconds=4000), finished_at=now - timedelta(seconds=4000 - sec))
                 for k, sec in enumerate((9, 10, 30))]  # 9, 10 and 30 s for cost 1000: median 0.01 s per unit
         a1 = mk(key=1, owner="ann", status="queued", queue="batch", kind="train", cost=1000.0)
         a2 = mk(key=2, owner="ann", status="queued", queue="batch", cost=300.0)  # a path: no finished one to time
@@ -148,7 +149,8 @@ def test_queue_places_follow_the_workers_fair_rule_and_eta_from_cost(own_db):
         before = utcnow()
         out = {n: j for n, j in zip(rows, add_queue_positions(conn, list(rows.values())))}
         after = utcnow()
-    # ann has a job running, bob none: bob's job goes first although it is younger; then ann's, oldest first
+    # ann has a job running (cost 2000), bob nothing in the window: bob's job goes first although it is younger
+    # (then bob has 500 running, less than ann's 2000, but nothing else queued); then ann's, oldest first
     assert out["b1"]["queue_position"] == 1 and out["a1"]["queue_position"] == 2 and out["a2"]["queue_position"] == 3
     assert out["i1"]["queue_position"] == 1  # a queue of its own
     assert out["twin"]["queue_position"] is None and out["run"]["queue_position"] is None

@@ -50,6 +50,8 @@ def kind_of(result: dict, kind: str | None = None) -> str:
         return "flatness"
     if "distances" in result and "networks" in result:
         return "matrix"
+    if "x" in result and "dims" in result and "train_error" in result:  # before plane: a 2-D slice has a y too
+        return "slice"
     if "x" in result and "y" in result and "train_error" in result:
         return "plane"
     if "raw" in result or "geodesic" in result or "hamming" in result:
@@ -86,6 +88,17 @@ def columns(job_or_result: dict, kind: str | None = None) -> dict[str, list]:
                 for key, m in matrices.items():
                     out[key].append(m[i][j])
         return out
+    if kind == "slice":
+        keys = [k for k in ("train_error", "test_error", "train_loss", "test_loss") if result.get(k) is not None]
+        if result.get("dims", 1) == 1:
+            return {"x": list(result["x"]), **{k: list(result[k]) for k in keys}}
+        grid: dict[str, list] = {"x": [], "y": [], **{k: [] for k in keys}}
+        for iy, y in enumerate(result["y"]):  # value [i][j] at (x[j], y[i])
+            for ix, x in enumerate(result["x"]):
+                grid["x"].append(x); grid["y"].append(y)
+                for k in keys:
+                    grid[k].append(result[k][iy][ix])
+        return grid
     if kind == "plane":
         out = {"x": [], "y": [], "train_error": [], "test_error": []}
         for iy, y in enumerate(result["y"]):
@@ -118,7 +131,7 @@ def ptext(value) -> str:
 
 
 def figure(job_or_result: dict, kind: str | None = None):
-    """A Plotly figure of the result, one per kind (train, path, flatness, matrix, plane, distance)."""
+    """A Plotly figure of the result, one per kind (train, path, flatness, matrix, plane, slice, distance)."""
     import plotly.graph_objects as go
 
     result, job_kind = _result_of(job_or_result)
@@ -159,12 +172,65 @@ def figure(job_or_result: dict, kind: str | None = None):
             fig.add_scatter(x=[p["x"] for p in points], y=[p["y"] for p in points], mode="markers", name="networks",
                             marker={"size": 12, "color": "white", "line": {"color": "black", "width": 1}})
         fig.update_layout(title="Train error on the plane through three networks", yaxis_scaleanchor="x")
+    elif kind == "slice":
+        fig = _slice_figure(result, pct)
+    elif kind == "distance":
+        fig = _distance_figure(result)
     else:
         cols = columns(result, kind)
         numbers = {k: v[0] for k, v in cols.items() if isinstance(v[0], (int, float)) and not isinstance(v[0], bool)
                    and k not in ("n_parameters", "network_id", "from", "chunks")}
         fig.add_bar(x=[ptext(k) for k in numbers], y=list(numbers.values()), name=ptext(kind))
         fig.update_layout(title=f"{ptext(kind)} result")
+    return fig
+
+
+def _slice_figure(result: dict, pct: Callable):
+    """A slice's curves (1-D: error along the direction) or surface (2-D: train error as a contour, the
+    network itself at the origin), as the dashboard's Slice view draws them."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    where = f"{result.get('mode', 'filter')} directions, seed {result.get('seed', 0)}"
+    if result.get("dims", 1) == 1:
+        for key, dash in (("train_error", "solid"), ("test_error", "dot")):
+            if result.get(key) is not None:
+                fig.add_scatter(x=result["x"], y=pct(result[key]), name=key.replace("_", " "), mode="lines+markers",
+                                line={"dash": dash})
+        fig.update_layout(title=f"Error along a random direction ({where})", xaxis_title="position along the direction",
+                          yaxis_title="error (%)")
+        return fig
+    fig.add_contour(x=result["x"], y=result["y"], z=[pct(row) for row in result["train_error"]], colorscale="Viridis",
+                    contours={"coloring": "heatmap"}, colorbar={"title": {"text": "train error %"}}, name="train error")
+    fig.add_scatter(x=[0.0], y=[0.0], mode="markers", name="the network",
+                    marker={"size": 12, "color": "white", "line": {"color": "black", "width": 1}})
+    fig.update_layout(title=f"Train error on a 2-D slice ({where})", xaxis_title="direction 1",
+                      yaxis_title="direction 2", yaxis_scaleanchor="x")
+    return fig
+
+
+# a distance result's quantities by scale: per-parameter distances (~0.1), the geodesic length (~10), fractions
+DISTANCE_PANELS = (
+    ("per parameter ‖θA − θB‖ / √N", ("raw", "aligned", "normalized", "normalized_aligned")),
+    ("geodesic length D", ("geodesic",)),
+    ("fraction of differing signs", ("hamming", "hamming_unaligned")),
+)
+
+
+def _distance_figure(result: dict):
+    """A distance result as bars in one panel per scale, each with its own y axis (a geodesic length of
+    ~13 beside per-parameter distances of ~0.1 would flatten them to nothing on one axis)."""
+    from plotly.subplots import make_subplots
+
+    panels = [(title, [k for k in keys if isinstance(result.get(k), (int, float))]) for title, keys in DISTANCE_PANELS]
+    panels = [(title, keys) for title, keys in panels if keys]
+    fig = make_subplots(rows=1, cols=max(1, len(panels)), subplot_titles=[t for t, _ in panels],
+                        column_widths=[max(1, len(keys)) for _, keys in panels] or None)
+    for col, (title, keys) in enumerate(panels, start=1):
+        fig.add_bar(x=keys, y=[result[k] for k in keys], name=title, text=[f"{result[k]:.4g}" for k in keys],
+                    textposition="auto", row=1, col=col)
+    n = result.get("n_parameters")
+    fig.update_layout(title="Distances between A and B" + (f" (N = {n:,} parameters)" if n else ""), showlegend=False)
     return fig
 
 

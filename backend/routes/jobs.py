@@ -14,7 +14,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from .. import jobs, visibility, writes
+from .. import checks, fairness, jobs, visibility, writes
 from ..auth import Principal, current_user
 from ..db import read
 from ..errors import DomainError, NotFound
@@ -57,33 +57,25 @@ def job_dict(job, result: dict | None = None) -> dict:
     return out
 
 
-def _queue_order(conn: Connection) -> tuple[dict[int, int], dict[str, list]]:
+def _queue_order(conn: Connection, running: list) -> tuple[dict[int, int], dict[str, list]]:
     """The place each queued job will start at in its queue, if nothing ends meanwhile: the workers' rule
-    (backend.lifecycle.claim) played forward, the job of the owner with the fewest jobs running first, the
-    oldest among those, each start counting as one more running job of its owner. Jobs waiting for an equal
-    job (attached_to) have no place: they start with it. Also each queue's queued rows in that order."""
+    played forward (backend/fairness.py: ``scores`` now, then ``plan``). Jobs waiting for an equal job
+    (attached_to) have no place: they start with it. Also each queue's rows in that order, where the rest
+    of each fanned-out running job (its chunks still to run, ``rest`` set; its cost is in its owner's
+    score already) takes its job's rank: queued jobs ranked ahead of it start after its current chunk."""
     waiting = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.owner, JOBS.c.kind, JOBS.c.cost)
                            .where(JOBS.c.status == "queued", JOBS.c.attached_to.is_(None)).order_by(JOBS.c.id)).all()
-    running: dict[str, int] = dict(conn.execute(select(JOBS.c.owner, func.count(JOBS.c.id))
-                                                .where(JOBS.c.status == "running").group_by(JOBS.c.owner)).all())
-    place: dict[int, int] = {}
+    score = fairness.scores(conn) if waiting else {}
     by_queue: dict[str, list] = {}
     for row in waiting:
         by_queue.setdefault(row.queue, []).append(row)
-    ordered: dict[str, list] = {}
-    for queue, rows in by_queue.items():
-        count = dict(running)
-        left = {}  # owner -> its queued jobs, oldest first
-        for row in rows:
-            left.setdefault(row.owner, []).append(row)
-        for position in range(1, len(rows) + 1):
-            owner = min(left, key=lambda o: (count.get(o, 0), left[o][0].id))
-            row = left[owner].pop(0)
-            place[row.id] = position
-            ordered.setdefault(queue, []).append(row)
-            count[owner] = count.get(owner, 0) + 1
-            if not left[owner]:
-                del left[owner]
+    for r in running:
+        if r.fanout and r.queue in by_queue:
+            by_queue[r.queue].append(SimpleNamespace(id=r.id, owner=r.owner, kind=r.kind, cost=0.0, rest=r))
+    place: dict[int, int] = {}
+    ordered = {queue: fairness.plan(rows, score) for queue, rows in by_queue.items()}
+    for rows in ordered.values():
+        place.update({row.id: k for k, row in enumerate([r for r in rows if not hasattr(r, "rest")], 1)})
     return place, ordered
 
 
@@ -110,25 +102,39 @@ def _cost_eta(job, rates: dict[str, float], now: datetime) -> float | None:
     return None
 
 
+def _remaining(r, rates: dict[str, float], now: datetime) -> float | None:
+    eta = eta_seconds(r, now)
+    return _cost_eta(r, rates, now) if eta is None else eta
+
+
 def _start_forecast(ordered: dict[str, list], running: list, rates: dict[str, float], now: datetime) -> dict[int, float | None]:
     """When each queued job should start, in seconds from now [ours]: its queue's running jobs hold the
     workers (one each; a queue with none running gives no forecast: no worker may be serving it), each
-    frees its worker after its ETA; the queued jobs take the first free worker in their order, each for
-    its cost times its kind's seconds per unit of cost. Unknown durations make the rest of the queue unknown."""
+    frees its worker after its ETA, a fanned-out one after its current chunk (its ETA over the chunks it
+    has left), the rest of its chunks then taking their place in the order; the queued jobs take the first
+    free worker in their order, each for its cost times its kind's seconds per unit of cost. Unknown
+    durations make the rest of the queue unknown."""
     out: dict[int, float | None] = {}
     for queue, rows in ordered.items():
         slots = []  # when each busy worker of the queue is free again
+        rest: dict[int, float] = {}  # fanned-out job -> seconds of its chunks after the current one
         for r in running:
             if r.queue == queue:
-                eta = eta_seconds(r, now)
-                eta = _cost_eta(r, rates, now) if eta is None else eta
+                eta = _remaining(r, rates, now)
+                if eta is not None and r.fanout:
+                    left = max(round((1.0 - (r.progress or 0.0)) * r.fanout), 1)
+                    rest[r.id], eta = eta * (left - 1) / left, eta / left
                 slots.append(math.inf if eta is None else eta)
         heapq.heapify(slots)
         for row in rows:
             if not slots:  # nothing of this queue is running: no worker known to serve it
-                out[row.id] = None
+                if not hasattr(row, "rest"):
+                    out[row.id] = None
                 continue
             start = heapq.heappop(slots)
+            if hasattr(row, "rest"):  # the chunks a fanned-out job has left
+                heapq.heappush(slots, start + rest.get(row.id, 0.0))  # unknown: its own worker is free at infinity
+                continue
             out[row.id] = None if math.isinf(start) else start
             heapq.heappush(slots, start + (rates[row.kind] * row.cost if row.kind in rates and row.cost else math.inf))
     return out
@@ -145,10 +151,10 @@ def add_queue_positions(conn: Connection, jobs_: list[dict]) -> list[dict]:
              and j["started_at"] is not None]
     place, ordered, running = {}, {}, []
     if queued:
-        place, ordered = _queue_order(conn)
-        running = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.kind, JOBS.c.cost, JOBS.c.status, JOBS.c.progress,
-                                      JOBS.c.started_at).where(JOBS.c.status == "running", JOBS.c.attached_to.is_(None),
-                                                               JOBS.c.queue.in_(list(ordered)))).all() if ordered else []
+        running = conn.execute(select(JOBS.c.id, JOBS.c.queue, JOBS.c.owner, JOBS.c.kind, JOBS.c.cost, JOBS.c.status,
+                                      JOBS.c.progress, JOBS.c.started_at, JOBS.c.fanout)
+                               .where(JOBS.c.status == "running", JOBS.c.attached_to.is_(None))).all()
+        place, ordered = _queue_order(conn, running)
     kinds = {r.kind for r in running} | {r.kind for rows in ordered.values() for r in rows} | {j["kind"] for j in early}
     rates = _seconds_per_cost(conn, kinds)
     if queued:
@@ -195,6 +201,7 @@ async def submit_job(request: Request, body: JobIn, user: Principal = Depends(cu
     weights ran before, else queued for a worker. With an ``Idempotency-Key`` header a repeat of the
     request is answered with the first answer and submits nothing. With ``dry_run=true`` nothing is
     created: the answer (200) is what the job would be and cost."""
+    await checks.job(user.name, body.kind, body.params)  # a train job's architecture: off the API's threads
     if dry_run:
         return JSONResponse(await writes.write(_dry_run, body, user))
 
@@ -235,8 +242,11 @@ def _submit(db: Session, body: JobIn, user: Principal) -> JobOut | int:
             return made[0]
 
 
-def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str | None, limit: int) -> list[dict]:
+def _list_rows(conn: Connection, user: Principal, status: str | None, kind: str | None, limit: int,
+               cached: bool | None = None) -> list[dict]:
     stmt = select(JOBS).order_by(JOBS.c.id.desc())
+    if cached is not None:  # answered from the cache (cached_from set) or computed (or still to be)
+        stmt = stmt.where(JOBS.c.cached_from.is_not(None) if cached else JOBS.c.cached_from.is_(None))
     if not user.is_admin:
         stmt = stmt.where(or_(JOBS.c.visibility == "lab", JOBS.c.owner == user.name))
     if status:
@@ -263,9 +273,11 @@ async def list_jobs(
     status: filter_query() = None,
     kind: filter_query() = None,
     limit: int = Query(100, ge=1, le=1000),
+    cached: bool | None = Query(None, description="true: only jobs answered at once from the cache; false: none of "
+                                "them (the dashboard's Jobs view hides them by default)"),
 ) -> Response:
     """Jobs you may read, newest first, without their results (read one job or its result for that)."""
-    return json_response(list[JobOut], await read(_list_rows, user, status, kind, limit))
+    return json_response(list[JobOut], await read(_list_rows, user, status, kind, limit, cached))
 
 
 @router.get("/{job_id}", response_model=JobOut)

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from .. import networks, store, uploads, visibility, writes
+from .. import checks, networks, store, uploads, visibility, writes
 from ..auth import Principal, current_user
 from ..cache import VersionedCache
 from ..config import get_settings
@@ -100,8 +100,10 @@ async def upload_network(
         raise Invalid("the weights file's name must be at most 255 characters, without NUL")
 
     async def work() -> tuple[Response, int]:
-        # parsing, building the model and storing are CPU and disk work: in a worker thread, not the event loop
-        network_id = await writes.write(uploads.store_upload, user, meta, filename, blob)
+        # parsing and building the model are CPU work: in the checks' pool (backend/checks.py, bounded per
+        # user), neither on the event loop nor on the API's threads; then storing, on an API thread
+        prepared = await checks.upload(user.name, meta, filename, blob)
+        network_id = await writes.write(uploads.store_prepared, user, prepared, filename)
         return json_response(NetworkOut, await read(_network_row, network_id), status_code=201), network_id
 
     async def replay(status: int, network_id: int) -> Response:  # the network as the caller may read it now

@@ -7,12 +7,21 @@ export const optionText = (n) => `${n.name} (#${n.id}) · ${archText(n)} · ${n.
 const matches = (n, text) => !text || [n.name, `#${n.id}`, archText(n), n.dataset, samplerOf(n), ...(n.tags || [])]
   .join(" ").toLowerCase().includes(text.toLowerCase());
 
-// Fill a <select> with the networks that match `filter` (the chosen one always stays listed).
-export function fillSelect(select, chosen, filter = "", { allow = () => true } = {}) {
+// Fill a <select> with the networks that match `filter` (the chosen one always stays listed). `reason(n)`,
+// when given, says why a network cannot be chosen here ("" when it can): those are listed after the others,
+// greyed (disabled) with the reason in their text, so that nobody wonders where a network went.
+export function fillSelect(select, chosen, filter = "", { allow = () => true, reason = null } = {}) {
   const id = chosen === undefined ? Number(select.value) : Number(chosen);
   const nets = store.networks.filter((n) => n.id === id || (matches(n, filter) && allow(n)));
-  select.innerHTML = `<option value="">— choose —</option>` +
-    nets.map((n) => `<option value="${n.id}" ${n.id === id ? "selected" : ""}>${esc(optionText(n))}</option>`).join("");
+  const why = new Map(reason ? nets.map((n) => [n.id, reason(n)]) : []);
+  const fit = nets.filter((n) => !why.get(n.id));
+  const unfit = nets.filter((n) => why.get(n.id));
+  const option = (n) => {
+    const no = why.get(n.id);
+    return `<option value="${n.id}" ${n.id === id ? "selected" : ""} ${no && n.id !== id ? "disabled" : ""} ${no ? `data-reason="${esc(no)}" title="${esc(no)}"` : ""}>${esc(optionText(n))}${no ? ` — ${esc(no)}` : ""}</option>`;
+  };
+  select.innerHTML = `<option value="">— choose —</option>` + fit.map(option).join("") +
+    (unfit.length ? `<optgroup label="cannot be compared with A">${unfit.map(option).join("")}</optgroup>` : "");
 }
 
 export class MultiPicker {

@@ -12,10 +12,15 @@ const BASE_LAYOUT = {
   plot_bgcolor: "white",
 };
 
-function config(filename) {
+// buttons a narrow plot does without (a phone zooms with its fingers; PNG and SVG stay, and are under the plot too)
+const NARROW_REMOVED = ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d", "hoverClosestCartesian", "hoverCompareCartesian",
+  "toggleSpikelines", "zoom3d", "pan3d", "orbitRotation", "tableRotation", "resetCameraLastSave3d", "hoverClosest3d"];
+
+function config(filename, width) {
   return {
     responsive: true,
     displaylogo: false,
+    modeBarButtonsToRemove: width && width < 600 ? NARROW_REMOVED : [],
     toImageButtonOptions: { format: "png", filename, scale: 2 },
     modeBarButtonsToAdd: [{
       name: "downloadSvg",
@@ -77,13 +82,26 @@ function wrapTitle(layout, width) {
   return { ...layout, title: out, margin: { ...margin, t: margin.t + extra } };
 }
 
-// The title (perhaps on several lines) keeps clear of the labels in the top margin and of the plotting area,
-// and inside the figure: the top margin grows until it does.
+// The title (perhaps on several lines) keeps clear of the toolbar (modebar), of the labels in the top margin
+// and of the plotting area, and inside the figure: it moves under the toolbar and the top margin grows
+// until it does.
+const hits = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
 async function fitTitle(div) {
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 6; i++) {
     const title = boxes(div, ".gtitle")[0];
     const svg = boxes(div, ".main-svg")[0];
     if (!title || !svg) return;
+    const bar = boxes(div, ".modebar")[0];
+    if (bar && hits(title, bar)) {  // anchored at the figure's top, under the toolbar
+      const t = div._fullLayout.title;
+      const low = Math.ceil(bar.bottom - title.top) + 4;  // how far the title must come down
+      const anchored = t.yref === "container" && t.yanchor === "top" && t.y === 1;
+      // (Plotly sets a title of several lines higher than its pad says: the pad grows by what is missing)
+      const pad = anchored ? ((t.pad || {}).t || 0) + low : Math.ceil(bar.bottom - svg.top) + 4;
+      await Plotly.relayout(div, { "title.yref": "container", "title.y": 1, "title.yanchor": "top", "title.pad.t": pad,
+        "margin.t": Math.max(div._fullLayout.margin.t + low, Math.ceil(title.bottom - title.top) + pad + 8) });
+      continue;
+    }
     const below = boxes(div, ".annotation, .nsewdrag").filter((b) => across(b, title) && b.bottom > title.top);
     const low = below.length ? Math.min(...below.map((b) => b.top)) : Infinity;
     const cut = svg.top - title.top;  // above the figure: a title anchored at its top moves down by its padding
@@ -98,21 +116,105 @@ async function fitTitle(div) {
   }
 }
 
+// The plotting area keeps at least MIN_AREA px of height, whatever the title's lines and the legend's rows
+// took from the figure (a phone's Compare with four paths had 70 px left): the figure grows instead.
+export const MIN_AREA = 250;
+async function fitArea(div) {
+  for (let i = 0; i < 3; i++) {
+    const areas = boxes(div, ".draglayer .nsewdrag");
+    if (!areas.length) return;
+    const short = MIN_AREA - Math.max(...areas.map((b) => b.height));
+    if (short <= 0) return;
+    const fixedWidth = div.layout.width !== undefined;
+    await Plotly.relayout(div, { height: div._fullLayout.height + Math.ceil(short) + 2 });
+    // (Plotly writes the current width into the layout with a new height: the plot would stop following
+    // its frame's width when the window is resized)
+    if (!fixedWidth) delete div.layout.width;
+  }
+}
+
+// Axis titles stay inside the figure: a y-axis title longer than the figure is high is broken into two lines.
+async function fitAxisTitles(div) {
+  const svg = boxes(div, ".main-svg")[0];
+  if (!svg) return;
+  const update = {};
+  for (const axis of ["yaxis", "yaxis2"]) {
+    const el = div.querySelector(`.g-${axis.replace("axis", "")}title text`);
+    const full = div._fullLayout[axis];
+    if (!el || !full || !full.title || !full.title.text || /<br>/.test(full.title.text)) continue;
+    const b = el.getBoundingClientRect();
+    if (b.top >= svg.top - 0.5 && b.bottom <= svg.bottom + 0.5) continue;
+    const words = full.title.text.split(" ");
+    let best = 1, cost = Infinity;  // break where the two lines are most even
+    for (let k = 1; k < words.length; k++) {
+      const d = Math.abs(words.slice(0, k).join(" ").length - words.slice(k).join(" ").length);
+      if (d < cost) { cost = d; best = k; }
+    }
+    if (words.length > 1) update[`${axis}.title.text`] = `${words.slice(0, best).join(" ")}<br>${words.slice(best).join(" ")}`;
+  }
+  if (Object.keys(update).length) await Plotly.relayout(div, update);
+}
+
+const queues = new WeakMap();  // plot div -> its drawing in progress
+
+// Lines of `parts` (HTML allowed: markup does not count) joined by `sep`, each at most `width` px wide.
+export function wrapParts(parts, width, sep = " · ", size = BASE_LAYOUT.font.size) {
+  const plain = (t) => t.replace(/<[^>]*>/g, "").replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
+  const lines = [];
+  for (const part of parts) {
+    const last = lines[lines.length - 1];
+    if (last !== undefined && textWidth(plain(last + sep + part), size) <= width) lines[lines.length - 1] = last + sep + part;
+    else lines.push(part);
+  }
+  return lines;
+}
+
+// Colour bars of contours and heatmaps: on a narrow plot (a phone) lying under it, which leaves the width to
+// the plot; elsewhere right beside the plotting area, also when one scale on both axes narrowed the area
+// (constrain "domain": the bar stayed at the far right of the figure, ~350 px away).
+const NARROW = 500;
+const COLOURED = ["contour", "heatmap"];
+function colourbarsUnder(traces, width) {
+  if (!(width && width < NARROW)) return traces;
+  return traces.map((t) => (COLOURED.includes(t.type) && t.showscale !== false ? { ...t, colorbar: { ...(t.colorbar || {}),
+    orientation: "h", yref: "container", y: 0.005, yanchor: "bottom", x: 0.5, xanchor: "center", thickness: 12, len: 0.9,
+    title: { ...((t.colorbar || {}).title || {}), side: "bottom" } } } : t));
+}
+
+async function fitColourbars(div) {
+  if (div.clientWidth < NARROW) return;
+  const xa = div._fullLayout.xaxis;
+  const which = (div.data || []).map((t, i) => (COLOURED.includes(t.type) && t.showscale !== false ? i : -1)).filter((i) => i >= 0);
+  if (!xa || !which.length || xa.domain[1] > 0.97) return;
+  const x = xa.domain[1] + 12 / (div._fullLayout.width - div._fullLayout.margin.l - div._fullLayout.margin.r);
+  await Plotly.restyle(div, { "colorbar.x": x, "colorbar.xanchor": "left" }, which);
+}
+
 // Draw `traces` into the element with id `id`. exports: {name, csv: string, json: object} (the data, as drawn).
 export function drawPlot(id, traces, layout, exports = {}) {
   const div = document.getElementById(id);
   const name = exports.name || id;
   div.hidden = false;
+  traces = colourbarsUnder(traces, div.clientWidth);
   const merged = { ...BASE_LAYOUT, ...wrapTitle(layout, div.clientWidth) };
   // axis titles and tick labels take the room they need (a title never sits on the ticks)
   for (const axis of AXES) if (merged[axis]) merged[axis] = { automargin: true, ...merged[axis] };
   div.dataset.marginB = String((merged.margin || BASE_LAYOUT.margin).b);
-  const done = Plotly.react(div, traces, merged, config(name)).then(() => fitTitle(div))
-    .then(() => (merged.showlegend === false ? div : fitLegend(div).then(() => div)));
+  // one drawing of a plot at a time: a view that redraws as its jobs finish waits for the previous fitting
+  // (two interleaved fittings measured each other's half-drawn figure)
+  const draw = () => Plotly.react(div, traces, merged, config(name, div.clientWidth)).then(() => fitTitle(div))
+    .then(() => (merged.showlegend === false ? div : fitLegend(div).then(() => div)))
+    .then(() => fitArea(div)).then(() => fitAxisTitles(div)).then(() => fitColourbars(div)).then(() => div);
+  // (with none in progress it starts at once: the div has Plotly's events (div.on) when this returns)
+  const pending = queues.get(div);
+  const done = pending ? pending.catch(() => {}).then(draw) : draw();
+  queues.set(div, done);
+  const settle = () => { if (queues.get(div) === done) queues.delete(div); };
+  done.then(settle, settle);
   if (!div.dataset.fits) {  // the window was resized (responsive plots): the legend's rows changed, fit again
     div.dataset.fits = "1";
     div.on("plotly_relayout", (ev) => {
-      if (ev && ev.autosize) Plotly.relayout(div, { "margin.b": Number(div.dataset.marginB) }).then(() => fitLegend(div));
+      if (ev && ev.autosize) Plotly.relayout(div, { "margin.b": Number(div.dataset.marginB) }).then(() => fitLegend(div)).then(() => fitArea(div));
     });
   }
   const bar = document.querySelector(`[data-exports-for='${id}']`);

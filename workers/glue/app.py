@@ -55,6 +55,9 @@ def make_celery() -> Celery:
     else:
         # Redis: a job not acknowledged within the visibility timeout is delivered again.
         conf["broker_transport_options"] = {"visibility_timeout": settings.job_time_limit + 600}
+        if settings.broker_prefix:  # every key of the broker and of the chunk results under one prefix
+            conf["broker_transport_options"]["global_keyprefix"] = settings.broker_prefix
+            conf["result_backend_transport_options"] = {"global_keyprefix": settings.broker_prefix}
     app.conf.update(conf)
     return app
 

@@ -3,7 +3,7 @@ progress, hand the result to the life cycle (backend/lifecycle.py).
 
 A job whose kind splits it into several pieces (kinds.py) fans out: each piece is a ``toroid.chunk``
 task on any worker of the job's queue, and a chord's body ``toroid.assemble`` joins their outputs and
-finishes the job. The database is the truth: a task changes a job only while it owns the attempt it
+finishes the job. A chunk lets a queued job that ranks ahead of its own (backend/fairness.py) run first. The database is the truth: a task changes a job only while it owns the attempt it
 claimed, so a job delivered twice, or cancelled, is never finished twice.
 """
 from __future__ import annotations
@@ -122,7 +122,11 @@ def execute(hint: int) -> str:
     if claimed is None:
         log.info("nothing queued for the message of job %s (taken, cancelled or ended); dropped", hint)
         return "skipped"
-    job_id, attempt = claimed
+    return run_claimed(*claimed)
+
+
+def run_claimed(job_id: int, attempt: int) -> str:
+    """Run attempt ``attempt`` of job ``job_id`` (claimed by this worker) once; its final status."""
     session = new_session()
     try:
         with Heartbeat(job_id, attempt):
@@ -174,12 +178,24 @@ def _fan_out(session, job: Job, attempt: int, pieces: list[Any]) -> None:
     raise FannedOut()
 
 
-@celery_app.task(name="toroid.chunk", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
-def chunk_task(job_id: int, attempt: int, piece: Any, n_chunks: int) -> Any:
+@celery_app.task(bind=True, name="toroid.chunk", acks_late=True, reject_on_worker_lost=True, ignore_result=False,
+                 max_retries=None)
+def chunk_task(self, job_id: int, attempt: int, piece: Any, n_chunks: int) -> Any:
     """One piece of a fanned-out job. Returns its output, or None when the job was cancelled or handed
-    to another attempt (the chord body then does nothing)."""
+    to another attempt (the chord body then does nothing).
+
+    Chunks pass the fair choice (backend/fairness.py): when a queued job of another owner ranks ahead
+    of this chunk's job, this worker claims and runs that job first, then sends this chunk to the back
+    of its queue again (a retry: same task, same place in the chord), so that a task never holds a
+    worker for more than one job's time limit."""
     if not lifecycle.still_mine(job_id, attempt):
         return None
+    ahead = lifecycle.claim_ahead(job_id, attempt)
+    if ahead is not None:
+        log.info("chunk of job %s lets job %s go first (fair share)", job_id, ahead[0])
+        run_claimed(*ahead)
+        lifecycle.beat(job_id, attempt)  # its chunks are alive: one is deferred, not lost
+        raise self.retry(countdown=0)
     session = new_session()
     try:
         with Heartbeat(job_id, attempt):

@@ -29,7 +29,10 @@ Choices the paper leaves open [ours]:
 """
 from __future__ import annotations
 
+import copy
+import json
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from math import prod
@@ -143,6 +146,37 @@ ARCHITECTURES.update(graphs.ARCHITECTURES)  # residual networks and layer graphs
 # Spec validation
 
 
+_MEMO_SIZE = 256  # specs whose normalised form and sizes each process keeps (the most recently used)
+_normalized: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_sizes: OrderedDict[tuple, tuple[int, int]] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def _spec_key(spec: Any) -> str | None:
+    try:
+        return json.dumps(spec, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _remember(memo: OrderedDict, key: Any, value: Any) -> None:
+    with _memo_lock:
+        memo[key] = value
+        memo.move_to_end(key)
+        while len(memo) > _MEMO_SIZE:
+            memo.popitem(last=False)
+
+
+def remember(spec: Any, normal: dict[str, Any], input_shape: tuple[int, ...] | None = None,
+             n_classes: int | None = None, sizes: tuple[int, int] | None = None) -> None:
+    """Note what another process found (``normalize_spec(spec)`` is ``normal``; ``spec_size`` of it for
+    that data shape is ``sizes``), so that this one does not work it out again."""
+    for key in {_spec_key(spec), _spec_key(normal)} - {None}:
+        _remember(_normalized, key, copy.deepcopy(normal))
+    if sizes is not None and input_shape is not None and (key := _spec_key(normal)) is not None:
+        _remember(_sizes, (key, tuple(input_shape), n_classes), tuple(sizes))
+
+
 class Prepared(dict):
     """A network's architecture prepared once per job: its spec as ``normalize_spec`` returns it (a dict,
     equal to the plain normalised spec, read-only), with the facts derived from it once (groups.prepare
@@ -202,7 +236,22 @@ def _torchvision(name: Any) -> dict[str, Any]:
 
 
 def normalize_spec(spec: Any) -> dict[str, Any]:
-    """Validate an architecture spec and return it with every default filled in."""
+    """Validate an architecture spec and return it with every default filled in. A spec seen lately is
+    answered from a small per-process memo (a layer graph's check traces it: a fraction of a second
+    for hundreds of layers), as a fresh copy."""
+    key = _spec_key(spec)
+    with _memo_lock:
+        known = _normalized.get(key) if key is not None else None
+    if known is not None:
+        return copy.deepcopy(known)
+    out = _normalize_spec(spec)
+    if key is not None:
+        _remember(_normalized, key, copy.deepcopy(out))
+        _remember(_normalized, _spec_key(out), copy.deepcopy(out))  # normalising a normal form gives it again
+    return out
+
+
+def _normalize_spec(spec: Any) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise SpecError(f"an architecture spec must be a JSON object, got {type(spec).__name__}")
     kind = spec.get("kind")
@@ -548,11 +597,14 @@ def shape_problems(expected: dict[str, tuple[int, ...]], shapes: dict[str, Any])
     return problems
 
 
-def check_shapes(expected: dict[str, tuple[int, ...]], shapes: dict[str, Any]) -> None:
-    """Raise ``WeightsError`` naming every missing, unexpected or mis-shaped tensor (``shape_problems``)."""
+def check_shapes(expected: dict[str, tuple[int, ...]], shapes: dict[str, Any], architecture: str = "") -> None:
+    """Raise ``WeightsError`` naming every missing, unexpected or mis-shaped tensor (``shape_problems``);
+    with ``architecture`` (the spec as given, in words) the message says that it does not match the file."""
     problems = shape_problems(expected, shapes)
     if problems:
-        raise WeightsError("weights do not fit the architecture: " + "; ".join(problems))
+        head = (f"the architecture given ({architecture}) does not match the file: " if architecture
+                else "weights do not fit the architecture: ")
+        raise WeightsError(head + "; ".join(problems))
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -595,10 +647,19 @@ def meta_model(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: in
 
 
 def spec_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> tuple[int, int]:
-    """(parameters, bytes of the state dict including buffers) of ``spec``'s network, from the spec alone."""
+    """(parameters, bytes of the state dict including buffers) of ``spec``'s network, from the spec alone
+    (remembered per process, as ``normalize_spec``)."""
+    key = (_spec_key(spec), tuple(input_shape), n_classes)
+    with _memo_lock:
+        known = _sizes.get(key) if key[0] is not None else None
+    if known is not None:
+        return known
     model = meta_model(spec, input_shape, n_classes)
     state = model.state_dict()
-    return n_parameters(model), sum(t.numel() * t.element_size() for t in state.values())
+    out = n_parameters(model), sum(t.numel() * t.element_size() for t in state.values())
+    if key[0] is not None:
+        _remember(_sizes, key, out)
+    return out
 
 
 def check_size(spec: dict[str, Any], input_shape: tuple[int, ...], n_classes: int, max_parameters: int,

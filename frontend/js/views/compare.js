@@ -2,11 +2,11 @@
 // with the barrier of each marked, and their distances.
 import { runJob } from "../api.js";
 import { fillSelect } from "../picker.js";
-import { clearPlot, drawPlot, plotBox } from "../plots.js";
+import { clearPlot, drawPlot, plotBox, wrapParts } from "../plots.js";
 import { setState } from "../router.js";
 import { byId, distanceHelp, distanceLabel, ensureNetworks, jobKinds, onNetworks, store } from "../store.js";
 import { enterMany, initMany, manyParams, renderManyPicker } from "./compare_many.js";
-import { $, $$, clearProgress, esc, idList, isBinary, num, pathColor, pct, ptext, setError, showJobProgress, toCSV } from "../util.js";
+import { $, $$, archText, clearProgress, esc, idList, isBinary, num, pathColor, pct, ptext, setError, showJobProgress, toCSV } from "../util.js";
 
 export const PATH_TYPES = [
   { type: "linear", label: "linear", help: "straight line between the raw networks", real: true },
@@ -58,10 +58,23 @@ function fillPickers() {
   const filter = $("#compare-search", root).value.trim();
   fillSelect($("#compare-a", root), state.a ?? undefined, filter);
   const a = byId($("#compare-a", root).value);
-  // B must share A's data set and architecture kind; the API explains any other mismatch
-  const same = (n) => n.dataset === a.dataset && JSON.stringify(n.dataset_options || {}) === JSON.stringify(a.dataset_options || {}) && n.architecture.kind === a.architecture.kind;
-  fillSelect($("#compare-b", root), state.b ?? undefined, filter, { allow: (n) => !a || same(n) });
+  // B must be another network of A's architecture on A's data set: the others are greyed, saying why
+  fillSelect($("#compare-b", root), state.b ?? undefined, filter, { reason: (n) => (a ? mismatch(a, n) : "") });
   updateTypes();
+}
+
+// JSON with its keys sorted, so that two equal specs compare equal whatever their key order
+const canon = (v) => (Array.isArray(v) ? `[${v.map(canon).join(",")}]` : v && typeof v === "object"
+  ? `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(",")}}` : JSON.stringify(v));
+
+// Why B cannot be compared with A ("" when it can): paths and distances need the same architecture and data set.
+export function mismatch(a, b) {
+  if (!a || !b) return "";
+  if (a.id === b.id) return "this is A";
+  if (canon(a.architecture) !== canon(b.architecture)) return `another architecture (${archText(b.architecture)}; A is ${archText(a.architecture)})`;
+  if (a.dataset !== b.dataset) return `another data set (${b.dataset}; A is on ${a.dataset})`;
+  if (canon(a.dataset_options || {}) !== canon(b.dataset_options || {})) return "other data set options than A's";
+  return "";
 }
 
 function pathParams(type) {
@@ -81,6 +94,14 @@ async function runAll(ev) {
   setError(err, "");
   if (!state.a || !state.b) { setError(err, "Choose two networks, A and B."); return; }
   if (!state.types.length) { setError(err, "Choose at least one path type."); return; }
+  const why = mismatch(byId(state.a), byId(state.b));
+  if (why) {  // said once, before any job (the API would refuse each path type and the distances alike)
+    state.results = {}; state.errors = {}; state.jobs = {};
+    clearPlot("path-plot"); clearPlot("loss-plot");
+    $("#path-summary", root).innerHTML = ""; $("#distances", root).innerHTML = "";
+    setError(err, `B (#${state.b}) cannot be compared with A (#${state.a}): ${why}. Choose another B.`);
+    return;
+  }
   const pts = $("#path-points", root);  // bounds from the path kind's declaration
   if (!(state.points >= Number(pts.min) && state.points <= Number(pts.max))) { setError(err, `Points along each path: ${pts.min} to ${pts.max}.`); return; }
   setState("compare", urlParams(), { push: true });
@@ -115,7 +136,12 @@ async function runAll(ev) {
   }));
   await Promise.all([distance, ...paths]);
   if (mine === run && Object.keys(state.errors).length && !Object.keys(state.results).length) {
-    setError(err, Object.entries(state.errors).map(([t, m]) => `${typeLabel(t)}: ${m}`).join(" · "));
+    // one line per different reason (every path type refused for the same reason: said once)
+    const reasons = [...new Set(Object.values(state.errors))];
+    setError(err, reasons.map((m) => {
+      const types = Object.keys(state.errors).filter((t) => state.errors[t] === m).map(typeLabel);
+      return `${types.length === state.types.length && types.length > 1 ? "every path" : types.join(", ")}: ${m}`;
+    }).join(" · "));
   }
 }
 
@@ -150,10 +176,12 @@ function draw() {
     annotations.push({ xref: "x", yref: "paper", x: 0.5, y: 1, text: "bend", showarrow: false, yanchor: "bottom", font: { color: pathColor("bend"), size: 11 } });
   }
   // one line of barrier values between the title and the plot, each in its path's colour (never on the data)
+  // (broken into lines on a narrow plot: every path's barrier stays in the figure)
   if (order.length) {
+    const parts = order.map((t) => `<span style="color:${pathColor(t)}">${ptext(typeLabel(t))} ${pct(state.results[t].barrier)}</span>`);
+    const room = (document.getElementById("path-plot").clientWidth || 600) - 80;
     annotations.push({ xref: "paper", yref: "paper", x: 0, xanchor: "left", y: 1, yanchor: "bottom", yshift: 18, showarrow: false, align: "left",
-      name: "barriers", font: { size: 12 },
-      text: "★ barrier: " + order.map((t) => `<span style="color:${pathColor(t)}">${ptext(typeLabel(t))} ${pct(state.results[t].barrier)}</span>`).join(" · ") });
+      name: "barriers", font: { size: 12 }, text: wrapParts(["★ barrier:", ...parts.map((p, i) => (i < parts.length - 1 ? `${p} ·` : p))], room, " ").join("<br>") });
   }
   const a = byId(state.a), b = byId(state.b);
   const title = `${ptext(a ? a.name : `#${state.a}`)} (t = 0) → ${ptext(b ? b.name : `#${state.b}`)} (t = 1)`;
@@ -205,10 +233,15 @@ function endsLine() {
 }
 
 function renderSummary() {
+  const messages = Object.values(state.errors);
+  const shared = [...new Set(messages)].filter((m) => messages.filter((x) => x === m).length > 1);
   const rows = state.types.map((type) => {
     const r = state.results[type];
     const job = state.jobs[type];
-    if (state.errors[type]) return `<tr data-type="${type}"><th scope="row">${esc(typeLabel(type))}</th><td colspan="4" class="error" role="alert">${esc(state.errors[type])}</td></tr>`;
+    if (state.errors[type]) {  // a reason shared by several paths is written once, under the table
+      const shared = Object.values(state.errors).filter((m) => m === state.errors[type]).length > 1;
+      return `<tr data-type="${type}"><th scope="row">${esc(typeLabel(type))}</th><td colspan="4" class="error wrap" role="alert">${shared ? "failed (the reason is under the table)" : esc(state.errors[type])}</td></tr>`;
+    }
     if (!r) return `<tr data-type="${type}"><th scope="row">${esc(typeLabel(type))}</th><td colspan="4" class="hint">computing…</td></tr>`;
     const i = r.train_error.indexOf(Math.max(...r.train_error));
     const mid = r.midpoint_network_id ? `<br><span class="hint small">midpoint <a href="#/network?id=${r.midpoint_network_id}">#${r.midpoint_network_id}</a>${r.midpoint_train_error !== undefined ? `, train error ${pct(r.midpoint_train_error)}` : ""}${r.epochs ? `, ${r.epochs} epochs` : ""}</span>` : "";
@@ -220,7 +253,8 @@ function renderSummary() {
   $("#path-summary", root).innerHTML = state.types.length ? `
     <table class="data compact"><thead><tr><th>path</th><th class="num" title="maximum train error along the path">barrier</th>
     <th class="num" title="barrier minus the mean of the endpoints' train errors">excess</th>
-    <th class="num" title="maximum test error along the path">max test</th><th>job</th></tr></thead><tbody>${rows}</tbody></table>${endsLine()}` : "";
+    <th class="num" title="maximum test error along the path">max test</th><th>job</th></tr></thead><tbody>${rows}</tbody></table>${endsLine()}
+    ${shared.map((m) => `<p class="error wrap">${esc(m)}</p>`).join("")}` : "";
 }
 
 function renderDistances() {

@@ -1,5 +1,5 @@
 // Jobs: live progress, status, errors in words, cancel, re-run (the same kind and params), open the result.
-import { cancelJob, listJobs, submitJob } from "../api.js";
+import { cancelJob, getJob, listJobs, submitJob } from "../api.js";
 import { hashOf, setState } from "../router.js";
 import { byId, refreshNetworks } from "../store.js";
 import { $, archText, dateText, esc, progressText, scheduleText, setError } from "../util.js";
@@ -10,7 +10,9 @@ const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 let root;
 let timer = null;
 let visible = false;
-const ui = { status: "", kind: "", focus: null, jobs: [] };
+// cached: also list the jobs answered at once from the cache (every visit to a view whose jobs ran before
+// makes one); hidden by default so that they never bury the work that was computed
+const ui = { status: "", kind: "", cached: false, focus: null, jobs: [] };
 
 const netName = (id) => { const n = byId(id); return n ? `${esc(n.name)} #${id}` : `#${id}`; };
 
@@ -72,14 +74,18 @@ function render() {
         ${!active && j.kind !== "evaluate" ? `<button type="button" class="secondary small" data-rerun="${j.id}">Re-run</button>` : ""} ${link(j)}</td>
     </tr>`;
   }).join("");
-  $("#jobs-table tbody", root).innerHTML = rows || `<tr><td colspan="10" class="hint">No jobs${ui.status || ui.kind ? " match the filter" : " yet"}.</td></tr>`;
+  $("#jobs-table tbody", root).innerHTML = rows || `<tr><td colspan="10" class="hint">No jobs${ui.status || ui.kind ? " match the filter" : ui.cached ? " yet" : " computed yet"}.</td></tr>`;
 }
 
 async function refresh() {
   clearTimeout(timer);
   if (!visible) return;
   try {
-    ui.jobs = await listJobs({ status: ui.status, kind: ui.kind, limit: 200 });
+    ui.jobs = await listJobs({ status: ui.status, kind: ui.kind, limit: 200, cached: ui.cached ? "" : "false" });
+    // a job the address points at (a view's "job N" link) is shown even when it is a cached answer
+    if (ui.focus && !ui.jobs.some((j) => j.id === ui.focus)) {
+      try { const j = await getJob(ui.focus); if (j && (!ui.status || j.status === ui.status) && (!ui.kind || j.kind === ui.kind)) ui.jobs = [j, ...ui.jobs].sort((x, y) => y.id - x.id); } catch (_) { /* gone or not visible */ }
+    }
     setError($("#jobs-error", root), "");
     render();
   } catch (e) {
@@ -112,7 +118,7 @@ async function act(ev) {
   }
 }
 
-function saveState() { setState("jobs", { status: ui.status, kind: ui.kind }); }
+function saveState() { setState("jobs", { status: ui.status, kind: ui.kind, cached: ui.cached ? 1 : "" }); }
 
 export default {
   init(section) {
@@ -122,6 +128,7 @@ export default {
         <div class="toolbar">
           <label>Status <select id="jobs-status"><option value="">all</option>${STATUSES.map((s) => `<option>${s}</option>`).join("")}</select></label>
           <label>Kind <select id="jobs-kind"><option value="">all</option>${KINDS.map((k) => `<option>${k}</option>`).join("")}</select></label>
+          <label title="jobs answered at once from an earlier job's result (reopening a view makes one each time)"><input type="checkbox" id="jobs-cached"> cached answers</label>
           <button id="jobs-refresh" type="button" class="secondary">Refresh</button>
         </div></div>
       <p id="jobs-error" class="error" role="alert" hidden></p>
@@ -131,6 +138,7 @@ export default {
         <tbody></tbody></table></div>`;
     $("#jobs-status", root).addEventListener("change", (ev) => { ui.status = ev.target.value; saveState(); refresh(); });
     $("#jobs-kind", root).addEventListener("change", (ev) => { ui.kind = ev.target.value; saveState(); refresh(); });
+    $("#jobs-cached", root).addEventListener("change", (ev) => { ui.cached = ev.target.checked; saveState(); refresh(); });
     $("#jobs-refresh", root).addEventListener("click", refresh);
     $("#jobs-table", root).addEventListener("click", act);
   },
@@ -140,6 +148,8 @@ export default {
     ui.status = STATUSES.includes(params.status) ? params.status : "";
     ui.kind = params.kind || "";
     ui.focus = Number(params.focus) || null;
+    ui.cached = params.cached === "1";
+    $("#jobs-cached", root).checked = ui.cached;
     $("#jobs-status", root).value = ui.status;
     if (ui.kind && !KINDS.includes(ui.kind)) $("#jobs-kind", root).insertAdjacentHTML("beforeend", `<option>${esc(ui.kind)}</option>`);
     $("#jobs-kind", root).value = ui.kind;

@@ -47,6 +47,8 @@ async function runMatrix(ev) {
     if (mine !== run) return;
     state.result = job.result;
     state.job = job;
+    // barriers asked for (ticked and computed): the heatmap and the pair types show them
+    if (state.barriers && job.result.barriers && (ev || state.showBarriers)) { state.dist = "barriers"; saveView(); }
     fillDistanceChoice();
     draw();
   } catch (e) {
@@ -76,13 +78,19 @@ function draw() {
   const z = matrices()[state.dist];
   const isBarrier = state.dist === "barriers";
   const shown = isBarrier ? z.map((row) => row.map((v) => (v === null ? null : 100 * v))) : z;
+  // the columns are labelled by id (rotated names ran into each other), the rows by name (by id on a narrow
+  // plot); the hover names both networks
+  const narrow = document.getElementById("map-heatmap").clientWidth < 600;
+  const short = ids.map((id) => `#${id}`);
   drawPlot("map-heatmap", [{
-    type: "heatmap", z: shown, x: labels.map(ptext), y: labels.map(ptext), colorscale: "Viridis", reversescale: false, customdata: ids.map((a) => ids.map((b) => [a, b])),
+    type: "heatmap", z: shown, x: short, y: narrow ? short : labels.map(ptext), colorscale: "Viridis", reversescale: false,
+    customdata: ids.map((a, i) => ids.map((b, j) => [a, b, ptext(labels[i]), ptext(labels[j])])),
     colorbar: { title: { text: isBarrier ? "barrier %" : quantity(state.dist), side: "right" } },
-    hovertemplate: `%{y} ↔ %{x}<br>${esc(quantity(state.dist))} = %{z:.5g}${isBarrier ? "%" : ""}<extra>click: compare</extra>`,
+    hovertemplate: `%{customdata[2]} ↔ %{customdata[3]}<br>${esc(quantity(state.dist))} = %{z:.5g}${isBarrier ? "%" : ""}<extra>click: compare</extra>`,
   }], {
     title: { text: `${quantity(state.dist)} between ${ids.length} networks` },
-    xaxis: { tickangle: -35, automargin: true }, yaxis: { automargin: true, autorange: "reversed" }, height: 460,
+    xaxis: { type: "category", tickangle: 0, automargin: true, title: { text: "network (id)" } },
+    yaxis: { type: "category", automargin: true, autorange: "reversed" }, height: 460,
   }, { name: `map-${state.dist}`, csv: toCSV(Object.fromEntries([["network", labels], ...labels.map((l, j) => [l, z.map((row) => row[j])])])), json: r });
   drawMDS();
   drawPairs();
@@ -152,8 +160,9 @@ function drawMDS() {
   fillPairChoice();
 }
 
-// Each point's name goes beside it where it overlaps no other name and no other point (tried in turn:
-// above, below, right, left, and the corners); a name that fits nowhere is left to the hover.
+// Each point's name goes beside it where it overlaps no other name and no other point and stays inside the
+// plotting area (tried in turn: above, below, right, left, and the corners); a name that fits nowhere beside
+// its point goes further out, joined to it by a thin line (labelFar), so that every point is named.
 const PLACES = [["top center", 0, -1], ["bottom center", 0, 1], ["middle right", 1, 0], ["middle left", -1, 0],
   ["top right", 1, -1], ["top left", -1, -1], ["bottom right", 1, 1], ["bottom left", -1, 1]];
 let measurer;
@@ -163,30 +172,52 @@ function textWidth(text) {
   return measurer.measureText(text).width;
 }
 
-export function labelPlaces(points, radius = 8, height = 15, gap = 2) {
-  const hit = (a, b) => a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1;
+const hit = (a, b) => a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1;
+const within = (box, area) => !area || (box.x0 >= area.x0 && box.x1 <= area.x1 && box.y0 >= area.y0 && box.y1 <= area.y1);
+
+export function labelPlaces(points, radius = 8, height = 15, gap = 2, area = null, placed = []) {
   const marks = points.map((p) => ({ x0: p.px - radius, x1: p.px + radius, y0: p.py - radius, y1: p.py + radius }));
-  const placed = [];
   return points.map((p, i) => {
     const w = p.width + 4;
     for (const [where, dx, dy] of PLACES) {
       const cx = p.px + dx * (radius + gap + w / 2), cy = p.py + dy * (radius + gap + height / 2);
       const box = { x0: cx - w / 2, x1: cx + w / 2, y0: cy - height / 2, y1: cy + height / 2 };
-      if (!placed.some((b) => hit(b, box)) && !marks.some((m, j) => j !== i && hit(m, box))) { placed.push(box); return where; }
+      if (within(box, area) && !placed.some((b) => hit(b, box)) && !marks.some((m, j) => j !== i && hit(m, box))) { placed.push(box); return where; }
     }
     return null;
   });
 }
 
+// Where the name of a point with no room beside it goes: the nearest free spot further out (rings of
+// growing radius, 16 directions), as an offset {dx, dy} in pixels of the name's centre from the point.
+export function labelFar(p, points, placed, area, radius = 8, height = 15) {
+  const w = p.width + 4;
+  const marks = points.map((q) => ({ x0: q.px - radius, x1: q.px + radius, y0: q.py - radius, y1: q.py + radius }));
+  for (const d of [30, 42, 56, 72, 90, 110, 135, 160]) {
+    for (let k = 0; k < 16; k++) {
+      const angle = -Math.PI / 2 + (k * Math.PI) / 8;  // from straight above, clockwise
+      const dx = Math.round(d * Math.cos(angle)), dy = Math.round(d * Math.sin(angle));
+      const box = { x0: p.px + dx - w / 2, x1: p.px + dx + w / 2, y0: p.py + dy - height / 2, y1: p.py + dy + height / 2 };
+      if (within(box, area) && !placed.some((b) => hit(b, box)) && !marks.some((m) => hit(m, box))) { placed.push(box); return { dx, dy }; }
+    }
+  }
+  return null;
+}
+
 function placeLabels(gd, all) {
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
   const byTrace = gd.data.map((t) => (t.customdata || []).map((c) => all.find((p) => p.id === c[0])).filter(Boolean));
-  const flat = byTrace.flat().map((p) => ({ id: p.id, name: p.name, px: xa.l2p(p.x), py: ya.l2p(p.y), width: textWidth(p.name) }));
-  const where = new Map(labelPlaces(flat).map((w, i) => [flat[i].id, w]));
+  const flat = byTrace.flat().map((p) => ({ id: p.id, name: p.name, x: p.x, y: p.y, px: xa.l2p(p.x), py: ya.l2p(p.y), width: textWidth(p.name) }));
+  const area = { x0: 2, x1: xa._length - 2, y0: 2, y1: ya._length - 2 };  // the plotting area, in its own pixels
+  const placed = [];
+  const where = new Map(labelPlaces(flat, 8, 15, 2, area, placed).map((w, i) => [flat[i].id, w]));
+  const far = flat.filter((p) => !where.get(p.id)).map((p) => ({ p, at: labelFar(p, flat, placed, area) })).filter((f) => f.at);
   // (the traces were drawn with a blank name each: Plotly 4 draws no text restyled into a trace drawn without any)
   const data = gd.data.map((t, i) => (byTrace[i].length ? { ...t, text: byTrace[i].map((p) => (where.get(p.id) ? ptext(p.name) : "")),
     textposition: byTrace[i].map((p) => where.get(p.id) || "top center") } : t));
-  return Plotly.react(gd, data, gd.layout);
+  const annotations = far.map(({ p, at }) => ({ x: p.x, y: p.y, xref: "x", yref: "y", text: ptext(p.name), showarrow: true, arrowhead: 0,
+    arrowwidth: 1, arrowcolor: "#9ca3af", standoff: 8, ax: at.dx, ay: at.dy, font: { size: 12, color: "#444" }, name: "far label" }));
+  return Plotly.react(gd, data, { ...gd.layout, annotations });
 }
 
 // The shown quantity (a distance, or the barrier) for every pair, by pair type (RSGD–RSGD, RSGD–SGD, ...,
@@ -215,7 +246,9 @@ function drawPairs() {
   });
   drawPlot("map-pairs", traces, {
     title: { text: `${what} by pair type (grouped by ${state.group || "sampler"})` }, showlegend: false,
-    yaxis: { title: { text: isBarrier ? "barrier (max train error, %)" : what }, rangemode: "tozero" }, xaxis: { automargin: true },
+    // (a narrow plot stands the pair types upright: slanted, their boxes ran into each other)
+    yaxis: { title: { text: isBarrier ? "barrier (max train error, %)" : what }, rangemode: "tozero" },
+    xaxis: { automargin: true, ...(document.getElementById("map-pairs").clientWidth < 600 ? { tickangle: -90 } : {}) },
     height: 380, margin: { t: 40, r: 20, b: 80, l: 60 },
   }, { name: `map-pairs-${state.dist}`, csv: toCSV({ pair_type: rows.map((x) => x.type), n: rows.map((x) => x.n), mean: rows.map((x) => x.mean), std: rows.map((x) => x.std) }), json: { quantity: state.dist, group_by: state.group, pairs: Object.fromEntries(groups) } });
   $("#map-pairs-table", root).innerHTML = `<table class="data compact"><thead><tr><th>pair type</th><th class="num">pairs</th><th class="num">mean</th><th class="num">± std</th></tr></thead><tbody>${
@@ -297,7 +330,8 @@ export default {
       box.addEventListener("change", () => updateFields(box, traitsOf(byId(picker.selected[0]))));
     }
     state.nets = idList(params.nets);
-    state.dist = params.dist || "geodesic";
+    state.dist = params.dist || (params.barriers === "1" ? "barriers" : "geodesic");
+    state.showBarriers = params.barriers === "1" && !params.dist;
     state.color = params.color === "test_error" ? "test_error" : "sampler";
     state.group = ["tag", "seed"].includes(params.group) ? params.group : "sampler";
     $("#map-group", root).value = state.group;

@@ -7,7 +7,10 @@ import { $, archText, dateText, esc, num, pct, progressText, ptext, rowsToCSV, s
 
 let root;
 let net = null;
+let shownId = null;  // the network the address names (net is null until it is loaded)
 let watching = 0;  // the live curve being followed (a newer one stops the older)
+const edited = new Set();  // edit fields the user changed since the network was shown or saved
+const EDIT_FIELDS = ["#network-rename", "#network-tags", "#network-visibility", "#network-note"];
 // the training curve's loss axis (right) and margins, live and stored alike
 const LOSS_AXIS = { title: { text: "loss", standoff: 8 }, overlaying: "y", side: "right", showgrid: false, zeroline: false, rangemode: "tozero", automargin: true };
 const HISTORY_MARGIN = { t: 40, r: 70, b: 100, l: 60 };
@@ -115,10 +118,15 @@ function render() {
     <dt>created</dt><dd>${esc(dateText(n.created_at))}</dd>
     <dt>note</dt><dd id="network-note-text" class="note">${n.note ? esc(n.note) : `<span class="hint">none yet — write one below</span>`}</dd>
     <dt>weights</dt><dd><code title="SHA-256 of the weights">${esc(n.weights_hash.slice(0, 16))}…</code> <button type="button" class="link" id="network-download">download .safetensors</button></dd>`;
-  $("#network-tags", root).value = (n.tags || []).join(", ");
-  $("#network-rename", root).value = n.name;
-  $("#network-visibility", root).value = n.visibility;
-  $("#network-note", root).value = n.note || "";
+  // what the user typed while the network was loading (or since its last save) stays: only untouched fields
+  // take the stored values
+  const fill = (sel, value) => { if (!edited.has(sel)) $(sel, root).value = value; };
+  fill("#network-tags", (n.tags || []).join(", "));
+  fill("#network-rename", n.name);
+  fill("#network-visibility", n.visibility);
+  fill("#network-note", n.note || "");
+  $("#network-save", root).disabled = false;
+  $("#network-saved", root).textContent = edited.size ? "Not saved yet: your changes are kept; press Save." : "";
   $("#network-links", root).innerHTML = `
     <a href="#/flatness?nets=${n.id}">Flatness of this network</a> ·
     <a href="#/networks?sel=${n.id}">Choose it in the table</a> ·
@@ -180,6 +188,7 @@ async function save(ev) {
   ev.preventDefault();
   const err = $("#network-error", root);
   setError(err, "");
+  if (!net || net.id !== shownId) { setError(err, "The network is still loading: your changes are kept; save once it is shown."); return; }
   const patch = {
     name: $("#network-rename", root).value.trim(),
     tags: $("#network-tags", root).value.split(",").map((s) => s.trim()).filter(Boolean),
@@ -188,9 +197,10 @@ async function save(ev) {
   };
   try {
     net = await patchNetwork(net.id, patch);
-    $("#network-saved", root).textContent = "Saved.";
-    setTimeout(() => { $("#network-saved", root).textContent = ""; }, 2500);
+    edited.clear();
     render();
+    $("#network-saved", root).textContent = "Saved.";
+    setTimeout(() => { if ($("#network-saved", root).textContent === "Saved.") $("#network-saved", root).textContent = ""; }, 2500);
     refreshNetworks();
   } catch (e) { setError(err, e.message); }
 }
@@ -210,7 +220,7 @@ export default {
             <label>Tags <input id="network-tags" placeholder="comma, separated"></label>
             <label>Visibility <select id="network-visibility"><option>lab</option><option>private</option></select></label>
             <label class="block wide">Note <textarea id="network-note" rows="3" maxlength="4000" placeholder="what this run is, what to remember about it"></textarea></label>
-            <button type="submit">Save</button> <span id="network-saved" class="done" aria-live="polite"></span>
+            <button type="submit" id="network-save">Save</button> <span id="network-saved" class="done" aria-live="polite"></span>
           </form>
           <p id="network-links"></p>
           <form id="network-compare" class="row">
@@ -224,6 +234,7 @@ export default {
         </div>
       </div>`;
     $("#network-edit", root).addEventListener("submit", save);
+    for (const sel of EDIT_FIELDS) $(sel, root).addEventListener("input", () => edited.add(sel));
     $("#network-compare", root).addEventListener("submit", (ev) => {
       ev.preventDefault();
       const other = $("#network-other", root).value;
@@ -239,10 +250,21 @@ export default {
     $("#network-compare", root).hidden = false;
     if (Number(params.job)) { clearPlot("history-plot"); $("#history-note", root).textContent = "Waiting for the first epoch…"; await followTraining(Number(params.job)); return; }
     const id = Number(params.id);
+    if (id !== shownId) {  // another network: its fields start empty, Save waits until it is loaded
+      shownId = id;
+      net = null;
+      edited.clear();
+      for (const sel of EDIT_FIELDS) if (sel !== "#network-visibility") $(sel, root).value = "";
+      $("#network-saved", root).textContent = "";
+    }
+    $("#network-save", root).disabled = true;
     if (!id) { setError(err, "No network given: the address needs ?id=<network id> (or ?job=<a running train job>)."); return; }
     try {
-      net = await getNetwork(id);
+      const loaded = await getNetwork(id);
+      if (id !== shownId) return;  // another network was opened meanwhile
+      net = loaded;
     } catch (e) {
+      if (id !== shownId) return;
       $("#network-title", root).textContent = `Network #${id}`;
       $("#network-meta", root).innerHTML = "";
       clearPlot("history-plot");

@@ -276,9 +276,10 @@ async function submitUpload(ev) {
   try {
     const net = await uploadNetwork(form);
     $("#upload-done", root).innerHTML = `Uploaded as <a href="#/network?id=${net.id}">network #${net.id}</a>; its errors are being measured (see Jobs).`;
-    $("#upload-form", root).reset();
-    archFields("upload");
-    datasetFields("upload");
+    // the next file is usually another run of the same architecture on the same data: keep every field but
+    // the file and its name (a reset would bring back the default architecture)
+    $("#upload-file", root).value = "";
+    $("#upload-name", root).value = "";
     await refreshNetworks();
     setTimeout(refreshNetworks, 2500);  // the evaluate job fills in the errors
   } catch (e) {

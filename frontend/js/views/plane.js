@@ -5,7 +5,7 @@ import { fillSelect } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
 import { setState } from "../router.js";
 import { byId, ensureNetworks, onNetworks } from "../store.js";
-import { $, clearProgress, esc, idList, pct, setError, showJobProgress, toCSV, ptext, traitsOf } from "../util.js";
+import { $, clearProgress, colorOf, esc, idList, pct, samplerOf, setError, showJobProgress, toCSV, ptext, traitsOf } from "../util.js";
 
 let root;
 let run = 0;
@@ -89,7 +89,8 @@ function draw() {
       colorbar: { title: { text: `${state.show} error %`, side: "right" } },
       hovertemplate: `x = %{x:.3f}, y = %{y:.3f}<br>${state.show} error %{z:.2f}%<extra></extra>` },
     { type: "scatter", mode: "markers+text", x: points.map((p) => p.x), y: points.map((p) => p.y), text: compact ? state.nets.map((id) => `#${id}`) : names.map(ptext), textposition: points.map((p) => labelPlace(p, r)), cliponaxis: false, name: "networks",
-      textfont: { color: "white", size: 12 }, marker: { size: 12, color: ["#ef4444", "#f59e0b", "#22d3ee"], line: { color: "white", width: 2 }, symbol: "circle" },
+      // each network in its sampler's colour, as on the Map, in Flatness and in the tables
+      textfont: { color: "white", size: 12 }, marker: { size: 12, color: state.nets.map((id) => colorOf(samplerOf(byId(id)))), line: { color: "white", width: 2 }, symbol: "circle" },
       customdata: names.map(ptext), hovertemplate: "%{customdata}<br>x = %{x:.3f}, y = %{y:.3f}<extra></extra>" },
   ];
   const cols = { y: [], x: [], train_error: [], test_error: [] };
@@ -103,7 +104,7 @@ function draw() {
   const at = (i) => { const p = points[i]; return p ? `(${p.x.toFixed(3)}, ${p.y.toFixed(3)})` : ""; };
   $("#plane-note", root).dataset.job = state.job.id;
   $("#plane-note", root).innerHTML = `Job ${state.job.id}${state.job.cached ? " (answered from the cache)" : ""}. ` +
-    names.map((n, i) => `<span class="pill">${esc(n)} ${at(i)} test ${pct(byId(state.nets[i]) ? byId(state.nets[i]).test_error : null)}</span>`).join(" ");
+    names.map((n, i) => `<span class="pill"><span class="swatch" style="background:${colorOf(samplerOf(byId(state.nets[i])))}"></span>${esc(n)} · ${esc(samplerOf(byId(state.nets[i])))} ${at(i)} test ${pct(byId(state.nets[i]) ? byId(state.nets[i]).test_error : null)}</span>`).join(" ");
 }
 
 export default {
