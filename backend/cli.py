@@ -269,6 +269,9 @@ def _run_job(args, kind: str, params: dict) -> int:
         _print(job)
         return 0
     job = _wait(client, job, quiet=args.quiet)
+    warning = (job.get("result") or {}).get("warning") if kind == "train" else None
+    if warning:  # a training that missed its target (or whose sampler failed) says so, whatever is printed
+        print(f"warning: {warning}", file=sys.stderr)
     if args.result_only:
         result = dict(job["result"] or {})
         if kind == "train" and "history" in result:  # the curve is on the network (toroid networks --json)

@@ -109,6 +109,8 @@ def test_networks_train_upload_filter_sort_open_and_delete(server, page, tmp_pat
     assert page.inner_text("#network-title") == f"{tag}-form (#{trained['id']})"
     meta = page.inner_text("#network-meta")
     assert "mlp 12" in meta and "sgd" in meta and pct(trained["test_error"]) in meta
+    reached = client.network(trained["id"])["source"]["reached_target"]  # whether the training reached 1%, in words
+    assert "minimizer" in meta and ("yes: training error ≤ 1.00%" if reached else "no: training error") in meta, meta
     history = trained["history"]
     plotted = plot_data(page, "history-plot")
     train, test = trace(plotted, "train error"), trace(plotted, "test error")
@@ -256,6 +258,22 @@ def test_flatness_curves_scatter_and_spearman(server, page):
         assert f"ρ = {rho:.3f}" in page.inner_text("#flat-spearman")
     assert f"nets={','.join(map(str, s['ids']))}" in hash_of(page)
     shot(page, "flatness")
+    # the Hessian beside the local energy: a hessian job per network, its numbers in the table and by sampler
+    page.check("#flat-hessian")
+    page.click("#run-flatness")
+    for i in s["ids"]:
+        wait_done(page, f"#flat-table tr[data-id='{i}'] a[data-hessian-job]", "#flat-table td.error, #flat-error")
+    assert "hessian=1" in hash_of(page)
+    for i in s["ids"]:
+        row = f"#flat-table tr[data-id='{i}']"
+        job = client.job(int(page.get_attribute(f"{row} a[data-hessian-job]", "data-hessian-job")))
+        assert job["kind"] == "hessian" and job["params"]["network"] == i
+        for part, key in (("raw", "raw"), ("canonical", "canonical")):
+            shown = float(page.get_attribute(f"{row} td[data-hessian='{key}']", "data-value"))
+            assert shown == pytest.approx(job["result"][part]["eigenvalues"][0], rel=1e-12)
+        assert float(page.get_attribute(f"{row} td[data-hessian='trace']", "data-value")) == pytest.approx(job["result"]["canonical"]["trace"])
+    summary = page.inner_text("#flat-by-sampler")
+    assert "λmax canonical" in summary and all(nets[i]["source"]["optimizer"] in summary for i in s["ids"])
     # the Networks table now shows the flatness summary
     page.goto(f"{server['url']}/#/networks?q={tag}")
     i = s["ids"][0]

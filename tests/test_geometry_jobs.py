@@ -120,3 +120,27 @@ def test_a_bend_whose_midpoint_was_deleted_is_computed_again(live):
     assert not again["cached"] and again["result_id"] != first["result_id"]
     new_mid = again["result"]["midpoint_network_id"]  # (SQLite may give the new row the freed id)
     assert live.client.get(f"/api/networks/{new_mid}").json()["source"]["job_id"] == again["id"]
+
+
+def test_hessian_job_gives_the_same_canonical_sharpness_for_a_symmetric_copy(live):
+    a, twin, _ = trained_pair(live, seed=7)
+    params = {"k": 2, "iterations": 200, "probes": 10, "samples": 300}
+    ra = live.run("hessian", network=a["id"], **params)["result"]
+    rb = live.run("hessian", network=twin["id"], **params)["result"]
+    assert ra["network_id"] == a["id"] and ra["samples"] == 300 and len(ra["raw"]["eigenvalues"]) == 2
+    assert ra["raw"]["eigenvalues"][0] >= ra["raw"]["eigenvalues"][1] > 0
+    assert ra["raw"]["trace_sem"] > 0 and ra["canonical"]["n_parameters"] == ra["raw"]["n_parameters"]
+    # the copy is permuted and rescaled (and its output layer scaled: a different loss), its canonical form is a's
+    assert abs(ra["raw"]["eigenvalues"][0] - rb["raw"]["eigenvalues"][0]) > 1e-3 * ra["raw"]["eigenvalues"][0]
+    assert abs(ra["canonical"]["eigenvalues"][0] - rb["canonical"]["eigenvalues"][0]) <= 1e-4 * ra["canonical"]["eigenvalues"][0]
+
+
+def test_hessian_job_refuses_binary_networks_and_bad_parameters(api):
+    binary_spec = {"kind": "binary_mlp", "hidden": [8]}
+    torch.manual_seed(0)
+    binary = upload(api, nets.build(binary_spec, (1, 8, 8), 10).state_dict(), spec=binary_spec, name="binary").json()
+    r = api.post("/api/jobs", json={"kind": "hessian", "params": {"network": binary["id"]}})
+    assert r.status_code == 400 and "real-valued" in r.json()["detail"]
+    real = upload(api, name="real").json()
+    r = api.post("/api/jobs", json={"kind": "hessian", "params": {"network": real["id"], "k": 0}})
+    assert r.status_code == 400 and "'k'" in r.json()["detail"]

@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 from backend.client import Client
 from backend.client.reproduce import run
 
-EXPECTED = ["test_error/mlp-digits", "flatness/mlp-digits", "flatness_vs_test_error/mlp-digits",
+EXPECTED = ["test_error/mlp-digits", "flatness/mlp-digits", "flatness_vs_test_error/mlp-digits", "hessian/mlp-digits",
             "barrier_order/mlp-digits", "alignment_barriers/mlp-digits", "distance_order/mlp-digits",
             "alignment_distances/mlp-digits", "bend/mlp-digits", "binary_barriers/committee-hmm"]
 
@@ -106,9 +106,9 @@ def test_files_and_timing(reproduced):
     assert s["scale"] == "tiny" and s["jobs"]["planned"] > 20
     assert s["jobs"]["succeeded"] + s["jobs"]["failed"] + s["jobs"]["skipped"] == s["jobs"]["planned"]
     # only optional features (flatness, single-bend paths) may be missing; nothing else may fail
-    assert set(s["missing_features"]) <= {"flatness", "bend"}
+    assert set(s["missing_features"]) <= {"flatness", "hessian", "bend"}
     for f in s["failures"]:
-        assert f["kind"] == "flatness" or (f["kind"] == "path" and f["params"].get("type") == "bend"), f
+        assert f["kind"] in ("flatness", "hessian") or (f["kind"] == "path" and f["params"].get("type") == "bend"), f
 
 
 def test_every_finding_is_complete(reproduced):
@@ -130,11 +130,13 @@ def test_every_finding_is_complete(reproduced):
                 "distance_order/mlp-digits", "alignment_distances/mlp-digits", "binary_barriers/committee-hmm"):
         assert by_id[fid]["agrees"] is not None, by_id[fid]["status"]
     assert by_id["test_error/mlp-digits"]["measured"]["RSGD"]["n"] == 2
+    hessian = by_id["hessian/mlp-digits"]["measured"]  # beside the local energy: raw and canonical, per sampler
+    assert all(hessian[f"{g} top eigenvalue (canonical)"]["n"] == 2 for g in ("RSGD", "SGD", "ADV"))
     assert {k for k, m in by_id["barrier_order/mlp-digits"]["measured"].items() if m["n"]} == {
         "RSGD-RSGD", "RSGD-SGD", "SGD-SGD", "RSGD-ADV", "SGD-ADV", "ADV-ADV"}
     # a missing feature is said plainly, never hidden
     for feature, fids in (("flatness", ("flatness/mlp-digits", "flatness_vs_test_error/mlp-digits")),
-                          ("bend", ("bend/mlp-digits",))):
+                          ("hessian", ("hessian/mlp-digits",)), ("bend", ("bend/mlp-digits",))):
         for fid in fids:
             if feature in s["missing_features"]:
                 assert by_id[fid]["agrees"] is None and by_id[fid]["status"].startswith("not available"), by_id[fid]

@@ -52,7 +52,8 @@ def main() -> int:
             "name": run["name"], "file": name, "sha256": hashlib.sha256(blob).hexdigest(), "architecture": spec,
             "dataset": "digits", "dataset_options": data.info.get("options", {}), "tags": run["tags"],
             "source": {"kind": "trained", "optimizer": run["optimizer"], "params": opt_params, "data": data.info,
-                       "pretraining": train.pretraining(history)},
+                       "pretraining": train.pretraining(history),
+                       **train.outcome(model, history, run["optimizer"], opt_params, train_err)},
             "train_error": train_err, "test_error": test_err, "train_loss": train_loss, "test_loss": test_loss,
             "n_params": nets.n_parameters(model), "history": history_columns(history),
         })

@@ -20,7 +20,7 @@ from backend import store
 from backend.config import get_settings
 from backend.models import Network
 from backend.networks import ERROR_FIELDS, fill_errors, store_state
-from workers.landscape import bend, evaluate, flatness, kinds, nets, paths, plane, symmetry, train
+from workers.landscape import bend, evaluate, flatness, hessian, kinds, nets, paths, plane, symmetry, train
 from workers.landscape import cost as costs
 from workers.landscape import slice as slices
 from workers.landscape import data as datasets
@@ -114,13 +114,14 @@ def train_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
     ctx.progress(0.0, f"training {p['name']} with {p['optimizer']}")
     history = train.train(model, data, p["optimizer"], progress=ctx.progress.sub(0.0, 0.97), **options)
     measured = errors(model, data)
+    reached = train.outcome(model, history, p["optimizer"], options, measured["train_error"])
     net = store_state(ctx.session, model.state_dict(), name=p["name"], owner=ctx.owner, visibility=p["visibility"],
                       architecture=p["architecture"], dataset=p["dataset"], dataset_options=p["dataset_options"],
                       source={"kind": "trained", "optimizer": p["optimizer"], "params": options, "job_id": ctx.job_id,
-                              "data": data.info, "pretraining": train.pretraining(history)},
+                              "data": data.info, "pretraining": train.pretraining(history), **reached},
                       tags=p["tags"], history=history, n_params=nets.n_parameters(model), **measured)
     return {"network_id": net.id, "train_error": measured["train_error"], "test_error": measured["test_error"],
-            "history": history}
+            **reached, "history": history}
 
 
 def evaluate_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
@@ -152,6 +153,14 @@ def flatness_piece(ctx: Context, p: dict[str, Any], sigmas: list[float]) -> dict
     net = ctx.network(p["network"])
     result = flatness.flatness_result(ctx.spec(net.id), ctx.data(net.id), ctx.state(net.id), sigmas=sigmas,
                                       draws=p["draws"], seed=p["seed"], params=p["params"], progress=ctx.progress)
+    return {"network_id": net.id, **result}
+
+
+def hessian_piece(ctx: Context, p: dict[str, Any], _piece) -> dict[str, Any]:
+    net = ctx.network(p["network"])
+    result = hessian.hessian_result(ctx.spec(net.id), ctx.data(net.id), ctx.state(net.id), k=p["k"],
+                                    iterations=p["iterations"], probes=p["probes"], samples=p["samples"],
+                                    seed=p["seed"], progress=ctx.progress)
     return {"network_id": net.id, **result}
 
 
@@ -227,6 +236,7 @@ RUNNERS: dict[str, Runner] = {
     "evaluate": Runner(evaluate_piece),
     "path": Runner(path_piece),
     "flatness": Runner(flatness_piece),
+    "hessian": Runner(hessian_piece),
     "plane": Runner(plane_piece),
     "slice": Runner(slice_piece),
     "canonicalize": Runner(canonicalize_piece),

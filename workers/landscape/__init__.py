@@ -8,6 +8,7 @@ Modules (docs/science.md gives the method):
 - paths:     distances and paths between networks
 - symmetry:  canonical forms, alignment
 - flatness:  local energy
+- hessian:   top eigenvalues and trace of the loss's Hessian, raw and on the tangent space of the spheres
 - plane:     2-D sections through three networks
 - slice:     random-direction sections around one network
 - bend:      single-bend paths (a trained midpoint)
@@ -17,7 +18,9 @@ Modules (docs/science.md gives the method):
 
 # Version of the science code: part of every job's cache key. Bump it whenever a change to this
 # package can change a result, so that cached results computed by older code are not reused.
-SCIENCE_VERSION = "5"  # 5: tensors taken in the module's order wherever an order matters (a slice's random
+SCIENCE_VERSION = "6"  # 6: alignment flips BatchNorm units to a's gamma signs, a bias through a max-pool folds into
+# BatchNorm, BatchNorms in a row, weights on no sphere in the geodesic distance, RSGD's coupling scaled to the run's
+# epochs (unchanged at 200), the hessian kind; 5: tensors taken in the module's order wherever an order matters (a slice's random
 # directions were drawn in the order a weights file was read back, which differed from process to process:
 # the same slice job gave other numbers on another worker), canonical slices of residual and graph networks;
 # 4: unit groups from the traced module, BatchNorm batches of 256; 3: BatchNorm sign flip in

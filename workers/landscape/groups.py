@@ -18,7 +18,10 @@ run over the spaces:
   positively homogeneous (``Segment.scaled``). A segment that is a linear function of its writers and
   is absorbed by BatchNorms only (the conv -> BN of every BN unit) also has the exact sign flip of
   docs/science.md (section 2, "BatchNorm": writers, running mean and the BN's gamma negated) and its
-  writers' biases fold into the running means (``Segment.flip``, ``Segment.fold``).
+  writers' biases fold into the running means (``Segment.flip``, ``Segment.fold``). A max-pool between them
+  keeps the fold (max(x + d) = max(x) + d) but not the flip (max(-x) is not -max(x)); a zero-padded average
+  pool keeps the flip but not the fold (``PATHS``). Two BatchNorms in a row: the first's gamma and beta write
+  a segment the second absorbs, with its own flip and fold.
 The segment that produces the logits is the *output* segment: argmax ignores one global positive factor.
 Residual streams come out as one group and one segment per stage (the stem's and every block's last
 BatchNorm write into it; the blocks' first convs, the 1x1 shortcut convs and the classifier read it):
@@ -186,13 +189,27 @@ class _Value:
 
     perm: list[int] | None
     seg: list[int] | None
-    path: str  # "affine": affine in the segment's writers; "linear": linear (padded average pooling); "none"
+    path: str  # how the value depends on its segment's writers' channel (``PATHS``): "affine", "linear", "shift", "none"
     origin: list[int] | None = None  # the segment elements whose writers this value is a channel-wise function of
     odd: bool = False  # that function is odd (negating the writers' channel negates this value's)
 
 
+# What a value is as a function of its segment's writers, channel by channel, as the two properties the
+# BatchNorm symmetries need: ``sign``, negating the writers (weights and bias) negates the value (the sign flip
+# is exact when a BatchNorm absorbs it), and ``shift``, adding a constant to the writers' bias adds that constant
+# to the value (the bias folds into the absorbing BatchNorm's running mean). "affine": both (conv / linear output,
+# dropout, flatten, unpadded pooling); "linear": sign only (a zero-padded average pool: the padding does not
+# move with a shift); "shift": shift only (a max-pool: max(x + d) = max(x) + d, max(-x) != -max(x)); "none".
+PATHS = {"affine": {"sign", "shift"}, "linear": {"sign"}, "shift": {"shift"}, "none": set()}
+
+
+def _path(properties: set[str]) -> str:
+    return next(name for name, props in PATHS.items() if props == properties)
+
+
 AFFINE_SAME = (nn.Dropout, nn.Flatten, nn.Identity, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d)
-HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.MaxPool2d, nn.MaxPool1d)
+HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU)
+MAX_POOLS = (nn.MaxPool2d, nn.MaxPool1d)
 ODD = (nn.Dropout, nn.Flatten, nn.Identity, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool1d, nn.AvgPool2d, nn.AvgPool1d,
        nets.Sign)  # channel-wise odd functions (zero padding keeps an average pool odd)
 LEAVES = (nets.BinaryLinear, nets.BinaryConv2d, nets.Sign, nets.Vote, nets.TwoClass, graphs.PadShortcut)
@@ -333,7 +350,7 @@ def _derive_channels(model: nn.Module) -> Groups:
                     what = "a depthwise convolution" if m.groups == m.in_channels else "a grouped convolution"
                     raise GroupError(f"layer {name}: {what} (Conv groups={m.groups}) is not handled: its channels are "
                                      "tied in groups, which the permutation groups do not describe")
-                if v.path != "none" and not reads_input(v):
+                if "sign" in PATHS[v.path] and not reads_input(v):
                     raise GroupError(f"layer {name} reads a linear function of the previous layer with weights (no "
                                      "activation between them): any invertible mixing of those units is then a "
                                      "symmetry, which the service does not remove")
@@ -363,9 +380,11 @@ def _derive_channels(model: nn.Module) -> Groups:
                 members += [(v.perm, f"{name}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")]
             elif isinstance(m, HOMOGENEOUS):
                 out = _Value(v.perm, v.seg, "none", v.origin)
+            elif isinstance(m, MAX_POOLS):  # positively homogeneous, commutes with a per-channel shift (not odd)
+                out = _Value(v.perm, v.seg, _path(PATHS[v.path] & {"shift"}), v.origin)
             elif isinstance(m, (nn.AvgPool2d, nn.AvgPool1d)):
                 padded = any(int(p) > 0 for p in torch.nn.modules.utils._pair(m.padding))
-                out = _Value(v.perm, v.seg, "linear" if padded and v.path == "affine" else v.path, v.origin, v.odd)
+                out = _Value(v.perm, v.seg, _path(PATHS[v.path] - {"shift"}) if padded else v.path, v.origin, v.odd)
             elif isinstance(m, AFFINE_SAME):
                 if isinstance(m, nn.Flatten) and m.start_dim != 1:
                     raise GroupError(f"layer {name}: a flatten must keep the batch axis alone (start_dim=1)")
@@ -392,8 +411,7 @@ def _derive_channels(model: nn.Module) -> Groups:
         elif node.op == "call_function" and node.target in (operator.add, torch.add) and len(node.args) == 2 \
                 and not node.kwargs:
             a, b = value_of(node.args[0], "add"), value_of(node.args[1], "add")
-            rank = {"affine": 2, "linear": 1, "none": 0}
-            worst = min(a.path, b.path, key=rank.__getitem__)
+            worst = _path(PATHS[a.path] & PATHS[b.path])
             uses.extend([(a.origin, False), (b.origin, False)])  # [ours: no flip across an add]
             if a.perm is None and b.perm is None:
                 out = _Value(None, None, worst)
@@ -484,11 +502,13 @@ def _derive_channels(model: nn.Module) -> Groups:
         x = info[r]
         free = r not in blocked_segs and r not in output_segs
         paths = [p for *_, p in x["bns"]]
-        linear = free and not x["readers"] and bool(x["bns"]) and all(p != "none" for p in paths)
+        only_bns = free and not x["readers"] and bool(x["bns"])
+        linear = only_bns and all("sign" in PATHS[p] for p in paths)
+        fold = only_bns and all("shift" in PATHS[p] for p in paths)
         negate = r not in output_segs and not any(w.bn for w, *_ in x["writers"]) and all(odd_uses.get(r) or [False])
         read = x["readers"] or (x["odd_readers"] if negate else [])
         kind = (tuple(w for w, *_ in x["writers"]), tuple(n for n, *_ in read), tuple(b for b, *_ in x["bns"]),
-                free, linear, linear and all(p == "affine" for p in paths), negate, r in output_segs)
+                free, linear, fold, negate, r in output_segs)
         kinds.setdefault(kind, []).append(r)
     built: dict[int, Segment] = {}
     segment_of: dict[int, int] = {}

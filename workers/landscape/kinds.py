@@ -26,7 +26,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from . import bend, cost as costs, data, flatness, nets, paths, plane, train
+from . import bend, cost as costs, data, flatness, hessian, nets, paths, plane, train
 from . import slice as slices
 from .groups import prepare
 from .params import MAX_SEED, public, validate_params
@@ -310,6 +310,39 @@ def _join_flatness(p: dict[str, Any], outputs: list[dict[str, Any]]) -> dict[str
     return out
 
 
+# ---- hessian ---------------------------------------------------------------------------------------
+
+_HD = hessian.DEFAULTS
+HESSIAN_PARAMS = {
+    "k": _p("int", _HD["k"], "top eigenvalues of the Hessian to compute (largest first)",
+            min=hessian.LIMITS["k"][0], max=hessian.LIMITS["k"][1]),
+    "iterations": _p("int", _HD["iterations"], "Hessian-vector products Lanczos may use at most",
+                     min=hessian.LIMITS["iterations"][0], max=hessian.LIMITS["iterations"][1]),
+    "probes": _p("int", _HD["probes"], "Rademacher probes of Hutchinson's trace estimator (its standard error "
+                 "falls as 1/sqrt(probes))", min=hessian.LIMITS["probes"][0], max=hessian.LIMITS["probes"][1]),
+    "samples": _p("int", _HD["samples"], "training samples the loss is averaged over (a seeded random subset; "
+                  "all of them when larger than the training set)", min=hessian.LIMITS["samples"][0],
+                  max=hessian.LIMITS["samples"][1]),
+    "seed": {**SEED, "help": "seed of the subset, the Lanczos start vector and the probes"},
+}
+
+
+def _check_hessian(p: dict[str, Any], networks: Networks, limits: Limits) -> dict[str, Any]:
+    try:
+        hessian.check(networks["network"][0].architecture)
+    except hessian.HessianError as exc:
+        raise KindError(str(exc)) from None
+    return p
+
+
+def _hessian_cost(p: dict[str, Any], networks: Networks) -> float:
+    """FLOPs: two parts (raw, canonical), each about iterations + probes Hessian-vector products of ~4 passes
+    (forward over reverse) over ``samples`` training samples."""
+    net = networks["network"][0]
+    n_train = max(net.samples()[0], 1)
+    return _work(net, 2 * 4.0 * (p["iterations"] + p["probes"]) * min(p["samples"], n_train) / n_train, test=False)
+
+
 # ---- plane -----------------------------------------------------------------------------------------
 
 PLANE_PARAMS = {
@@ -465,7 +498,7 @@ _PASSES = {"rsgd": "replicas", "entropy_sgd": "L"}
 def _train_cost(p: dict[str, Any], networks: Networks) -> float:
     n_train, n_test = data.split_sizes(p["dataset"], p["dataset_options"])
     prof = train_profile(p)
-    passes = p.get(_PASSES.get(p["optimizer"], ""), 2 if p["optimizer"] == "sam" else 1)
+    passes = p.get(_PASSES.get(p["optimizer"], ""), 2 if p["optimizer"] == "sam" else 1) or train.ENTROPY_L
     pretrain = p.get("pretrain_epochs", 0) * (1 + p.get("copies", 0))
     steps = p["epochs"] * passes + pretrain  # epochs' worth of training steps over the training set
     # forward + backward = 3 forwards per sample and step; the errors measured at the end: one forward each
@@ -494,6 +527,9 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("flatness", "local energy: the training error's rise under noise on the weights", {"network": ONE},
          FLATNESS_PARAMS, _flatness_cost, batch_above=INTERACTIVE_COST, check=_check_flatness, split=_split_flatness,
          join=_join_flatness, memory=_eval_memory(_flatness_points)),
+    Kind("hessian", "sharpness: top eigenvalues and trace of the training loss's Hessian, as stored and in canonical "
+         "coordinates (restricted to the tangent space of the spheres)", {"network": ONE}, HESSIAN_PARAMS,
+         _hessian_cost, batch_above=INTERACTIVE_COST, check=_check_hessian, memory=_eval_memory(lambda p: 1)),
     Kind("plane", "error and loss on the plane through three networks", {"networks": {"count": 3}}, PLANE_PARAMS,
          _plane_cost, queue="batch", check=_check_plane, names=("networks",),
          memory=_eval_memory(lambda p: (p["grid"] + 3) ** 2)),

@@ -2,7 +2,8 @@
 
 Path types (``PATH_TYPES``):
 - "linear": (1 - t) a + t b on the raw parameters (every float tensor, BN running stats included).
-- "linear_aligned": the same with b aligned to a first (symmetry.align), raw scales kept.
+- "linear_aligned": the same with b aligned to a first (symmetry.align: its units permuted, and its BatchNorm
+  units sign-flipped where their gamma's sign differs from a's, both exact symmetries), raw scales kept.
 - "geodesic": both canonical (symmetry.canonical_form), b aligned, slerp per hidden unit on its unit
   sphere and on the whole output weight matrix (radius sqrt(H_L)), one x for all; every other float
   tensor (biases, BN affine parameters and statistics) linear [ours]. Where an angle is below 1e-6 the
@@ -33,7 +34,7 @@ Progress = Callable[[float, str], None]
 
 PATH_TYPES: dict[str, str] = {
     "linear": "straight line between the raw networks",
-    "linear_aligned": "straight line after aligning b's hidden units to a's (raw scales kept)",
+    "linear_aligned": "straight line after aligning b's hidden units to a's: permuted, and BatchNorm units sign-flipped to a's gamma signs (both exact); raw scales kept",
     "geodesic": "geodesic on the product of spheres between the canonical forms, b aligned (real networks)",
     "hamming": "random shortest paths in Hamming space between the aligned sign patterns, averaged over orders (binary networks)",
 }
@@ -153,15 +154,25 @@ def _spheres(spec: dict[str, Any], state: State) -> Iterator[tuple[Any, torch.Te
         yield g.output, rows.reshape(1, -1), rows.shape[0]
 
 
+def off_sphere_weights(spec: dict[str, Any]) -> list[str]:
+    """The weights on no sphere: incoming weights (and BatchNorm gammas) of the units whose scale is not a
+    symmetry (those before a GELU). The canonical form leaves them as they are."""
+    return [w.vector for seg in prepare(spec).groups.segments if not seg.scaled for w in seg.writers]
+
+
 def geodesic_distance(spec: dict[str, Any], state_a: State, state_b: State) -> float:
     """D between the canonical forms of two networks as given (no alignment):
-    D^2 = sum over hidden units of phi_k^2 + H_L phi_L^2. Real-valued networks only."""
+    D^2 = sum over hidden units of phi_k^2 + H_L phi_L^2 + ||a - b||^2 over the weights on no sphere
+    (``off_sphere_weights``: Euclidean, in quadrature [ours], so that every weight counts; the paper's
+    networks have none). Biases and BatchNorm betas do not count, as in the paper. Real-valued networks only."""
     nets.require_real(spec, "geodesic distance", PathError)
     a = symmetry.canonical_form(spec, _float64(state_a))
     b = symmetry.canonical_form(spec, _float64(state_b))
     d2 = 0.0
     for (_, ra, weight), (_, rb, _) in zip(_spheres(spec, a), _spheres(spec, b)):
         d2 += weight * float((angles(ra, rb) ** 2).sum())
+    for name in off_sphere_weights(spec):
+        d2 += float(((a[name] - b[name]) ** 2).sum())
     return math.sqrt(d2)
 
 

@@ -37,7 +37,9 @@ architecture, residual ones included. Binary networks too: their permutation gro
   class of flip-equivalent nets [ours]. Units followed by a max-pool (binary convs) and committee units
   (fixed output weights) have no flip symmetry.
 - ``align(spec, state_a, state_b)``: paper's Algorithm 2, returns state_b with its hidden units
-  permuted (and flipped, binary) to match state_a, raw values kept. Matching is computed on
+  permuted (and flipped, binary) to match state_a, raw values kept; its BatchNorm units are then
+  sign-flipped (the exact flip above) wherever their gamma's sign differs from state_a's, so that a linear
+  path between a network and its flipped, permuted copy is the network all along. Matching is computed on
   normalised copies, layer by layer with the Hungarian algorithm on the cosine of incoming weights,
   the next layer being compared in aligned coordinates; the output layer is never permuted.
   Only incoming weights enter the cost, as in the paper (for BatchNorm units: the pre-BN weights).
@@ -142,12 +144,24 @@ def _flip_segment(state: State, seg: Segment, signs: torch.Tensor) -> None:
             state[f"{bn}.{t}"] = on_slots(state[f"{bn}.{t}"], 0, seg.bn_slot(i), lambda x: scale_axis(x, 0, signs))
 
 
-def _fix_signs(g: Groups, out: State) -> State:
-    for seg in g.segments:
-        if seg.flip:
-            gamma = take(out[f"{seg.bns[0]}.weight"], 0, seg.bn_slot(0))
-            if bool((gamma < 0).any()):
-                _flip_segment(out, seg, torch.where(gamma < 0, -1.0, 1.0).double())
+def _fix_signs(g: Groups, out: State, ref: State | None = None) -> State:
+    """Flip every BatchNorm unit whose gamma is negative (``ref``: whose gamma's sign differs from ref's).
+
+    A flip negates its segment's writers, and a writer can be the gamma another flip is decided by (two
+    BatchNorms in a row: BN1's gamma writes the segment BN2 absorbs, so fixing BN2's sign negates BN1's gamma):
+    passes repeat until no gamma is left to fix (one pass per BatchNorm of the longest such chain)."""
+    flippable = [seg for seg in g.segments if seg.flip]
+    for _ in range(len(flippable) + 1):
+        changed = False
+        for seg in flippable:
+            negative = take(out[f"{seg.bns[0]}.weight"], 0, seg.bn_slot(0)) < 0
+            if ref is not None:
+                negative = negative != (take(ref[f"{seg.bns[0]}.weight"], 0, seg.bn_slot(0)) < 0)
+            if bool(negative.any()):
+                _flip_segment(out, seg, torch.where(negative, -1.0, 1.0).double())
+                changed = True
+        if not changed:
+            break
     return out
 
 
@@ -304,7 +318,7 @@ def align(spec: dict[str, Any], state_a: State, state_b: State) -> State:
                 changed = True
         if not changed:
             break
-    return out
+    return _fix_signs(g, out, ref=state_a)  # BatchNorm units flipped to a's gamma signs (exact)
 
 
 def _binary_align(g: Groups, state_a: State, state_b: State) -> State:
@@ -337,7 +351,8 @@ def _binary_align(g: Groups, state_a: State, state_b: State) -> State:
 def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale: float = 2.0) -> State:
     """A copy of ``state`` computing the same function: every permutation group randomly permuted, every
     scale segment's channels rescaled by random positive factors in [1/max_scale, max_scale] (both
-    BatchNorm freedoms, residual stream channels), BatchNorm units sign-flipped at random, the output
+    BatchNorm freedoms, residual stream channels), BatchNorm units sign-flipped at random, a random constant
+    per channel added to a bias that folds into a BatchNorm's running mean (and to that mean), the output
     layer by one positive factor; binary nets: every latent weight rescaled by its own positive factor
     and flippable units flipped at random."""
     gen = torch.Generator().manual_seed(seed)
@@ -357,6 +372,14 @@ def random_symmetry(spec: dict[str, Any], state: State, seed: int = 0, max_scale
         if seg.flip:
             signs = torch.where(torch.rand(seg.channels(out), generator=gen) < 0.5, 1.0, -1.0).double()
             _flip_segment(out, seg, signs)
+        biased = [w for w in seg.writers if w.offset and w.offset in out]
+        if seg.fold and biased:  # a constant per channel added to a writer's bias and to the running means
+            shift = torch.randn(seg.channels(out), generator=gen, dtype=torch.float64)
+            add = lambda t: (t.double() + shift).to(t.dtype)  # noqa: E731
+            out[biased[0].offset] = on_slots(out[biased[0].offset], 0, biased[0].slots, add)
+            for i, bn in enumerate(seg.bns):
+                mean = f"{bn}.running_mean"
+                out[mean] = on_slots(out[mean], 0, seg.bn_slot(i), add)
     for group in g.groups:
         _permute_group(out, group, torch.randperm(group.channels(out), generator=gen))
     if g.output is not None:

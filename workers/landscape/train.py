@@ -83,8 +83,12 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
             **_sgd_params(0.05, 0.9),
             "replicas": _p("int", 5, "number y of replicas", min=2, max=64),
             "gamma0": _p("float", 1e-3, "initial coupling (the group's robust-ensemble code: 1e-3)", min=0.0, max=1e6),
-            "gamma1": _p("float", 0.1, "growth of the coupling per epoch: gamma = gamma0 (1 + gamma1)^t, t in epochs "
-                                       "(the group's code: 0.1)", min=0.0, max=100.0),
+            "gamma1": _p("float", 0.1, "growth of the coupling: gamma = gamma0 (1 + gamma1)^(t S), t in epochs, S = "
+                                       "coupling_epochs / epochs (the group's code: 0.1 per epoch)", min=0.0, max=100.0),
+            "coupling_epochs": _p("int", 200, "the coupling's schedule is scaled to the run: it grows over the run's "
+                                  "epochs as much as gamma1 per epoch over this many (so the replicas merge by the end "
+                                  "at any epoch budget; 200: the schedule of a 200-epoch run, unchanged there); null: "
+                                  "gamma1 per epoch whatever the run's length", nullable=True, min=1, max=100_000),
             "replica_init": _p("str", "independent", "'independent': every replica starts from its own random "
                                "initialisation (the group's code); 'shared': all start from the same weights",
                                choices=["independent", "shared"]),
@@ -129,7 +133,9 @@ OPTIMIZERS: dict[str, dict[str, Any]] = {
                        "the weights; the weights then move towards the loop's running average.",
         "params": {
             **_sgd_params(1.0, 0.9),
-            "L": _p("int", 20, "Langevin steps (minibatches) per weight update (Chaudhari et al.: 20)", min=1, max=1000),
+            "L": _p("int", None, "Langevin steps (minibatches) per weight update; null: 20 (Chaudhari et al.), at most "
+                                 "half the minibatches of an epoch, so that a small data set gets at least two weight "
+                                 "updates per epoch (digits, batch 128: 5)", nullable=True, min=1, max=1000),
             "inner_lr": _p("float", 0.1, "step size of the Langevin loop", min=0.0, max=100.0),
             "gamma0": _p("float", 0.03, "initial coupling of the Langevin loop to the weights (Chaudhari et al.: 0.03)",
                          min=0.0, max=1e6),
@@ -420,6 +426,41 @@ def _train_adv(model, data, p, report):
     return history + _fit(model, data, p, report, opt, step, n=len(y), epochs=p["epochs"])
 
 
+PAPER_TARGET = 0.01  # the paper's rule: train until the training error is below 1%
+MERGED = 0.01  # [ours] RSGD's replicas count as merged when their mean distance to the centre is at most 1% of its norm
+
+
+def outcome(model: nn.Module, history: list[dict[str, Any]], optimizer: str, params: dict[str, Any] | None,
+            train_error: float) -> dict[str, Any]:
+    """Whether a training reached its target, for the train job's result and the network's provenance:
+    {"target_error": the target (``target_error``, or the paper's 1% when none was given), "reached_target":
+    train_error <= target, "warning": None or what went wrong in words}. RSGD also says whether its replicas
+    merged ("replica_distance", and in words when they did not: the result is then the mean of networks that
+    were never one); ADV whether its pre-training fitted the random labels."""
+    p = normalize_params(optimizer, params)
+    target = p["target_error"] if p["target_error"] is not None else PAPER_TARGET
+    out: dict[str, Any] = {"target_error": target, "reached_target": bool(train_error <= target), "warning": None}
+    problems = []
+    if not out["reached_target"]:
+        problems.append(f"training error {100 * train_error:.2f}% after {len(history)} epochs is above the target "
+                        f"{100 * target:.2f}%: not a minimizer by the paper's rule (more epochs, or another learning rate)")
+    last = history[-1] if history else {}
+    if optimizer == "rsgd" and "replica_distance" in last:
+        norm = math.sqrt(sum(float((q.detach().double() ** 2).sum()) for q in model.parameters() if q.requires_grad))
+        out["replica_distance"] = last["replica_distance"]
+        if last["replica_distance"] > MERGED * max(norm, 1e-12):
+            problems.append(f"RSGD's replicas did not merge: their mean distance to the centre is "
+                            f"{last['replica_distance']:.3g} ({100 * last['replica_distance'] / max(norm, 1e-12):.0f}% "
+                            f"of the centre's norm, gamma {last.get('gamma', float('nan')):.3g} at the end); the result "
+                            "is the average of networks that never became one (raise gamma0, gamma1 or coupling_epochs)")
+    pre = pretraining(history)
+    if pre is not None and not pre["fitted"]:
+        problems.append(f"ADV's pre-training did not fit its random labels ({100 * pre['error']:.1f}% error on the "
+                        "adversarial set after the cap of pretrain_epochs)")
+    out["warning"] = "; ".join(problems) or None
+    return out
+
+
 def pretraining(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """ADV's pre-training in a few numbers for a network's provenance: {"epochs", "error" (on the adversarial
     set, last epoch), "fitted", "note"}; None for a history without pre-training."""
@@ -464,13 +505,14 @@ def _train_rsgd(model, data, p, report):
     binary = [w for r in replicas for w in _binary_weights(r)]
     steps_per_epoch = math.ceil(len(y) / p["batch_size"])
     state = {"step": 0, "gamma": p["gamma0"]}
+    scale = 1.0 if p["coupling_epochs"] is None else p["coupling_epochs"] / p["epochs"]
 
     def step(idx):
         loss = sum(F.cross_entropy(r(x[i]), y[i]) for r, i in zip(replicas, idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        state["gamma"] = _geometric(p["gamma0"], p["gamma1"], state["step"] / steps_per_epoch)
+        state["gamma"] = _geometric(p["gamma0"], p["gamma1"], state["step"] / steps_per_epoch * scale)
         shrink = math.exp(-2 * state["gamma"] * opt.param_groups[0]["lr"])
         with torch.no_grad():
             for group in rep_params:
@@ -515,6 +557,18 @@ def _reinitialise(replicas: list[nn.Module], model: nn.Module, seed: int) -> Non
                     q.copy_(frozen[name])
 
 
+ENTROPY_L = 20  # Chaudhari et al.'s Langevin steps per weight update
+
+
+def langevin_steps(p: dict[str, Any], n: int) -> int:
+    """Entropy-SGD's L: as given, or 20 but at most half the minibatches of an epoch (at least 1) [ours]: with L
+    at or above an epoch's minibatches every loop is cut short by the epoch's end, one weight update per epoch
+    (digits: 11 minibatches of 128), and the scoping of gamma, per update, never tightens."""
+    if p["L"] is not None:
+        return int(p["L"])
+    return max(1, min(ENTROPY_L, math.ceil(n / p["batch_size"]) // 2))
+
+
 def _train_entropy_sgd(model, data, p, report):
     """Entropy-SGD. With x the weights: x' starts at x and takes L Langevin steps on minibatches: a step
     x' <- x' - inner_lr grad L(x') + sqrt(2 inner_lr) noise N(0, 1), then the coupling gamma/2 ||x' - x||^2
@@ -523,7 +577,8 @@ def _train_entropy_sgd(model, data, p, report):
     Chaudhari et al.'s code the outer gradient is x - mu (not gamma (x - mu)): lr = 1 without momentum
     would move x to mu; the default adds Nesterov momentum 0.9, with the cosine annealing of every sampler.
     Defaults as Chaudhari et al. 2017: gamma0 = 0.03 with scoping gamma = gamma0 (1 + gamma1)^t, gamma1 =
-    1e-3 and t the weight updates so far ("1.001 per update"), L = 20, inner step 0.1, noise 1e-4,
+    1e-3 and t the weight updates so far ("1.001 per update"), L = 20 (on small data sets at most half an
+    epoch's minibatches: ``langevin_steps``), inner step 0.1, noise 1e-4,
     alpha = 0.75. [ours] the inner step size stays constant; an epoch is one pass of the Langevin loop
     over the data (so an epoch costs what SGD's does, and makes ceil(batches / L) weight updates); a loop
     cut short by the end of the epoch still ends with its weight update; the noise comes from a generator
@@ -538,6 +593,7 @@ def _train_entropy_sgd(model, data, p, report):
     anchor = [q.detach().clone() for q in params]  # x
     mean = [q.detach().clone() for q in params]  # mu
     state = {"inner": 0, "updates": 0, "gamma": p["gamma0"]}
+    L = langevin_steps(p, len(y))
 
     def outer_update():
         with torch.no_grad():
@@ -570,7 +626,7 @@ def _train_entropy_sgd(model, data, p, report):
             for q, m in zip(params, mean):
                 m.mul_(p["alpha"]).add_(q, alpha=1 - p["alpha"])
         state["inner"] += 1
-        if state["inner"] == p["L"]:
+        if state["inner"] == L:
             outer_update()
 
     def finish_loop():

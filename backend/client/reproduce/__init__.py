@@ -116,7 +116,7 @@ def run(client, scale: str = "small", out: str | Path = "reproduce-report", seed
     # ---- planned jobs (for the progress bar) ----
     def stage2_count(r: SettingResults, groups: list[str]) -> int:
         s = r.setting
-        return (len(groups) + len(_pairs(groups, s.pairs_per_type)) * len(C.PATH_TYPES)
+        return (2 * len(groups) + len(_pairs(groups, s.pairs_per_type)) * len(C.PATH_TYPES)
                 + len(_pairs(groups, s.bend_pairs_per_type, s.bend_types)))
 
     planned_groups = {r.setting.key: [g for g in C.SAMPLERS for _ in range(r.setting.seeds)] for r in live}
@@ -157,13 +157,15 @@ def run(client, scale: str = "small", out: str | Path = "reproduce-report", seed
 
         # ---- stage 2: flatness, paths, bends, Hamming paths ----
         total2 = 0
-        flat, paths_, bends, hamming = [], [], [], []
+        flat, hessians, paths_, bends, hamming = [], [], [], [], []
         for r in live:
             s = r.setting
             groups = [n.group for n in r.nets]
             for n in r.nets:
                 flat.append(Spec(("flat", s.key, n.id), "flatness",
                                  {"network": n.id, "sigmas": s.sigmas, "draws": s.draws}, feature="flatness"))
+                hessians.append(Spec(("hessian", s.key, n.id), "hessian", {"network": n.id, **s.hessian},
+                                     feature="hessian"))
             for i, j in _pairs(groups, s.pairs_per_type):
                 for t in C.PATH_TYPES:
                     paths_.append(Spec(("path", s.key, i, j, t), "path",
@@ -185,12 +187,14 @@ def run(client, scale: str = "small", out: str | Path = "reproduce-report", seed
         # the plan assumed every training succeeded: count what will not run as done
         planned2 = total - runner.done
         runner.done += max(planned2 - total2, 0)
-        done = runner.run(flat + paths_ + hamming + bends)
+        done = runner.run(flat + hessians + paths_ + hamming + bends)
         for key, job in done.items():
             if job is None:
                 continue
             if key[0] == "flat":
                 next(r for r in live if r.setting.key == key[1]).flatness[key[2]] = job
+            elif key[0] == "hessian":
+                next(r for r in live if r.setting.key == key[1]).hessian[key[2]] = job
             elif key[0] == "path":
                 next(r for r in live if r.setting.key == key[1]).paths[key[2:]] = job
             elif key[0] == "bend":
@@ -202,7 +206,7 @@ def run(client, scale: str = "small", out: str | Path = "reproduce-report", seed
 
     # a feature every job of which failed is as unavailable as a missing one: say why
     missing = dict(runner.missing)
-    for feature, kind_specs in (("flatness", flat), ("bend", bends)):
+    for feature, kind_specs in (("flatness", flat), ("hessian", hessians), ("bend", bends)):
         if feature in missing or not kind_specs:
             continue
         if not any(done.get(sp.key) for sp in kind_specs):

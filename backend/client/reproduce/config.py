@@ -59,6 +59,7 @@ class Setting:
     sampler_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra train params per sampler
     sigmas: list[float] = field(default_factory=list)  # flatness noise levels
     draws: int = 10  # flatness noise draws per sigma
+    hessian: dict[str, Any] = field(default_factory=lambda: {"k": 1, "iterations": 100, "probes": 20, "samples": 500})
     points: int = 11  # points along each path
     pairs_per_type: int | None = None  # paths for this many pairs of each type (None: every pair)
     bend_pairs_per_type: int = 1  # single-bend paths for this many pairs of each type in bend_types

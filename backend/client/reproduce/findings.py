@@ -31,6 +31,7 @@ class SettingResults:
     setting: C.Setting
     nets: list[Net] = field(default_factory=list)
     flatness: dict[int, dict[str, Any]] = field(default_factory=dict)  # network id -> flatness job
+    hessian: dict[int, dict[str, Any]] = field(default_factory=dict)  # network id -> hessian job
     paths: dict[tuple[int, int, str], dict[str, Any]] = field(default_factory=dict)  # (i, j, type) -> path job
     bends: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)  # (i, j) -> bend path job
     unavailable: str | None = None  # why this setting was not run
@@ -126,6 +127,33 @@ def flatness_finding(r: SettingResults, missing: str | None) -> dict[str, Any]:
     return _finding(f"flatness/{s.key}", "Flatness: local energy at the largest sigma", "Fig. 1 (left)", s.title,
                     paper, measured, "mean delta_E(RSGD) < delta_E(SGD) < delta_E(ADV) at the largest sigma",
                     agrees, verdict, why)
+
+
+def hessian_finding(r: SettingResults, missing: str | None) -> dict[str, Any]:
+    """The Hessian's top eigenvalue and trace by sampler, as stored and in canonical coordinates, beside the local
+    energy: not in the paper (Dinh et al. 2017: the raw numbers change under the rescalings it removes)."""
+    s = r.setting
+    measured = {}
+    for g in C.SAMPLERS:
+        jobs = [r.hessian[n.id] for n in r.nets if n.group == g and n.id in r.hessian]
+        measured[f"{C.LABEL[g]} top eigenvalue (raw)"] = measure([(j, "raw.eigenvalues[0]") for j in jobs])
+        measured[f"{C.LABEL[g]} top eigenvalue (canonical)"] = measure([(j, "canonical.eigenvalues[0]") for j in jobs])
+        measured[f"{C.LABEL[g]} trace (canonical)"] = measure([(j, "canonical.trace") for j in jobs])
+    paper = {"text": "Not in the paper, which measures flatness by the local energy only. Sharpness as the literature "
+                     "measures it (top Hessian eigenvalue and trace of the training loss: Keskar et al. 2017, PyHessian); "
+                     "Dinh et al. (2017) showed that the raw numbers change under the rescalings the paper removes, the "
+                     "canonical ones (tangent space of the spheres) do not. [ours] Expected: the local energy's order, "
+                     "RSGD < SGD < ADV, in the canonical trace (the local energy's isotropic noise averages the "
+                     "curvature over all directions, as the trace does; the top eigenvalue is one direction).",
+             "setting": "not in the paper", "values": None, "unit": ""}
+    agrees, words = _chain([(k, mean_of(measured[f"{k} trace (canonical)"])) for k in ("RSGD", "SGD", "ADV")])
+    why = missing or "no hessian results for some sampler"
+    if missing:
+        agrees = None
+    verdict = (f"Canonical sharpness in the local energy's order (Hessian trace): {words}." if agrees else
+               f"Canonical sharpness not in the order RSGD < SGD < ADV (Hessian trace): {words}.")
+    return _finding(f"hessian/{s.key}", "Sharpness: top Hessian eigenvalue, raw and canonical", "(not in the paper)",
+                    s.title, paper, measured, "mean canonical Hessian trace RSGD < SGD < ADV [ours]", agrees, verdict, why)
 
 
 def flatness_vs_test_finding(r: SettingResults, missing: str | None) -> dict[str, Any]:
@@ -292,6 +320,7 @@ def setting_findings(r: SettingResults, missing: dict[str, str]) -> list[dict[st
     steps = [("test_error", lambda: error_order_finding(r)),
              ("flatness", lambda: flatness_finding(r, flat_missing)),
              ("flatness_vs_test_error", lambda: flatness_vs_test_finding(r, flat_missing)),
+             ("hessian", lambda: hessian_finding(r, missing.get("hessian"))),
              ("barrier_order", lambda: barrier_order_finding(r)),
              ("alignment_barriers", lambda: alignment_barrier_finding(r)),
              ("distance_order", lambda: distance_order_finding(r)),

@@ -38,6 +38,7 @@ def paper_short(f: dict[str, Any]) -> str:
             return ", ".join(shown) + (f" [{p['setting']}]" if p.get("setting") else "")
     short = {"flatness": "RSGD flatter than SGD flatter than ADV",
              "flatness_vs_test_error": "test error grows with delta_E",
+             "hessian": "not in the paper [ours: the local energy's order, RSGD < SGD < ADV, in the canonical trace]",
              "test_error": "RSGD <= SGD <= ADV",
              "binary_barriers": "low barriers; lower for wider nets [our reading]"}
     return short.get(f["id"].split("/")[0], p.get("text", "")[:80])

@@ -10,7 +10,7 @@ import { $, $$, archText, clearProgress, esc, idList, isBinary, num, pathColor, 
 
 export const PATH_TYPES = [
   { type: "linear", label: "linear", help: "straight line between the raw networks", real: true },
-  { type: "linear_aligned", label: "linear-aligned", help: "straight line after aligning B's hidden units to A's (raw scales kept)", real: true },
+  { type: "linear_aligned", label: "linear-aligned", help: "straight line after aligning B's hidden units to A's: permuted, BatchNorm units sign-flipped to A's gamma signs (raw scales kept)", real: true },
   { type: "geodesic", label: "geodesic-aligned", help: "geodesic on the product of spheres between the canonical forms, B aligned to A", real: true },
   { type: "bend", label: "single bend", help: "a midpoint trained to low error, joined to A and B by geodesics (slower: trains a network)", real: true },
   { type: "hamming", label: "hamming", help: "random shortest paths in Hamming space between the aligned sign patterns (binary networks)", real: false },

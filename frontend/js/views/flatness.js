@@ -1,5 +1,7 @@
 // Flatness: the local energy delta_E(sigma) of several networks, overlaid with mean ± std bands, and the
-// paper's summary (delta_E at the largest sigma) against test error, with Spearman's rank correlation.
+// paper's summary (delta_E at the largest sigma) against test error, with Spearman's rank correlation; on
+// request the Hessian's sharpness beside it (a `hessian` job per network: top eigenvalue and trace, as stored
+// and in canonical coordinates), per network and by sampler.
 import { runJob } from "../api.js";
 import { MultiPicker } from "../picker.js";
 import { clearPlot, drawPlot, plotBox } from "../plots.js";
@@ -15,9 +17,10 @@ let picker;
 let run = 0;
 let lastKey = "";
 let estimate = () => {};
-const state = { nets: [], sigmas: "", draws: "", noise: "weights", seed: "", group: "", results: new Map(), errors: new Map(), jobs: new Map() };
+const state = { nets: [], sigmas: "", draws: "", noise: "weights", seed: "", group: "", hessian: false, results: new Map(), errors: new Map(), jobs: new Map(),
+  hessians: new Map(), hessianErrors: new Map() };
 
-const urlParams = () => ({ nets: state.nets, sigmas: state.sigmas, draws: state.draws, noise: state.noise === "weights" ? "" : state.noise, seed: state.seed, group: state.group });
+const urlParams = () => ({ nets: state.nets, sigmas: state.sigmas, draws: state.draws, noise: state.noise === "weights" ? "" : state.noise, seed: state.seed, group: state.group, hessian: state.hessian ? "1" : "" });
 
 const runKey = () => JSON.stringify({ ...urlParams(), group: "" });  // what was measured (grouping only redraws)
 
@@ -45,6 +48,7 @@ async function runAll(ev) {
   state.draws = $("#flat-draws", root).value.trim();
   state.noise = $("#flat-params", root).value;
   state.seed = $("#flat-seed", root).value.trim();
+  state.hessian = $("#flat-hessian", root).checked;
   const err = $("#flat-error", root);
   setError(err, "");
   if (!state.nets.length) { setError(err, "Choose at least one network."); return; }
@@ -56,18 +60,29 @@ async function runAll(ev) {
   state.results = new Map();
   state.errors = new Map();
   state.jobs = new Map();
+  state.hessians = new Map();
+  state.hessianErrors = new Map();
   clearProgress($("#flat-progress", root));
   clearPlot("flat-curves");
   clearPlot("flat-scatter");
   $("#flat-spearman", root).textContent = "";
   renderTable();
   const progress = $("#flat-progress", root);
+  const hessians = state.hessian ? mapLimit(state.nets, 4, (id) => {
+    const net = byId(id);
+    const p = { network: id };
+    if (state.seed) p.seed = Number(state.seed);
+    return runJob("hessian", p, (j) => { if (mine === run) showJobProgress(progress, j, `Hessian of ${net ? net.name : `#${id}`}`); })
+      .then((job) => { if (mine !== run) return; state.hessians.set(id, { ...job.result, job_id: job.id }); renderTable(); })
+      .catch((e) => { if (mine !== run) return; state.hessianErrors.set(id, e.message); renderTable(); });
+  }) : Promise.resolve();
   await mapLimit(state.nets, 8, (id) => {
     const net = byId(id);
     return runJob("flatness", params(id), (j) => { if (mine === run) showJobProgress(progress, j, `flatness of ${net ? net.name : `#${id}`}`); })
       .then((job) => { if (mine !== run) return; state.results.set(id, job.result); state.jobs.set(id, job); draw(); })
       .catch((e) => { if (mine !== run) return; state.errors.set(id, e.message); renderTable(); });
   });
+  await hessians;
   if (mine !== run) return;
   if (!state.results.size && state.errors.size) setError(err, [...state.errors.values()][0]);
   refreshFlatness().catch(() => {});
@@ -166,20 +181,60 @@ function drawScatter(ids) {
   }, { name: "flatness-vs-test-error", csv: toCSV({ network_id: usable.map((p) => p.id), name: usable.map((p) => p.name), sampler: usable.map((p) => p.sampler), sigma: usable.map((p) => p.sigma), flatness: usable.map((p) => p.flatness), test_error: usable.map((p) => p.test_error) }), json: { points: usable, spearman: Number.isNaN(rho) ? null : rho } });
 }
 
+// The Hessian's numbers of one network: top eigenvalue raw and canonical, canonical trace ± its standard error
+function hessianCells(id) {
+  if (!state.hessian) return "";
+  if (state.hessianErrors.has(id)) return `<td colspan="3" class="error">${esc(state.hessianErrors.get(id))}</td>`;
+  const h = state.hessians.get(id);
+  if (!h) return `<td colspan="3" class="hint">computing…</td>`;
+  return `<td class="num" data-hessian="raw" data-value="${h.raw.eigenvalues[0]}">${num(h.raw.eigenvalues[0], 4)}</td>
+    <td class="num" data-hessian="canonical" data-value="${h.canonical.eigenvalues[0]}">${num(h.canonical.eigenvalues[0], 4)}</td>
+    <td class="num" data-hessian="trace" data-value="${h.canonical.trace}">${num(h.canonical.trace, 4)} ± ${num(h.canonical.trace_sem, 2)} <a href="#/jobs?focus=${h.job_id}" data-hessian-job="${h.job_id}">job ${h.job_id}</a></td>`;
+}
+
+const fmt = (values, digits, scale = 1) => {
+  const { mean, std } = meanStd(values.map((v) => [scale * v]));
+  return values.length ? `${num(mean[0], digits)} ± ${num(std[0], digits)}` : "–";
+};
+
+// By sampler: ΔE(σmax) next to the Hessian's top eigenvalue (raw and canonical) and canonical trace, mean ± std
+function renderSummary() {
+  const box = $("#flat-by-sampler", root);
+  const ids = state.nets.filter((id) => state.results.has(id) || state.hessians.has(id));
+  if (!ids.length) { box.innerHTML = ""; return; }
+  const samplers = [...new Set(ids.map((id) => samplerOf(byId(id))))];
+  const rows = samplers.map((s) => {
+    const mine = ids.filter((id) => samplerOf(byId(id)) === s);
+    const flat = mine.filter((id) => state.results.has(id)).map((id) => { const r = state.results.get(id); return r.delta_mean[r.delta_mean.length - 1]; });
+    const hs = mine.filter((id) => state.hessians.has(id)).map((id) => state.hessians.get(id));
+    const cells = state.hessian ? `<td class="num">${fmt(hs.map((h) => h.raw.eigenvalues[0]), 4)}</td><td class="num">${fmt(hs.map((h) => h.canonical.eigenvalues[0]), 4)}</td>
+      <td class="num">${fmt(hs.map((h) => h.canonical.trace), 4)}</td>` : "";
+    return `<tr data-sampler="${esc(s)}"><th scope="row">${esc(s)}</th><td class="num">${mine.length}</td><td class="num">${fmt(flat, 3, 100)}%</td>${cells}</tr>`;
+  }).join("");
+  const heads = state.hessian ? `<th class="num" title="top eigenvalue of the training loss's Hessian, the network as stored">λmax raw</th>
+    <th class="num" title="top eigenvalue on the canonical form, restricted to the tangent space of the spheres">λmax canonical</th><th class="num">trace canonical</th>` : "";
+  box.innerHTML = `<table class="data compact"><caption>By sampler (mean ± std over the networks)</caption><thead><tr><th>sampler</th><th class="num">n</th>
+    <th class="num">ΔE(σmax)</th>${heads}</tr></thead><tbody>${rows}</tbody></table>`;
+}
+
 function renderTable() {
+  renderSummary();
+  const span = state.hessian ? 8 : 5;
   const rows = state.nets.map((id) => {
     const n = byId(id);
     const r = state.results.get(id);
     const job = state.jobs.get(id);
     const head = `<th scope="row"><a href="#/network?id=${id}">${esc(label(id))}</a></th><td>${esc(samplerOf(n))}</td>`;
-    if (state.errors.has(id)) return `<tr data-id="${id}">${head}<td colspan="5" class="error" role="alert">${esc(state.errors.get(id))}</td></tr>`;
-    if (!r) return `<tr data-id="${id}">${head}<td colspan="5" class="hint">computing…</td></tr>`;
+    if (state.errors.has(id)) return `<tr data-id="${id}">${head}<td colspan="${span}" class="error" role="alert">${esc(state.errors.get(id))}</td></tr>`;
+    if (!r) return `<tr data-id="${id}">${head}<td colspan="5" class="hint">computing…</td>${hessianCells(id)}</tr>`;
     const last = r.delta_mean.length - 1;
     return `<tr data-id="${id}">${head}<td class="num">${num(r.sigma[last], 3)}</td><td class="num">${pct(r.delta_mean[last])} ± ${pct(r.delta_std[last])}</td>
-      <td class="num">${pct(r.base_train_error)}</td><td class="num">${pct(n ? n.test_error : null)}</td><td>job <a href="#/jobs?focus=${job.id}" data-job="${job.id}">${job.id}</a>${job.cached ? " · cached" : ""} · ${Array.isArray(r.draws) ? r.draws.join("/") : r.draws} draws</td></tr>`;
+      <td class="num">${pct(r.base_train_error)}</td><td class="num">${pct(n ? n.test_error : null)}</td><td>job <a href="#/jobs?focus=${job.id}" data-job="${job.id}">${job.id}</a>${job.cached ? " · cached" : ""} · ${Array.isArray(r.draws) ? r.draws.join("/") : r.draws} draws</td>${hessianCells(id)}</tr>`;
   }).join("");
   $("#flat-table", root).innerHTML = state.nets.length ? `<table class="data compact"><thead><tr><th>network</th><th>sampler</th><th class="num">σmax</th>
-    <th class="num">ΔE(σmax) ± std</th><th class="num">train error</th><th class="num">test error</th><th></th></tr></thead><tbody>${rows}</tbody></table>` : "";
+    <th class="num">ΔE(σmax) ± std</th><th class="num">train error</th><th class="num">test error</th><th></th>${state.hessian ? `<th class="num" title="top eigenvalue of the training loss's Hessian, the network as stored">λmax raw</th>
+    <th class="num" title="top eigenvalue on the canonical form, restricted to the tangent space of the spheres (the same for every rescaled copy)">λmax canonical</th>
+    <th class="num" title="Hutchinson estimate ± its standard error, canonical">trace canonical</th>` : ""}</tr></thead><tbody>${rows}</tbody></table>` : "";
 }
 
 export default {
@@ -194,6 +249,7 @@ export default {
         <div class="row">
           <span id="flat-params-fields" class="params"></span>
           <label title="one curve per group: the mean over its networks, with a band of ± one standard deviation">Group by <select id="flat-group">${GROUP_BY.map(([v, l]) => `<option value="${v}">${l}</option>`).join("")}</select></label>
+          <label title="also a hessian job per network: the training loss's top Hessian eigenvalue and trace, as stored and in canonical coordinates (Dinh et al.: the raw numbers change under rescaling; the canonical ones do not)"><input type="checkbox" id="flat-hessian"> Hessian too</label>
           <button id="run-flatness" type="submit">Measure flatness</button>
         </div>
         <p id="flat-estimate" class="hint small" aria-live="polite"></p>
@@ -204,7 +260,8 @@ export default {
         <div>${plotBox("flat-curves")}<p id="flat-group-note" class="hint small"></p></div>
         <div>${plotBox("flat-scatter")}<p id="flat-spearman" class="summary" aria-live="polite"></p></div>
       </div>
-      <div id="flat-table"></div>`;
+      <div id="flat-table"></div>
+      <div id="flat-by-sampler"></div>`;
     picker = new MultiPicker($("#flat-picker", root), { name: "flat-nets" });
     $("#flat-form", root).addEventListener("submit", runAll);
     estimate = attachEstimate($("#flat-form", root), $("#flat-estimate", root), formJobs);
@@ -236,6 +293,8 @@ export default {
     state.noise = params.noise === "all" ? "all" : "weights";
     state.seed = params.seed || "";
     state.group = GROUP_BY.some(([v]) => v === params.group) ? params.group : "";
+    state.hessian = params.hessian === "1";
+    $("#flat-hessian", root).checked = state.hessian;
     $("#flat-group", root).value = state.group;
     picker.set(state.nets, { silent: true });
     $("#flat-sigmas", root).value = state.sigmas;

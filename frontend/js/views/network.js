@@ -93,6 +93,15 @@ function sourceText(src) {
   return `${src.kind} ${JSON.stringify(Object.fromEntries(Object.entries(src).filter(([k]) => k !== "kind")))}`;
 }
 
+// Whether a training reached its target (train jobs since science version 6 record it in the source)
+function targetText(src) {
+  if (!src || src.kind !== "trained" || src.reached_target === undefined) return "";
+  const target = `training error ≤ ${pct(src.target_error)}`;
+  return src.reached_target
+    ? `<dt>minimizer</dt><dd id="network-target" class="ok">yes: ${esc(target)}${src.warning ? ` <span class="error">${esc(src.warning)}</span>` : ""}</dd>`
+    : `<dt>minimizer</dt><dd id="network-target" class="error">no: ${esc(src.warning || `not at ${target}`)}</dd>`;
+}
+
 function render() {
   const n = net;
   const flat = store.flatness.get(n.id);
@@ -100,7 +109,7 @@ function render() {
   $("#network-meta", root).innerHTML = `
     <dt>architecture</dt><dd>${esc(archText(n))} <code>${esc(JSON.stringify(n.architecture))}</code></dd>
     <dt>data set</dt><dd>${esc(n.dataset)} ${Object.keys(n.dataset_options || {}).length ? `<code>${esc(JSON.stringify(n.dataset_options))}</code>` : ""}</dd>
-    <dt>how it was made</dt><dd>${esc(sourceText(n.source))}</dd>
+    <dt>how it was made</dt><dd>${esc(sourceText(n.source))}</dd>${targetText(n.source)}
     <dt>train error</dt><dd class="num">${pct(n.train_error)} <span class="hint">loss ${num(n.train_loss)}</span></dd>
     <dt>test error</dt><dd class="num">${pct(n.test_error)} <span class="hint">loss ${num(n.test_loss)}</span></dd>
     <dt>flatness</dt><dd>${flat ? `ΔE = ${pct(flat.delta)} at σ = ${flat.sigma}` : `not measured yet — <a href="#/flatness?nets=${n.id}">measure it</a>`}</dd>
