@@ -106,7 +106,7 @@ def trained(seed: int, option: str = "A") -> ResNetA:
     return copy.deepcopy(_trained(seed, option))
 
 
-def permuted_and_rescaled(model: ResNetA, seed: int) -> dict[str, torch.Tensor]:
+def permuted_and_rescaled(model: ResNetA, seed: int, float64: bool = False) -> dict[str, torch.Tensor]:
     """The same function by this file's own bookkeeping: every block's inner units permuted and rescaled (pre-BN
     and post-BN), every stream channel permuted and rescaled, the zero channels of each padded stage permuted
     among themselves (across both sides) with their own scales while the old stream's channels keep its
@@ -164,7 +164,7 @@ def permuted_and_rescaled(model: ResNetA, seed: int) -> dict[str, torch.Tensor]:
     read("linear.weight", *per_new[2])
     sd["linear.weight"] *= 2
     sd["linear.bias"] *= 2
-    return {k: v.to(dtypes[k]) for k, v in sd.items()}
+    return sd if float64 else {k: v.to(dtypes[k]) for k, v in sd.items()}  # float64: no rounding to the model's dtype
 
 
 def test_permuted_copy_of_the_test_module_is_the_same_function():
@@ -172,7 +172,7 @@ def test_permuted_copy_of_the_test_module_is_the_same_function():
     model = trained(0)
     copy = ResNetA().double().eval()
     copy.load_state_dict({k: v.double() if v.is_floating_point() else v
-                          for k, v in permuted_and_rescaled(model, 1).items()})
+                          for k, v in permuted_and_rescaled(model, 1, float64=True).items()})
     x = datasets.load_dataset("digits").x_test[:200].double()
     with torch.no_grad():
         torch.testing.assert_close(copy(x), 2 * model.double()(x), rtol=1e-6, atol=1e-6)
