@@ -147,7 +147,8 @@ def get_scale(name: str, seeds: int | None = None, architecture: dict[str, Any] 
                       architecture={"kind": "mlp", "hidden": [16]}, epochs=3, seeds=2,
                       sampler_params={"adv": _adv(2), "rsgd": {"replicas": 3}}, sigmas=[0.25, 0.5], draws=3,
                       points=5, pairs_per_type=1, bend_pairs_per_type=1,
-                      bend_types=[("rsgd", "sgd"), ("adv", "adv")])
+                      bend_types=[("rsgd", "sgd"), ("adv", "adv")],
+                      hessian={"k": 1, "iterations": 100, "probes": 5, "samples": 200})  # seconds, for the tests
         binary = BinarySetting(key="committee-hmm", widths=[3, 9],
                                dataset_options={"D": 40, "N": 60, "n_train": 120, "n_test": 200, "seed": 0},
                                seeds=2, epochs=3, optimizer_params=_COMMITTEE_SGD, points=5, orders=2)
