@@ -138,6 +138,17 @@ async def architecture(run_: Callable[..., Any], spec: Any, input_shape: tuple[i
     return normal
 
 
+async def _architecture_or_400(run_, arch) -> None:
+    """The heavy check of ``arch`` (the arguments of ``architecture``, or None: nothing to check); a spec
+    that fails it is the caller's mistake."""
+    if arch is None:
+        return
+    try:
+        await architecture(run_, *arch)
+    except nets.SpecError as exc:
+        raise Invalid(f"architecture: {exc}") from None
+
+
 async def job(user: str, kind: str, params: Any) -> None:
     """A job's checks that need no database and cost CPU time (a train job's own architecture), ahead of
     ``jobs.submit``, in one of ``user``'s slots; nothing for kinds that take no architecture."""
@@ -146,11 +157,7 @@ async def job(user: str, kind: str, params: Any) -> None:
     if not jobs.heavy(kind):
         return
     async with slot(user) as run_:
-        if (arch := jobs.architecture_of(params)) is not None:
-            try:
-                await architecture(run_, *arch)
-            except nets.SpecError as exc:
-                raise Invalid(f"architecture: {exc}") from None
+        await _architecture_or_400(run_, jobs.architecture_of(params))
         await run_(jobs.precheck, kind, params)
 
 
@@ -160,10 +167,6 @@ async def upload(user: str, meta: str, filename: str, blob: bytes):
     from . import uploads
 
     async with slot(user) as run_:
-        if (arch := uploads.architecture_of(meta)) is not None:
-            try:
-                await architecture(run_, *arch)
-            except nets.SpecError as exc:
-                raise Invalid(f"architecture: {exc}") from None
+        await _architecture_or_400(run_, uploads.architecture_of(meta))
         return await run_(uploads.prepare, meta, filename, blob)
 

@@ -35,3 +35,23 @@ def plain_error(spec, state, x, y, n_classes: int = 10) -> float:
         for i in range(0, len(y), 100):
             wrong += int((model(x[i : i + 100]).argmax(1) != y[i : i + 100]).sum())
     return wrong / len(y)
+
+
+def drain(sock, timeout: float = 5.0) -> tuple[int, bool]:
+    """Read ``sock`` until the server ends it: (bytes read, whether it ended: EOF or reset; False on a time-out).
+    Closes the socket."""
+    got, ended = 0, False
+    sock.settimeout(timeout)
+    try:
+        while True:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                ended = True
+                break
+            got += len(chunk)
+    except ConnectionResetError:
+        ended = True
+    except TimeoutError:
+        pass
+    sock.close()
+    return got, ended

@@ -33,7 +33,7 @@ from backend.db import new_session
 from backend.models import Job, Network, Result, User
 
 from .conftest import ROOT, close_stack, configure, forget_broker, free_port, make_stack, services_env, stop
-from .helpers import SPEC, random_state, upload
+from .helpers import SPEC, drain, random_state, upload
 
 
 
@@ -779,18 +779,7 @@ def test_clients_that_never_read_their_answer_are_dropped(lab_server):
         time.sleep(0.2)
     assert not _held(pid, port, peers), "the server still holds connections of clients that never read"
     for s in socks:
-        got, ended = 0, False
-        s.settimeout(5)
-        try:
-            while True:
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    ended = True
-                    break
-                got += len(chunk)
-        except ConnectionResetError:
-            ended = True
-        s.close()
+        got, ended = drain(s)
         assert ended and got < 40 * size, (ended, got, size)
     assert c.get("/api/health").status_code == 200
 

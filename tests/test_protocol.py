@@ -15,6 +15,7 @@ import uvicorn
 from backend import config, protocol
 
 from .conftest import free_port
+from .helpers import drain
 
 BIG = 16 * 1024 * 1024  # the large answer: far more than the kernel's socket buffers hold
 
@@ -158,18 +159,7 @@ def test_a_client_that_never_reads_is_dropped_after_the_write_timeout(tiny):
         time.sleep(0.1)
     assert open_fds() <= before + len(socks), "the server still holds the connections of clients that never read"
     for s in socks:
-        got, ended = 0, False
-        s.settimeout(5)
-        try:
-            while True:
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    ended = True
-                    break
-                got += len(chunk)
-        except ConnectionResetError:
-            ended = True
-        s.close()
+        got, ended = drain(s)
         assert ended and got < BIG, (ended, got)
     # a client that reads, slowly but steadily, gets the whole answer
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
