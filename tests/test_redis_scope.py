@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import broker_keys, close_stack, make_stack
+from .conftest import broker_keys, close_stack, make_stack, missing_service
 from .helpers import upload
 
 
@@ -19,7 +19,7 @@ from .helpers import upload
 def test_a_services_stack_leaves_other_databases_and_keys_alone():
     url = os.environ.get("TOROID_TEST_REDIS_URL")
     if not url or not os.environ.get("TOROID_TEST_DATABASE_URL"):
-        pytest.skip("TOROID_TEST_DATABASE_URL and TOROID_TEST_REDIS_URL are not set")
+        missing_service("TOROID_TEST_DATABASE_URL and TOROID_TEST_REDIS_URL are not set (PostgreSQL / Redis tests)")
     import redis
 
     base, _, tail = url.rpartition("/")
